@@ -1,0 +1,90 @@
+//! `classify`: method + path (+ query) → [`Classified`] — which family, which target, which action,
+//! which scope. It matches the raw request target with a strict grammar and never guesses: a shape it
+//! does not know is [`Unmatched`], which the pipeline denies to job tokens. Pure; no I/O.
+
+mod git;
+
+use http::Method;
+use serde::Serialize;
+
+use crate::path::ProjectPath;
+use crate::policy::scope::Scope;
+
+/// The endpoint family a request belongs to; it picks the upstream and the style of errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Git,
+}
+
+impl Family {
+    pub fn id(self) -> &'static str {
+        match self {
+            Family::Git => "git",
+        }
+    }
+}
+
+/// What the request does to its target, coarsely (for audit and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Read,
+    Write,
+}
+
+impl Action {
+    pub fn id(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Write => "write",
+        }
+    }
+}
+
+/// A project named by path or by numeric id (the API allows both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ProjectRef {
+    Path(ProjectPath),
+    Id(u64),
+}
+
+/// What a classified request touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Project(ProjectRef),
+}
+
+/// The output of `classify`: everything `decide` needs to know about the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub family: Family,
+    pub target: Target,
+    pub action: Action,
+    /// The scope the request needs on its target.
+    pub scope: Scope,
+    /// Destructive requests also need a protected ref.
+    pub destructive: bool,
+}
+
+/// A request shape jobgate does not know; `why` says which rule it broke (static text, no input).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unmatched {
+    pub why: &'static str,
+}
+
+/// Classifies one request from its method, raw path and raw query.
+///
+/// # Errors
+/// [`Unmatched`] for every shape outside the endpoint table.
+pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Classified, Unmatched> {
+    git::classify(method, path, query).unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
+}
+
+/// Splits `/<project>[.git]/<rest>` at the first `suffix` that ends the path, returning the project.
+/// `None` when the path does not end that way or the project part is not a clean project path.
+fn project_before<'a>(path: &'a str, suffix: &str) -> Option<&'a str> {
+    let project = path.strip_prefix('/')?.strip_suffix(suffix)?;
+    Some(project.strip_suffix(".git").unwrap_or(project))
+}

@@ -1,0 +1,335 @@
+//! The static process configuration: one YAML file, unknown keys rejected, relative paths resolved
+//! against the file's folder, validated once. It owns no runtime state and reads no other file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::token::Alg;
+
+/// An error in a configuration file; the message names the file and, where known, line and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Parse { path: PathBuf, line: usize, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: TlsFiles,
+    pub issuers: Vec<IssuerConfig>,
+    pub policy_dir: PathBuf,
+    /// What to do with requests that carry no job credential.
+    #[serde(default)]
+    pub non_job: NonJob,
+    pub upstreams: Upstreams,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub audit: AuditSink,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// A short name for logs and metrics.
+    pub name: String,
+    /// The exact `iss` claim value.
+    pub iss: String,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audiences: Vec<String>,
+    /// JWKS file with the issuer's public keys.
+    pub jwks_file: PathBuf,
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<Alg>,
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Longest accepted `exp - iat`.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_secs: u64,
+}
+
+fn default_algorithms() -> Vec<Alg> {
+    vec![Alg::RS256, Alg::ES256]
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_lifetime() -> u64 {
+    24 * 3600
+}
+
+/// Treatment of traffic that is not job traffic (DESIGN.md §2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonJob {
+    /// Fail closed: 401.
+    #[default]
+    Reject,
+    /// Forward untouched; the upstream applies its own rules.
+    Passthrough,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstreams {
+    pub git: UpstreamConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `http://host:port[/prefix]`.
+    pub url: String,
+    #[serde(default)]
+    pub credentials: CredentialMode,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// How long to wait for the upstream's response headers.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout_secs: u64,
+    #[serde(default = "default_pool_idle")]
+    pub pool_max_idle_per_host: usize,
+}
+
+fn default_connect_timeout() -> u64 {
+    5
+}
+fn default_response_timeout() -> u64 {
+    300
+}
+fn default_pool_idle() -> usize {
+    64
+}
+
+/// What happens to the job credential on the way upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialMode {
+    /// The upstream sees the job credential as the client sent it.
+    #[default]
+    Passthrough,
+    /// Every job credential (headers and `job_token` query parameter) is removed.
+    Strip,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request head (request line + headers), HTTP/1 and HTTP/2 alike.
+    pub max_header_bytes: usize,
+    /// Largest accepted token; larger ones are rejected before any parsing.
+    pub max_token_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    pub tls_handshake_secs: u64,
+    /// Time to receive a request head; on HTTP/1 keep-alive connections this is also the idle timeout.
+    pub request_header_secs: u64,
+    /// HTTP/2 connections are pinged at this interval and closed when a ping goes unanswered.
+    pub keepalive_secs: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_secs: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { tls_handshake_secs: 10, request_header_secs: 30, keepalive_secs: 60, drain_secs: 30 }
+    }
+}
+
+impl Timeouts {
+    pub fn tls_handshake(&self) -> Duration {
+        Duration::from_secs(self.tls_handshake_secs)
+    }
+    pub fn request_header(&self) -> Duration {
+        Duration::from_secs(self.request_header_secs)
+    }
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs)
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+}
+
+/// Where audit lines go.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditSink {
+    #[default]
+    Stdout,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the file, and the line for syntax, type and unknown-key errors.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let mut config: Config = parse_yaml(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.tls.cert);
+        resolve(&mut self.tls.key);
+        resolve(&mut self.policy_dir);
+        for issuer in &mut self.issuers {
+            resolve(&mut issuer.jwks_file);
+        }
+        if let AuditSink::File(p) = &mut self.audit {
+            resolve(p);
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.issuers.is_empty() {
+            return Err("issuers: at least one issuer is required".into());
+        }
+        for (i, issuer) in self.issuers.iter().enumerate() {
+            let at = format!("issuers[{i}] ({})", issuer.name);
+            if issuer.iss.is_empty() {
+                return Err(format!("{at}: iss must not be empty"));
+            }
+            if issuer.audiences.is_empty() {
+                return Err(format!("{at}: audiences must name at least one audience"));
+            }
+            if issuer.algorithms.is_empty() {
+                return Err(format!("{at}: algorithms must name at least one algorithm"));
+            }
+            if self.issuers[..i].iter().any(|other| other.iss == issuer.iss) {
+                return Err(format!("{at}: iss {:?} is configured twice", issuer.iss));
+            }
+        }
+        crate::forward::parse_upstream_url(&self.upstreams.git.url)
+            .map_err(|e| format!("upstreams.git.url: {e}"))?;
+        if self.limits.max_header_bytes < 8192 {
+            return Err("limits.max_header_bytes: must be at least 8192".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses YAML into `T`, turning serde_yaml's error into one that names the file and line.
+///
+/// # Errors
+/// [`ConfigError::Parse`] with the 1-based line of the offending key or value.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        line: e.location().map_or(0, |l| l.line()),
+        message: strip_location(&e.to_string()),
+    })
+}
+
+/// serde_yaml appends " at line L column C"; the line is already in our prefix.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "\
+listen: { public: 127.0.0.1:0, admin: 127.0.0.1:0 }
+tls: { cert: certs/server.pem, key: certs/server-key.pem }
+issuers:
+  - name: ci
+    iss: https://gitlab.example.com
+    audiences: [jobgate]
+    jwks_file: keys/jwks.json
+policy_dir: policies
+upstreams:
+  git: { url: 'http://127.0.0.1:8080' }
+";
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobgate.yaml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults_and_resolved_paths() {
+        let (dir, path) = write(MINIMAL);
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.policy_dir, dir.path().join("policies"));
+        assert_eq!(c.issuers[0].algorithms, vec![Alg::RS256, Alg::ES256]);
+        assert_eq!(c.non_job, NonJob::Reject);
+        assert_eq!(c.upstreams.git.credentials, CredentialMode::Passthrough);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let (_dir, path) = write(&MINIMAL.replace("policy_dir:", "polcy_dir: x\npolicy_dir:"));
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("jobgate.yaml:8:"), "{err}");
+        assert!(err.contains("unknown field `polcy_dir`"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_algorithm_is_refused() {
+        let (_dir, path) = write(&MINIMAL.replace("jwks_file:", "algorithms: [EdDSA]\n    jwks_file:"));
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("EdDSA"), "{err}");
+    }
+
+    #[test]
+    fn bad_upstream_url_is_refused() {
+        let (_dir, path) = write(&MINIMAL.replace("http://127.0.0.1:8080", "ftp://x"));
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("upstreams.git.url"), "{err}");
+    }
+}

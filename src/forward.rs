@@ -1,0 +1,247 @@
+//! `forward`: sends an allowed request upstream and streams both bodies (never buffered). It owns
+//! header hygiene — hop-by-hop and client-sent identity headers removed, `X-Forwarded-*` set by us,
+//! `Host` kept — and the credential mode. It decides nothing: by the time a request arrives here,
+//! `enforce` has allowed it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::{self, Body};
+use crate::config::{CredentialMode, UpstreamConfig};
+use crate::query;
+use crate::reason::Reason;
+use crate::reject::Rejection;
+use crate::token::extract::rack_eq;
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus `Expect`, which hyper has
+/// already answered, and `Proxy-*`).
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::EXPECT,
+];
+
+/// One upstream: where it is, how long to wait, what to do with credentials.
+pub struct Upstream {
+    scheme: Scheme,
+    authority: Authority,
+    prefix: String,
+    client: Client<HttpConnector, Body>,
+    response_timeout: Duration,
+    credentials: CredentialMode,
+}
+
+/// Per-request facts `forward` writes into the upstream request.
+pub struct ForwardContext<'a> {
+    pub peer: SocketAddr,
+    pub request_id: &'a str,
+}
+
+/// Checks an upstream URL: `http://host[:port][/prefix]`, no query, no user info.
+///
+/// # Errors
+/// A message saying what is wrong with the URL.
+pub fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return Err(format!("{url:?}: only http:// upstreams are supported (TLS ends at jobgate)"));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| format!("{url:?} has no host"))?;
+    if authority.as_str().contains('@') || uri.query().is_some() {
+        return Err(format!("{url:?} must not carry user info or a query"));
+    }
+    Ok((Scheme::HTTP, authority, uri.path().trim_end_matches('/').to_owned()))
+}
+
+impl Upstream {
+    /// Builds the pooled client for one upstream.
+    ///
+    /// # Errors
+    /// An invalid URL (already refused by config validation).
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
+        let (scheme, authority, prefix) = parse_upstream_url(&config.url)?;
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_secs)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Ok(Upstream {
+            scheme,
+            authority,
+            prefix,
+            client,
+            response_timeout: Duration::from_secs(config.response_timeout_secs),
+            credentials: config.credentials,
+        })
+    }
+
+    /// Forwards one request and returns the upstream's response with its body streaming.
+    ///
+    /// # Errors
+    /// A [`Rejection`] with `upstream_unavailable` or `upstream_timeout`.
+    pub async fn forward(&self, parts: Parts, body: Incoming, ctx: &ForwardContext<'_>) -> Result<Response<Body>, Rejection> {
+        let request = self.upstream_request(parts, body, ctx)?;
+        let response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => return Err(Rejection::new(Reason::UpstreamTimeout, "upstream did not answer in time")),
+            Ok(Err(e)) => {
+                tracing::warn!(request_id = ctx.request_id, error = %e, "upstream request failed");
+                let what = if e.is_connect() { "cannot connect to upstream" } else { "upstream connection failed" };
+                return Err(Rejection::new(Reason::UpstreamUnavailable, what));
+            }
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, incoming) = response.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, body::stream(incoming)))
+    }
+
+    fn upstream_request(&self, mut parts: Parts, body: Incoming, ctx: &ForwardContext<'_>) -> Result<Request<Body>, Rejection> {
+        let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+        let target = match (self.credentials, parts.uri.query()) {
+            (CredentialMode::Strip, Some(q)) => {
+                let kept = without_job_token(q);
+                let path = parts.uri.path();
+                if kept.is_empty() { format!("{}{path}", self.prefix) } else { format!("{}{path}?{kept}", self.prefix) }
+            }
+            _ => format!("{}{original}", self.prefix),
+        };
+        // HTTP/2 clients send `:authority` instead of `Host`; the upstream still needs the host name.
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        parts.uri = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(target)
+            .build()
+            .map_err(bad)?;
+        parts.version = Version::HTTP_11;
+        let headers = &mut parts.headers;
+        remove_hop_by_hop(headers);
+        remove_matching(headers, is_identity_header);
+        if self.credentials == CredentialMode::Strip {
+            headers.remove(header::AUTHORIZATION);
+            remove_matching(headers, |name| rack_eq(name, "job-token"));
+        }
+        let peer_ip: HeaderValue = ctx.peer.ip().to_string().parse().map_err(bad)?;
+        headers.insert(HeaderName::from_static("x-forwarded-for"), peer_ip);
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("https"));
+        if let Some(host) = host {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+            headers.insert(header::HOST, host);
+        }
+        headers.insert(HeaderName::from_static("x-request-id"), HeaderValue::from_str(ctx.request_id).map_err(bad)?);
+        Ok(Request::from_parts(parts, body::stream(body)))
+    }
+}
+
+fn bad<E>(_: E) -> Rejection {
+    Rejection::new(Reason::BadRequest, "request cannot be forwarded")
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// Headers through which a client could claim an identity or origin that only jobgate may state;
+/// compared Rack-style, so `X_Forwarded_For` is caught too.
+fn is_identity_header(name: &str) -> bool {
+    let folded: String = name.chars().map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() }).collect();
+    folded.starts_with("x-forwarded-")
+        || folded.starts_with("x-jobgate-")
+        || matches!(folded.as_str(), "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "x-request-id")
+}
+
+fn remove_matching(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n.as_str())).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// The raw query minus every pair whose decoded name is `job_token`; kept pairs keep their bytes.
+fn without_job_token(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| query::form_decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != "job_token")
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret, x-forwarded-user"),
+            ("x-secret", "1"),
+            ("x-forwarded-user", "root"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("git-protocol", "version=2"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        remove_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, vec!["git-protocol"]);
+    }
+
+    #[test]
+    fn identity_headers_in_any_spelling() {
+        for name in ["X-Forwarded-For", "x_forwarded_host", "X-JOBGATE-JOB-ID", "x_jobgate_scopes", "Forwarded", "X-Real-IP", "x-request-id"] {
+            assert!(is_identity_header(name), "{name}");
+        }
+        for name in ["x-forwardedfor", "git-protocol", "host", "authorization"] {
+            assert!(!is_identity_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn job_token_leaves_the_query_in_any_encoding() {
+        assert_eq!(without_job_token("service=git-upload-pack&job_token=abc"), "service=git-upload-pack");
+        assert_eq!(without_job_token("job%5Ftoken=abc&a=%2F&&b"), "a=%2F&b");
+        assert_eq!(without_job_token("job_token=abc"), "");
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(parse_upstream_url("http://127.0.0.1:8080/git/").unwrap().2, "/git");
+        for bad in ["https://x", "ftp://x", "http://u:p@x", "http://x/?q=1", "x"] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! jobgate: a TLS-terminating reverse proxy that enforces scoped, short-lived CI job JWTs in front of
+//! GitLab's HTTP endpoints.
+//!
+//! One request takes one way through the pipeline, each stage returning the next stage's type:
+//!
+//! ```text
+//! accept ─► TLS ─► classify ─► extract ─► verify ─► decide ─► forward | reject ─► record
+//!  serve    tls    classify    token::    token::   policy::  forward   reject     audit
+//!                  → Classified extract   verify    decide    (stream)
+//!                               → token  → Claims  → Permit
+//! ```
+//!
+//! `proxy::enforce` runs classify → extract → verify → decide synchronously against one
+//! [`snapshot::Snapshot`] (policy + key sets, swapped whole by `reload`); `proxy::Gateway::handle`
+//! adds the edges: forwarding, refusing, recording.
+
+pub mod admin;
+pub mod audit;
+pub mod body;
+pub mod classify;
+pub mod config;
+pub mod demo;
+pub mod forward;
+pub mod generate;
+pub mod path;
+pub mod policy;
+pub mod proxy;
+pub mod query;
+pub mod reason;
+pub mod reject;
+pub mod reload;
+pub mod serve;
+pub mod snapshot;
+pub mod tls;
+pub mod token;

@@ -1,0 +1,95 @@
+//! The policy file format, exactly as operators write it. Unknown keys, scopes and roles are load
+//! errors (serde reports them with the line). Nothing here is used on the request path: `load`
+//! compiles these documents into the indexed [`super::Policy`].
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::scope::{Role, ScopeSet};
+
+/// One policy file. Several files in the policy folder are merged; each project, group and the
+/// instance section may be defined in one file only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    pub instance: Option<InstanceDoc>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupDoc>,
+    #[serde(default)]
+    pub projects: BTreeMap<String, ProjectDoc>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceDoc {
+    /// The instance-wide compliance switch for elevation.
+    #[serde(default = "yes")]
+    pub elevation: bool,
+    /// What a job may do in its own project.
+    pub own_project: ScopeSet,
+    /// What a job may do in another project that admits it.
+    pub cross_project: ScopeSet,
+    #[serde(default = "yes")]
+    pub destructive_requires_protected_ref: bool,
+    /// Scopes whose every use is destructive (for example `write_repository`).
+    #[serde(default)]
+    pub destructive_scopes: ScopeSet,
+    /// Overrides of the role → maximum scopes table.
+    #[serde(default)]
+    pub roles: BTreeMap<Role, ScopeSet>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupDoc {
+    /// `false` switches elevation off for every project below the group.
+    pub elevation: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectDoc {
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub inbound: Inbound,
+    #[serde(default)]
+    pub allow: Vec<AllowDoc>,
+    pub elevation: Option<bool>,
+}
+
+/// Who may reach a project from other projects' jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inbound {
+    /// Only the projects and groups named in `allow`.
+    #[default]
+    Allowlist,
+    /// Every project's jobs get the cross-project baseline.
+    Open,
+}
+
+/// One allowlist entry: admits `from` and grants it `scopes` under the conditions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowDoc {
+    /// A project path, or a group path (every project below it).
+    pub from: String,
+    #[serde(default)]
+    pub scopes: ScopeSet,
+    #[serde(default)]
+    pub refs: Refs,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refs {
+    #[default]
+    Any,
+    /// The grant applies only to jobs on protected refs.
+    Protected,
+}
+
+fn yes() -> bool {
+    true
+}

@@ -1,0 +1,226 @@
+//! THE pipeline: load one snapshot → enforce (classify, extract, verify, decide) → forward | reject →
+//! record. `enforce` is synchronous and pure so tests and benches call it directly; `handle` adds the
+//! edges (upstream I/O, audit).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use http::request::Parts;
+use http::{header, HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+
+use crate::audit::{Audit, AuditRecord};
+use crate::body::Body;
+use crate::classify::{classify, Classified, ProjectRef, Target, Unmatched};
+use crate::config::NonJob;
+use crate::forward::{ForwardContext, Upstream};
+use crate::policy::{decide, Decision, Permit};
+use crate::reason::Reason;
+use crate::reject::{self, Rejection};
+use crate::snapshot::Snapshot;
+use crate::token::extract::{extract, Credential, ExtractError};
+use crate::token::verify::VerifiedClaims;
+
+/// What `enforce` concluded.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A verified job token and a policy permit.
+    Allow(Permit),
+    /// Not job traffic, on a route that passes it to the upstream untouched.
+    Passthrough,
+    Reject(Rejection),
+}
+
+/// Everything `enforce` learned, for forwarding and for the audit line.
+#[derive(Debug)]
+pub struct Enforced {
+    pub classified: Result<Classified, Unmatched>,
+    pub claims: Option<VerifiedClaims>,
+    pub verdict: Verdict,
+}
+
+/// Classifies, extracts, verifies and decides one request at time `now` (seconds since the epoch).
+pub fn enforce(snapshot: &Snapshot, non_job: NonJob, parts: &Parts, now: i64) -> Enforced {
+    let classified = classify(&parts.method, parts.uri.path(), parts.uri.query());
+    let (claims, verdict) = judge(snapshot, non_job, parts, &classified, now);
+    Enforced { classified, claims, verdict }
+}
+
+fn judge(
+    snapshot: &Snapshot,
+    non_job: NonJob,
+    parts: &Parts,
+    classified: &Result<Classified, Unmatched>,
+    now: i64,
+) -> (Option<VerifiedClaims>, Verdict) {
+    let reject = |reason, message: &'static str| Verdict::Reject(Rejection::new(reason, message));
+    if let Err(message) = check_request_target(parts) {
+        return (None, reject(Reason::BadRequest, message));
+    }
+    let token = match extract(&parts.headers, parts.uri.query()) {
+        Ok(Credential::Job(token)) => token,
+        Ok(_) if non_job == NonJob::Passthrough => return (None, Verdict::Passthrough),
+        Ok(Credential::None) => return (None, reject(Reason::MissingCredential, "a CI job token is required")),
+        Ok(Credential::NonJob) => return (None, reject(Reason::NonJobRejected, "only CI job tokens are accepted here")),
+        Err(e @ ExtractError::Conflicting) => return (None, reject(Reason::ConflictingCredentials, e.to_static())),
+        Err(e @ ExtractError::Malformed(_)) => return (None, reject(Reason::BadRequest, e.to_static())),
+    };
+    let claims = match snapshot.verifier.verify(&token, now) {
+        Ok(claims) => claims,
+        Err(e) => return (None, Verdict::Reject(Rejection::new(e.reason(), e.to_string()))),
+    };
+    let verdict = match classified {
+        Err(unmatched) => reject(Reason::UnmatchedRequest, unmatched.why),
+        Ok(request) => match decide(&snapshot.policy, request, claims.claims()) {
+            Decision::Allow(permit) => Verdict::Allow(permit),
+            Decision::Deny(denial) => Verdict::Reject(Rejection::new(
+                denial.reason,
+                format!(
+                    "jobs of {} may not use {} on {}",
+                    claims.claims().project_path,
+                    denial.needed,
+                    target_name(&request.target)
+                ),
+            )),
+        },
+    };
+    (Some(claims), verdict)
+}
+
+/// Request-target shapes that would let jobgate and the upstream disagree about the request.
+fn check_request_target(parts: &Parts) -> Result<(), &'static str> {
+    if parts.version < Version::HTTP_2 && parts.uri.authority().is_some() {
+        return Err("absolute-form request targets are not accepted");
+    }
+    if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err("more than one Host header");
+    }
+    if let (Some(authority), Some(host)) = (parts.uri.authority(), parts.headers.get(header::HOST)) {
+        if authority.as_str().as_bytes() != host.as_bytes() {
+            return Err(":authority and Host disagree");
+        }
+    }
+    Ok(())
+}
+
+fn target_name(target: &Target) -> String {
+    match target {
+        Target::Project(ProjectRef::Path(path)) => path.to_string(),
+        Target::Project(ProjectRef::Id(id)) => format!("project id {id}"),
+    }
+}
+
+impl ExtractError {
+    fn to_static(self) -> &'static str {
+        match self {
+            ExtractError::Conflicting => "two different credentials in one request",
+            ExtractError::Malformed(_) => "malformed Authorization header",
+        }
+    }
+}
+
+/// Process-unique request ids: a random per-process prefix and a counter.
+pub struct RequestIds {
+    prefix: u32,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        let mut bytes = [0u8; 4];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        RequestIds { prefix: u32::from_be_bytes(bytes), next: AtomicU64::new(1) }
+    }
+
+    pub fn next(&self) -> String {
+        format!("{:08x}-{:x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything the public listener's requests share.
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub non_job: NonJob,
+    pub git: Upstream,
+    pub audit: Audit,
+    pub request_ids: RequestIds,
+}
+
+/// Seconds since the epoch, as `verify` takes them.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Gateway {
+    /// Serves one request end to end. Never fails: every problem becomes a response.
+    pub async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let started = Instant::now();
+        let request_id = self.request_ids.next();
+        let snapshot = self.snapshot.load_full();
+        let (parts, body) = request.into_parts();
+        let enforced = enforce(&snapshot, self.non_job, &parts, unix_now());
+        let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
+
+        let outcome = match &enforced.verdict {
+            Verdict::Reject(rejection) => Err(rejection.clone()),
+            Verdict::Allow(_) | Verdict::Passthrough => {
+                // One family so far; unmatched non-job traffic goes to the same upstream.
+                self.git.forward(parts, body, &ForwardContext { peer, request_id: &request_id }).await
+            }
+        };
+        let (mut response, reason) = match outcome {
+            Ok(response) => (response, if matches!(enforced.verdict, Verdict::Passthrough) { Reason::NonJobPassthrough } else { Reason::Granted }),
+            Err(rejection) => (reject::response(&rejection, &request_id), rejection.reason),
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        self.audit.record(audit_record(&enforced, reason, &response, started, request_id, method, path, snapshot.generation));
+        response
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_record(
+    enforced: &Enforced,
+    reason: Reason,
+    response: &Response<Body>,
+    started: Instant,
+    request_id: String,
+    method: String,
+    path: String,
+    generation: u64,
+) -> AuditRecord {
+    let classified = enforced.classified.as_ref().ok();
+    let claims = enforced.claims.as_ref().map(VerifiedClaims::claims);
+    AuditRecord {
+        time: SystemTime::now(),
+        request_id,
+        method,
+        path,
+        family: classified.map(|c| c.family.id()),
+        action: classified.map(|c| c.action.id()),
+        scope: classified.map(|c| c.scope.name()),
+        target: classified.map(|c| target_name(&c.target)),
+        job_id: claims.map(|c| c.job_id),
+        token_project: claims.map(|c| c.project_path.to_string()),
+        user_id: claims.and_then(|c| c.user_id),
+        decision: match enforced.verdict {
+            Verdict::Allow(_) => "allow",
+            Verdict::Passthrough => "passthrough",
+            Verdict::Reject(_) => "deny",
+        },
+        reason: reason.id(),
+        status: response.status().as_u16(),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        generation,
+    }
+}

@@ -1,0 +1,41 @@
+//! Query strings as the upstream (Rack, git-http-backend) will read them: `&`-separated pairs,
+//! `+` as space, percent-decoded names and values. Matching on decoded pairs means an encoded name
+//! such as `job%5Ftoken` or `s%65rvice` is seen by jobgate exactly as the upstream will see it.
+
+use std::borrow::Cow;
+
+use percent_encoding::percent_decode_str;
+
+/// The decoded `(name, value)` pairs of a raw query string; a pair without `=` has an empty value.
+pub fn pairs(query: Option<&str>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(name), form_decode(value))
+        })
+}
+
+/// `application/x-www-form-urlencoded` decoding of one name or value.
+pub fn form_decode(raw: &str) -> Cow<'_, str> {
+    if !raw.contains(['%', '+']) {
+        return Cow::Borrowed(raw);
+    }
+    let plus_free = raw.replace('+', " ");
+    Cow::Owned(percent_decode_str(&plus_free).decode_utf8_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_names_and_values() {
+        let got: Vec<_> = pairs(Some("a=1&s%65rvice=git%2Dupload-pack&&flag&x=a+b")).collect();
+        let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+        assert_eq!(got, vec![("a", "1"), ("service", "git-upload-pack"), ("flag", ""), ("x", "a b")]);
+        assert_eq!(pairs(None).count(), 0);
+    }
+}

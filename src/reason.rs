@@ -1,0 +1,151 @@
+//! The one closed list of decision reason ids. They are metric label values, audit values and test
+//! expectations alike, so they never carry data (no project, user or token) and never change spelling.
+
+use serde::Serialize;
+
+/// Why a request was allowed, passed through or rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The policy grants the needed scope.
+    Granted,
+    /// Not job traffic, and the route passes such traffic to the upstream.
+    NonJobPassthrough,
+    /// No credential at all on a route that rejects non-job traffic.
+    MissingCredential,
+    /// A credential that is not a job token on a route that rejects non-job traffic.
+    NonJobRejected,
+    /// Two different credentials in one request (token smuggling).
+    ConflictingCredentials,
+    /// The request itself is malformed (duplicated `Host`, absolute-form target, ...).
+    BadRequest,
+    /// The request shape is not one jobgate knows; unknown shapes are denied, not guessed.
+    UnmatchedRequest,
+    /// The token is larger than the configured limit.
+    TokenTooLarge,
+    /// The token is not a well-formed JWS compact serialisation.
+    MalformedToken,
+    /// The token's `iss` names no configured issuer.
+    UnknownIssuer,
+    /// The header has no `kid`, or the issuer's key set has no key with that id.
+    UnknownKid,
+    /// The header's `alg` is not allowed for the issuer, or does not fit the key.
+    AlgNotAllowed,
+    /// The signature does not verify.
+    BadSignature,
+    /// A registered or GitLab claim is missing or has an impossible value.
+    ClaimInvalid,
+    /// `exp` is in the past (beyond the leeway).
+    TokenExpired,
+    /// `nbf` or `iat` is in the future (beyond the leeway).
+    TokenNotYetValid,
+    /// `aud` names none of the issuer's accepted audiences.
+    WrongAudience,
+    /// The token lives longer (`exp - iat`) than the issuer allows.
+    LifetimeTooLong,
+    /// The target project does not admit the job's project.
+    NotInAllowlist,
+    /// The needed scope is granted by no baseline and no allowlist entry.
+    ScopeNotGranted,
+    /// A grant exists but elevation is switched off above or at the target.
+    ElevationDisabled,
+    /// The action (or the grant) needs a protected ref and the job's ref is not protected.
+    RefNotProtected,
+    /// The user who runs the job could not do this.
+    UserCeiling,
+    /// The token's own `scopes` claim does not include the needed scope.
+    TokenCeiling,
+    /// A numeric project id that neither the policy nor the token can resolve.
+    UnknownProjectId,
+    /// The upstream could not be reached.
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+}
+
+impl Reason {
+    /// Every reason, for metrics pre-registration and exhaustive tests.
+    pub const ALL: [Reason; 27] = [
+        Reason::Granted,
+        Reason::NonJobPassthrough,
+        Reason::MissingCredential,
+        Reason::NonJobRejected,
+        Reason::ConflictingCredentials,
+        Reason::BadRequest,
+        Reason::UnmatchedRequest,
+        Reason::TokenTooLarge,
+        Reason::MalformedToken,
+        Reason::UnknownIssuer,
+        Reason::UnknownKid,
+        Reason::AlgNotAllowed,
+        Reason::BadSignature,
+        Reason::ClaimInvalid,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::WrongAudience,
+        Reason::LifetimeTooLong,
+        Reason::NotInAllowlist,
+        Reason::ScopeNotGranted,
+        Reason::ElevationDisabled,
+        Reason::RefNotProtected,
+        Reason::UserCeiling,
+        Reason::TokenCeiling,
+        Reason::UnknownProjectId,
+        Reason::UpstreamUnavailable,
+        Reason::UpstreamTimeout,
+    ];
+
+    /// The stable id used in metrics, audit lines, response bodies and tests.
+    pub fn id(self) -> &'static str {
+        match self {
+            Reason::Granted => "granted",
+            Reason::NonJobPassthrough => "non_job_passthrough",
+            Reason::MissingCredential => "missing_credential",
+            Reason::NonJobRejected => "non_job_rejected",
+            Reason::ConflictingCredentials => "conflicting_credentials",
+            Reason::BadRequest => "bad_request",
+            Reason::UnmatchedRequest => "unmatched_request",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::MalformedToken => "malformed_token",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::UnknownKid => "unknown_kid",
+            Reason::AlgNotAllowed => "alg_not_allowed",
+            Reason::BadSignature => "bad_signature",
+            Reason::ClaimInvalid => "claim_invalid",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::WrongAudience => "wrong_audience",
+            Reason::LifetimeTooLong => "lifetime_too_long",
+            Reason::NotInAllowlist => "not_in_allowlist",
+            Reason::ScopeNotGranted => "scope_not_granted",
+            Reason::ElevationDisabled => "elevation_disabled",
+            Reason::RefNotProtected => "ref_not_protected",
+            Reason::UserCeiling => "user_ceiling",
+            Reason::TokenCeiling => "token_ceiling",
+            Reason::UnknownProjectId => "unknown_project_id",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_match_serde() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            assert!(seen.insert(r.id()), "duplicate id {}", r.id());
+            let json = serde_json::to_string(&r).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", r.id()));
+        }
+    }
+}

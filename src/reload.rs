@@ -1,0 +1,95 @@
+//! Reload: build a new snapshot (policy + key sets) and certificate off the request path, validate,
+//! swap. A failure keeps the last good state, is logged with file and line, and shows on `/-/ready`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+
+use crate::config::Config;
+use crate::proxy::Gateway;
+use crate::snapshot::Snapshot;
+use crate::tls::CertResolver;
+
+/// Owns the reload sources and remembers how the last attempt went.
+pub struct Reloader {
+    config: Config,
+    gateway: Arc<Gateway>,
+    certs: Arc<CertResolver>,
+    generation: AtomicU64,
+    failures: AtomicU64,
+    last_error: ArcSwapOption<(SystemTime, String)>,
+}
+
+impl Reloader {
+    pub fn new(config: Config, gateway: Arc<Gateway>, certs: Arc<CertResolver>, generation: u64) -> Self {
+        Reloader {
+            config,
+            gateway,
+            certs,
+            generation: AtomicU64::new(generation),
+            failures: AtomicU64::new(0),
+            last_error: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Reloads certificates, policy and key sets. Each source that fails keeps its last good state.
+    ///
+    /// # Errors
+    /// The error messages of the sources that failed, joined.
+    pub fn reload(&self) -> Result<u64, String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.certs.reload(&self.config.tls.cert, &self.config.tls.key) {
+            errors.push(e.to_string());
+        }
+        let generation = self.generation.load(Ordering::SeqCst) + 1;
+        match Snapshot::build(&self.config, generation) {
+            Ok(snapshot) => {
+                self.gateway.snapshot.store(Arc::new(snapshot));
+                self.generation.store(generation, Ordering::SeqCst);
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        if errors.is_empty() {
+            tracing::info!(generation, "reloaded");
+            self.last_error.store(None);
+            Ok(generation)
+        } else {
+            let message = errors.join("; ");
+            tracing::error!("reload failed, keeping the last good configuration: {message}");
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.last_error.store(Some(Arc::new((SystemTime::now(), message.clone()))));
+            Err(message)
+        }
+    }
+
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// The state `/-/ready` shows.
+    pub fn status(&self) -> serde_json::Value {
+        let snapshot = self.gateway.snapshot.load();
+        let issuers: Vec<serde_json::Value> = snapshot
+            .verifier
+            .issuers
+            .iter()
+            .map(|i| serde_json::json!({"name": i.name, "keys": i.keys.len(), "skipped_keys": i.keys.skipped}))
+            .collect();
+        let last_error = self.last_error.load();
+        serde_json::json!({
+            "ready": true,
+            "generation": snapshot.generation,
+            "loaded_at": humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string(),
+            "policy_files": snapshot.policy.files,
+            "issuers": issuers,
+            "reload_failures": self.failures.load(Ordering::Relaxed),
+            "last_reload_error": last_error.as_ref().map(|e| serde_json::json!({
+                "at": humantime::format_rfc3339_seconds(e.0).to_string(),
+                "error": e.1,
+            })),
+            "audit_lines_dropped": self.gateway.audit.dropped(),
+        })
+    }
+}

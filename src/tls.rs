@@ -1,0 +1,114 @@
+//! TLS for the public listener: rustls with the ring provider only, TLS 1.2 and 1.3, ALPN `h2` and
+//! `http/1.1`, and a certificate resolver behind an `ArcSwap` so a reload swaps the certificate for
+//! new connections without touching open ones. A broken or mismatched pair never replaces a good one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{cert} / {key}: {message}")]
+    Pair { cert: String, key: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The one crypto provider jobgate uses (ring; aws-lc is never compiled in).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Loads a PEM certificate chain and its private key, checking that they belong together.
+///
+/// # Errors
+/// Unreadable or non-PEM files, an empty chain, or a key that does not match the leaf certificate.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let file_error = |path: &Path, message: String| TlsError::File { path: path.display().to_string(), message };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| file_error(cert, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(cert, format!("not a PEM certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(file_error(cert, "no CERTIFICATE block".into()));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, format!("no usable private key: {e}")))?;
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|e| TlsError::Pair {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Serves whatever certificate was loaded last.
+#[derive(Debug)]
+pub struct CertResolver(ArcSwap<CertifiedKey>);
+
+impl CertResolver {
+    pub fn new(key: CertifiedKey) -> Self {
+        CertResolver(ArcSwap::from_pointee(key))
+    }
+
+    /// Loads the pair from disk and swaps it in; on error the current certificate stays.
+    ///
+    /// # Errors
+    /// As [`load_certified_key`].
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+        self.0.store(Arc::new(load_certified_key(cert, key)?));
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+/// The public listener's rustls configuration.
+///
+/// # Errors
+/// Only if rustls refuses the protocol versions (it does not with the ring provider).
+pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mismatched_or_broken_pairs_are_refused_and_keep_the_old_certificate() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        crate::generate::certs(a.path()).unwrap();
+        crate::generate::certs(b.path()).unwrap();
+        let (cert, key) = (a.path().join("server.pem"), a.path().join("server-key.pem"));
+        let resolver = CertResolver::new(load_certified_key(&cert, &key).unwrap());
+        let before = resolver.0.load_full();
+
+        let err = resolver.reload(&cert, &b.path().join("server-key.pem")).unwrap_err().to_string();
+        assert!(err.contains("server-key.pem"), "{err}");
+        std::fs::write(a.path().join("broken.pem"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
+        let err = resolver.reload(&a.path().join("broken.pem"), &key).unwrap_err().to_string();
+        assert!(err.contains("broken.pem"), "{err}");
+        assert!(Arc::ptr_eq(&before, &resolver.0.load_full()));
+
+        resolver.reload(&b.path().join("server.pem"), &b.path().join("server-key.pem")).unwrap();
+        assert!(!Arc::ptr_eq(&before, &resolver.0.load_full()));
+    }
+}
