@@ -22,21 +22,24 @@ pub(super) fn classify(method: &Method, path: &str, query: Option<&str>) -> Opti
         }
         (project, service_param(query))
     } else if let Some(project) = project_before(path, "/git-upload-pack") {
-        (project, Ok(Service::UploadPack))
+        (project, post_only(method, Service::UploadPack))
     } else if let Some(project) = project_before(path, "/git-receive-pack") {
-        (project, Ok(Service::ReceivePack))
+        (project, post_only(method, Service::ReceivePack))
     } else {
         return None;
     };
-    Some(classified(method, project, service))
+    Some(service.and_then(|service| classified(project, service)))
 }
 
-fn classified(method: &Method, project: &str, service: Result<Service, Unmatched>) -> Result<Classified, Unmatched> {
-    let service = service?;
-    let is_info_refs = method == Method::GET || method == Method::HEAD;
-    if !is_info_refs && method != Method::POST {
-        return Err(Unmatched { why: "git-upload-pack and git-receive-pack only answer POST" });
+fn post_only(method: &Method, service: Service) -> Result<Service, Unmatched> {
+    if method == Method::POST {
+        Ok(service)
+    } else {
+        Err(Unmatched { why: "git-upload-pack and git-receive-pack only answer POST" })
     }
+}
+
+fn classified(project: &str, service: Service) -> Result<Classified, Unmatched> {
     let project = ProjectPath::parse(project).ok_or(Unmatched { why: "not a plain project path" })?;
     let (action, scope) = match service {
         Service::UploadPack => (Action::Read, Scope::ReadRepository),
