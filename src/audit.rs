@@ -58,11 +58,11 @@ impl Audit {
     /// The audit file cannot be opened for appending.
     pub async fn start(sink: &AuditSink) -> std::io::Result<Audit> {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        match sink {
-            AuditSink::Stdout => {
+        match &sink.file {
+            None => {
                 tokio::spawn(write_lines(receiver, tokio::io::stdout()));
             }
-            AuditSink::File(path) => {
+            Some(path) => {
                 let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
                 tokio::spawn(write_lines(receiver, file));
             }

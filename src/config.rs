@@ -187,14 +187,11 @@ impl Timeouts {
     }
 }
 
-/// Where audit lines go.
+/// Where audit lines go: appended to `file`, or standard output when no file is named.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditSink {
-    #[default]
-    Stdout,
-    /// Appended to this file.
-    File(PathBuf),
+#[serde(deny_unknown_fields)]
+pub struct AuditSink {
+    pub file: Option<PathBuf>,
 }
 
 impl Config {
@@ -224,7 +221,7 @@ impl Config {
         for issuer in &mut self.issuers {
             resolve(&mut issuer.jwks_file);
         }
-        if let AuditSink::File(p) = &mut self.audit {
+        if let Some(p) = &mut self.audit.file {
             resolve(p);
         }
     }

@@ -1,1 +1,222 @@
-fn main(){}
+//! The `jobgate` command line. Only argument parsing and start-up live here (anyhow allowed).
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use jobgate::config::Config;
+use jobgate::token::mint::{JobClaims, Signer};
+use jobgate::token::Alg;
+
+#[derive(Parser)]
+#[command(name = "jobgate", version, about = "Enforcement gateway for CI job credentials in front of GitLab")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: the public TLS listener and the admin listener.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate the config, policies, key sets and certificate, then exit.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Everything local for a first look: certificates, keys, policy, upstream, tokens.
+    Demo {
+        #[arg(long, default_value = "jobgate-demo")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        admin_listen: SocketAddr,
+    },
+    /// Development certificates.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Issuer signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Job tokens (dev/test issuer).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write a dev CA and a server certificate for localhost and 127.0.0.1.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write a signing key (PKCS#8 PEM) and its jwks.json.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "RS256", value_parser = parse_alg)]
+        alg: Alg,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a signed job token in GitLab's claim formats.
+    Mint(MintArgs),
+}
+
+#[derive(Args)]
+struct MintArgs {
+    /// PEM private key (RSA or P-256).
+    #[arg(long)]
+    key: PathBuf,
+    /// Key id; defaults to the key's RFC 7638 thumbprint.
+    #[arg(long)]
+    kid: Option<String>,
+    #[arg(long)]
+    iss: String,
+    #[arg(long)]
+    aud: String,
+    #[arg(long)]
+    project_path: String,
+    #[arg(long)]
+    project_id: u64,
+    #[arg(long, default_value_t = 1)]
+    user_id: u64,
+    #[arg(long)]
+    job_id: u64,
+    #[arg(long, default_value_t = 1)]
+    pipeline_id: u64,
+    #[arg(long = "ref", default_value = "main")]
+    git_ref: String,
+    #[arg(long)]
+    ref_protected: bool,
+    #[arg(long, default_value_t = 3600)]
+    ttl: i64,
+    /// Comma-separated scope ceiling (`scopes` claim).
+    #[arg(long, value_delimiter = ',')]
+    scopes: Option<Vec<String>>,
+    /// Extra claim KEY=VALUE (VALUE as JSON when it parses, else a string); repeatable.
+    #[arg(long = "claim")]
+    claims: Vec<String>,
+}
+
+fn parse_alg(s: &str) -> Result<Alg, String> {
+    Alg::parse(s).ok_or_else(|| format!("unknown algorithm {s:?}"))
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("jobgate: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => runtime()?.block_on(serve(&config)),
+        Command::Check { config } => check(&config),
+        Command::Demo { dir, listen, admin_listen } => runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen)),
+        Command::Certs { command: CertsCommand::Generate { out } } => {
+            let files = jobgate::generate::certs(&out)?;
+            println!("wrote {} {} {}", files.ca.display(), files.cert.display(), files.key.display());
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Generate { out, alg } } => {
+            let files = jobgate::generate::keys(&out, alg)?;
+            println!("wrote {} {} (kid {})", files.signing_key.display(), files.jwks.display(), files.kid);
+            Ok(())
+        }
+        Command::Token { command: TokenCommand::Mint(args) } => mint(args),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn serve(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let running = jobgate::serve::start(config).await?;
+    // Tests and scripts read this line for the bound addresses (port 0 is allowed).
+    eprintln!("jobgate listening public=https://{} admin=http://{}", running.public_addr, running.admin_addr);
+    running.run_until_signalled().await
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
+    jobgate::tls::load_certified_key(&config.tls.cert, &config.tls.key)?;
+    for issuer in &snapshot.verifier.issuers {
+        println!("issuer {}: {} key(s), {} skipped", issuer.name, issuer.keys.len(), issuer.keys.skipped.len());
+        for skipped in &issuer.keys.skipped {
+            println!("  skipped {skipped}");
+        }
+    }
+    println!(
+        "policy: {} file(s), {} project(s), {} group(s)",
+        snapshot.policy.files.len(),
+        snapshot.policy.projects.len(),
+        snapshot.policy.groups.len()
+    );
+    println!("ok: {}", path.display());
+    Ok(())
+}
+
+fn mint(args: MintArgs) -> anyhow::Result<()> {
+    let pem = if args.key.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(&args.key).with_context(|| format!("reading {}", args.key.display()))?
+    };
+    let signer = Signer::from_pem(&pem)?;
+    let mut extra = Vec::new();
+    for claim in &args.claims {
+        let Some((key, value)) = claim.split_once('=') else { bail!("--claim {claim:?}: expected KEY=VALUE") };
+        let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        extra.push((key.to_owned(), value));
+    }
+    let claims = JobClaims {
+        iss: args.iss,
+        aud: args.aud,
+        project_path: args.project_path,
+        project_id: args.project_id,
+        user_id: args.user_id,
+        job_id: args.job_id,
+        pipeline_id: args.pipeline_id,
+        git_ref: args.git_ref,
+        ref_protected: args.ref_protected,
+        ttl_secs: args.ttl,
+        scopes: args.scopes,
+        extra,
+    };
+    let kid = args.kid.unwrap_or_else(|| signer.thumbprint());
+    println!("{}", signer.sign(&kid, &claims.payload(jobgate::proxy::unix_now()))?);
+    Ok(())
+}
