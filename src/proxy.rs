@@ -224,3 +224,30 @@ fn audit_record(
         generation,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, version: Version, hosts: &[&str]) -> Parts {
+        let mut builder = Request::builder().uri(uri).version(version);
+        for host in hosts {
+            builder = builder.header(header::HOST, *host);
+        }
+        builder.body(()).unwrap_or_default().into_parts().0
+    }
+
+    #[test]
+    fn request_targets_that_could_be_read_two_ways_are_refused() {
+        assert!(check_request_target(&parts("/a/b.git/info/refs", Version::HTTP_11, &["x"])).is_ok());
+        assert!(check_request_target(&parts("https://x/a/b.git/info/refs", Version::HTTP_2, &[])).is_ok());
+        assert!(check_request_target(&parts("https://x/a", Version::HTTP_2, &["x"])).is_ok());
+        for (uri, version, hosts) in [
+            ("https://evil/a/b.git/info/refs", Version::HTTP_11, &["x"][..]),
+            ("/a", Version::HTTP_11, &["a", "b"][..]),
+            ("https://x/a", Version::HTTP_2, &["y"][..]),
+        ] {
+            assert!(check_request_target(&parts(uri, version, hosts)).is_err(), "{uri} {hosts:?}");
+        }
+    }
+}

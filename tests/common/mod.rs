@@ -1,0 +1,278 @@
+//! Shared helpers for the end-to-end tests: a real jobgate process, a real git http-backend under
+//! lighttpd, the real git client, and a dev issuer. Missing tools are failures, never skips: the
+//! test script (`scripts/test.sh`) installs them.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use jobgate::token::mint::{JobClaims, Signer};
+use jobgate::token::Alg;
+
+pub const ISSUER: &str = "https://gitlab.test";
+pub const AUDIENCE: &str = "jobgate";
+
+/// A child process killed when dropped.
+pub struct Process {
+    pub child: Child,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a command and returns its output; panics with stderr when it cannot start.
+pub fn run(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (run scripts/test.sh to install tools)"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `git http-backend` under lighttpd (mod_cgi), serving bare repositories below `root`.
+pub struct GitServer {
+    pub port: u16,
+    pub root: PathBuf,
+    _process: Process,
+}
+
+impl GitServer {
+    pub fn start(dir: &Path) -> GitServer {
+        let root = dir.join("repos");
+        std::fs::create_dir_all(&root).unwrap();
+        let exec_path = String::from_utf8(run(Command::new("git").arg("--exec-path")).stdout).unwrap();
+        let backend = Path::new(exec_path.trim()).join("git-http-backend");
+        assert!(backend.exists(), "{} is missing", backend.display());
+        let port = free_port();
+        let conf = dir.join("lighttpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"server.document-root = "{root}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
+server.errorlog = "{dir}/lighttpd-error.log"
+server.upload-dirs = ("{dir}")
+server.max-request-size = 2097152
+alias.url = ( "/" => "{backend}/" )
+cgi.assign = ( "" => "" )
+setenv.set-environment = ( "GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL" => "1" )
+"#,
+                root = root.display(),
+                dir = dir.display(),
+                backend = backend.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new("lighttpd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("lighttpd is not installed: run scripts/test.sh");
+        let process = Process { child };
+        wait_for_port(port);
+        GitServer { port, root, _process: process }
+    }
+
+    /// Creates a bare repository `project.git` with one commit on `main`; returns its path.
+    pub fn create_repo(&self, project: &str) -> PathBuf {
+        let bare = self.root.join(format!("{project}.git"));
+        std::fs::create_dir_all(&bare).unwrap();
+        git_ok(&bare, &["init", "--quiet", "--bare", "-b", "main"]);
+        git_ok(&bare, &["config", "http.receivepack", "true"]);
+        let work = self.root.join(".seed").join(project);
+        std::fs::create_dir_all(&work).unwrap();
+        git_ok(&work, &["init", "--quiet", "-b", "main"]);
+        std::fs::write(work.join("README.md"), format!("# {project}\n")).unwrap();
+        git_ok(&work, &["add", "README.md"]);
+        git_ok(&work, &["commit", "--quiet", "-m", "initial"]);
+        git_ok(&work, &["push", "--quiet", bare.to_str().unwrap(), "main"]);
+        bare
+    }
+}
+
+/// A git command with an isolated HOME and identity, trusting `ca` only when given.
+pub fn git_command(cwd: &Path, ca: Option<&Path>) -> Command {
+    let mut command = Command::new("git");
+    let home = std::env::temp_dir().join("jobgate-test-home");
+    std::fs::create_dir_all(&home).unwrap();
+    command
+        .current_dir(cwd)
+        .env("HOME", &home)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "ci")
+        .env("GIT_AUTHOR_EMAIL", "ci@example.com")
+        .env("GIT_COMMITTER_NAME", "ci")
+        .env("GIT_COMMITTER_EMAIL", "ci@example.com");
+    if let Some(ca) = ca {
+        command.env("GIT_SSL_CAINFO", ca);
+    }
+    command
+}
+
+pub fn git_ok(cwd: &Path, args: &[&str]) -> String {
+    let out = run(git_command(cwd, None).args(args));
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A jobgate process with its own certificates, issuer key, policy and config.
+pub struct Gateway {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub admin_port: u16,
+    pub ca: PathBuf,
+    pub audit: PathBuf,
+    pub signer: Signer,
+    pub kid: String,
+    process: Process,
+}
+
+impl Gateway {
+    /// Starts jobgate in `dir` with `policy` in front of `upstream` (an `http://` URL).
+    pub fn start(dir: &Path, upstream: &str, policy: &str, extra_config: &str) -> Gateway {
+        let certs = jobgate::generate::certs(&dir.join("certs")).unwrap();
+        let keys = jobgate::generate::keys(&dir.join("keys"), Alg::RS256).unwrap();
+        std::fs::create_dir_all(dir.join("policies")).unwrap();
+        std::fs::write(dir.join("policies/policy.yaml"), policy).unwrap();
+        let config = dir.join("jobgate.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: {{ public: 127.0.0.1:0, admin: 127.0.0.1:0 }}
+tls: {{ cert: certs/server.pem, key: certs/server-key.pem }}
+issuers:
+  - {{ name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json }}
+policy_dir: policies
+upstreams:
+  git: {{ url: '{upstream}' }}
+audit: {{ file: audit.log }}
+{extra_config}"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[jobgate] {line}");
+                let _ = tx.send(line);
+            }
+        });
+        let process = Process { child };
+        let line = loop {
+            let line = rx.recv_timeout(Duration::from_secs(30)).expect("jobgate did not report its addresses");
+            if line.starts_with("jobgate listening") {
+                break line;
+            }
+        };
+        let port_after = |key: &str| -> u16 {
+            let addr = line.split(key).nth(1).unwrap().split_whitespace().next().unwrap();
+            addr.rsplit(':').next().unwrap().parse().unwrap()
+        };
+        let signer = Signer::from_pem(&std::fs::read_to_string(&keys.signing_key).unwrap()).unwrap();
+        Gateway {
+            dir: dir.to_owned(),
+            port: port_after("public=https://"),
+            admin_port: port_after("admin=http://"),
+            ca: certs.ca,
+            audit: dir.join("audit.log"),
+            signer,
+            kid: keys.kid,
+            process,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// A job token for `project` (id `id`) on a protected or unprotected ref.
+    pub fn token(&self, project: &str, id: u64, protected: bool) -> String {
+        self.token_with(project, id, protected, Vec::new())
+    }
+
+    pub fn token_with(&self, project: &str, id: u64, protected: bool, extra: Vec<(String, serde_json::Value)>) -> String {
+        let claims = JobClaims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            project_path: project.into(),
+            project_id: id,
+            user_id: 5,
+            job_id: 1000 + id,
+            pipeline_id: 7,
+            git_ref: if protected { "main".into() } else { "feature".into() },
+            ref_protected: protected,
+            ttl_secs: 600,
+            scopes: None,
+            extra,
+        };
+        self.signer.sign(&self.kid, &claims.payload(jobgate::proxy::unix_now())).unwrap()
+    }
+
+    /// `https://gitlab-ci-token:TOKEN@127.0.0.1:PORT/project.git`
+    pub fn git_url(&self, token: &str, project: &str) -> String {
+        format!("https://gitlab-ci-token:{token}@127.0.0.1:{}/{project}.git", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Audit lines written so far (the writer flushes each batch; poll briefly for the newest).
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// `curl` against the gateway with our CA; returns (status, headers+body text).
+pub fn curl(gateway: &Gateway, args: &[&str]) -> (u16, String) {
+    let out = run(Command::new("curl")
+        .args(["-s", "-i", "--cacert"])
+        .arg(&gateway.ca)
+        .env_remove("CURL_CA_BUNDLE")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .args(args));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("HTTP/"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("curl {args:?} got no response: {}", String::from_utf8_lossy(&out.stderr)));
+    (status, text)
+}
