@@ -33,7 +33,7 @@ fn env() -> Env {
     for project in ["acme/app", "acme/lib", "acme/secret", "acme/platform/tools"] {
         git.create_repo(project);
     }
-    let gateway = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", git.port), POLICY, "");
+    let gateway = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", git.port), POLICY);
     Env { dir, git, gateway }
 }
 

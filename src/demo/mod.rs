@@ -2,7 +2,7 @@
 //! a config into one folder, starts a built-in upstream (Git via `git http-backend` when `git` is
 //! installed, an echo otherwise), serves, and prints commands with freshly minted tokens.
 
-mod upstream;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -183,7 +183,7 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  # 3. demo/lib's job clones demo/secret, which admits nobody: denied (403 not_in_allowlist)");
     println!("  git clone {} {w}/secret", url("LIB_TOKEN", "demo/secret"));
     println!("  # 4. demo/lib's job on an unprotected ref pushes to demo/app: denied (403 ref_not_protected)");
-    println!("  git -C {w}/lib-reads-app -c user.name=ci -c user.email=ci@localhost commit --allow-empty -m 'from demo/lib'");
+    println!("  git -C {w}/lib-reads-app -c user.name=ci -c user.email=ci@localhost commit --allow-empty -m from-demo-lib");
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_TOKEN", "demo/app"));
     println!("  # 5. the same push from a job on a protected ref: allowed");
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_PROTECTED_TOKEN", "demo/app"));

@@ -1,0 +1,108 @@
+//! Header hygiene and credential modes, observed at an echo upstream (jobgate's demo echo), through a
+//! real jobgate process, over HTTP/1.1 and HTTP/2.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{curl, Gateway};
+use serde_json::Value;
+
+const POLICY: &str = "projects:\n  acme/app: { id: 42 }\n";
+
+fn echo_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            jobgate::demo::upstream::serve(listener, None).await;
+        });
+    });
+    port
+}
+
+/// The echo's JSON and the response's request id.
+fn echoed(gateway: &Gateway, args: &[&str]) -> (Value, String) {
+    let (status, text) = curl(gateway, args);
+    assert_eq!(status, 200, "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let request_id = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("x-request-id: ").map(str::to_owned))
+        .expect("x-request-id on the response");
+    (serde_json::from_str(body).unwrap(), request_id)
+}
+
+#[test]
+fn identity_headers_are_ours_and_credentials_pass_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = echo_upstream();
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{upstream}"), POLICY);
+    let token = gw.token("acme/app", 42, false);
+    let basic = format!("gitlab-ci-token:{token}");
+    let url = gw.url(&format!("/acme/app.git/info/refs?service=git-upload-pack&job_token={token}"));
+    for version in ["--http1.1", "--http2"] {
+        let mut args = vec![version, "-u", &basic, &url];
+        let spoofed = [
+            "X-Forwarded-For: 6.6.6.6",
+            "X_Forwarded_Host: evil.example.com",
+            "X-Forwarded-Proto: http",
+            "Forwarded: for=6.6.6.6",
+            "X-Real-IP: 6.6.6.6",
+            "X-Jobgate-Job-Id: 1",
+            "X_Jobgate_Scopes: api",
+            "X-Request-Id: forged",
+            "Git-Protocol: version=2",
+        ];
+        for header in &spoofed {
+            args.extend(["-H", header]);
+        }
+        if version == "--http1.1" {
+            args.extend(["-H", "Connection: keep-alive, X-Custom", "-H", "X-Custom: secret"]);
+        }
+        let (echo, request_id) = echoed(&gw, &args);
+        let headers = echo["headers"].as_object().unwrap();
+        let host = format!("127.0.0.1:{}", gw.port);
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{version}");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-host"], host.as_str());
+        assert_eq!(headers["host"], host.as_str(), "{version}: Host is kept");
+        assert_eq!(headers["x-request-id"], request_id.as_str());
+        assert_eq!(headers["git-protocol"], "version=2");
+        assert!(headers["authorization"].as_str().unwrap().starts_with("Basic "), "passthrough keeps credentials");
+        for name in headers.keys() {
+            let folded = name.replace('_', "-");
+            assert!(
+                !folded.starts_with("x-jobgate") && !["forwarded", "x-real-ip", "x-custom", "connection"].contains(&folded.as_str()),
+                "{version}: {name} must not reach the upstream"
+            );
+        }
+        assert_eq!(echo["path"], "/acme/app.git/info/refs");
+        assert!(echo["query"].as_str().unwrap().contains("job_token="), "passthrough keeps the query");
+    }
+}
+
+#[test]
+fn strip_mode_removes_every_job_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = echo_upstream();
+    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{upstream}', credentials: strip"), POLICY);
+    let token = gw.token("acme/app", 42, false);
+    let cases = [
+        vec!["-u".to_owned(), format!("gitlab-ci-token:{token}")],
+        vec!["-H".to_owned(), format!("JOB-TOKEN: {token}")],
+        vec!["-H".to_owned(), format!("Job_Token: {token}")],
+        vec!["-H".to_owned(), format!("Authorization: Bearer {token}")],
+    ];
+    for case in cases {
+        let url = gw.url(&format!("/acme/app/info/refs?job%5Ftoken={token}&service=git-upload-pack"));
+        let mut args: Vec<&str> = case.iter().map(String::as_str).collect();
+        args.push(&url);
+        let (echo, _) = echoed(&gw, &args);
+        let text = echo.to_string();
+        assert!(!text.contains(&token[..40]), "{case:?}: the token reached the upstream: {text}");
+        assert_eq!(echo["query"], "service=git-upload-pack");
+    }
+}
