@@ -13,6 +13,8 @@
 //!   enforce (all four)       45.3 µs
 //! No verified-token cache yet: verify is the whole cost (the cache is issue 3's).
 
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a bench fixture may fail loudly
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
