@@ -106,3 +106,35 @@ fn strip_mode_removes_every_job_credential() {
         assert_eq!(echo["query"], "service=git-upload-pack");
     }
 }
+
+#[test]
+fn upstream_down_is_502_and_upstream_silence_is_504() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = common::free_port();
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{closed}"), POLICY);
+    let token = gw.token("acme/app", 42, false);
+    let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+    let basic = format!("gitlab-ci-token:{token}");
+    let (status, text) = curl(&gw, &["-u", &basic, &url]);
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("cannot connect to upstream (reason: upstream_unavailable"), "{text}");
+
+    // An upstream that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 1"), POLICY);
+    let token = gw.token("acme/app", 42, false);
+    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 504, "{text}");
+    assert!(text.contains("upstream_timeout"), "{text}");
+    let timed_out = |l: &Value| l["status"] == 504 && l["reason"] == "upstream_timeout";
+    let audit = gw.audit_until(|lines| lines.iter().any(timed_out));
+    assert!(audit.iter().any(timed_out), "{audit:?}");
+}

@@ -76,9 +76,9 @@ fn own_project_clone_is_allowed_and_audited() {
     let url = env.gateway.git_url(&token, "acme/platform/tools").trim_end_matches(".git").to_owned();
     env.clone_ok(&url, "tools");
 
-    let lines = env.gateway.audit_lines();
-    let allowed = lines.iter().filter(|l| l["decision"] == "allow" && l["job_id"] == 1042).count();
-    assert!(allowed >= 2, "info/refs and upload-pack are audited: {lines:?}");
+    let allowed = |lines: &[serde_json::Value]| lines.iter().filter(|l| l["decision"] == "allow" && l["job_id"] == 1042).count();
+    let lines = env.gateway.audit_until(|lines| allowed(lines) >= 2);
+    assert!(allowed(&lines) >= 2, "info/refs and upload-pack are audited: {lines:?}");
     let text = std::fs::read_to_string(&env.gateway.audit).unwrap();
     assert!(!text.contains(&token) && !text.contains("service="), "audit lines never carry tokens or queries");
 }

@@ -252,13 +252,20 @@ audit: {{ file: audit.log }}
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Audit lines written so far (the writer flushes each batch; poll briefly for the newest).
-    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+    /// Audit lines, once `ready` holds for them (they are written off the request path), or after 5 s.
+    pub fn audit_until(&self, ready: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines: Vec<serde_json::Value> = std::fs::read_to_string(&self.audit)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            if ready(&lines) || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
