@@ -3,16 +3,20 @@
 //! SIGHUP reloads. Request handling itself lives in `proxy`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -105,7 +109,7 @@ async fn serve_public(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(http_builder(&timeouts, &limits));
+    let builders = Arc::new(Builders::new(&timeouts, &limits));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -119,8 +123,8 @@ async fn serve_public(
             },
             _ = shutdown.changed() => break,
         };
-        let (acceptor, gateway, builder, watcher) = (acceptor.clone(), gateway.clone(), builder.clone(), graceful.watcher());
-        let handshake_timeout = timeouts.tls_handshake();
+        let (acceptor, gateway, builders, watcher) = (acceptor.clone(), gateway.clone(), builders.clone(), graceful.watcher());
+        let (handshake_timeout, header_timeout) = (timeouts.tls_handshake(), timeouts.request_header());
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -132,7 +136,10 @@ async fn serve_public(
                 let gateway = gateway.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
             });
-            let connection = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+            // ALPN has chosen the protocol: no sniffing, so the header timeout runs from the first byte.
+            let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") { &builders.h2 } else { &builders.h1 };
+            let io = FirstByteDeadline::new(tls, header_timeout);
+            let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -144,21 +151,78 @@ async fn serve_public(
     }
 }
 
-fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.request_header())
-        .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(timeouts.keepalive())
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    builder
+/// One connection builder per ALPN protocol. An auto builder that sniffs the protocol would wait for
+/// the first bytes with no timeout at all; pinning the protocol lets hyper's HTTP/1 header timeout
+/// (which is also its idle keep-alive timeout) run from the start of the connection.
+struct Builders {
+    h1: auto::Builder<TokioExecutor>,
+    h2: auto::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(timeouts: &Timeouts, limits: &Limits) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.request_header())
+            .max_buf_size(limits.max_header_bytes);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(timeouts.keepalive())
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(256)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        Builders { h1: builder.clone().http1_only(), h2: builder.http2_only() }
+    }
+}
+
+/// Fails the connection if the client sends nothing within the deadline after the TLS handshake.
+/// hyper's HTTP/2 server waits for the connection preface without any timeout; this bounds it (and
+/// doubles the HTTP/1 header timeout's guard).
+struct FirstByteDeadline<T> {
+    inner: T,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> FirstByteDeadline<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        FirstByteDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(timeout))) }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.deadline = None;
+        } else if let Some(deadline) = self.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+            }
+        }
+        result
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 async fn serve_admin(listener: TcpListener, reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {

@@ -88,7 +88,7 @@ fn identity_headers_are_ours_and_credentials_pass_through() {
 fn strip_mode_removes_every_job_credential() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = echo_upstream();
-    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{upstream}', credentials: strip"), POLICY);
+    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{upstream}', credentials: strip"), POLICY, "");
     let token = gw.token("acme/app", 42, false);
     let cases = [
         vec!["-u".to_owned(), format!("gitlab-ci-token:{token}")],
@@ -129,7 +129,7 @@ fn upstream_down_is_502_and_upstream_silence_is_504() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 1"), POLICY);
+    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 1"), POLICY, "");
     let token = gw.token("acme/app", 42, false);
     let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
     assert_eq!(status, 504, "{text}");

@@ -151,11 +151,11 @@ pub struct Gateway {
 impl Gateway {
     /// Starts jobgate in `dir` with `policy` in front of `upstream` (an `http://` URL).
     pub fn start(dir: &Path, upstream: &str, policy: &str) -> Gateway {
-        Gateway::start_with(dir, &format!("url: '{upstream}'"), policy)
+        Gateway::start_with(dir, &format!("url: '{upstream}'"), policy, "")
     }
 
-    /// As [`Gateway::start`], with the git upstream's YAML fields given whole.
-    pub fn start_with(dir: &Path, upstream_fields: &str, policy: &str) -> Gateway {
+    /// As [`Gateway::start`], with the git upstream's YAML fields given whole and more top-level config.
+    pub fn start_with(dir: &Path, upstream_fields: &str, policy: &str, extra_config: &str) -> Gateway {
         let certs = jobgate::generate::certs(&dir.join("certs")).unwrap();
         let keys = jobgate::generate::keys(&dir.join("keys"), Alg::RS256).unwrap();
         std::fs::create_dir_all(dir.join("policies")).unwrap();
@@ -172,6 +172,7 @@ policy_dir: policies
 upstreams:
   git: {{ {upstream_fields} }}
 audit: {{ file: audit.log }}
+{extra_config}
 "
             ),
         )
