@@ -1,0 +1,85 @@
+//! The command line as operators use it: `check` on good and broken files, `keys generate` and
+//! `token mint` producing a token that `serve`'s verifier accepts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn jobgate(args: &[&str], cwd: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jobgate")).args(args).current_dir(cwd).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+const CONFIG: &str = "listen: { public: 127.0.0.1:0, admin: 127.0.0.1:0 }
+tls: { cert: certs/server.pem, key: certs/server-key.pem }
+issuers:
+  - { name: ci, iss: jobgate-test, audiences: [jobgate], jwks_file: keys/jwks.json }
+policy_dir: policies
+upstreams:
+  git: { url: 'http://127.0.0.1:8080' }
+";
+
+#[test]
+fn check_accepts_good_files_and_names_file_and_line_of_bad_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
+    let (ok, text) = jobgate(&["keys", "generate", "--out", "keys", "--alg", "ES256"], d);
+    assert!(ok, "{text}");
+    std::fs::create_dir(d.join("policies")).unwrap();
+    std::fs::write(d.join("policies/p.yaml"), "projects:\n  acme/app:\n    allow:\n      - from: acme/lib\n").unwrap();
+    std::fs::write(d.join("jobgate.yaml"), CONFIG).unwrap();
+    let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(ok, "{text}");
+    assert!(text.contains("1 project(s)"), "{text}");
+
+    std::fs::write(d.join("policies/q.yaml"), "projects:\n  acme/lib:\n    allow:\n      - from: acme/app\n        scopes: [write_everything]\n").unwrap();
+    let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(!ok);
+    assert!(text.contains("q.yaml:5: ") && text.contains("write_everything"), "{text}");
+    std::fs::remove_file(d.join("policies/q.yaml")).unwrap();
+
+    std::fs::write(d.join("keys/jwks.json"), "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"h\", \"k\": \"c2VjcmV0\"}]}").unwrap();
+    let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(!ok);
+    assert!(text.contains("jwks.json: no usable key") && text.contains("unsupported kty"), "{text}");
+
+    std::fs::write(d.join("jobgate.yaml"), CONFIG.replace("policy_dir", "policy_dri")).unwrap();
+    let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(!ok);
+    assert!(text.contains("jobgate.yaml:5: unknown field `policy_dri`"), "{text}");
+}
+
+#[test]
+fn minted_tokens_verify_against_the_generated_key_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ok, text) = jobgate(&["keys", "generate", "--out", "keys"], d);
+    assert!(ok, "{text}");
+    let args = [
+        "token", "mint", "--key", "keys/signing-key.pem", "--iss", "jobgate-test", "--aud", "jobgate",
+        "--project-path", "acme/app", "--project-id", "42", "--job-id", "7", "--ref-protected",
+        "--scopes", "read_repository,write_repository", "--claim", "environment=production",
+    ];
+    let (ok, token) = jobgate(&args, d);
+    assert!(ok, "{token}");
+    let keys = jobgate::token::keys::KeySet::from_file(&d.join("keys/jwks.json")).unwrap();
+    let verifier = jobgate::token::verify::Verifier {
+        issuers: vec![jobgate::token::verify::Issuer {
+            name: "ci".into(),
+            iss: "jobgate-test".into(),
+            audiences: vec!["jobgate".into()],
+            algorithms: vec![jobgate::token::Alg::RS256],
+            leeway: 30,
+            max_lifetime: 86400,
+            keys: std::sync::Arc::new(keys),
+        }],
+        max_token_bytes: 8192,
+    };
+    let verified = verifier.verify(token.trim(), jobgate::proxy::unix_now()).unwrap();
+    let claims = verified.claims();
+    assert_eq!((claims.project_id, claims.job_id, claims.ref_protected), (42, 7, true));
+    assert_eq!(claims.environment.as_deref(), Some("production"));
+    assert_eq!(claims.scopes.unwrap().to_string(), "read_repository write_repository");
+}
