@@ -1,4 +1,4 @@
-//! The admin listener (loopback by default, plain HTTP): liveness and readiness. It serves no job
+//! The admin listener (loopback by default, plain HTTP): liveness, readiness and metrics. It serves no job
 //! traffic and changes no state yet; state-changing routes arrive with their credential check.
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -10,9 +10,16 @@ use crate::reload::Reloader;
 pub fn handle<B>(reloader: &Reloader, request: &Request<B>) -> Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/-/healthy") => text(StatusCode::OK, "ok\n"),
-        // The gateway exists only once the first snapshot loaded, so it is ready when it answers.
-        (&Method::GET, "/-/ready") => json(StatusCode::OK, &reloader.status()),
-        (_, "/-/healthy" | "/-/ready") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        (&Method::GET, "/-/ready") => {
+            let status = if reloader.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            json(status, &reloader.status())
+        }
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(body::full(reloader.gateway().metrics.render()));
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response
+        }
+        (_, "/-/healthy" | "/-/ready" | "/metrics") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

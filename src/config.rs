@@ -64,8 +64,26 @@ pub struct IssuerConfig {
     pub iss: String,
     /// Accepted `aud` values; a token must name at least one.
     pub audiences: Vec<String>,
-    /// JWKS file with the issuer's public keys.
-    pub jwks_file: PathBuf,
+    /// A JWKS file with the issuer's public keys, watched for changes.
+    pub jwks_file: Option<PathBuf>,
+    /// An HTTPS URL serving the issuer's JWKS (GitLab: `https://HOST/oauth/discovery/keys`), polled.
+    pub jwks_url: Option<String>,
+    /// Find `jwks_uri` through `ISS/.well-known/openid-configuration` (`iss` must be an HTTPS URL).
+    #[serde(default)]
+    pub discovery: bool,
+    /// PEM CA bundle trusted for `jwks_url` / discovery instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Longest interval between fetches; a shorter `Cache-Control: max-age` wins (never under 1 s).
+    #[serde(default = "default_refresh")]
+    pub refresh_secs: u64,
+    #[serde(default = "default_fetch_timeout")]
+    pub fetch_timeout_secs: u64,
+    /// After this long without a successful fetch the issuer fails closed.
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness_secs: u64,
+    /// After an unknown-`kid` refetch, further unknown `kid`s are refused without fetching for this long.
+    #[serde(default = "default_cooldown")]
+    pub unknown_kid_cooldown_secs: u64,
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<Alg>,
     #[serde(default = "default_leeway")]
@@ -83,6 +101,18 @@ fn default_leeway() -> u64 {
 }
 fn default_max_lifetime() -> u64 {
     24 * 3600
+}
+fn default_refresh() -> u64 {
+    300
+}
+fn default_fetch_timeout() -> u64 {
+    10
+}
+fn default_max_staleness() -> u64 {
+    6 * 3600
+}
+fn default_cooldown() -> u64 {
+    30
 }
 
 /// Treatment of traffic that is not job traffic (DESIGN.md §2).
@@ -146,11 +176,13 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest accepted token; larger ones are rejected before any parsing.
     pub max_token_bytes: usize,
+    /// Verified tokens kept in the cache (each entry dies at its token's `exp`).
+    pub token_cache_entries: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024 }
+        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024, token_cache_entries: 100_000 }
     }
 }
 
@@ -219,7 +251,8 @@ impl Config {
         resolve(&mut self.tls.key);
         resolve(&mut self.policy_dir);
         for issuer in &mut self.issuers {
-            resolve(&mut issuer.jwks_file);
+            issuer.jwks_file.as_mut().map(resolve);
+            issuer.ca_file.as_mut().map(resolve);
         }
         if let Some(p) = &mut self.audit.file {
             resolve(p);
@@ -241,8 +274,20 @@ impl Config {
             if issuer.algorithms.is_empty() {
                 return Err(format!("{at}: algorithms must name at least one algorithm"));
             }
-            if self.issuers[..i].iter().any(|other| other.iss == issuer.iss) {
-                return Err(format!("{at}: iss {:?} is configured twice", issuer.iss));
+            if self.issuers[..i].iter().any(|other| other.iss == issuer.iss || other.name == issuer.name) {
+                return Err(format!("{at}: iss {:?} or name {:?} is configured twice", issuer.iss, issuer.name));
+            }
+            let sources = [issuer.jwks_file.is_some(), issuer.jwks_url.is_some(), issuer.discovery];
+            if sources.iter().filter(|s| **s).count() != 1 {
+                return Err(format!("{at}: name exactly one key source: jwks_file, jwks_url or discovery: true"));
+            }
+            if let Some(url) = &issuer.jwks_url {
+                if !url.starts_with("https://") {
+                    return Err(format!("{at}: jwks_url must be an https:// URL"));
+                }
+            }
+            if issuer.discovery && !issuer.iss.starts_with("https://") {
+                return Err(format!("{at}: discovery needs an https:// iss"));
             }
         }
         crate::forward::parse_upstream_url(&self.upstreams.git.url)
@@ -321,6 +366,20 @@ upstreams:
         let (_dir, path) = write(&MINIMAL.replace("jwks_file:", "algorithms: [EdDSA]\n    jwks_file:"));
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("EdDSA"), "{err}");
+    }
+
+    #[test]
+    fn exactly_one_key_source() {
+        let two = MINIMAL.replace("jwks_file: keys/jwks.json", "jwks_file: k.json\n    jwks_url: https://x/keys");
+        let none = MINIMAL.replace("    jwks_file: keys/jwks.json\n", "");
+        let http = MINIMAL.replace("jwks_file: keys/jwks.json", "jwks_url: http://x/keys");
+        for text in [two, none, http] {
+            let (_dir, path) = write(&text);
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains("issuers[0] (ci)"), "{err}");
+        }
+        let (_dir, path) = write(&MINIMAL.replace("jwks_file: keys/jwks.json", "discovery: true"));
+        assert!(Config::load(&path).is_ok());
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod forward;
 pub mod generate;
+pub mod metrics;
 pub mod path;
 pub mod policy;
 pub mod proxy;

@@ -139,7 +139,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => runtime()?.block_on(serve(&config)),
-        Command::Check { config } => check(&config),
+        Command::Check { config } => runtime()?.block_on(check(&config)),
         Command::Demo { dir, listen, admin_listen } => runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen)),
         Command::Certs { command: CertsCommand::Generate { out } } => {
             let files = jobgate::generate::certs(&out)?;
@@ -167,14 +167,20 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
     running.run_until_signalled().await
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
+async fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
     jobgate::tls::load_certified_key(&config.tls.cert, &config.tls.key)?;
-    for issuer in &snapshot.verifier.issuers {
-        println!("issuer {}: {} key(s), {} skipped", issuer.name, issuer.keys.len(), issuer.keys.skipped.len());
-        for skipped in &issuer.keys.skipped {
+    let verifier = jobgate::token::verify::Verifier::start(&config, &jobgate::metrics::Metrics::new()).await?;
+    let mut failed = Vec::new();
+    for issuer in &verifier.issuers {
+        let keys = issuer.keys.current();
+        println!("issuer {}: {} key(s), {} skipped", issuer.name, keys.set.len(), keys.set.skipped.len());
+        for skipped in &keys.set.skipped {
             println!("  skipped {skipped}");
+        }
+        if keys.set.is_empty() {
+            failed.push(format!("issuer {}: no key set: {}", issuer.name, issuer.keys.last_error().map_or_else(String::new, |e| e.to_string())));
         }
     }
     println!(
@@ -183,6 +189,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
         snapshot.policy.projects.len(),
         snapshot.policy.groups.len()
     );
+    if !failed.is_empty() {
+        bail!("{}", failed.join("; "));
+    }
     println!("ok: {}", path.display());
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -21,7 +22,8 @@ use crate::reason::Reason;
 use crate::reject::{self, Rejection};
 use crate::snapshot::Snapshot;
 use crate::token::extract::{extract, Credential, ExtractError};
-use crate::token::verify::VerifiedClaims;
+use crate::metrics::Metrics;
+use crate::token::verify::{VerifiedClaims, Verifier, VerifyError};
 
 /// What `enforce` concluded.
 #[derive(Debug)]
@@ -39,21 +41,26 @@ pub struct Enforced {
     pub classified: Result<Classified, Unmatched>,
     pub claims: Option<VerifiedClaims>,
     pub verdict: Verdict,
+    /// The issuer whose key set lacked the token's `kid`: worth one refetch and a second try.
+    pub unknown_kid: Option<usize>,
 }
 
 /// Classifies, extracts, verifies and decides one request at time `now` (seconds since the epoch).
-pub fn enforce(snapshot: &Snapshot, non_job: NonJob, parts: &Parts, now: i64) -> Enforced {
+pub fn enforce(snapshot: &Snapshot, verifier: &Verifier, non_job: NonJob, parts: &Parts, now: i64) -> Enforced {
     let classified = classify(&parts.method, parts.uri.path(), parts.uri.query());
-    let (claims, verdict) = judge(snapshot, non_job, parts, &classified, now);
-    Enforced { classified, claims, verdict }
+    let mut unknown_kid = None;
+    let (claims, verdict) = judge(snapshot, verifier, non_job, parts, &classified, now, &mut unknown_kid);
+    Enforced { classified, claims, verdict, unknown_kid }
 }
 
 fn judge(
     snapshot: &Snapshot,
+    verifier: &Verifier,
     non_job: NonJob,
     parts: &Parts,
     classified: &Result<Classified, Unmatched>,
     now: i64,
+    unknown_kid: &mut Option<usize>,
 ) -> (Option<VerifiedClaims>, Verdict) {
     let reject = |reason, message: &'static str| Verdict::Reject(Rejection::new(reason, message));
     if let Err(message) = check_request_target(parts) {
@@ -67,9 +74,14 @@ fn judge(
         Err(e @ ExtractError::Conflicting) => return (None, reject(Reason::ConflictingCredentials, e.to_static())),
         Err(e @ ExtractError::Malformed(_)) => return (None, reject(Reason::BadRequest, e.to_static())),
     };
-    let claims = match snapshot.verifier.verify(&token, now) {
+    let claims = match verifier.verify(&token, now) {
         Ok(claims) => claims,
-        Err(e) => return (None, Verdict::Reject(Rejection::new(e.reason(), e.to_string()))),
+        Err(e) => {
+            if let VerifyError::UnknownKid { issuer } = e {
+                *unknown_kid = Some(issuer);
+            }
+            return (None, Verdict::Reject(Rejection::new(e.reason(), e.to_string())));
+        }
     };
     let verdict = match classified {
         Err(unmatched) => reject(Reason::UnmatchedRequest, unmatched.why),
@@ -148,6 +160,8 @@ impl Default for RequestIds {
 /// Everything the public listener's requests share.
 pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
+    pub verifier: Verifier,
+    pub metrics: Arc<Metrics>,
     pub non_job: NonJob,
     pub git: Upstream,
     pub audit: Audit,
@@ -166,7 +180,13 @@ impl Gateway {
         let request_id = self.request_ids.next();
         let snapshot = self.snapshot.load_full();
         let (parts, body) = request.into_parts();
-        let enforced = enforce(&snapshot, self.non_job, &parts, unix_now());
+        let mut enforced = enforce(&snapshot, &self.verifier, self.non_job, &parts, unix_now());
+        if let Some(issuer) = enforced.unknown_kid.and_then(|i| self.verifier.issuers.get(i)) {
+            // A rotated-in key is usable on the first request that needs it.
+            if issuer.keys.refetch_for_unknown_kid().await {
+                enforced = enforce(&snapshot, &self.verifier, self.non_job, &parts, unix_now());
+            }
+        }
         let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
 
         let outcome = match &enforced.verdict {
@@ -183,7 +203,13 @@ impl Gateway {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
         }
-        self.audit.record(audit_record(&enforced, reason, &response, started, request_id, method, path, snapshot.generation));
+        let record = audit_record(&enforced, reason, &response, started, request_id, method, path, snapshot.generation);
+        self.metrics
+            .requests
+            .with_label_values(&[record.family.unwrap_or("none"), record.action.unwrap_or("none"), record.decision, record.reason])
+            .inc();
+        self.metrics.request_seconds.with_label_values(&[record.family.unwrap_or("none")]).observe(started.elapsed().as_secs_f64());
+        self.audit.record(record);
         response
     }
 }

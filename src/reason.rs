@@ -29,6 +29,8 @@ pub enum Reason {
     UnknownIssuer,
     /// The header has no `kid`, or the issuer's key set has no key with that id.
     UnknownKid,
+    /// The issuer's key set is older than its maximum staleness: fail closed.
+    KeySetStale,
     /// The header's `alg` is not allowed for the issuer, or does not fit the key.
     AlgNotAllowed,
     /// The signature does not verify.
@@ -65,7 +67,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Granted,
         Reason::NonJobPassthrough,
         Reason::MissingCredential,
@@ -77,6 +79,7 @@ impl Reason {
         Reason::MalformedToken,
         Reason::UnknownIssuer,
         Reason::UnknownKid,
+        Reason::KeySetStale,
         Reason::AlgNotAllowed,
         Reason::BadSignature,
         Reason::ClaimInvalid,
@@ -109,6 +112,7 @@ impl Reason {
             Reason::MalformedToken => "malformed_token",
             Reason::UnknownIssuer => "unknown_issuer",
             Reason::UnknownKid => "unknown_kid",
+            Reason::KeySetStale => "key_set_stale",
             Reason::AlgNotAllowed => "alg_not_allowed",
             Reason::BadSignature => "bad_signature",
             Reason::ClaimInvalid => "claim_invalid",

@@ -43,6 +43,11 @@ impl Reloader {
         if let Err(e) = self.certs.reload(&self.config.tls.cert, &self.config.tls.key) {
             errors.push(e.to_string());
         }
+        for issuer in &self.gateway.verifier.issuers {
+            if let Err(e) = issuer.keys.reload_file() {
+                errors.push(format!("issuer {}: {e}", issuer.name));
+            }
+        }
         let generation = self.generation.load(Ordering::SeqCst) + 1;
         match Snapshot::build(&self.config, generation) {
             Ok(snapshot) => {
@@ -51,6 +56,8 @@ impl Reloader {
             }
             Err(e) => errors.push(e.to_string()),
         }
+        let result = if errors.is_empty() { "ok" } else { "failed" };
+        self.gateway.metrics.reloads.with_label_values(&["all", result]).inc();
         if errors.is_empty() {
             tracing::info!(generation, "reloaded");
             self.last_error.store(None);
@@ -68,18 +75,34 @@ impl Reloader {
         &self.gateway
     }
 
+    /// Ready once every issuer has a usable, fresh key set (the policy loaded before we started).
+    pub fn ready(&self) -> bool {
+        self.gateway.verifier.issuers.iter().all(|i| !i.keys.is_stale() && !i.keys.current().set.is_empty())
+    }
+
     /// The state `/-/ready` shows.
     pub fn status(&self) -> serde_json::Value {
         let snapshot = self.gateway.snapshot.load();
-        let issuers: Vec<serde_json::Value> = snapshot
+        let issuers: Vec<serde_json::Value> = self
+            .gateway
             .verifier
             .issuers
             .iter()
-            .map(|i| serde_json::json!({"name": i.name, "keys": i.keys.len(), "skipped_keys": i.keys.skipped}))
+            .map(|i| {
+                let keys = i.keys.current();
+                serde_json::json!({
+                    "name": i.name,
+                    "keys": keys.set.len(),
+                    "key_set_generation": keys.generation,
+                    "skipped_keys": keys.set.skipped,
+                    "stale": i.keys.is_stale(),
+                    "last_error": i.keys.last_error().map(|e| e.to_string()),
+                })
+            })
             .collect();
         let last_error = self.last_error.load();
         serde_json::json!({
-            "ready": true,
+            "ready": self.ready(),
             "generation": snapshot.generation,
             "loaded_at": humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string(),
             "policy_files": snapshot.policy.files,

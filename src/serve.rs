@@ -25,10 +25,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::audit::Audit;
 use crate::config::{Config, Limits, Timeouts};
 use crate::forward::Upstream;
+use crate::metrics::Metrics;
 use crate::proxy::{Gateway, RequestIds};
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, CertResolver};
+use crate::token::verify::Verifier;
 
 /// A started gateway: bound addresses and the handle to stop it.
 pub struct Running {
@@ -46,10 +48,14 @@ pub struct Running {
 /// Any file that does not load, or an address that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::build(&config, 1)?;
+    let metrics = Arc::new(Metrics::new());
+    let verifier = Verifier::start(&config, &metrics).await?;
     let certs = Arc::new(CertResolver::new(tls::load_certified_key(&config.tls.cert, &config.tls.key)?));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
     let gateway = Arc::new(Gateway {
         snapshot: ArcSwap::from_pointee(snapshot),
+        verifier,
+        metrics,
         non_job: config.non_job,
         git: Upstream::new(&config.upstreams.git).map_err(anyhow::Error::msg)?,
         audit: Audit::start(&config.audit).await.context("opening the audit log")?,
@@ -60,6 +66,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     let (shutdown, signal) = watch::channel(false);
     let (timeouts, limits) = (config.timeouts.clone(), config.limits.clone());
+    for issuer in &gateway.verifier.issuers {
+        tokio::spawn(issuer.keys.clone().poll());
+    }
     let reloader = Arc::new(Reloader::new(config, gateway.clone(), certs, 1));
     Ok(Running {
         public_addr,

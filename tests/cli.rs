@@ -65,18 +65,21 @@ fn minted_tokens_verify_against_the_generated_key_set() {
     let (ok, token) = jobgate(&args, d);
     assert!(ok, "{token}");
     let keys = jobgate::token::keys::KeySet::from_file(&d.join("keys/jwks.json")).unwrap();
-    let verifier = jobgate::token::verify::Verifier {
-        issuers: vec![jobgate::token::verify::Issuer {
+    let metrics = jobgate::metrics::Metrics::new();
+    let verifier = jobgate::token::verify::Verifier::new(
+        vec![jobgate::token::verify::Issuer {
             name: "ci".into(),
             iss: "jobgate-test".into(),
             audiences: vec!["jobgate".into()],
             algorithms: vec![jobgate::token::Alg::RS256],
             leeway: 30,
             max_lifetime: 86400,
-            keys: std::sync::Arc::new(keys),
+            keys: jobgate::token::source::KeySource::fixed(keys, metrics.issuer("ci")),
         }],
-        max_token_bytes: 8192,
-    };
+        8192,
+        100,
+        &metrics,
+    );
     let verified = verifier.verify(token.trim(), jobgate::proxy::unix_now()).unwrap();
     let claims = verified.claims();
     assert_eq!((claims.project_id, claims.job_id, claims.ref_protected), (42, 7, true));

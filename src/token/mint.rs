@@ -110,26 +110,12 @@ impl Signer {
         json!({ "keys": [jwk] })
     }
 
-    /// Signs an arbitrary header and payload (tests use this for malformed headers too).
+    /// Signs as `alg`: RS256/384/512 and PS256/384/512 with an RSA key, ES256 with a P-256 key.
     ///
     /// # Errors
-    /// Only if ring fails to sign.
-    pub fn sign_raw(&self, header: &Value, payload: &Value) -> Result<String, MintError> {
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(payload.to_string())
-        );
-        let rng = SystemRandom::new();
-        let signature = match self {
-            Signer::Rsa(key) => {
-                let mut sig = vec![0; key.public().modulus_len()];
-                key.sign(&signature::RSA_PKCS1_SHA256, &rng, input.as_bytes(), &mut sig).map_err(|_| MintError::Sign)?;
-                sig
-            }
-            Signer::Ec(key) => key.sign(&rng, input.as_bytes()).map_err(|_| MintError::Sign)?.as_ref().to_vec(),
-        };
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+    /// An algorithm the key cannot sign with, or a ring failure.
+    pub fn sign_as(&self, alg: Alg, kid: &str, payload: &Value) -> Result<String, MintError> {
+        self.sign_with(alg, &json!({"alg": alg.name(), "typ": "JWT", "kid": kid}), payload)
     }
 
     /// Signs a payload with the standard header (`alg` of the key, `typ: JWT`, `kid`).
@@ -137,7 +123,40 @@ impl Signer {
     /// # Errors
     /// Only if ring fails to sign.
     pub fn sign(&self, kid: &str, payload: &Value) -> Result<String, MintError> {
-        self.sign_raw(&json!({"alg": self.alg().name(), "typ": "JWT", "kid": kid}), payload)
+        self.sign_as(self.alg(), kid, payload)
+    }
+
+    /// Signs an arbitrary header and payload with the key's own algorithm, whatever the header says
+    /// (tests forge headers with it).
+    ///
+    /// # Errors
+    /// Only if ring fails to sign.
+    pub fn sign_raw(&self, header: &Value, payload: &Value) -> Result<String, MintError> {
+        self.sign_with(self.alg(), header, payload)
+    }
+
+    fn sign_with(&self, alg: Alg, header: &Value, payload: &Value) -> Result<String, MintError> {
+        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()));
+        let rng = SystemRandom::new();
+        let signature = match (self, alg) {
+            (Signer::Ec(key), Alg::ES256) => key.sign(&rng, input.as_bytes()).map_err(|_| MintError::Sign)?.as_ref().to_vec(),
+            (Signer::Rsa(key), _) => {
+                let padding: &'static dyn signature::RsaEncoding = match alg {
+                    Alg::RS256 => &signature::RSA_PKCS1_SHA256,
+                    Alg::RS384 => &signature::RSA_PKCS1_SHA384,
+                    Alg::RS512 => &signature::RSA_PKCS1_SHA512,
+                    Alg::PS256 => &signature::RSA_PSS_SHA256,
+                    Alg::PS384 => &signature::RSA_PSS_SHA384,
+                    Alg::PS512 => &signature::RSA_PSS_SHA512,
+                    _ => return Err(MintError::Key(format!("an RSA key cannot sign {}", alg.name()))),
+                };
+                let mut sig = vec![0; key.public().modulus_len()];
+                key.sign(padding, &rng, input.as_bytes(), &mut sig).map_err(|_| MintError::Sign)?;
+                sig
+            }
+            _ => return Err(MintError::Key(format!("this key cannot sign {}", alg.name()))),
+        };
+        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
     }
 }
 

@@ -1,10 +1,12 @@
 //! The credential stages: `extract` finds the job token in a request, `verify` proves it against the
 //! issuer's key set (`keys`) and turns it into [`claims::Claims`]. `mint` is the dev/test issuer.
 
+pub mod cache;
 pub mod claims;
 pub mod extract;
 pub mod keys;
 pub mod mint;
+pub mod source;
 pub mod verify;
 
 use serde::{Deserialize, Serialize};

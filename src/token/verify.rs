@@ -7,16 +7,21 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use prometheus::IntCounter;
 use serde::Deserialize;
 
+use super::cache::{self, Entry, TokenCache};
 use super::claims::{ClaimError, Claims, RawClaims};
-use super::keys::KeySet;
+use super::keys::Key;
+use super::source::KeySource;
 use super::Alg;
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::reason::Reason;
 
 /// Claims whose token passed every check. Only this module constructs it.
 #[derive(Debug, Clone)]
-pub struct VerifiedClaims(Claims);
+pub struct VerifiedClaims(Arc<Claims>);
 
 impl VerifiedClaims {
     pub fn claims(&self) -> &Claims {
@@ -33,10 +38,15 @@ pub enum VerifyError {
     Malformed(&'static str),
     #[error("token issuer is not configured")]
     UnknownIssuer,
+    #[error("the issuer's key set is stale; failing closed")]
+    KeySetStale,
     #[error("token header has no kid")]
     MissingKid,
     #[error("no key with the token's kid in the issuer's key set")]
-    UnknownKid,
+    UnknownKid {
+        /// Index of the issuer in [`Verifier::issuers`], for the unknown-kid refetch.
+        issuer: usize,
+    },
     #[error("algorithm is not allowed for this issuer or key")]
     AlgNotAllowed,
     #[error("signature does not verify")]
@@ -59,7 +69,8 @@ impl VerifyError {
             VerifyError::TooLarge(_) => Reason::TokenTooLarge,
             VerifyError::Malformed(_) => Reason::MalformedToken,
             VerifyError::UnknownIssuer => Reason::UnknownIssuer,
-            VerifyError::MissingKid | VerifyError::UnknownKid => Reason::UnknownKid,
+            VerifyError::KeySetStale => Reason::KeySetStale,
+            VerifyError::MissingKid | VerifyError::UnknownKid { .. } => Reason::UnknownKid,
             VerifyError::AlgNotAllowed => Reason::AlgNotAllowed,
             VerifyError::BadSignature => Reason::BadSignature,
             VerifyError::Expired => Reason::TokenExpired,
@@ -71,7 +82,7 @@ impl VerifyError {
     }
 }
 
-/// One configured issuer with its current key set.
+/// One configured issuer with its live key source.
 pub struct Issuer {
     pub name: String,
     pub iss: String,
@@ -79,13 +90,17 @@ pub struct Issuer {
     pub algorithms: Vec<Alg>,
     pub leeway: i64,
     pub max_lifetime: i64,
-    pub keys: Arc<KeySet>,
+    pub keys: Arc<KeySource>,
 }
 
-/// All issuers and the token size limit: everything `verify` needs, immutable per snapshot.
+/// All issuers, the token size limit and the verified-token cache. Lives as long as the process;
+/// key sets change inside it (per issuer), never the list of issuers.
 pub struct Verifier {
     pub issuers: Vec<Issuer>,
     pub max_token_bytes: usize,
+    cache: TokenCache,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
 }
 
 /// The JOSE header. serde refuses duplicate keys; unknown members (`jku`, `x5u`, `jwk`, ...) are
@@ -98,7 +113,38 @@ struct Header {
 }
 
 impl Verifier {
-    /// Verifies a JWT (without `glcbt-` prefix) at time `now` (seconds since the epoch).
+    pub fn new(issuers: Vec<Issuer>, max_token_bytes: usize, cache_entries: usize, metrics: &Metrics) -> Verifier {
+        Verifier {
+            issuers,
+            max_token_bytes,
+            cache: TokenCache::new(cache_entries),
+            cache_hits: metrics.token_cache.with_label_values(&["hit"]),
+            cache_misses: metrics.token_cache.with_label_values(&["miss"]),
+        }
+    }
+
+    /// Builds every configured issuer and loads (or first fetches) its keys.
+    ///
+    /// # Errors
+    /// A JWKS file that does not load, or an unreadable CA file.
+    pub async fn start(config: &Config, metrics: &Metrics) -> Result<Verifier, super::source::FetchError> {
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        for issuer in &config.issuers {
+            issuers.push(Issuer {
+                name: issuer.name.clone(),
+                iss: issuer.iss.clone(),
+                audiences: issuer.audiences.clone(),
+                algorithms: issuer.algorithms.clone(),
+                leeway: secs(issuer.leeway_secs),
+                max_lifetime: secs(issuer.max_lifetime_secs),
+                keys: KeySource::start(issuer, metrics.issuer(&issuer.name)).await?,
+            });
+        }
+        Ok(Verifier::new(issuers, config.limits.max_token_bytes, config.limits.token_cache_entries, metrics))
+    }
+
+    /// Verifies a JWT (without `glcbt-` prefix) at time `now` (seconds since the epoch): from the
+    /// cache when this exact token was verified before with the issuer's current key set.
     ///
     /// # Errors
     /// The first check that fails, as a [`VerifyError`].
@@ -106,6 +152,35 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(VerifyError::TooLarge(self.max_token_bytes));
         }
+        let digest = cache::digest(token);
+        let current = |issuer: usize, generation: u64| {
+            self.issuers.get(issuer).is_some_and(|i| i.keys.current().generation == generation && !i.keys.is_stale())
+        };
+        if let Some(entry) = self.cache.get(&digest, now, current) {
+            self.cache_hits.inc();
+            return Ok(VerifiedClaims(entry.claims));
+        }
+        self.cache_misses.inc();
+        let (issuer, generation, claims) = self.verify_uncached(token, now)?;
+        let claims = Arc::new(claims);
+        let dies_at = claims.exp.saturating_add(self.issuers[issuer].leeway);
+        self.cache.insert(digest, Entry { claims: claims.clone(), issuer, generation, dies_at }, now);
+        Ok(VerifiedClaims(claims))
+    }
+
+    /// Every check, bypassing the cache (benches measure this path).
+    ///
+    /// # Errors
+    /// As [`Verifier::verify`].
+    pub fn verify_uncached_for_bench(&self, token: &str, now: i64) -> Result<VerifiedClaims, VerifyError> {
+        if token.len() > self.max_token_bytes {
+            return Err(VerifyError::TooLarge(self.max_token_bytes));
+        }
+        self.verify_uncached(token, now).map(|(_, _, claims)| VerifiedClaims(Arc::new(claims)))
+    }
+
+    /// Every check, no cache. Returns the issuer's index and the key-set generation used.
+    fn verify_uncached(&self, token: &str, now: i64) -> Result<(usize, u64, Claims), VerifyError> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -117,24 +192,40 @@ impl Verifier {
             return Err(VerifyError::Malformed("crit header: no extension is understood"));
         }
         let raw: RawClaims = decode_json(payload_b64).ok_or(VerifyError::Malformed("payload"))?;
-        let issuer = self
+        let index = self
             .issuers
             .iter()
-            .find(|i| raw.iss.as_deref() == Some(i.iss.as_str()))
+            .position(|i| raw.iss.as_deref() == Some(i.iss.as_str()))
             .ok_or(VerifyError::UnknownIssuer)?;
+        let issuer = &self.issuers[index];
+        if issuer.keys.is_stale() {
+            return Err(VerifyError::KeySetStale);
+        }
+        let keys = issuer.keys.current();
         let kid = header.kid.as_deref().ok_or(VerifyError::MissingKid)?;
-        let key = issuer.keys.get(kid).ok_or(VerifyError::UnknownKid)?;
-        let alg = Alg::parse(&header.alg)
-            .filter(|alg| issuer.algorithms.contains(alg) && key.fits(*alg))
-            .ok_or(VerifyError::AlgNotAllowed)?;
+        let key = keys.set.get(kid).ok_or(VerifyError::UnknownKid { issuer: index })?;
+        let alg = Alg::parse(&header.alg).filter(|alg| issuer.algorithms.contains(alg)).ok_or(VerifyError::AlgNotAllowed)?;
         let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| VerifyError::Malformed("signature"))?;
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        // Safe: `alg` fits `key` (checked above), the only combination biscuit would panic on.
-        alg.to_biscuit()
-            .verify(&signature, signing_input.as_bytes(), &key.secret)
-            .map_err(|_| VerifyError::BadSignature)?;
-        check(issuer, raw, now).map(VerifiedClaims)
+        verify_signature(alg, key, signing_input.as_bytes(), &signature)?;
+        Ok((index, keys.generation, check(issuer, raw, now)?))
     }
+}
+
+/// Checks one JWS signature exactly as `verify` does (Wycheproof and RFC vectors run through this).
+///
+/// # Errors
+/// [`VerifyError::AlgNotAllowed`] when `alg` does not fit the key, [`VerifyError::BadSignature`].
+pub fn verify_signature(alg: Alg, key: &Key, signing_input: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
+    // `fits` is what keeps biscuit away from its `unreachable!` on a key/algorithm mismatch.
+    if !key.fits(alg) {
+        return Err(VerifyError::AlgNotAllowed);
+    }
+    alg.to_biscuit().verify(signature, signing_input, &key.secret).map_err(|_| VerifyError::BadSignature)
+}
+
+fn secs(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX / 4)
 }
 
 fn check(issuer: &Issuer, raw: RawClaims, now: i64) -> Result<Claims, VerifyError> {

@@ -7,7 +7,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use super::*;
+use crate::metrics::Metrics;
+use crate::token::keys::KeySet;
 use crate::token::mint::Signer;
+use crate::token::source::KeySource;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -36,9 +39,9 @@ fn keys() -> &'static Keys {
             algorithms: vec![Alg::RS256, Alg::ES256],
             leeway: 30,
             max_lifetime: 3600,
-            keys: Arc::new(set),
+            keys: KeySource::fixed(set, Metrics::new().issuer("ci")),
         };
-        Keys { rsa, ec, verifier: Verifier { issuers: vec![issuer], max_token_bytes: 8192 } }
+        Keys { rsa, ec, verifier: Verifier::new(vec![issuer], 8192, 1000, &Metrics::new()) }
     })
 }
 

@@ -1,0 +1,151 @@
+//! Prometheus metrics on a registry of our own. Handles are created once at start; label values come
+//! from closed enums (reason ids, families, outcomes) or from the operator's config (issuer names) —
+//! never a project, user, job id or path.
+
+use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Every metric jobgate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub token_cache: IntCounterVec,
+    pub reloads: IntCounterVec,
+    keys_loaded: IntGaugeVec,
+    key_set_fetched: GaugeVec,
+    key_fetches: IntCounterVec,
+    unknown_kid_refetches: IntCounterVec,
+    unknown_kid_suppressed: IntCounterVec,
+}
+
+/// One issuer's handles, label already resolved.
+#[derive(Clone)]
+pub struct IssuerStats {
+    pub keys_loaded: IntGauge,
+    /// Seconds since the epoch of the last successful load or fetch (also "not modified").
+    pub key_set_fetched: Gauge,
+    key_fetches: IntCounterVec,
+    issuer: String,
+    pub unknown_kid_refetches: IntCounter,
+    pub unknown_kid_suppressed: IntCounter,
+}
+
+/// How a key-set fetch or load ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchOutcome {
+    Updated,
+    Unchanged,
+    NotModified,
+    Failed,
+    Invalid,
+}
+
+impl FetchOutcome {
+    fn id(self) -> &'static str {
+        match self {
+            FetchOutcome::Updated => "updated",
+            FetchOutcome::Unchanged => "unchanged",
+            FetchOutcome::NotModified => "not_modified",
+            FetchOutcome::Failed => "failed",
+            FetchOutcome::Invalid => "invalid",
+        }
+    }
+}
+
+impl IssuerStats {
+    pub fn fetched(&self, outcome: FetchOutcome) {
+        self.key_fetches.with_label_values(&[self.issuer.as_str(), outcome.id()]).inc();
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are static and unique, so registration cannot fail; a failure would only lose a metric.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| unreachable_metric(name)))
+}
+
+#[cold]
+fn unreachable_metric(name: &str) -> ! {
+    // Only reachable through a programming error in the static definitions below (tests cover them).
+    panic!("invalid metric definition {name}")
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let gauge_vec = |name: &str, help: &str| {
+            register(r, IntGaugeVec::new(Opts::new(name, help), &["issuer"]).unwrap_or_else(|_| unreachable_metric(name)))
+        };
+        Metrics {
+            requests: counter(r, "jobgate_requests_total", "Requests by family, action, decision and reason id.", &["family", "action", "decision", "reason"]),
+            request_seconds: register(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new("jobgate_request_duration_seconds", "Time from request head to response head.")
+                        .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+                    &["family"],
+                )
+                .unwrap_or_else(|_| unreachable_metric("jobgate_request_duration_seconds")),
+            ),
+            token_cache: counter(r, "jobgate_token_cache_total", "Verified-token cache lookups by result.", &["result"]),
+            reloads: counter(r, "jobgate_reloads_total", "Reloads by source and result.", &["source", "result"]),
+            keys_loaded: gauge_vec("jobgate_issuer_keys", "Usable keys in the issuer's current key set."),
+            key_set_fetched: register(
+                r,
+                GaugeVec::new(Opts::new("jobgate_issuer_key_set_loaded_timestamp_seconds", "When the key set was last loaded or confirmed."), &["issuer"])
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_issuer_key_set_loaded_timestamp_seconds")),
+            ),
+            key_fetches: counter(r, "jobgate_issuer_key_fetches_total", "Key-set loads and fetches by outcome.", &["issuer", "outcome"]),
+            unknown_kid_refetches: counter(r, "jobgate_issuer_unknown_kid_refetches_total", "Fetches caused by an unknown kid.", &["issuer"]),
+            unknown_kid_suppressed: counter(r, "jobgate_issuer_unknown_kid_suppressed_total", "Unknown kids refused without fetching (cooldown).", &["issuer"]),
+            registry,
+        }
+    }
+
+    /// Handles for one issuer.
+    pub fn issuer(&self, name: &str) -> IssuerStats {
+        IssuerStats {
+            keys_loaded: self.keys_loaded.with_label_values(&[name]),
+            key_set_fetched: self.key_set_fetched.with_label_values(&[name]),
+            key_fetches: self.key_fetches.clone(),
+            issuer: name.to_owned(),
+            unknown_kid_refetches: self.unknown_kid_refetches.with_label_values(&[name]),
+            unknown_kid_suppressed: self.unknown_kid_suppressed.with_label_values(&[name]),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buffer).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_are_valid_and_render() {
+        let m = Metrics::new();
+        m.issuer("gitlab").fetched(FetchOutcome::Updated);
+        m.token_cache.with_label_values(&["hit"]).inc();
+        let text = m.render();
+        assert!(text.contains("jobgate_issuer_key_fetches_total{issuer=\"gitlab\",outcome=\"updated\"} 1"), "{text}");
+        assert!(text.contains("jobgate_token_cache_total{result=\"hit\"} 1"), "{text}");
+    }
+}

@@ -1,0 +1,156 @@
+//! The verified-token cache: SHA-256 of the token → its claims, for the key-set generation that
+//! verified it. A hit costs a hash and a lookup; an entry dies at the token's `exp` (plus leeway) or
+//! as soon as its issuer's key set changes. Bounded: when full, expired entries are swept; if it is
+//! still full, new tokens are simply not cached (verification still works, only slower).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+use super::claims::Claims;
+
+/// The cache key: SHA-256 of the token. Collisions cannot be crafted, and no token is stored.
+pub type TokenDigest = [u8; 32];
+
+pub fn digest(token: &str) -> TokenDigest {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+#[derive(Clone)]
+pub struct Entry {
+    pub claims: Arc<Claims>,
+    pub issuer: usize,
+    pub generation: u64,
+    /// Seconds since the epoch after which the entry is dead (`exp` + leeway).
+    pub dies_at: i64,
+}
+
+pub struct TokenCache {
+    entries: DashMap<TokenDigest, Entry, BuildDigestHasher>,
+    capacity: usize,
+    last_sweep: AtomicI64,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache { entries: DashMap::with_hasher(BuildDigestHasher), capacity, last_sweep: AtomicI64::new(0) }
+    }
+
+    /// The live entry for `digest`, if `valid` accepts its issuer and generation; dead entries go.
+    pub fn get(&self, digest: &TokenDigest, now: i64, valid: impl Fn(usize, u64) -> bool) -> Option<Entry> {
+        let entry = self.entries.get(digest)?.clone();
+        if entry.dies_at >= now && valid(entry.issuer, entry.generation) {
+            return Some(entry);
+        }
+        self.entries.remove(digest);
+        None
+    }
+
+    pub fn insert(&self, digest: TokenDigest, entry: Entry, now: i64) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            // At most one sweep a second, so a flood of fresh tokens cannot make every request sweep.
+            let last = self.last_sweep.load(Ordering::Relaxed);
+            if last < now && self.last_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                self.entries.retain(|_, e| e.dies_at >= now);
+            }
+            if self.entries.len() >= self.capacity {
+                return;
+            }
+        }
+        self.entries.insert(digest, entry);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The key is already a uniform SHA-256 digest: its first eight bytes are a perfect hash.
+#[derive(Clone, Copy, Default)]
+pub struct BuildDigestHasher;
+
+pub struct DigestHasher(u64);
+
+impl std::hash::BuildHasher for BuildDigestHasher {
+    type Hasher = DigestHasher;
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
+    }
+}
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length prefix (a usize) and then the bytes; keep the bytes.
+        if bytes.len() >= 8 {
+            let mut first = [0; 8];
+            first.copy_from_slice(&bytes[..8]);
+            self.0 = u64::from_le_bytes(first);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::ProjectPath;
+
+    fn entry(generation: u64, dies_at: i64) -> Entry {
+        let claims = Claims {
+            iss: "i".into(),
+            jti: None,
+            exp: dies_at,
+            iat: None,
+            project_id: 1,
+            project_path: ProjectPath::parse("a/b").unwrap(),
+            user_id: None,
+            user_login: None,
+            user_access_level: None,
+            pipeline_id: None,
+            job_id: 1,
+            git_ref: None,
+            ref_type: None,
+            ref_protected: false,
+            environment: None,
+            environment_protected: false,
+            scopes: None,
+        };
+        Entry { claims: Arc::new(claims), issuer: 0, generation, dies_at }
+    }
+
+    #[test]
+    fn entries_die_at_exp_and_with_their_key_set() {
+        let cache = TokenCache::new(10);
+        let d = digest("token");
+        cache.insert(d, entry(7, 100), 50);
+        assert!(cache.get(&d, 100, |_, g| g == 7).is_some());
+        assert!(cache.get(&d, 100, |_, g| g == 8).is_none(), "a new key set invalidates");
+        assert!(cache.is_empty(), "and the dead entry is gone");
+        cache.insert(d, entry(7, 100), 50);
+        assert!(cache.get(&d, 101, |_, _| true).is_none(), "expired");
+    }
+
+    #[test]
+    fn bounded_with_a_sweep_of_expired_entries() {
+        let cache = TokenCache::new(2);
+        cache.insert(digest("a"), entry(1, 10), 5);
+        cache.insert(digest("b"), entry(1, 100), 5);
+        cache.insert(digest("c"), entry(1, 100), 5);
+        assert_eq!(cache.len(), 2, "full: c is not cached");
+        cache.insert(digest("c"), entry(1, 100), 50);
+        assert!(cache.get(&digest("c"), 50, |_, _| true).is_some(), "the sweep dropped expired a");
+        assert!(cache.get(&digest("a"), 50, |_, _| true).is_none());
+    }
+}
