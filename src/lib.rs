@@ -34,3 +34,4 @@ pub mod serve;
 pub mod snapshot;
 pub mod tls;
 pub mod token;
+pub mod watch;

@@ -38,7 +38,8 @@ impl Reloader {
     ///
     /// # Errors
     /// The error messages of the sources that failed, joined.
-    pub fn reload(&self) -> Result<u64, String> {
+    /// `source` says what asked (`watch`, `sighup`, `admin`), for the metric.
+    pub fn reload(&self, source: &'static str) -> Result<u64, String> {
         let mut errors = Vec::new();
         if let Err(e) = self.certs.reload(&self.config.tls.cert, &self.config.tls.key) {
             errors.push(e.to_string());
@@ -57,9 +58,9 @@ impl Reloader {
             Err(e) => errors.push(e.to_string()),
         }
         let result = if errors.is_empty() { "ok" } else { "failed" };
-        self.gateway.metrics.reloads.with_label_values(&["all", result]).inc();
+        self.gateway.metrics.reloads.with_label_values(&[source, result]).inc();
         if errors.is_empty() {
-            tracing::info!(generation, "reloaded");
+            tracing::info!(generation, source, "reloaded");
             self.last_error.store(None);
             Ok(generation)
         } else {

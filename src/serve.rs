@@ -34,6 +34,7 @@ use crate::token::verify::Verifier;
 
 /// A started gateway: bound addresses and the handle to stop it.
 pub struct Running {
+    _watcher: notify::RecommendedWatcher,
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub reloader: Arc<Reloader>,
@@ -69,8 +70,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for issuer in &gateway.verifier.issuers {
         tokio::spawn(issuer.keys.clone().poll());
     }
-    let reloader = Arc::new(Reloader::new(config, gateway.clone(), certs, 1));
+    let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
+    let watcher = crate::watch::start(&config, reloader.clone()).context("watching files for changes")?;
     Ok(Running {
+        _watcher: watcher,
         public_addr,
         admin_addr,
         public: tokio::spawn(serve_public(public, acceptor, gateway, timeouts, limits, signal.clone())),
@@ -98,7 +101,7 @@ impl Running {
         let mut terminate = signal(SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = hangup.recv() => { let _ = self.reloader.reload(); }
+                _ = hangup.recv() => { let _ = self.reloader.reload("sighup"); }
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
             }

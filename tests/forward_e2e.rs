@@ -4,24 +4,10 @@
 
 mod common;
 
-use common::{curl, Gateway};
+use common::{curl, echo_upstream, Gateway};
 use serde_json::Value;
 
 const POLICY: &str = "projects:\n  acme/app: { id: 42 }\n";
-
-fn echo_upstream() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            jobgate::demo::upstream::serve(listener, None).await;
-        });
-    });
-    port
-}
 
 /// The echo's JSON and the response's request id.
 fn echoed(gateway: &Gateway, args: &[&str]) -> (Value, String) {

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use jobgate::token::mint::{JobClaims, Signer};
 use jobgate::token::Alg;
 
+pub mod net;
+
 pub const ISSUER: &str = "https://gitlab.test";
 pub const AUDIENCE: &str = "jobgate";
 
@@ -156,8 +158,26 @@ impl Gateway {
 
     /// As [`Gateway::start`], with the git upstream's YAML fields given whole and more top-level config.
     pub fn start_with(dir: &Path, upstream_fields: &str, policy: &str, extra_config: &str) -> Gateway {
+        let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
+        Gateway::start_full(dir, upstream_fields, &issuer, policy, extra_config)
+    }
+
+    /// The signing key a gateway in `dir` will use (generated once): lets a test publish its JWKS
+    /// (for example on an HTTPS server) before the gateway starts.
+    pub fn issuer_key(dir: &Path) -> (Signer, String) {
+        let keys = dir.join("keys");
+        if !keys.join("signing-key.pem").exists() {
+            jobgate::generate::keys(&keys, Alg::RS256).unwrap();
+        }
+        let signer = Signer::from_pem(&std::fs::read_to_string(keys.join("signing-key.pem")).unwrap()).unwrap();
+        let kid = signer.thumbprint();
+        (signer, kid)
+    }
+
+    /// Everything configurable: upstream fields, the issuer's fields, policy, extra config.
+    pub fn start_full(dir: &Path, upstream_fields: &str, issuer_fields: &str, policy: &str, extra_config: &str) -> Gateway {
         let certs = jobgate::generate::certs(&dir.join("certs")).unwrap();
-        let keys = jobgate::generate::keys(&dir.join("keys"), Alg::RS256).unwrap();
+        let (signer, kid) = Gateway::issuer_key(dir);
         std::fs::create_dir_all(dir.join("policies")).unwrap();
         std::fs::write(dir.join("policies/policy.yaml"), policy).unwrap();
         let config = dir.join("jobgate.yaml");
@@ -167,7 +187,7 @@ impl Gateway {
                 "listen: {{ public: 127.0.0.1:0, admin: 127.0.0.1:0 }}
 tls: {{ cert: certs/server.pem, key: certs/server-key.pem }}
 issuers:
-  - {{ name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json }}
+  - {{ {issuer_fields} }}
 policy_dir: policies
 upstreams:
   git: {{ {upstream_fields} }}
@@ -204,7 +224,6 @@ audit: {{ file: audit.log }}
             let addr = line.split(key).nth(1).unwrap().split_whitespace().next().unwrap();
             addr.rsplit(':').next().unwrap().parse().unwrap()
         };
-        let signer = Signer::from_pem(&std::fs::read_to_string(&keys.signing_key).unwrap()).unwrap();
         Gateway {
             dir: dir.to_owned(),
             port: port_after("public=https://"),
@@ -212,7 +231,7 @@ audit: {{ file: audit.log }}
             ca: certs.ca,
             audit: dir.join("audit.log"),
             signer,
-            kid: keys.kid,
+            kid,
             process,
         }
     }
@@ -268,6 +287,41 @@ audit: {{ file: audit.log }}
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// GET on the admin listener: the body.
+pub fn admin_get(gateway: &Gateway, path: &str) -> String {
+    admin_request(gateway, path).1
+}
+
+/// GET on the admin listener: the status.
+pub fn admin_status(gateway: &Gateway, path: &str) -> u16 {
+    admin_request(gateway, path).0
+}
+
+fn admin_request(gateway: &Gateway, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", gateway.admin_port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+/// The demo's echo upstream (method, path, query and headers back as JSON), on its own thread.
+pub fn echo_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            jobgate::demo::upstream::serve(listener, None).await;
+        });
+    });
+    port
 }
 
 /// `curl` against the gateway with our CA; returns (status, headers+body text).
