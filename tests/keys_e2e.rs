@@ -227,3 +227,50 @@ async fn discovery_finds_the_jwks_uri() {
     assert!(server.fetches() >= 1);
 }
 
+
+#[test]
+fn a_watched_jwks_file_rotates_without_restart_and_a_broken_edit_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = format!("http://127.0.0.1:{}", echo_upstream());
+    let gw = Gateway::start(dir.path(), &upstream, POLICY);
+    let url = "/acme/app.git/info/refs?service=git-upload-pack";
+    let status = |token: &str| common::curl(&gw, &["-H", &format!("JOB-TOKEN: {token}"), &gw.url(url)]).0;
+    let main_token = gw.token("acme/app", 42, false);
+    assert_eq!(status(&main_token), 200);
+
+    let added = es256();
+    let added_token = {
+        let payload: Value = serde_json::from_slice(&base64_payload(&main_token)).unwrap();
+        added.sign("added", &payload).unwrap()
+    };
+    assert_eq!(status(&added_token), 401);
+    let jwks_path = dir.path().join("keys/jwks.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&jwks_path).unwrap()).unwrap();
+    let mut jwk = added.public_jwk();
+    jwk["kid"] = json!("added");
+    doc["keys"].as_array_mut().unwrap().push(jwk);
+    jobgate::generate::write(&jwks_path, &doc.to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(&added_token) != 200 {
+        assert!(Instant::now() < deadline, "the added key never became usable");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    jobgate::generate::write(&jwks_path, "{\"keys\": [").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ready = common::admin_get(&gw, "/-/ready");
+        if ready.contains("jwks.json") && ready.contains("not a JWKS document") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the broken edit was not reported: {ready}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status(&main_token), 200, "the last good key set stays");
+    assert_eq!(status(&added_token), 200);
+}
+
+fn base64_payload(token: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap()
+}

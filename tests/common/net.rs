@@ -36,7 +36,12 @@ impl Client {
 
     /// GET with an `Authorization: Bearer` token; returns status and body.
     pub async fn get_bearer(&self, url: &str, token: &str) -> (u16, String) {
-        let request = http::Request::get(url).header("authorization", format!("Bearer {token}")).body(Empty::new()).unwrap();
+        self.get_with(url, "authorization", &format!("Bearer {token}")).await
+    }
+
+    /// GET with one extra header; returns status and body.
+    pub async fn get_with(&self, url: &str, header: &str, value: &str) -> (u16, String) {
+        let request = http::Request::get(url).header(header, value).body(Empty::new()).unwrap();
         let response = self.0.request(request).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
