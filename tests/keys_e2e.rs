@@ -101,6 +101,17 @@ async fn a_new_key_works_at_once_and_a_removed_key_stops_at_once() {
     assert_eq!(status, 200, "a freshly added key passes without restart: {body}");
     assert_eq!(env.server.fetches(), before + 1, "exactly one refetch");
 
+    // Garbage and an empty set are refused; the last good set stays.
+    for broken in ["<html>502</html>", "{\"keys\": []}"] {
+        env.server.publish(broken.to_owned());
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let fetches = env.server.fetches();
+        assert_eq!(env.get(&env.token(&es256(), "random")).await.0, 401);
+        assert_eq!(env.server.fetches(), fetches + 1, "the unknown kid fetched the broken set");
+        assert_eq!(env.get(&main_token).await.0, 200, "{broken}: the last good set stays");
+        assert_eq!(env.get(&fresh_token).await.0, 200);
+    }
+
     // Remove the main key; the next unknown kid (after the cooldown) brings the new set.
     env.server.publish(jwks(&[("fresh", &fresh)]));
     tokio::time::sleep(Duration::from_millis(1100)).await;
