@@ -34,6 +34,8 @@ pub struct AuditRecord {
     pub user_id: Option<u64>,
     /// `allow`, `deny` or `passthrough`.
     pub decision: &'static str,
+    /// False for a policy denial in `mode: audit`: recorded, not enforced (the request passed).
+    pub enforced: bool,
     pub reason: &'static str,
     pub status: u16,
     pub duration_ms: f64,

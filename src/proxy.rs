@@ -32,6 +32,8 @@ pub enum Verdict {
     Allow(Permit),
     /// Not job traffic, on a route that passes it to the upstream untouched.
     Passthrough,
+    /// The policy denies, but in `mode: audit`: forwarded, and recorded as a would-deny.
+    WouldDeny(Rejection),
     Reject(Rejection),
 }
 
@@ -87,15 +89,22 @@ fn judge(
         Err(unmatched) => reject(Reason::UnmatchedRequest, unmatched.why),
         Ok(request) => match decide(&snapshot.policy, request, claims.claims()) {
             Decision::Allow(permit) => Verdict::Allow(permit),
-            Decision::Deny(denial) => Verdict::Reject(Rejection::new(
-                denial.reason,
-                format!(
-                    "jobs of {} may not use {} on {}",
-                    claims.claims().project_path,
-                    denial.needed,
-                    target_name(&request.target)
-                ),
-            )),
+            Decision::Deny(denial) => {
+                let rejection = Rejection::new(
+                    denial.reason,
+                    format!(
+                        "jobs of {} may not use {} on {}",
+                        claims.claims().project_path,
+                        denial.needed,
+                        target_name(&request.target)
+                    ),
+                );
+                if denial.enforced {
+                    Verdict::Reject(rejection)
+                } else {
+                    Verdict::WouldDeny(rejection)
+                }
+            }
         },
     };
     (Some(claims), verdict)
@@ -191,14 +200,16 @@ impl Gateway {
 
         let outcome = match &enforced.verdict {
             Verdict::Reject(rejection) => Err(rejection.clone()),
-            Verdict::Allow(_) | Verdict::Passthrough => {
+            Verdict::Allow(_) | Verdict::Passthrough | Verdict::WouldDeny(_) => {
                 // One family so far; unmatched non-job traffic goes to the same upstream.
                 self.git.forward(parts, body, &ForwardContext { peer, request_id: &request_id }).await
             }
         };
-        let (mut response, reason) = match outcome {
-            Ok(response) => (response, if matches!(enforced.verdict, Verdict::Passthrough) { Reason::NonJobPassthrough } else { Reason::Granted }),
-            Err(rejection) => (reject::response(&rejection, &request_id), rejection.reason),
+        let (mut response, reason) = match (outcome, &enforced.verdict) {
+            (Err(rejection), _) => (reject::response(&rejection, &request_id), rejection.reason),
+            (Ok(response), Verdict::Passthrough) => (response, Reason::NonJobPassthrough),
+            (Ok(response), Verdict::WouldDeny(rejection)) => (response, rejection.reason),
+            (Ok(response), _) => (response, Reason::Granted),
         };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
@@ -242,8 +253,9 @@ fn audit_record(
         decision: match enforced.verdict {
             Verdict::Allow(_) => "allow",
             Verdict::Passthrough => "passthrough",
-            Verdict::Reject(_) => "deny",
+            Verdict::Reject(_) | Verdict::WouldDeny(_) => "deny",
         },
+        enforced: !matches!(enforced.verdict, Verdict::WouldDeny(_)),
         reason: reason.id(),
         status: response.status().as_u16(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,

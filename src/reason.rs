@@ -53,8 +53,12 @@ pub enum Reason {
     ElevationDisabled,
     /// The action (or the grant) needs a protected ref and the job's ref is not protected.
     RefNotProtected,
+    /// A grant exists but a condition of its entry (ref name, ref type, environment) does not hold.
+    ConditionNotMet,
     /// The user who runs the job could not do this.
     UserCeiling,
+    /// The policy requires a user ceiling and neither the token nor `members` give the user's role.
+    UserRoleUnknown,
     /// The token's own `scopes` claim does not include the needed scope.
     TokenCeiling,
     /// A numeric project id that neither the policy nor the token can resolve.
@@ -67,7 +71,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 30] = [
         Reason::Granted,
         Reason::NonJobPassthrough,
         Reason::MissingCredential,
@@ -91,7 +95,9 @@ impl Reason {
         Reason::ScopeNotGranted,
         Reason::ElevationDisabled,
         Reason::RefNotProtected,
+        Reason::ConditionNotMet,
         Reason::UserCeiling,
+        Reason::UserRoleUnknown,
         Reason::TokenCeiling,
         Reason::UnknownProjectId,
         Reason::UpstreamUnavailable,
@@ -124,7 +130,9 @@ impl Reason {
             Reason::ScopeNotGranted => "scope_not_granted",
             Reason::ElevationDisabled => "elevation_disabled",
             Reason::RefNotProtected => "ref_not_protected",
+            Reason::ConditionNotMet => "condition_not_met",
             Reason::UserCeiling => "user_ceiling",
+            Reason::UserRoleUnknown => "user_role_unknown",
             Reason::TokenCeiling => "token_ceiling",
             Reason::UnknownProjectId => "unknown_project_id",
             Reason::UpstreamUnavailable => "upstream_unavailable",

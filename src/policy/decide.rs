@@ -1,9 +1,10 @@
 //! `decide`: (policy, classified request, verified claims) → [`Decision`]. Pure: no I/O, no lock,
-//! no allocation on the allow path. DESIGN.md §4 in order: admission and baseline, elevation (if
-//! enabled at instance, every group above and the project), token and user ceilings, protection.
+//! no allocation. DESIGN.md §4 in order: admission and baseline, elevation (if enabled at instance,
+//! every group above and the project), token and user ceilings, protection. `decide_traced` runs the
+//! same code and narrates each step for `jobgate explain`; the silent [`NoTrace`] compiles away.
 
-use super::load::Policy;
-use super::model::{Inbound, Refs};
+use super::load::{Entry, Environments, Policy, Project, Scoped};
+use super::model::{Inbound, RefType, Refs};
 use super::scope::{Scope, ScopeSet};
 use crate::classify::{Classified, ProjectRef, Target};
 use crate::path::ProjectPath;
@@ -23,11 +24,13 @@ impl Permit {
     }
 }
 
-/// Why the policy said no, and what was asked.
+/// Why the policy said no, what was asked, and whether the refusal is enforced (`mode: audit` lets
+/// the request pass and only records the would-deny).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Denial {
     pub reason: Reason,
     pub needed: Scope,
+    pub enforced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,51 +39,108 @@ pub enum Decision {
     Deny(Denial),
 }
 
-/// Decides whether the job behind `claims` may do `request`.
-pub fn decide(policy: &Policy, request: &Classified, claims: &Claims) -> Decision {
-    let needed = request.scope;
-    let deny = |reason| Decision::Deny(Denial { reason, needed });
-    let Target::Project(project_ref) = &request.target;
-    let Some(target) = resolve(policy, project_ref, claims) else {
-        return deny(Reason::UnknownProjectId);
-    };
-    let instance = &policy.instance;
-    let own = *target == claims.project_path;
-    let project = policy.projects.get(target);
-    let entries = project.map_or(&[][..], |p| p.allow.as_slice());
-    let matching = || entries.iter().filter(|e| claims.project_path.is_within(&e.from));
-
-    let admitted = own || project.is_some_and(|p| p.inbound == Inbound::Open) || matching().next().is_some();
-    if !admitted {
-        return deny(Reason::NotInAllowlist);
-    }
-    let baseline = if own { instance.own_project } else { instance.cross_project };
-
-    let (mut granted, mut held_back) = (ScopeSet::EMPTY, ScopeSet::EMPTY);
-    for entry in matching() {
-        if entry.refs == Refs::Protected && !claims.ref_protected {
-            held_back = held_back.union(entry.scopes);
-        } else {
-            granted = granted.union(entry.scopes);
+impl Decision {
+    pub fn reason(&self) -> Reason {
+        match self {
+            Decision::Allow(_) => Reason::Granted,
+            Decision::Deny(denial) => denial.reason,
         }
     }
-    let elevation = instance.elevation
-        && project.is_none_or(|p| p.elevation)
-        && target.ancestors().all(|g| policy.groups.get(g).is_none_or(|g| g.elevation));
-    let scopes = if elevation { baseline.union(granted) } else { baseline };
+}
+
+/// Receives the narration of a decision.
+pub trait Trace {
+    const ON: bool;
+    fn note(&mut self, line: impl FnOnce() -> String);
+}
+
+/// No narration: every `note` is compiled out.
+pub struct NoTrace;
+
+impl Trace for NoTrace {
+    const ON: bool = false;
+    #[inline(always)]
+    fn note(&mut self, _line: impl FnOnce() -> String) {}
+}
+
+impl Trace for Vec<String> {
+    const ON: bool = true;
+    fn note(&mut self, line: impl FnOnce() -> String) {
+        self.push(line());
+    }
+}
+
+/// Decides whether the job behind `claims` may do `request`.
+pub fn decide(policy: &Policy, request: &Classified, claims: &Claims) -> Decision {
+    decide_traced(policy, request, claims, &mut NoTrace)
+}
+
+/// What the project and every group above it contribute, gathered in one pass.
+struct Gathered {
+    admitted_by_entry: bool,
+    granted: ScopeSet,
+    held_back: ScopeSet,
+    held_reason: Reason,
+    elevation: bool,
+    audit: bool,
+    member_role: Option<crate::policy::scope::Role>,
+}
+
+/// [`decide`], narrating each step into `trace`.
+pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &Claims, trace: &mut T) -> Decision {
+    let needed = request.scope;
+    let instance = &policy.instance;
+    let Target::Project(project_ref) = &request.target;
+    let Some(target) = resolve(policy, project_ref, claims) else {
+        trace.note(|| format!("target: project id {project_ref:?} is in neither the policy nor the token"));
+        return Decision::Deny(Denial { reason: Reason::UnknownProjectId, needed, enforced: !instance.audit });
+    };
+    let source = &claims.project_path;
+    let own = target == source;
+    let project = policy.projects.get(target);
+    trace.note(|| match project {
+        Some(p) => format!("target {target}: in the policy, inbound {:?}", p.inbound),
+        None => format!("target {target}: not in the policy (closed to other projects)"),
+    });
+    let g = gather(policy, target, project, claims, trace);
+    let audit = instance.audit || g.audit;
+    let deny = |reason| Decision::Deny(Denial { reason, needed, enforced: !audit });
+
+    let open = project.is_some_and(|p| p.inbound == Inbound::Open);
+    trace.note(|| match (own, open, g.admitted_by_entry) {
+        (true, _, _) => format!("admission: {source} is the job's own project"),
+        (_, true, _) => "admission: the project is open to every project".to_owned(),
+        (_, _, true) => format!("admission: an allowlist entry names {source} or a group above it"),
+        _ => format!("admission: nothing admits {source}"),
+    });
+    if !(own || open || g.admitted_by_entry) {
+        return deny(Reason::NotInAllowlist);
+    }
+    let baseline = if own {
+        instance.own_project.intersect(project.map_or(ScopeSet::ALL, |p| p.own_project))
+    } else {
+        instance.cross_project
+    };
+    trace.note(|| format!("baseline ({}): [{baseline}]", if own { "own project" } else { "cross project" }));
+    let elevation = instance.elevation && g.elevation;
+    trace.note(|| format!("elevation: {} (instance {}, groups and project {})", on(elevation), on(instance.elevation), on(g.elevation)));
+    let scopes = if elevation { baseline.union(g.granted) } else { baseline };
+    trace.note(|| format!("granted by entries: [{}]; held back by conditions: [{}]", g.granted, g.held_back));
 
     let token_ceiling = claims.scopes.unwrap_or(ScopeSet::ALL);
-    // The token states the user's role in its own project only; other targets get theirs from the
-    // policy's members (a later step) and otherwise from the upstream's own checks.
-    let user_ceiling = match claims.user_access_level {
-        Some(role) if own => instance.role_ceiling(role),
-        _ => ScopeSet::ALL,
-    };
+    let role = if own { claims.user_access_level.or(g.member_role) } else { g.member_role };
+    let user_ceiling = role.map_or(ScopeSet::ALL, |r| instance.role_ceiling(r));
+    trace.note(|| format!("token ceiling: {}", claims.scopes.map_or("none".to_owned(), |s| format!("[{s}]"))));
+    trace.note(|| match role {
+        Some(r) => format!("user ceiling: {r:?} → [{user_ceiling}]"),
+        None => "user ceiling: role unknown (the upstream checks the user)".to_owned(),
+    });
+    trace.note(|| format!("effective scopes: [{}]; needed: {needed}", scopes.intersect(token_ceiling).intersect(user_ceiling)));
     if !scopes.contains(needed) {
-        return deny(if granted.contains(needed) && !elevation {
+        return deny(if g.granted.contains(needed) && !elevation {
             Reason::ElevationDisabled
-        } else if held_back.contains(needed) {
-            Reason::RefNotProtected
+        } else if g.held_back.contains(needed) {
+            g.held_reason
         } else {
             Reason::ScopeNotGranted
         });
@@ -88,14 +148,99 @@ pub fn decide(policy: &Policy, request: &Classified, claims: &Claims) -> Decisio
     if !token_ceiling.contains(needed) {
         return deny(Reason::TokenCeiling);
     }
+    if role.is_none() && instance.require_user_ceiling {
+        return deny(Reason::UserRoleUnknown);
+    }
     if !user_ceiling.contains(needed) {
         return deny(Reason::UserCeiling);
     }
     let destructive = request.destructive || instance.destructive_scopes.contains(needed);
+    trace.note(|| format!("destructive: {destructive}; ref protected: {}", claims.ref_protected));
     if destructive && instance.destructive_requires_protected_ref && !claims.ref_protected {
         return deny(Reason::RefNotProtected);
     }
     Decision::Allow(Permit { scopes: scopes.intersect(token_ceiling).intersect(user_ceiling) })
+}
+
+/// One pass over the project and every group above it: matching entries, switches, modes, members.
+fn gather<T: Trace>(policy: &Policy, target: &ProjectPath, project: Option<&Project>, claims: &Claims, trace: &mut T) -> Gathered {
+    let mut g = Gathered {
+        admitted_by_entry: false,
+        granted: ScopeSet::EMPTY,
+        held_back: ScopeSet::EMPTY,
+        held_reason: Reason::RefNotProtected,
+        elevation: true,
+        audit: false,
+        member_role: None,
+    };
+    let levels = project
+        .map(|p| (p.path.as_str(), &p.scoped))
+        .into_iter()
+        .chain(target.ancestors().filter_map(|a| policy.groups.get(a).map(|group| (group.path.as_str(), &group.scoped))));
+    for (name, scoped) in levels {
+        visit(&mut g, name, scoped, claims, trace);
+    }
+    g
+}
+
+fn visit<T: Trace>(g: &mut Gathered, name: &str, scoped: &Scoped, claims: &Claims, trace: &mut T) {
+    g.elevation &= scoped.elevation;
+    g.audit |= scoped.audit;
+    g.member_role = g.member_role.max(scoped.members.role(claims.user_login.as_deref(), claims.user_id));
+    if T::ON {
+        trace.note(|| format!("{name}: elevation {}, mode {}", on(scoped.elevation), if scoped.audit { "audit" } else { "enforce" }));
+        for entry in &scoped.allow.entries {
+            if !claims.project_path.is_within(&entry.from) {
+                trace.note(|| format!("  {}: from {} does not match {}", entry.origin, entry.from, claims.project_path));
+            }
+        }
+    }
+    for entry in scoped.allow.matching(&claims.project_path) {
+        g.admitted_by_entry = true;
+        match unmet(entry, claims) {
+            None => {
+                trace.note(|| format!("  {}: from {} grants [{}]", entry.origin, entry.from, entry.scopes));
+                g.granted = g.granted.union(entry.scopes);
+            }
+            Some(reason) => {
+                trace.note(|| format!("  {}: from {} admits, but holds back [{}]: {reason}", entry.origin, entry.from, entry.scopes));
+                if !entry.scopes.is_empty() && g.held_back.is_empty() {
+                    g.held_reason = reason;
+                }
+                g.held_back = g.held_back.union(entry.scopes);
+            }
+        }
+    }
+}
+
+/// The first condition of `entry` the job does not meet, if any.
+fn unmet(entry: &Entry, claims: &Claims) -> Option<Reason> {
+    if entry.refs == Refs::Protected && !claims.ref_protected {
+        return Some(Reason::RefNotProtected);
+    }
+    let git_ref = claims.git_ref.as_deref().unwrap_or("");
+    if !entry.ref_names.is_empty() && !entry.ref_names.iter().any(|g| g.matches(git_ref)) {
+        return Some(Reason::ConditionNotMet);
+    }
+    let ref_type_ok = match entry.ref_type {
+        None => true,
+        Some(RefType::Branch) => claims.ref_type.as_deref() == Some("branch"),
+        Some(RefType::Tag) => claims.ref_type.as_deref() == Some("tag"),
+    };
+    let environment_ok = match &entry.environments {
+        Environments::Any => true,
+        Environments::Protected => claims.environment.is_some() && claims.environment_protected,
+        Environments::Named(names) => claims.environment.as_deref().is_some_and(|e| names.iter().any(|g| g.matches(e))),
+    };
+    (!ref_type_ok || !environment_ok).then_some(Reason::ConditionNotMet)
+}
+
+fn on(flag: bool) -> &'static str {
+    if flag {
+        "on"
+    } else {
+        "off"
+    }
 }
 
 /// A project path for the request's target: paths as they are, ids through the token and the policy.

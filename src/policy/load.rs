@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::model::{Inbound, PolicyDoc, Refs};
+use super::glob::Glob;
+use super::model::{AllowDoc, EnvironmentsDoc, Inbound, MemberDoc, Mode, PolicyDoc, RefType, Refs};
 use super::scope::{Role, Scope, ScopeSet};
 use crate::config::{parse_yaml, ConfigError};
 use crate::path::ProjectPath;
@@ -27,6 +28,8 @@ pub struct Instance {
     pub cross_project: ScopeSet,
     pub destructive_requires_protected_ref: bool,
     pub destructive_scopes: ScopeSet,
+    pub audit: bool,
+    pub require_user_ceiling: bool,
     role_ceilings: [ScopeSet; 5],
 }
 
@@ -47,6 +50,8 @@ impl Default for Instance {
             cross_project: [ReadRepository, ReadRegistry, ReadPackageRegistry].into_iter().collect(),
             destructive_requires_protected_ref: true,
             destructive_scopes: ScopeSet::EMPTY,
+            audit: false,
+            require_user_ceiling: false,
             role_ceilings: ROLES.map(Role::default_ceiling),
         }
     }
@@ -54,16 +59,46 @@ impl Default for Instance {
 
 const ROLES: [Role; 5] = [Role::Guest, Role::Reporter, Role::Developer, Role::Maintainer, Role::Owner];
 
+/// Settings shared by groups and projects.
+#[derive(Debug, Clone, Default)]
+pub struct Scoped {
+    pub elevation: bool,
+    pub audit: bool,
+    pub allow: Allowlist,
+    pub members: Members,
+}
+
 #[derive(Debug, Clone)]
 pub struct Group {
-    pub elevation: bool,
+    pub path: ProjectPath,
+    pub scoped: Scoped,
 }
 
 #[derive(Debug, Clone)]
 pub struct Project {
+    pub path: ProjectPath,
     pub inbound: Inbound,
-    pub allow: Vec<Entry>,
-    pub elevation: bool,
+    pub scoped: Scoped,
+    /// Intersected with the instance's own-project baseline.
+    pub own_project: ScopeSet,
+}
+
+/// Allowlist entries, indexed by the source path they name.
+#[derive(Debug, Clone, Default)]
+pub struct Allowlist {
+    pub entries: Vec<Entry>,
+    by_source: HashMap<ProjectPath, Vec<usize>>,
+}
+
+impl Allowlist {
+    /// Entries whose `from` is `source` or one of its groups: one lookup per path level.
+    pub fn matching<'a>(&'a self, source: &'a ProjectPath) -> impl Iterator<Item = &'a Entry> + 'a {
+        std::iter::once(source.as_str())
+            .chain(source.ancestors())
+            .filter_map(|key| self.by_source.get(key))
+            .flatten()
+            .map(|i| &self.entries[*i])
+    }
 }
 
 /// A compiled allowlist entry.
@@ -72,6 +107,33 @@ pub struct Entry {
     pub from: ProjectPath,
     pub scopes: ScopeSet,
     pub refs: Refs,
+    pub ref_names: Vec<Glob>,
+    pub ref_type: Option<RefType>,
+    pub environments: Environments,
+    /// Where the entry was written (`projects.acme/app.allow[0]` in `file`), for `explain`.
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Environments {
+    Any,
+    Protected,
+    Named(Vec<Glob>),
+}
+
+/// Roles by login and by user id.
+#[derive(Debug, Clone, Default)]
+pub struct Members {
+    by_login: HashMap<String, Role>,
+    by_id: HashMap<u64, Role>,
+}
+
+impl Members {
+    pub fn role(&self, login: Option<&str>, id: Option<u64>) -> Option<Role> {
+        let by_login = login.and_then(|l| self.by_login.get(&l.to_ascii_lowercase()));
+        let by_id = id.and_then(|i| self.by_id.get(&i));
+        by_login.into_iter().chain(by_id).copied().max()
+    }
 }
 
 /// The whole policy, indexed for `decide`: lower-cased paths, ids resolved.
@@ -108,7 +170,7 @@ impl Policy {
         Ok(policy)
     }
 
-    /// Parses one policy document (tests, `jobgate check` on a single file).
+    /// Parses one policy document (tests, benches).
     ///
     /// # Errors
     /// As [`Policy::load_dir`].
@@ -125,59 +187,125 @@ struct Builder {
     instance_from: Option<PathBuf>,
 }
 
+/// Builds errors for one file, finding lines for semantic errors that serde cannot place.
+struct Errors<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Errors<'_> {
+    fn at(&self, key: &str, message: String) -> PolicyError {
+        PolicyError { path: self.file.to_owned(), line: line_of(self.text, key), message }
+    }
+}
+
 impl Builder {
     fn add(&mut self, file: &Path, text: &str) -> Result<(), PolicyError> {
         let doc: PolicyDoc = parse_yaml(file, text).map_err(|e| match e {
             ConfigError::Parse { path, line, message } => PolicyError { path, line, message },
             other => PolicyError { path: file.to_owned(), line: 0, message: other.to_string() },
         })?;
-        let fail = |key: &str, message: String| PolicyError { path: file.to_owned(), line: line_of(text, key), message };
-
+        let errors = Errors { file, text };
         if let Some(instance) = doc.instance {
             if let Some(first) = &self.instance_from {
-                return Err(fail("instance", format!("instance is already defined in {}", first.display())));
+                return Err(errors.at("instance", format!("instance is already defined in {}", first.display())));
             }
             self.instance_from = Some(file.to_owned());
             let mut role_ceilings = ROLES.map(Role::default_ceiling);
             for (role, scopes) in instance.roles {
                 role_ceilings[role as usize] = scopes;
             }
-            self.policy.instance = super::load::Instance {
+            self.policy.instance = Instance {
                 elevation: instance.elevation,
                 own_project: instance.own_project,
                 cross_project: instance.cross_project,
                 destructive_requires_protected_ref: instance.destructive_requires_protected_ref,
                 destructive_scopes: instance.destructive_scopes,
+                audit: instance.mode == Mode::Audit,
+                require_user_ceiling: instance.require_user_ceiling,
                 role_ceilings,
             };
         }
         for (raw, group) in doc.groups {
-            let path = ProjectPath::parse(&raw).ok_or_else(|| fail(&raw, format!("{raw:?} is not a group path")))?;
-            if self.policy.groups.insert(path, Group { elevation: group.elevation.unwrap_or(true) }).is_some() {
-                return Err(fail(&raw, format!("group {raw:?} is defined twice")));
+            let path = ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a group path")))?;
+            let origin = format!("groups.{raw}");
+            let scoped = scoped(&errors, &origin, group.elevation, group.mode, group.allow, group.members)?;
+            if self.policy.groups.insert(path.clone(), Group { path, scoped }).is_some() {
+                return Err(errors.at(&raw, format!("group {raw:?} is defined twice")));
             }
         }
         for (raw, project) in doc.projects {
-            let path = ProjectPath::parse(&raw).ok_or_else(|| fail(&raw, format!("{raw:?} is not a project path")))?;
-            let mut allow = Vec::with_capacity(project.allow.len());
-            for entry in project.allow {
-                let from = ProjectPath::parse(&entry.from).ok_or_else(|| {
-                    fail(&entry.from, format!("allow.from {:?} is not a project or group path", entry.from))
-                })?;
-                allow.push(Entry { from, scopes: entry.scopes, refs: entry.refs });
-            }
+            let path = ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a project path")))?;
+            let origin = format!("projects.{raw}");
+            let scoped = scoped(&errors, &origin, project.elevation, project.mode, project.allow, project.members)?;
             if let Some(id) = project.id {
                 if let Some(other) = self.policy.ids.insert(id, path.clone()) {
-                    return Err(fail(&raw, format!("project id {id} is used by {other} and {path}")));
+                    return Err(errors.at(&raw, format!("project id {id} is used by {other} and {path}")));
                 }
             }
-            let compiled = Project { inbound: project.inbound, allow, elevation: project.elevation.unwrap_or(true) };
+            let compiled = Project {
+                path: path.clone(),
+                inbound: project.inbound,
+                scoped,
+                own_project: project.own_project.unwrap_or(ScopeSet::ALL),
+            };
             if self.policy.projects.insert(path, compiled).is_some() {
-                return Err(fail(&raw, format!("project {raw:?} is defined twice")));
+                return Err(errors.at(&raw, format!("project {raw:?} is defined twice")));
             }
         }
         Ok(())
     }
+}
+
+fn scoped(
+    errors: &Errors<'_>,
+    origin: &str,
+    elevation: Option<bool>,
+    mode: Option<Mode>,
+    allow: Vec<AllowDoc>,
+    members: Vec<MemberDoc>,
+) -> Result<Scoped, PolicyError> {
+    let mut list = Allowlist::default();
+    for (i, entry) in allow.into_iter().enumerate() {
+        let compiled = entry_of(errors, format!("{origin}.allow[{i}] ({})", errors.file.display()), entry)?;
+        list.by_source.entry(compiled.from.clone()).or_default().push(list.entries.len());
+        list.entries.push(compiled);
+    }
+    let mut roles = Members::default();
+    for member in members {
+        match (member.user, member.user_id) {
+            (Some(login), None) => {
+                roles.by_login.insert(login.to_ascii_lowercase(), member.role);
+            }
+            (None, Some(id)) => {
+                roles.by_id.insert(id, member.role);
+            }
+            _ => return Err(errors.at("members", format!("{origin}.members: name exactly one of user or user_id"))),
+        }
+    }
+    Ok(Scoped { elevation: elevation.unwrap_or(true), audit: mode == Some(Mode::Audit), allow: list, members: roles })
+}
+
+fn entry_of(errors: &Errors<'_>, origin: String, entry: AllowDoc) -> Result<Entry, PolicyError> {
+    let from = ProjectPath::parse(&entry.from)
+        .ok_or_else(|| errors.at(&entry.from, format!("allow.from {:?} is not a project or group path", entry.from)))?;
+    let environments = match entry.environments {
+        None => Environments::Any,
+        Some(EnvironmentsDoc::Keyword(_)) => Environments::Protected,
+        Some(EnvironmentsDoc::Names(names)) if names.is_empty() => {
+            return Err(errors.at("environments", format!("{origin}: environments lists no name")));
+        }
+        Some(EnvironmentsDoc::Names(names)) => Environments::Named(names.iter().map(|n| Glob::new(n)).collect()),
+    };
+    Ok(Entry {
+        from,
+        scopes: entry.scopes,
+        refs: entry.refs,
+        ref_names: entry.ref_names.iter().map(|n| Glob::new(n)).collect(),
+        ref_type: entry.ref_type,
+        environments,
+        origin,
+    })
 }
 
 /// The 1-based line where `key` first appears as a map key or value; 0 when not found. serde_yaml
@@ -218,6 +346,10 @@ mod tests {
             ("groups:\n  \"acme//x\": {}\n", 2, "not a group path"),
             ("projects:\n  a/b: {id: 1}\n  a/c: {id: 1}\n", 3, "project id 1 is used"),
             ("instance:\n  own_project: [read_api]\n  cross_project: []\n  roles: {admin: []}\n", 4, "unknown variant `admin`"),
+            ("groups:\n  acme:\n    members:\n      - { user: ann, role: superuser }\n", 4, "unknown variant `superuser`"),
+            ("groups:\n  acme:\n    members:\n      - { user: ann, user_id: 3, role: owner }\n", 3, "exactly one of user or user_id"),
+            ("projects:\n  a/b:\n    allow:\n      - from: a/c\n        environments: []\n", 5, "environments lists no name"),
+            ("projects:\n  a/b:\n    mode: observe\n", 3, "unknown variant `observe`"),
         ];
         for (text, line, message) in cases {
             let err = load(text).unwrap_err();
@@ -237,5 +369,15 @@ mod tests {
         assert!(err.path.ends_with("b.yaml") && err.line == 3, "{err}");
         std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
         assert_eq!(Policy::load_dir(dir.path()).unwrap().files.len(), 1);
+    }
+
+    #[test]
+    fn allowlists_are_indexed_by_source_and_its_groups() {
+        let p = load("projects:\n  t/x:\n    allow:\n      - from: acme\n      - from: acme/lib\n      - from: other\n").unwrap();
+        let list = &p.projects[&ProjectPath::parse("t/x").unwrap()].scoped.allow;
+        let source = ProjectPath::parse("acme/lib").unwrap();
+        let mut froms: Vec<&str> = list.matching(&source).map(|e| e.from.as_str()).collect();
+        froms.sort();
+        assert_eq!(froms, vec!["acme", "acme/lib"]);
     }
 }

@@ -38,6 +38,12 @@ pub struct InstanceDoc {
     /// Overrides of the role → maximum scopes table.
     #[serde(default)]
     pub roles: BTreeMap<Role, ScopeSet>,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Deny when the user's role in the target is known neither from the token nor from `members`
+    /// (for upstreams that cannot check the user themselves).
+    #[serde(default)]
+    pub require_user_ceiling: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -45,6 +51,14 @@ pub struct InstanceDoc {
 pub struct GroupDoc {
     /// `false` switches elevation off for every project below the group.
     pub elevation: Option<bool>,
+    /// `audit` for every project below the group.
+    pub mode: Option<Mode>,
+    /// Entries that apply to every project below the group.
+    #[serde(default)]
+    pub allow: Vec<AllowDoc>,
+    /// Users' roles in the group (inherited by every project below).
+    #[serde(default)]
+    pub members: Vec<MemberDoc>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +70,20 @@ pub struct ProjectDoc {
     #[serde(default)]
     pub allow: Vec<AllowDoc>,
     pub elevation: Option<bool>,
+    pub mode: Option<Mode>,
+    #[serde(default)]
+    pub members: Vec<MemberDoc>,
+    /// Narrows the instance's `own_project` baseline for this project's own jobs (never widens it).
+    pub own_project: Option<ScopeSet>,
+}
+
+/// `enforce` refuses what the policy denies; `audit` logs it as would-deny and lets it pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
 }
 
 /// Who may reach a project from other projects' jobs.
@@ -69,7 +97,7 @@ pub enum Inbound {
     Open,
 }
 
-/// One allowlist entry: admits `from` and grants it `scopes` under the conditions.
+/// One allowlist entry: admits `from` and grants it `scopes` when every condition holds.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AllowDoc {
@@ -79,6 +107,12 @@ pub struct AllowDoc {
     pub scopes: ScopeSet,
     #[serde(default)]
     pub refs: Refs,
+    /// Ref name globs (`*` any run of characters, `?` one), e.g. `[main, "release/*"]`.
+    #[serde(default)]
+    pub ref_names: Vec<String>,
+    pub ref_type: Option<RefType>,
+    /// `protected`, or a list of environment name globs.
+    pub environments: Option<EnvironmentsDoc>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -88,6 +122,36 @@ pub enum Refs {
     Any,
     /// The grant applies only to jobs on protected refs.
     Protected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefType {
+    Branch,
+    Tag,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum EnvironmentsDoc {
+    Keyword(EnvironmentKeyword),
+    Names(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvironmentKeyword {
+    /// Only jobs deploying to a protected environment.
+    Protected,
+}
+
+/// A user's role: by login (`user`) or by numeric id (`user_id`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberDoc {
+    pub user: Option<String>,
+    pub user_id: Option<u64>,
+    pub role: Role,
 }
 
 fn yes() -> bool {
