@@ -29,6 +29,19 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the whole policy derivation for one token and one request.
+    Explain {
+        #[arg(long)]
+        config: PathBuf,
+        /// The job token, or `-` to read it from standard input.
+        #[arg(long)]
+        token: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// The request URL (absolute or a path with its query).
+        #[arg(long)]
+        url: String,
+    },
     /// Everything local for a first look: certificates, keys, policy, upstream, tokens.
     Demo {
         #[arg(long, default_value = "jobgate-demo")]
@@ -140,6 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => runtime()?.block_on(serve(&config)),
         Command::Check { config } => runtime()?.block_on(check(&config)),
+        Command::Explain { config, token, method, url } => runtime()?.block_on(explain(&config, &token, &method, &url)),
         Command::Demo { dir, listen, admin_listen } => runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen)),
         Command::Certs { command: CertsCommand::Generate { out } } => {
             let files = jobgate::generate::certs(&out)?;
@@ -189,10 +203,35 @@ async fn check(path: &Path) -> anyhow::Result<()> {
         snapshot.policy.projects.len(),
         snapshot.policy.groups.len()
     );
+    let report = jobgate::policy::expect::run(&snapshot.policy, &config.policy_dir)?;
+    println!("policy tests: {} passed, {} failed", report.passed, report.failures.len());
+    for failure in &report.failures {
+        println!("  FAILED {failure}");
+    }
+    if !report.failures.is_empty() {
+        failed.push(format!("{} policy test(s) failed", report.failures.len()));
+    }
     if !failed.is_empty() {
         bail!("{}", failed.join("; "));
     }
     println!("ok: {}", path.display());
+    Ok(())
+}
+
+async fn explain(path: &Path, token: &str, method: &str, url: &str) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
+    let verifier = jobgate::token::verify::Verifier::start(&config, &jobgate::metrics::Metrics::new()).await?;
+    let token = if token == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s
+    } else {
+        token.to_owned()
+    };
+    for line in jobgate::explain::explain(&snapshot, &verifier, &token, method, url, jobgate::proxy::unix_now()) {
+        println!("{line}");
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 
 use crate::audit::{Audit, AuditRecord};
 use crate::body::Body;
-use crate::classify::{classify, Classified, ProjectRef, Target, Unmatched};
+use crate::classify::{classify, Classified, Unmatched};
 use crate::config::NonJob;
 use crate::forward::{ForwardContext, Upstream};
 use crate::policy::{decide, Decision, Permit};
@@ -96,7 +96,7 @@ fn judge(
                         "jobs of {} may not use {} on {}",
                         claims.claims().project_path,
                         denial.needed,
-                        target_name(&request.target)
+                        request.target
                     ),
                 );
                 if denial.enforced {
@@ -124,13 +124,6 @@ fn check_request_target(parts: &Parts) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-fn target_name(target: &Target) -> String {
-    match target {
-        Target::Project(ProjectRef::Path(path)) => path.to_string(),
-        Target::Project(ProjectRef::Id(id)) => format!("project id {id}"),
-    }
 }
 
 impl ExtractError {
@@ -246,7 +239,7 @@ fn audit_record(
         family: classified.map(|c| c.family.id()),
         action: classified.map(|c| c.action.id()),
         scope: classified.map(|c| c.scope.name()),
-        target: classified.map(|c| target_name(&c.target)),
+        target: classified.map(|c| c.target.to_string()),
         job_id: claims.map(|c| c.job_id),
         token_project: claims.map(|c| c.project_path.to_string()),
         user_id: claims.and_then(|c| c.user_id),

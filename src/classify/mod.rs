@@ -56,6 +56,15 @@ pub enum Target {
     Project(ProjectRef),
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Project(ProjectRef::Path(path)) => write!(f, "{path}"),
+            Target::Project(ProjectRef::Id(id)) => write!(f, "project id {id}"),
+        }
+    }
+}
+
 /// The output of `classify`: everything `decide` needs to know about the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {

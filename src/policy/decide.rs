@@ -92,7 +92,7 @@ pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &C
     let instance = &policy.instance;
     let Target::Project(project_ref) = &request.target;
     let Some(target) = resolve(policy, project_ref, claims) else {
-        trace.note(|| format!("target: project id {project_ref:?} is in neither the policy nor the token"));
+        trace.note(|| format!("target: {} is in neither the policy nor the token", request.target));
         return Decision::Deny(Denial { reason: Reason::UnknownProjectId, needed, enforced: !instance.audit });
     };
     let source = &claims.project_path;

@@ -2,6 +2,7 @@
 //! decision function (`decide`). Scopes and roles live in `scope`.
 
 pub mod decide;
+pub mod expect;
 pub mod glob;
 pub mod load;
 pub mod model;
