@@ -37,6 +37,16 @@ pub struct Config {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub audit: AuditSink,
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// The admin listener's credential for state-changing routes (`POST /-/reload`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A file holding the bearer token; without it, state-changing admin routes are refused.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -255,6 +265,9 @@ impl Config {
             issuer.ca_file.as_mut().map(resolve);
         }
         if let Some(p) = &mut self.audit.file {
+            resolve(p);
+        }
+        if let Some(p) = &mut self.admin.token_file {
             resolve(p);
         }
     }

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::AdminToken;
 use crate::audit::Audit;
 use crate::config::{Config, Limits, Timeouts};
 use crate::forward::Upstream;
@@ -70,6 +71,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for issuer in &gateway.verifier.issuers {
         tokio::spawn(issuer.keys.clone().poll());
     }
+    let admin_token = Arc::new(AdminToken::load(config.admin.token_file.as_deref()).map_err(anyhow::Error::msg)?);
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
     let watcher = crate::watch::start(&config, reloader.clone()).context("watching files for changes")?;
     Ok(Running {
@@ -77,7 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         public_addr,
         admin_addr,
         public: tokio::spawn(serve_public(public, acceptor, gateway, timeouts, limits, signal.clone())),
-        admin: tokio::spawn(serve_admin(admin, reloader.clone(), signal)),
+        admin: tokio::spawn(serve_admin(admin, reloader.clone(), admin_token, signal)),
         reloader,
         shutdown,
     })
@@ -237,7 +239,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
     }
 }
 
-async fn serve_admin(listener: TcpListener, reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_admin(listener: TcpListener, reloader: Arc<Reloader>, token: Arc<AdminToken>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -246,10 +248,10 @@ async fn serve_admin(listener: TcpListener, reloader: Arc<Reloader>, mut shutdow
             },
             _ = shutdown.changed() => return,
         };
-        let reloader = reloader.clone();
+        let (reloader, token) = (reloader.clone(), token.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let response = crate::admin::handle(&reloader, &request);
+                let response = crate::admin::handle(&reloader, &token, &request);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;

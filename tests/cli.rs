@@ -86,3 +86,29 @@ fn minted_tokens_verify_against_the_generated_key_set() {
     assert_eq!(claims.environment.as_deref(), Some("production"));
     assert_eq!(claims.scopes.unwrap().to_string(), "read_repository write_repository");
 }
+
+#[test]
+fn explain_prints_the_derivation_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
+    assert!(jobgate(&["keys", "generate", "--out", "keys", "--alg", "ES256"], d).0);
+    std::fs::create_dir(d.join("policies")).unwrap();
+    std::fs::write(d.join("policies/p.yaml"), "projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [write_repository], refs: protected }\n").unwrap();
+    std::fs::write(d.join("jobgate.yaml"), CONFIG).unwrap();
+    let mint = ["token", "mint", "--key", "keys/signing-key.pem", "--iss", "jobgate-test", "--aud", "jobgate", "--project-path", "acme/lib", "--project-id", "43", "--job-id", "9"];
+    let (ok, token) = jobgate(&mint, d);
+    assert!(ok, "{token}");
+    let token = token.trim();
+    let explain = |url: &str, method: &str| jobgate(&["explain", "--config", "jobgate.yaml", "--token", token, "--method", method, "--url", url], d);
+    let (ok, text) = explain("https://gitlab.example.com/acme/app.git/git-receive-pack", "POST");
+    assert!(ok, "{text}");
+    assert!(text.contains("classified: family git action write scope write_repository target acme/app"), "{text}");
+    assert!(text.contains("holds back [write_repository]: ref_not_protected"), "{text}");
+    assert!(text.contains("decision: deny (ref_not_protected)"), "{text}");
+    assert!(!text.contains(token), "the token is never printed");
+    let (_, text) = explain("/acme/other.git/info/refs?service=git-upload-pack", "GET");
+    assert!(text.contains("decision: deny (not_in_allowlist)"), "{text}");
+    let (_, text) = explain("/acme/app.git/HEAD", "GET");
+    assert!(text.contains("decision: deny (unmatched_request)"), "{text}");
+}

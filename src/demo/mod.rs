@@ -59,6 +59,12 @@ pub async fn run(dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> an
     if !policies.join("demo.yaml").exists() {
         generate::write(&policies.join("demo.yaml"), POLICY)?;
     }
+    let admin_token = dir.join("admin-token");
+    if !admin_token.exists() {
+        let mut bytes = [0u8; 24];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        generate::write(&admin_token, &bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())?;
+    }
     let git_root = git_available().then(|| dir.join("repos"));
     if let Some(root) = &git_root {
         for project in ["demo/app", "demo/lib", "demo/secret"] {
@@ -96,6 +102,8 @@ upstreams:
   git: {{ url: \"http://{upstream}\", credentials: strip }}
 audit:
   file: audit.log
+admin:
+  token_file: admin-token
 "
     )
 }
@@ -187,6 +195,10 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_TOKEN", "demo/app"));
     println!("  # 5. the same push from a job on a protected ref: allowed");
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_PROTECTED_TOKEN", "demo/app"));
+    println!("  # why, step by step (policy edits in {} apply on save; a broken edit shows on /-/ready):", dir.join("policies").display());
+    println!("  jobgate explain --config {} --token $LIB_TOKEN --method POST --url /demo/app.git/git-receive-pack", dir.join("jobgate.yaml").display());
+    println!("  curl -s http://{admin}/metrics | grep jobgate_requests_total");
+    println!("  curl -s -X POST -H \"Authorization: Bearer $(cat {})\" http://{admin}/-/reload", dir.join("admin-token").display());
     println!("  # the reason for each refusal is in the audit log:");
     println!("  tail -n 5 {}\n", dir.join("audit.log").display());
     Ok(())

@@ -308,16 +308,11 @@ fn entry_of(errors: &Errors<'_>, origin: String, entry: AllowDoc) -> Result<Entr
     })
 }
 
-/// The 1-based line where `key` first appears as a map key or value; 0 when not found. serde_yaml
+/// The 1-based line where `key` first appears outside a comment; 0 when not found. serde_yaml
 /// reports lines for syntax and type errors only, so semantic errors find theirs here.
 fn line_of(text: &str, key: &str) -> usize {
     text.lines()
-        .position(|line| {
-            let t = line.trim_start().trim_start_matches("- ").trim_start();
-            let t = t.strip_prefix("from:").map_or(t, str::trim_start);
-            let t = t.trim_start_matches(['"', '\'']);
-            t.starts_with(key)
-        })
+        .position(|line| line.split(" #").next().is_some_and(|code| !code.trim_start().starts_with('#') && code.contains(key)))
         .map_or(0, |i| i + 1)
 }
 
@@ -350,6 +345,7 @@ mod tests {
             ("groups:\n  acme:\n    members:\n      - { user: ann, user_id: 3, role: owner }\n", 3, "exactly one of user or user_id"),
             ("projects:\n  a/b:\n    allow:\n      - from: a/c\n        environments: []\n", 5, "environments lists no name"),
             ("projects:\n  a/b:\n    mode: observe\n", 3, "unknown variant `observe`"),
+            ("# a/../b here is a comment\nprojects:\n  a/b: {allow: [{from: 'a/../b'}]}\n", 3, "not a project or group path"),
         ];
         for (text, line, message) in cases {
             let err = load(text).unwrap_err();

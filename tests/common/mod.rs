@@ -300,9 +300,19 @@ pub fn admin_status(gateway: &Gateway, path: &str) -> u16 {
 }
 
 fn admin_request(gateway: &Gateway, path: &str) -> (u16, String) {
+    admin_send(gateway, "GET", path, "")
+}
+
+/// POST on the admin listener with a bearer token (empty: none); returns status and text.
+pub fn admin_post(gateway: &Gateway, path: &str, token: &str) -> (u16, String) {
+    let auth = if token.is_empty() { String::new() } else { format!("Authorization: Bearer {token}\r\n") };
+    admin_send(gateway, "POST", path, &format!("{auth}Content-Length: 0\r\n"))
+}
+
+fn admin_send(gateway: &Gateway, method: &str, path: &str, headers: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", gateway.admin_port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n").unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
