@@ -7,7 +7,7 @@
 //! Run: `cargo bench --bench policy`.
 //!
 //! Results, 2026-11-22, 2-core shared x86_64 VM (rust 1.95, release), criterion medians:
-//!   load 10 files (100k projects, 10k groups, 39,800 entries) + swap   1.06 s   (target < 2 s)
+//!   load 10 files (100k projects, 10k groups, ~40k entries) + swap     1.06 s   (target < 2 s)
 //!   decide, busiest project (200 entries), source in a deep group      686 ns   (target < 1 µs)
 //!   decide, source not admitted                                        362 ns
 //!   resident memory of the loaded policy                               +80 MiB (~0.8 KiB per project)

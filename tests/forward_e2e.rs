@@ -124,3 +124,22 @@ fn upstream_down_is_502_and_upstream_silence_is_504() {
     let audit = gw.audit_until(|lines| lines.iter().any(timed_out));
     assert!(audit.iter().any(timed_out), "{audit:?}");
 }
+
+#[test]
+fn audit_mode_forwards_and_records_the_would_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = echo_upstream();
+    let policy = "groups:\n  rollout: { mode: audit }\nprojects:\n  rollout/app: {}\n  strict/app: {}\n";
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{upstream}"), policy);
+    let token = gw.token("acme/lib", 43, false);
+    let basic = format!("gitlab-ci-token:{token}");
+    let (status, text) = curl(&gw, &["-u", &basic, &gw.url("/rollout/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 200, "audit mode lets it through: {text}");
+    let (status, text) = curl(&gw, &["-u", &basic, &gw.url("/strict/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 403, "{text}");
+    let would_deny = |l: &Value| l["target"] == "rollout/app" && l["decision"] == "deny" && l["enforced"] == false;
+    let enforced = |l: &Value| l["target"] == "strict/app" && l["decision"] == "deny" && l["enforced"] == true;
+    let lines = gw.audit_until(|lines| lines.iter().any(would_deny) && lines.iter().any(enforced));
+    assert!(lines.iter().any(|l| would_deny(l) && l["reason"] == "not_in_allowlist" && l["status"] == 200), "{lines:?}");
+    assert!(lines.iter().any(enforced), "{lines:?}");
+}

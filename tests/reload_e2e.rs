@@ -85,4 +85,17 @@ async fn reloads_under_load_fail_no_request_and_broken_files_change_nothing() {
     assert!(ready.contains("filler/p20") || ready.contains("policy.yaml"), "{ready}");
     let metrics = admin_get(&gw, "/metrics");
     assert!(metrics.contains("jobgate_reloads_total{result=\"failed\",source=\"admin\"} 4"), "{metrics}");
+
+    // An edit alone (no POST) is picked up by the file watcher.
+    let generation = |text: &str| -> u64 {
+        let json = &text[text.find('{').unwrap()..];
+        serde_json::from_str::<serde_json::Value>(json).unwrap()["generation"].as_u64().unwrap()
+    };
+    let before = generation(&admin_get(&gw, "/-/ready"));
+    jobgate::generate::write(&dir.path().join("policies/policy.yaml"), &policy(99)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while generation(&admin_get(&gw, "/-/ready")) == before {
+        assert!(std::time::Instant::now() < deadline, "the watcher did not reload the edited policy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
