@@ -1,72 +1,169 @@
-//! The admin listener (loopback by default, plain HTTP): liveness, readiness, metrics, and
-//! `POST /-/reload`. State-changing routes need `Authorization: Bearer <token>` with the token from
-//! `admin.token_file`; without a configured token they are refused, never open.
+//! The admin listener (loopback by default, plain HTTP): liveness, readiness, metrics, reload,
+//! revocations and the GitLab job-event webhook. Everything that changes or lists state needs
+//! `Authorization: Bearer <token>` (token from `admin.token_file`; refused when none is configured);
+//! the webhook needs GitLab's `X-Gitlab-Token` secret (from `admin.webhook_secret_file`).
+
+use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
 
 use crate::body::{self, Body};
+use crate::proxy::unix_now;
 use crate::reload::Reloader;
+use crate::revoke::{is_finished, Revocation, Revoked};
 
-/// The admin credential, read once at start.
-pub struct AdminToken(Option<[u8; 32]>);
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
 
-impl AdminToken {
-    /// Reads the token file (surrounding whitespace ignored).
+/// A secret read from a file, kept only as its SHA-256 and compared in constant time.
+pub struct Secret(Option<[u8; 32]>);
+
+impl Secret {
+    /// Reads the file (surrounding whitespace ignored); `None` means the feature is off.
     ///
     /// # Errors
     /// The file cannot be read or is empty.
-    pub fn load(file: Option<&std::path::Path>) -> Result<AdminToken, String> {
-        let Some(file) = file else { return Ok(AdminToken(None)) };
+    pub fn load(file: Option<&std::path::Path>) -> Result<Secret, String> {
+        let Some(file) = file else { return Ok(Secret(None)) };
         let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(format!("{}: empty admin token", file.display()));
+        let secret = text.trim();
+        if secret.is_empty() {
+            return Err(format!("{}: empty secret", file.display()));
         }
-        Ok(AdminToken(Some(digest(token))))
+        Ok(Secret(Some(digest(secret))))
     }
 
-    /// Constant-time check of an `Authorization: Bearer` header (digests compared, so lengths leak nothing).
-    fn allows<B>(&self, request: &Request<B>) -> bool {
-        let Some(expected) = self.0 else { return false };
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| digest(t.trim()));
-        presented.is_some_and(|p| p.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
+    fn matches(&self, presented: Option<&str>) -> bool {
+        match (self.0, presented) {
+            (Some(expected), Some(p)) => digest(p.trim()).iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0,
+            _ => false,
+        }
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+fn digest(secret: &str) -> [u8; 32] {
     let mut out = [0; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref());
     out
 }
 
-/// Routes one admin request.
-pub fn handle<B>(reloader: &Reloader, token: &AdminToken, request: &Request<B>) -> Response<Body> {
-    match (request.method(), request.uri().path()) {
-        (&Method::GET, "/-/healthy") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/-/ready") => {
-            let status = if reloader.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-            json(status, &reloader.status())
+/// Everything the admin routes reach.
+pub struct Admin {
+    pub reloader: Arc<Reloader>,
+    pub token: Secret,
+    pub webhook_secret: Secret,
+}
+
+/// `POST /-/revocations` body: a `jti` or a `job_id`, and optionally when the entry may be forgotten.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    jti: Option<String>,
+    job_id: Option<u64>,
+    expires_at: Option<i64>,
+}
+
+/// The parts of GitLab's job event jobgate reads.
+#[derive(Deserialize)]
+struct JobEvent {
+    object_kind: String,
+    build_id: u64,
+    build_status: String,
+}
+
+impl Admin {
+    /// Routes one admin request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let (parts, incoming) = request.into_parts();
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let authorized = self.token.matches(header("authorization").and_then(|v| v.strip_prefix("Bearer ")));
+        let gateway = self.reloader.gateway();
+        match (&parts.method, parts.uri.path()) {
+            (&Method::GET, "/-/healthy") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/-/ready") => {
+                let status = if self.reloader.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                json(status, &self.reloader.status())
+            }
+            (&Method::GET, "/metrics") => {
+                let mut response = Response::new(body::full(gateway.metrics.render()));
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                response
+            }
+            (&Method::POST, "/-/hooks/gitlab") => self.job_event(header("x-gitlab-event"), header("x-gitlab-token"), incoming).await,
+            (_, "/-/reload" | "/-/revocations") if !authorized => {
+                text(StatusCode::UNAUTHORIZED, "admin token required (admin.token_file)\n")
+            }
+            (&Method::POST, "/-/reload") => match self.reloader.reload("admin") {
+                Ok(generation) => json(StatusCode::OK, &serde_json::json!({"reloaded": true, "generation": generation})),
+                Err(error) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"reloaded": false, "error": error})),
+            },
+            (&Method::GET, "/-/revocations") => {
+                json(StatusCode::OK, &serde_json::json!({ "revocations": gateway.verifier.revocations.list(unix_now()) }))
+            }
+            (&Method::POST, "/-/revocations") => self.revoke(incoming).await,
+            (_, "/-/healthy" | "/-/ready" | "/metrics" | "/-/reload" | "/-/revocations" | "/-/hooks/gitlab") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
-        (&Method::GET, "/metrics") => {
-            let mut response = Response::new(body::full(reloader.gateway().metrics.render()));
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-            response
-        }
-        (&Method::POST, "/-/reload") if !token.allows(request) => {
-            text(StatusCode::UNAUTHORIZED, "admin token required (admin.token_file)\n")
-        }
-        (&Method::POST, "/-/reload") => match reloader.reload("admin") {
-            Ok(generation) => json(StatusCode::OK, &serde_json::json!({"reloaded": true, "generation": generation})),
-            Err(error) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"reloaded": false, "error": error})),
-        },
-        (_, "/-/healthy" | "/-/ready" | "/metrics" | "/-/reload") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+
+    async fn revoke(&self, incoming: Incoming) -> Response<Body> {
+        let request: RevokeRequest = match read_json(incoming).await {
+            Ok(request) => request,
+            Err(message) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": message})),
+        };
+        let what = match (request.jti, request.job_id) {
+            (Some(jti), None) if !jti.is_empty() => Revoked::Jti { jti },
+            (None, Some(job_id)) => Revoked::Job { job_id },
+            _ => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "name exactly one of jti or job_id"})),
+        };
+        self.persist(what, request.expires_at).await
+    }
+
+    /// GitLab's "Job Hook": a finished job's tokens are revoked.
+    async fn job_event(&self, event: Option<&str>, secret: Option<&str>, incoming: Incoming) -> Response<Body> {
+        if !self.webhook_secret.matches(secret) {
+            return text(StatusCode::UNAUTHORIZED, "X-Gitlab-Token does not match (admin.webhook_secret_file)\n");
+        }
+        if event != Some("Job Hook") {
+            return text(StatusCode::BAD_REQUEST, "only X-Gitlab-Event: Job Hook is handled\n");
+        }
+        let event: JobEvent = match read_json(incoming).await {
+            Ok(event) => event,
+            Err(message) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": message})),
+        };
+        if event.object_kind != "build" || !is_finished(&event.build_status) {
+            return json(StatusCode::OK, &serde_json::json!({"revoked": false, "status": event.build_status}));
+        }
+        self.persist(Revoked::Job { job_id: event.build_id }, None).await
+    }
+
+    /// Revokes now; answers only once the revocation is on disk.
+    async fn persist(&self, what: Revoked, expires_at: Option<i64>) -> Response<Body> {
+        let verifier = &self.reloader.gateway().verifier;
+        let now = unix_now();
+        let revocation = Revocation { what, expires_at: expires_at.unwrap_or(now + verifier.max_lifetime()) };
+        match verifier.revocations.revoke(revocation.clone(), now).await {
+            Ok(()) => {
+                self.reloader.gateway().metrics.revocations.set(i64::try_from(verifier.revocations.len()).unwrap_or(i64::MAX));
+                tracing::info!(?revocation.what, "revoked");
+                json(StatusCode::OK, &serde_json::json!({"revoked": true, "revocation": revocation}))
+            }
+            Err(e) => {
+                tracing::error!("revocation not persisted: {e}");
+                json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({"revoked": "in memory only", "error": e.to_string()}))
+            }
+        }
+    }
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(incoming: Incoming) -> Result<T, String> {
+    let bytes = Limited::new(incoming, MAX_BODY).collect().await.map_err(|e| format!("reading the body: {e}"))?.to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| format!("body: {e}"))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -39,6 +39,15 @@ pub struct Config {
     pub audit: AuditSink,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub revocations: RevocationsConfig,
+}
+
+/// Where revocations are persisted; without a file they live in memory only (lost on restart).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationsConfig {
+    pub file: Option<PathBuf>,
 }
 
 /// The admin listener's credential for state-changing routes (`POST /-/reload`).
@@ -47,6 +56,9 @@ pub struct Config {
 pub struct AdminConfig {
     /// A file holding the bearer token; without it, state-changing admin routes are refused.
     pub token_file: Option<PathBuf>,
+    /// A file holding the secret GitLab sends in `X-Gitlab-Token` with job events; without it the
+    /// webhook receiver is off.
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -267,7 +279,7 @@ impl Config {
         if let Some(p) = &mut self.audit.file {
             resolve(p);
         }
-        if let Some(p) = &mut self.admin.token_file {
+        for p in [&mut self.admin.token_file, &mut self.admin.webhook_secret_file, &mut self.revocations.file].into_iter().flatten() {
             resolve(p);
         }
     }

@@ -11,6 +11,7 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub token_cache: IntCounterVec,
     pub reloads: IntCounterVec,
+    pub revocations: IntGauge,
     keys_loaded: IntGaugeVec,
     key_set_fetched: GaugeVec,
     key_fetches: IntCounterVec,
@@ -94,6 +95,7 @@ impl Metrics {
             ),
             token_cache: counter(r, "jobgate_token_cache_total", "Verified-token cache lookups by result.", &["result"]),
             reloads: counter(r, "jobgate_reloads_total", "Reloads by source and result.", &["source", "result"]),
+            revocations: register(r, IntGauge::new("jobgate_revocations", "Revocations held (jti and job ids).").unwrap_or_else(|_| unreachable_metric("jobgate_revocations"))),
             keys_loaded: gauge_vec("jobgate_issuer_keys", "Usable keys in the issuer's current key set."),
             key_set_fetched: register(
                 r,

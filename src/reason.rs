@@ -45,6 +45,8 @@ pub enum Reason {
     WrongAudience,
     /// The token lives longer (`exp - iat`) than the issuer allows.
     LifetimeTooLong,
+    /// The token (its `jti`) or its job was revoked: the job has ended.
+    TokenRevoked,
     /// The target project does not admit the job's project.
     NotInAllowlist,
     /// The needed scope is granted by no baseline and no allowlist entry.
@@ -71,7 +73,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Reason::Granted,
         Reason::NonJobPassthrough,
         Reason::MissingCredential,
@@ -91,6 +93,7 @@ impl Reason {
         Reason::TokenNotYetValid,
         Reason::WrongAudience,
         Reason::LifetimeTooLong,
+        Reason::TokenRevoked,
         Reason::NotInAllowlist,
         Reason::ScopeNotGranted,
         Reason::ElevationDisabled,
@@ -126,6 +129,7 @@ impl Reason {
             Reason::TokenNotYetValid => "token_not_yet_valid",
             Reason::WrongAudience => "wrong_audience",
             Reason::LifetimeTooLong => "lifetime_too_long",
+            Reason::TokenRevoked => "token_revoked",
             Reason::NotInAllowlist => "not_in_allowlist",
             Reason::ScopeNotGranted => "scope_not_granted",
             Reason::ElevationDisabled => "elevation_disabled",

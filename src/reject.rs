@@ -27,7 +27,7 @@ impl Rejection {
             BadRequest | ConflictingCredentials => StatusCode::BAD_REQUEST,
             MissingCredential | NonJobRejected | TokenTooLarge | MalformedToken | UnknownIssuer | UnknownKid
             | AlgNotAllowed | BadSignature | ClaimInvalid | TokenExpired | TokenNotYetValid | WrongAudience
-            | LifetimeTooLong => StatusCode::UNAUTHORIZED,
+            | LifetimeTooLong | TokenRevoked => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             KeySetStale => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,

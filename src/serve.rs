@@ -22,13 +22,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::AdminToken;
+use crate::admin::{Admin, Secret};
 use crate::audit::Audit;
 use crate::config::{Config, Limits, Timeouts};
 use crate::forward::Upstream;
 use crate::metrics::Metrics;
 use crate::proxy::{Gateway, RequestIds};
 use crate::reload::Reloader;
+use crate::revoke::Revocations;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, CertResolver};
 use crate::token::verify::Verifier;
@@ -51,7 +52,12 @@ pub struct Running {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::build(&config, 1)?;
     let metrics = Arc::new(Metrics::new());
-    let verifier = Verifier::start(&config, &metrics).await?;
+    let revocations = Arc::new(match &config.revocations.file {
+        Some(path) => Revocations::open(path, crate::proxy::unix_now()).await.with_context(|| format!("revocations {}", path.display()))?,
+        None => Revocations::in_memory(),
+    });
+    metrics.revocations.set(i64::try_from(revocations.len()).unwrap_or(i64::MAX));
+    let verifier = Verifier::start(&config, &metrics).await?.with_revocations(revocations);
     let certs = Arc::new(CertResolver::new(tls::load_certified_key(&config.tls.cert, &config.tls.key)?));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
     let gateway = Arc::new(Gateway {
@@ -71,15 +77,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for issuer in &gateway.verifier.issuers {
         tokio::spawn(issuer.keys.clone().poll());
     }
-    let admin_token = Arc::new(AdminToken::load(config.admin.token_file.as_deref()).map_err(anyhow::Error::msg)?);
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
+    let admin_state = Arc::new(Admin {
+        reloader: reloader.clone(),
+        token: Secret::load(config.admin.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+        webhook_secret: Secret::load(config.admin.webhook_secret_file.as_deref()).map_err(anyhow::Error::msg)?,
+    });
     let watcher = crate::watch::start(&config, reloader.clone()).context("watching files for changes")?;
     Ok(Running {
         _watcher: watcher,
         public_addr,
         admin_addr,
         public: tokio::spawn(serve_public(public, acceptor, gateway, timeouts, limits, signal.clone())),
-        admin: tokio::spawn(serve_admin(admin, reloader.clone(), admin_token, signal)),
+        admin: tokio::spawn(serve_admin(admin, admin_state, signal)),
         reloader,
         shutdown,
     })
@@ -239,7 +249,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
     }
 }
 
-async fn serve_admin(listener: TcpListener, reloader: Arc<Reloader>, token: Arc<AdminToken>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -248,11 +258,11 @@ async fn serve_admin(listener: TcpListener, reloader: Arc<Reloader>, token: Arc<
             },
             _ = shutdown.changed() => return,
         };
-        let (reloader, token) = (reloader.clone(), token.clone());
+        let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let response = crate::admin::handle(&reloader, &token, &request);
-                async move { Ok::<_, Infallible>(response) }
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });

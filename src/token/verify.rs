@@ -18,6 +18,7 @@ use super::Alg;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
+use crate::revoke::Revocations;
 
 /// Claims whose token passed every check. Only this module constructs it.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ pub enum VerifyError {
     WrongAudience,
     #[error("token lifetime exceeds the issuer's maximum")]
     LifetimeTooLong,
+    #[error("token revoked: its job has ended")]
+    Revoked,
     #[error(transparent)]
     Claim(#[from] ClaimError),
 }
@@ -77,6 +80,7 @@ impl VerifyError {
             VerifyError::NotYetValid => Reason::TokenNotYetValid,
             VerifyError::WrongAudience => Reason::WrongAudience,
             VerifyError::LifetimeTooLong => Reason::LifetimeTooLong,
+            VerifyError::Revoked => Reason::TokenRevoked,
             VerifyError::Claim(_) => Reason::ClaimInvalid,
         }
     }
@@ -101,6 +105,7 @@ pub struct Verifier {
     cache: TokenCache,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    pub revocations: Arc<Revocations>,
 }
 
 /// The JOSE header. serde refuses duplicate keys; unknown members (`jku`, `x5u`, `jwk`, ...) are
@@ -120,7 +125,18 @@ impl Verifier {
             cache: TokenCache::new(cache_entries),
             cache_hits: metrics.token_cache.with_label_values(&["hit"]),
             cache_misses: metrics.token_cache.with_label_values(&["miss"]),
+            revocations: Arc::new(Revocations::in_memory()),
         }
+    }
+
+    /// Uses `revocations` (persisted, shared with the admin routes) instead of an empty in-memory set.
+    pub fn with_revocations(self, revocations: Arc<Revocations>) -> Verifier {
+        Verifier { revocations, ..self }
+    }
+
+    /// The longest token lifetime any issuer accepts: how long a revocation must be kept.
+    pub fn max_lifetime(&self) -> i64 {
+        self.issuers.iter().map(|i| i.max_lifetime.saturating_add(i.leeway)).max().unwrap_or(0)
     }
 
     /// Builds every configured issuer and loads (or first fetches) its keys.
@@ -156,15 +172,24 @@ impl Verifier {
         let current = |issuer: usize, generation: u64| {
             self.issuers.get(issuer).is_some_and(|i| i.keys.current().generation == generation && !i.keys.is_stale())
         };
-        if let Some(entry) = self.cache.get(&digest, now, current) {
-            self.cache_hits.inc();
-            return Ok(VerifiedClaims(entry.claims));
+        let claims = match self.cache.get(&digest, now, current) {
+            Some(entry) => {
+                self.cache_hits.inc();
+                entry.claims
+            }
+            None => {
+                self.cache_misses.inc();
+                let (issuer, generation, claims) = self.verify_uncached(token, now)?;
+                let claims = Arc::new(claims);
+                let dies_at = claims.exp.saturating_add(self.issuers[issuer].leeway);
+                self.cache.insert(digest, Entry { claims: claims.clone(), issuer, generation, dies_at }, now);
+                claims
+            }
+        };
+        // Revocations apply to cached tokens too: the check is never skipped.
+        if self.revocations.is_revoked(&claims, now) {
+            return Err(VerifyError::Revoked);
         }
-        self.cache_misses.inc();
-        let (issuer, generation, claims) = self.verify_uncached(token, now)?;
-        let claims = Arc::new(claims);
-        let dies_at = claims.exp.saturating_add(self.issuers[issuer].leeway);
-        self.cache.insert(digest, Entry { claims: claims.clone(), issuer, generation, dies_at }, now);
         Ok(VerifiedClaims(claims))
     }
 

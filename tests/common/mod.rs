@@ -240,6 +240,12 @@ audit: {{ file: audit.log }}
         self.process.child.id()
     }
 
+    /// SIGKILL, no shutdown: what survives this is what was durable.
+    pub fn kill(mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+
     /// A job token for `project` (id `id`) on a protected or unprotected ref.
     pub fn token(&self, project: &str, id: u64, protected: bool) -> String {
         self.token_with(project, id, protected, Vec::new())
