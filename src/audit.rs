@@ -2,8 +2,6 @@
 //! channel. A full channel drops the line and counts the drop; it never blocks a request. Lines carry
 //! no token, no `Authorization` value and no query string: the record type has no field for them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -50,7 +48,7 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 #[derive(Clone)]
 pub struct Audit {
     sender: mpsc::Sender<AuditRecord>,
-    dropped: Arc<AtomicU64>,
+    dropped: prometheus::IntCounter,
 }
 
 impl Audit {
@@ -58,7 +56,7 @@ impl Audit {
     ///
     /// # Errors
     /// The audit file cannot be opened for appending.
-    pub async fn start(sink: &AuditSink) -> std::io::Result<Audit> {
+    pub async fn start(sink: &AuditSink, dropped: prometheus::IntCounter) -> std::io::Result<Audit> {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         match &sink.file {
             None => {
@@ -69,18 +67,18 @@ impl Audit {
                 tokio::spawn(write_lines(receiver, file));
             }
         }
-        Ok(Audit { sender, dropped: Arc::new(AtomicU64::new(0)) })
+        Ok(Audit { sender, dropped })
     }
 
     /// Queues a line; drops it (and counts) when the writer is behind.
     pub fn record(&self, record: AuditRecord) {
         if self.sender.try_send(record).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
     }
 
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.dropped.get()
     }
 }
 

@@ -200,11 +200,13 @@ pub struct Limits {
     pub max_token_bytes: usize,
     /// Verified tokens kept in the cache (each entry dies at its token's `exp`).
     pub token_cache_entries: usize,
+    /// Client connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024, token_cache_entries: 100_000 }
+        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024, token_cache_entries: 100_000, max_connections: 10_000 }
     }
 }
 

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::config::{CredentialMode, UpstreamConfig};
+use crate::metrics::Metrics;
 use crate::query;
 use crate::reason::Reason;
 use crate::reject::Rejection;
@@ -45,6 +46,8 @@ pub struct Upstream {
     client: Client<HttpConnector, Body>,
     response_timeout: Duration,
     credentials: CredentialMode,
+    seconds: prometheus::Histogram,
+    errors: [prometheus::IntCounter; 3],
 }
 
 /// Per-request facts `forward` writes into the upstream request.
@@ -74,7 +77,7 @@ impl Upstream {
     ///
     /// # Errors
     /// An invalid URL (already refused by config validation).
-    pub fn new(config: &UpstreamConfig) -> Result<Upstream, String> {
+    pub fn new(config: &UpstreamConfig, family: &str, metrics: &Metrics) -> Result<Upstream, String> {
         let (scheme, authority, prefix) = parse_upstream_url(&config.url)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_secs)));
@@ -91,6 +94,8 @@ impl Upstream {
             client,
             response_timeout: Duration::from_secs(config.response_timeout_secs),
             credentials: config.credentials,
+            seconds: metrics.upstream_seconds.with_label_values(&[family]),
+            errors: ["connect", "timeout", "other"].map(|kind| metrics.upstream_errors.with_label_values(&[family, kind])),
         })
     }
 
@@ -100,15 +105,21 @@ impl Upstream {
     /// A [`Rejection`] with `upstream_unavailable` or `upstream_timeout`.
     pub async fn forward(&self, parts: Parts, body: Incoming, ctx: &ForwardContext<'_>) -> Result<Response<Body>, Rejection> {
         let request = self.upstream_request(parts, body, ctx)?;
+        let started = std::time::Instant::now();
         let response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Err(_) => return Err(Rejection::new(Reason::UpstreamTimeout, "upstream did not answer in time")),
+            Err(_) => {
+                self.errors[1].inc();
+                return Err(Rejection::new(Reason::UpstreamTimeout, "upstream did not answer in time"));
+            }
             Ok(Err(e)) => {
                 tracing::warn!(request_id = ctx.request_id, error = %e, "upstream request failed");
-                let what = if e.is_connect() { "cannot connect to upstream" } else { "upstream connection failed" };
+                let (what, kind) = if e.is_connect() { ("cannot connect to upstream", 0) } else { ("upstream connection failed", 2) };
+                self.errors[kind].inc();
                 return Err(Rejection::new(Reason::UpstreamUnavailable, what));
             }
             Ok(Ok(response)) => response,
         };
+        self.seconds.observe(started.elapsed().as_secs_f64());
         let (mut parts, incoming) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(incoming)))

@@ -2,7 +2,10 @@
 //! from closed enums (reason ids, families, outcomes) or from the operator's config (issuer names) —
 //! never a project, user, job id or path.
 
-use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 /// Every metric jobgate exports.
 pub struct Metrics {
@@ -12,6 +15,14 @@ pub struct Metrics {
     pub token_cache: IntCounterVec,
     pub reloads: IntCounterVec,
     pub revocations: IntGauge,
+    pub verify_seconds: Histogram,
+    pub upstream_seconds: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub active_connections: IntGauge,
+    pub tls_handshake_failures: IntCounterVec,
+    pub connections_refused: IntCounter,
+    pub audit_dropped: IntCounter,
+    pub certificate_expiry: GaugeVec,
     keys_loaded: IntGaugeVec,
     key_set_fetched: GaugeVec,
     key_fetches: IntCounterVec,
@@ -69,6 +80,15 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
     register(registry, IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|_| unreachable_metric(name)))
 }
 
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).unwrap_or_else(|_| unreachable_metric(name)))
+}
+
+/// Buckets for in-process work (verify): 10 µs to 50 ms.
+const FAST_BUCKETS: [f64; 10] = [0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.01, 0.05];
+/// Buckets for network round trips: 1 ms to 30 s.
+const SLOW_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
 #[cold]
 fn unreachable_metric(name: &str) -> ! {
     // Only reachable through a programming error in the static definitions below (tests cover them).
@@ -82,7 +102,7 @@ impl Metrics {
         let gauge_vec = |name: &str, help: &str| {
             register(r, IntGaugeVec::new(Opts::new(name, help), &["issuer"]).unwrap_or_else(|_| unreachable_metric(name)))
         };
-        Metrics {
+        let metrics = Metrics {
             requests: counter(r, "jobgate_requests_total", "Requests by family, action, decision and reason id.", &["family", "action", "decision", "reason"]),
             request_seconds: register(
                 r,
@@ -95,7 +115,35 @@ impl Metrics {
             ),
             token_cache: counter(r, "jobgate_token_cache_total", "Verified-token cache lookups by result.", &["result"]),
             reloads: counter(r, "jobgate_reloads_total", "Reloads by source and result.", &["source", "result"]),
-            revocations: register(r, IntGauge::new("jobgate_revocations", "Revocations held (jti and job ids).").unwrap_or_else(|_| unreachable_metric("jobgate_revocations"))),
+            revocations: gauge(r, "jobgate_revocations", "Revocations held (jti and job ids)."),
+            verify_seconds: register(
+                r,
+                Histogram::with_opts(HistogramOpts::new("jobgate_verify_duration_seconds", "Token verification (cache included).").buckets(FAST_BUCKETS.to_vec()))
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_verify_duration_seconds")),
+            ),
+            upstream_seconds: register(
+                r,
+                HistogramVec::new(HistogramOpts::new("jobgate_upstream_duration_seconds", "Time to the upstream's response head.").buckets(SLOW_BUCKETS.to_vec()), &["family"])
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_upstream_duration_seconds")),
+            ),
+            upstream_errors: counter(r, "jobgate_upstream_errors_total", "Upstream failures by kind.", &["family", "kind"]),
+            active_connections: gauge(r, "jobgate_active_connections", "Open client connections on the public listener."),
+            tls_handshake_failures: counter(r, "jobgate_tls_handshake_failures_total", "Failed or timed-out TLS handshakes.", &["kind"]),
+            connections_refused: register(
+                r,
+                IntCounter::new("jobgate_connections_over_limit_total", "Connections answered 503 over the connection limit.")
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_connections_over_limit_total")),
+            ),
+            audit_dropped: register(
+                r,
+                IntCounter::new("jobgate_audit_lines_dropped_total", "Audit lines dropped because the writer fell behind.")
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_audit_lines_dropped_total")),
+            ),
+            certificate_expiry: register(
+                r,
+                GaugeVec::new(Opts::new("jobgate_certificate_expiry_timestamp_seconds", "notAfter of each served certificate."), &["listener"])
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_certificate_expiry_timestamp_seconds")),
+            ),
             keys_loaded: gauge_vec("jobgate_issuer_keys", "Usable keys in the issuer's current key set."),
             key_set_fetched: register(
                 r,
@@ -106,7 +154,10 @@ impl Metrics {
             unknown_kid_refetches: counter(r, "jobgate_issuer_unknown_kid_refetches_total", "Fetches caused by an unknown kid.", &["issuer"]),
             unknown_kid_suppressed: counter(r, "jobgate_issuer_unknown_kid_suppressed_total", "Unknown kids refused without fetching (cooldown).", &["issuer"]),
             registry,
-        }
+        };
+        let build = IntGaugeVec::new(Opts::new("jobgate_build_info", "Build information."), &["version"]).unwrap_or_else(|_| unreachable_metric("jobgate_build_info"));
+        register(&metrics.registry, build).with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        metrics
     }
 
     /// Handles for one issuer.
@@ -149,5 +200,6 @@ mod tests {
         let text = m.render();
         assert!(text.contains("jobgate_issuer_key_fetches_total{issuer=\"gitlab\",outcome=\"updated\"} 1"), "{text}");
         assert!(text.contains("jobgate_token_cache_total{result=\"hit\"} 1"), "{text}");
+        assert!(text.contains("jobgate_build_info{version="), "{text}");
     }
 }

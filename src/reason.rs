@@ -69,11 +69,13 @@ pub enum Reason {
     UpstreamUnavailable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// More client connections than `limits.max_connections`.
+    OverCapacity,
 }
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Granted,
         Reason::NonJobPassthrough,
         Reason::MissingCredential,
@@ -105,6 +107,7 @@ impl Reason {
         Reason::UnknownProjectId,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
+        Reason::OverCapacity,
     ];
 
     /// The stable id used in metrics, audit lines, response bodies and tests.
@@ -141,6 +144,7 @@ impl Reason {
             Reason::UnknownProjectId => "unknown_project_id",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
+            Reason::OverCapacity => "over_capacity",
         }
     }
 }

@@ -29,7 +29,7 @@ impl Rejection {
             | AlgNotAllowed | BadSignature | ClaimInvalid | TokenExpired | TokenNotYetValid | WrongAudience
             | LifetimeTooLong | TokenRevoked => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            KeySetStale => StatusCode::SERVICE_UNAVAILABLE,
+            KeySetStale | OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             // Fail closed: anything else, the allow reasons included, is a plain refusal.
             UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected

@@ -44,6 +44,7 @@ impl Reloader {
         if let Err(e) = self.certs.reload(&self.config.tls.cert, &self.config.tls.key) {
             errors.push(e.to_string());
         }
+        self.record_certificate_expiry();
         for issuer in &self.gateway.verifier.issuers {
             if let Err(e) = issuer.keys.reload_file() {
                 errors.push(format!("issuer {}: {e}", issuer.name));
@@ -69,6 +70,12 @@ impl Reloader {
             self.failures.fetch_add(1, Ordering::Relaxed);
             self.last_error.store(Some(Arc::new((SystemTime::now(), message.clone()))));
             Err(message)
+        }
+    }
+
+    pub fn record_certificate_expiry(&self) {
+        if let Some(not_after) = self.certs.not_after() {
+            self.gateway.metrics.certificate_expiry.with_label_values(&["public"]).set(not_after as f64);
         }
     }
 

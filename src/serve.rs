@@ -63,10 +63,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let gateway = Arc::new(Gateway {
         snapshot: ArcSwap::from_pointee(snapshot),
         verifier,
-        metrics,
+        metrics: metrics.clone(),
         non_job: config.non_job,
-        git: Upstream::new(&config.upstreams.git).map_err(anyhow::Error::msg)?,
-        audit: Audit::start(&config.audit).await.context("opening the audit log")?,
+        git: Upstream::new(&config.upstreams.git, "git", &metrics).map_err(anyhow::Error::msg)?,
+        audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,
         request_ids: RequestIds::new(),
     });
     let public = TcpListener::bind(config.listen.public).await.with_context(|| format!("binding {}", config.listen.public))?;
@@ -78,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::spawn(issuer.keys.clone().poll());
     }
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
+    reloader.record_certificate_expiry();
     let admin_state = Arc::new(Admin {
         reloader: reloader.clone(),
         token: Secret::load(config.admin.token_file.as_deref()).map_err(anyhow::Error::msg)?,
@@ -134,6 +135,7 @@ async fn serve_public(
 ) {
     let graceful = GracefulShutdown::new();
     let builders = Arc::new(Builders::new(&timeouts, &limits));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -149,16 +151,38 @@ async fn serve_public(
         };
         let (acceptor, gateway, builders, watcher) = (acceptor.clone(), gateway.clone(), builders.clone(), graceful.watcher());
         let (handshake_timeout, header_timeout) = (timeouts.tls_handshake(), timeouts.request_header());
+        let permit = permits.clone().try_acquire_owned().ok();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            let metrics = gateway.metrics.clone();
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(e)) => {
+                    metrics.tls_handshake_failures.with_label_values(&["error"]).inc();
+                    return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics.tls_handshake_failures.with_label_values(&["timeout"]).inc();
+                    return tracing::debug!(%peer, "TLS handshake timed out");
+                }
             };
+            metrics.active_connections.inc();
+            let _open = scopeguard({
+                let metrics = metrics.clone();
+                move || metrics.active_connections.dec()
+            });
+            let over_capacity = permit.is_none();
+            if over_capacity {
+                metrics.connections_refused.inc();
+            }
             let service = service_fn(move |request| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(request, peer).await) }
+                async move {
+                    if over_capacity {
+                        return Ok::<_, Infallible>(over_capacity_response());
+                    }
+                    Ok::<_, Infallible>(gateway.handle(request, peer).await)
+                }
             });
             // ALPN has chosen the protocol: no sniffing, so the header timeout runs from the first byte.
             let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") { &builders.h2 } else { &builders.h1 };
@@ -173,6 +197,26 @@ async fn serve_public(
     if tokio::time::timeout(timeouts.drain(), graceful.shutdown()).await.is_err() {
         tracing::warn!("drain deadline passed; closing the remaining connections");
     }
+}
+
+/// Runs `f` when dropped (the connection gauge goes down however the connection ends).
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+fn over_capacity_response() -> http::Response<crate::body::Body> {
+    let rejection = crate::reject::Rejection::new(crate::reason::Reason::OverCapacity, "too many connections; retry later");
+    let mut response = crate::reject::response(&rejection, "-");
+    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    response
 }
 
 /// One connection builder per ALPN protocol. An auto builder that sniffs the protocol would wait for

@@ -68,6 +68,16 @@ impl CertResolver {
     }
 }
 
+impl CertResolver {
+    /// `notAfter` of the served leaf certificate, in seconds since the epoch.
+    pub fn not_after(&self) -> Option<i64> {
+        let key = self.0.load();
+        let leaf = key.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+}
+
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.0.load_full())
@@ -110,5 +120,7 @@ mod tests {
 
         resolver.reload(&b.path().join("server.pem"), &b.path().join("server-key.pem")).unwrap();
         assert!(!Arc::ptr_eq(&before, &resolver.0.load_full()));
+        let not_after = resolver.not_after().unwrap();
+        assert!(not_after > crate::proxy::unix_now(), "rcgen's default validity lies in the future");
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use prometheus::IntCounter;
+use prometheus::{Histogram, IntCounter};
 use serde::Deserialize;
 
 use super::cache::{self, Entry, TokenCache};
@@ -105,6 +105,7 @@ pub struct Verifier {
     cache: TokenCache,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
+    verify_seconds: Histogram,
     pub revocations: Arc<Revocations>,
 }
 
@@ -125,6 +126,7 @@ impl Verifier {
             cache: TokenCache::new(cache_entries),
             cache_hits: metrics.token_cache.with_label_values(&["hit"]),
             cache_misses: metrics.token_cache.with_label_values(&["miss"]),
+            verify_seconds: metrics.verify_seconds.clone(),
             revocations: Arc::new(Revocations::in_memory()),
         }
     }
@@ -165,6 +167,13 @@ impl Verifier {
     /// # Errors
     /// The first check that fails, as a [`VerifyError`].
     pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedClaims, VerifyError> {
+        let started = std::time::Instant::now();
+        let result = self.verify_timed(token, now);
+        self.verify_seconds.observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn verify_timed(&self, token: &str, now: i64) -> Result<VerifiedClaims, VerifyError> {
         if token.len() > self.max_token_bytes {
             return Err(VerifyError::TooLarge(self.max_token_bytes));
         }
