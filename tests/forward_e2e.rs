@@ -143,3 +143,29 @@ fn audit_mode_forwards_and_records_the_would_deny() {
     assert!(lines.iter().any(|l| would_deny(l) && l["reason"] == "not_in_allowlist" && l["status"] == 200), "{lines:?}");
     assert!(lines.iter().any(enforced), "{lines:?}");
 }
+
+#[test]
+fn audit_lines_never_carry_tokens_authorization_or_query_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", echo_upstream()), POLICY);
+    let token = gw.token("acme/app", 42, false);
+    let refused = gw.token("acme/other", 7, false);
+    let url = |query: &str| gw.url(&format!("/acme/app.git/info/refs?service=git-upload-pack&{query}"));
+    let requests: Vec<Vec<String>> = vec![
+        vec!["-u".into(), format!("gitlab-ci-token:{token}"), url("marker=query-value-1")],
+        vec!["-H".into(), format!("JOB-TOKEN: {refused}"), url("marker=query-value-2")],
+        vec![url(&format!("job_token={token}"))],
+        vec!["-H".into(), "Authorization: Basic YWxpY2U6aHVudGVyMg==".into(), url("private_token=glpat-query-secret")],
+        vec!["-H".into(), format!("Authorization: Bearer {token}x"), url("marker=query-value-3")],
+    ];
+    for args in &requests {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&gw, &args);
+    }
+    let lines = gw.audit_until(|lines| lines.len() >= requests.len());
+    assert_eq!(lines.len(), requests.len(), "one line per request");
+    let text = std::fs::read_to_string(&gw.audit).unwrap();
+    for secret in [&token[..], &refused[..], token.split('.').nth(2).unwrap(), "query-value", "glpat-query-secret", "YWxpY2U6aHVudGVyMg", "hunter2", "service=", "Authorization", "authorization"] {
+        assert!(!text.contains(secret), "the audit log contains {secret:?}:\n{text}");
+    }
+}

@@ -240,6 +240,24 @@ audit: {{ file: audit.log }}
         self.process.child.id()
     }
 
+    /// SIGTERM: graceful shutdown begins.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (after [`Gateway::sigterm`]), up to `limit`.
+    pub fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "jobgate did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGKILL, no shutdown: what survives this is what was durable.
     pub fn kill(mut self) {
         let _ = self.process.child.kill();
@@ -323,6 +341,30 @@ fn admin_send(gateway: &Gateway, method: &str, path: &str, headers: &str) -> (u1
     stream.read_to_string(&mut text).unwrap();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// An upstream that reads the whole request body and answers with its length (`{"bytes": N}`).
+pub fn sink_upstream() -> u16 {
+    use http_body_util::BodyExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                        let bytes = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!("{{\"bytes\": {bytes}}}")))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+        });
+    });
+    port
 }
 
 /// The demo's echo upstream (method, path, query and headers back as JSON), on its own thread.

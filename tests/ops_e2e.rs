@@ -1,0 +1,93 @@
+//! Operations through a real jobgate process: certificate rotation by atomic rename (served to new
+//! connections, broken or mismatched files keep the old certificate and are reported), and SIGTERM
+//! during a long streaming upload (it finishes, new connections are refused, exit 0).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{admin_get, sink_upstream, Gateway};
+
+/// SHA-256 fingerprint of the certificate a fresh TLS connection is served.
+fn served_fingerprint(port: u16) -> String {
+    let shell = format!(
+        "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+    );
+    String::from_utf8(Command::new("sh").args(["-c", &shell]).output().unwrap().stdout).unwrap().trim().to_owned()
+}
+
+fn file_fingerprint(pem: &Path) -> String {
+    let out = Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(pem).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn certificates_rotate_by_rename_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", sink_upstream()), "{}");
+    let certs = dir.path().join("certs");
+    let original = file_fingerprint(&certs.join("server.pem"));
+    assert!(original.contains("Fingerprint"), "openssl works: {original}");
+    assert_eq!(served_fingerprint(gw.port), original);
+
+    // A broken PEM: refused, reported, the old certificate stays.
+    jobgate::generate::write(&certs.join("server.pem"), "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n").unwrap();
+    wait_until("the broken certificate is reported", || admin_get(&gw, "/-/ready").contains("server.pem"));
+    assert_eq!(served_fingerprint(gw.port), original);
+
+    // A certificate whose key is elsewhere: refused the same way.
+    let next = dir.path().join("next");
+    jobgate::generate::certs(&next).unwrap();
+    std::fs::copy(next.join("server.pem"), certs.join("staged.pem")).unwrap();
+    std::fs::rename(certs.join("staged.pem"), certs.join("server.pem")).unwrap();
+    wait_until("the mismatched pair is reported", || admin_get(&gw, "/-/ready").contains("server-key.pem"));
+    assert_eq!(served_fingerprint(gw.port), original);
+
+    // The matching key arrives: new connections get the new certificate, no restart.
+    std::fs::copy(next.join("server-key.pem"), certs.join("staged-key.pem")).unwrap();
+    std::fs::rename(certs.join("staged-key.pem"), certs.join("server-key.pem")).unwrap();
+    let rotated = file_fingerprint(&next.join("server.pem"));
+    wait_until("the new certificate is served", || served_fingerprint(gw.port) == rotated);
+    wait_until("the error is cleared", || admin_get(&gw, "/-/ready").contains("\"last_reload_error\": null"));
+    assert!(admin_get(&gw, "/metrics").contains("jobgate_certificate_expiry_timestamp_seconds{listener=\"public\"}"));
+}
+
+#[test]
+fn sigterm_lets_a_streaming_upload_finish_and_refuses_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", sink_upstream()), "{}");
+    let token = gw.token("acme/app", 42, false);
+    let upload = dir.path().join("upload.bin");
+    std::fs::write(&upload, vec![7u8; 1 << 20]).unwrap();
+    // 1 MiB at 256 KiB/s: about four seconds on the wire.
+    let client = Command::new("curl")
+        .args(["-s", "--http1.1", "--limit-rate", "256K", "--cacert"])
+        .arg(&gw.ca)
+        .env_remove("CURL_CA_BUNDLE")
+        .args(["-H", &format!("JOB-TOKEN: {token}"), "-H", "Content-Type: application/x-git-upload-pack-request", "--data-binary"])
+        .arg(format!("@{}", upload.display()))
+        .arg(gw.url("/acme/app.git/git-upload-pack"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let port = gw.port;
+    gw.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "new connections are refused while draining");
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"bytes\": 1048576}", "the upload finished intact");
+    let status = gw.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "exit {status:?}");
+}
