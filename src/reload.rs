@@ -5,14 +5,52 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 
 use crate::config::Config;
 use crate::proxy::Gateway;
 use crate::snapshot::Snapshot;
 use crate::tls::CertResolver;
 
-/// Owns the reload sources and remembers how the last attempt went.
+/// When a source last loaded, and its last error (cleared by the next success).
+struct SourceStatus {
+    loaded_at: SystemTime,
+    error: Option<(SystemTime, String)>,
+}
+
+impl SourceStatus {
+    fn fresh() -> ArcSwap<SourceStatus> {
+        ArcSwap::from_pointee(SourceStatus { loaded_at: SystemTime::now(), error: None })
+    }
+
+    fn record(status: &ArcSwap<SourceStatus>, result: Result<(), String>) -> Option<String> {
+        let now = SystemTime::now();
+        match result {
+            Ok(()) => {
+                status.store(Arc::new(SourceStatus { loaded_at: now, error: None }));
+                None
+            }
+            Err(e) => {
+                let loaded_at = status.load().loaded_at;
+                status.store(Arc::new(SourceStatus { loaded_at, error: Some((now, e.clone())) }));
+                Some(e)
+            }
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "loaded_at": rfc3339(self.loaded_at),
+            "last_error": self.error.as_ref().map(|(at, e)| serde_json::json!({"at": rfc3339(*at), "error": e})),
+        })
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Owns the reload sources and remembers how the last attempt of each went.
 pub struct Reloader {
     config: Config,
     gateway: Arc<Gateway>,
@@ -20,6 +58,8 @@ pub struct Reloader {
     generation: AtomicU64,
     failures: AtomicU64,
     last_error: ArcSwapOption<(SystemTime, String)>,
+    policy: ArcSwap<SourceStatus>,
+    certificate: ArcSwap<SourceStatus>,
 }
 
 impl Reloader {
@@ -31,6 +71,8 @@ impl Reloader {
             generation: AtomicU64::new(generation),
             failures: AtomicU64::new(0),
             last_error: ArcSwapOption::empty(),
+            policy: SourceStatus::fresh(),
+            certificate: SourceStatus::fresh(),
         }
     }
 
@@ -41,9 +83,8 @@ impl Reloader {
     /// `source` says what asked (`watch`, `sighup`, `admin`), for the metric.
     pub fn reload(&self, source: &'static str) -> Result<u64, String> {
         let mut errors = Vec::new();
-        if let Err(e) = self.certs.reload(&self.config.tls.cert, &self.config.tls.key) {
-            errors.push(e.to_string());
-        }
+        let certs = self.certs.reload(&self.config.tls.cert, &self.config.tls.key).map_err(|e| e.to_string());
+        errors.extend(SourceStatus::record(&self.certificate, certs));
         self.record_certificate_expiry();
         for issuer in &self.gateway.verifier.issuers {
             if let Err(e) = issuer.keys.reload_file() {
@@ -51,13 +92,11 @@ impl Reloader {
             }
         }
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        match Snapshot::build(&self.config, generation) {
-            Ok(snapshot) => {
-                self.gateway.snapshot.store(Arc::new(snapshot));
-                self.generation.store(generation, Ordering::SeqCst);
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
+        let policy = Snapshot::build(&self.config, generation).map(|snapshot| {
+            self.gateway.snapshot.store(Arc::new(snapshot));
+            self.generation.store(generation, Ordering::SeqCst);
+        });
+        errors.extend(SourceStatus::record(&self.policy, policy.map_err(|e| e.to_string())));
         let result = if errors.is_empty() { "ok" } else { "failed" };
         self.gateway.metrics.reloads.with_label_values(&[source, result]).inc();
         if errors.is_empty() {
@@ -109,7 +148,18 @@ impl Reloader {
             })
             .collect();
         let last_error = self.last_error.load();
+        let mut policy = self.policy.load().json();
+        policy["generation"] = snapshot.generation.into();
+        policy["files"] = serde_json::json!(snapshot.policy.files);
+        let mut certificate = self.certificate.load().json();
+        certificate["not_after"] = self.certs.not_after().into();
         serde_json::json!({
+            "sources": {
+                "policy": policy,
+                "certificate": certificate,
+                "issuers": issuers,
+                "revocations": { "held": self.gateway.verifier.revocations.len() },
+            },
             "ready": self.ready(),
             "generation": snapshot.generation,
             "loaded_at": humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string(),

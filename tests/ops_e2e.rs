@@ -6,6 +6,8 @@
 mod common;
 
 use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,4 +92,36 @@ fn sigterm_lets_a_streaming_upload_finish_and_refuses_new_connections() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"bytes\": 1048576}", "the upload finished intact");
     let status = gw.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "exit {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_client_does_not_hold_the_drain() {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = tokio::task::block_in_place(|| Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", sink_upstream()), "{}"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_file(&gw.ca).unwrap()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (_sender, connection) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let held = tokio::spawn(connection);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    gw.sigterm();
+    let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(5), "an idle h2 connection held the drain for {:?}", started.elapsed());
+    let _ = tokio::time::timeout(Duration::from_secs(2), held).await;
 }
