@@ -308,7 +308,11 @@ async fn serve_admin(listener: TcpListener, admin: Arc<Admin>, mut shutdown: wat
                 let admin = admin.clone();
                 async move { Ok::<_, Infallible>(admin.handle(request).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -343,43 +343,39 @@ fn admin_send(gateway: &Gateway, method: &str, path: &str, headers: &str) -> (u1
     (status, text)
 }
 
-/// An upstream that reads the whole request body and answers with its length (`{"bytes": N}`).
-pub fn sink_upstream() -> u16 {
-    use http_body_util::BodyExt;
+/// Runs `serve` on a loopback listener in a thread of its own (with its own runtime); returns the port.
+fn serve_on_thread<F: std::future::Future<Output = ()> + 'static>(serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
             listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-                        let bytes = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!("{{\"bytes\": {bytes}}}")))))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
-                });
-            }
+            serve(tokio::net::TcpListener::from_std(listener).unwrap()).await;
         });
     });
     port
 }
 
+/// An upstream that reads the whole request body and answers with its length (`{"bytes": N}`).
+pub fn sink_upstream() -> u16 {
+    use http_body_util::BodyExt;
+    serve_on_thread(|listener| async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
+                    let bytes = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!("{{\"bytes\": {bytes}}}")))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    })
+}
+
 /// The demo's echo upstream (method, path, query and headers back as JSON), on its own thread.
 pub fn echo_upstream() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            jobgate::demo::upstream::serve(listener, None).await;
-        });
-    });
-    port
+    serve_on_thread(|listener| jobgate::demo::upstream::serve(listener, None))
 }
 
 /// `curl` against the gateway with our CA; returns (status, headers+body text).
