@@ -151,7 +151,22 @@ pub enum NonJob {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstreams {
+    /// Git smart HTTP, and the fallback for families without an upstream of their own and for
+    /// unmatched non-job traffic.
     pub git: UpstreamConfig,
+    /// Package registries (`/api/v4/.../packages/...`).
+    pub packages: Option<UpstreamConfig>,
+    /// The REST API (`/api/v4/...`).
+    pub api: Option<UpstreamConfig>,
+}
+
+impl Upstreams {
+    /// Every configured upstream with its family name.
+    pub fn all(&self) -> impl Iterator<Item = (&'static str, &UpstreamConfig)> {
+        [("git", Some(&self.git)), ("packages", self.packages.as_ref()), ("api", self.api.as_ref())]
+            .into_iter()
+            .filter_map(|(name, config)| config.map(|c| (name, c)))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +183,21 @@ pub struct UpstreamConfig {
     pub response_timeout_secs: u64,
     #[serde(default = "default_pool_idle")]
     pub pool_max_idle_per_host: usize,
+    /// With `credentials: replace`: the header to set and the file holding its value.
+    pub replace: Option<ReplaceCredential>,
+    /// Leading path segments to remove before forwarding (`*` matches one segment), for backends that
+    /// do not live under GitLab's paths (e.g. `/api/v4/projects/*/packages/npm`). GitLab itself needs none.
+    pub strip_prefix: Option<String>,
+}
+
+/// The upstream credential `replace` mode sends instead of the job's.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaceCredential {
+    /// e.g. `PRIVATE-TOKEN` or `Authorization`.
+    pub header: String,
+    /// A file holding the header's value (never inline in the config).
+    pub value_file: PathBuf,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -189,6 +219,9 @@ pub enum CredentialMode {
     Passthrough,
     /// Every job credential (headers and `job_token` query parameter) is removed.
     Strip,
+    /// As `strip`, then the configured upstream credential is set and identity headers
+    /// (`X-Jobgate-Job-Id`, `-Project-Path`, `-User-Id`, `-Scopes`, `-Request-Id`) are added.
+    Replace,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +317,11 @@ impl Config {
         for p in [&mut self.admin.token_file, &mut self.admin.webhook_secret_file, &mut self.revocations.file].into_iter().flatten() {
             resolve(p);
         }
+        for upstream in [Some(&mut self.upstreams.git), self.upstreams.packages.as_mut(), self.upstreams.api.as_mut()].into_iter().flatten() {
+            if let Some(replace) = &mut upstream.replace {
+                resolve(&mut replace.value_file);
+            }
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -317,8 +355,12 @@ impl Config {
                 return Err(format!("{at}: discovery needs an https:// iss"));
             }
         }
-        crate::forward::parse_upstream_url(&self.upstreams.git.url)
-            .map_err(|e| format!("upstreams.git.url: {e}"))?;
+        for (name, upstream) in self.upstreams.all() {
+            crate::forward::parse_upstream_url(&upstream.url).map_err(|e| format!("upstreams.{name}.url: {e}"))?;
+            if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
+                return Err(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
+            }
+        }
         if self.limits.max_header_bytes < 8192 {
             return Err("limits.max_header_bytes: must be at least 8192".into());
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,7 +16,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
-use crate::config::{CredentialMode, UpstreamConfig};
+use crate::config::{CredentialMode, ReplaceCredential, UpstreamConfig};
+use crate::policy::scope::ScopeSet;
+use crate::token::claims::Claims;
 use crate::metrics::Metrics;
 use crate::query;
 use crate::reason::Reason;
@@ -48,12 +50,17 @@ pub struct Upstream {
     credentials: CredentialMode,
     seconds: prometheus::Histogram,
     errors: [prometheus::IntCounter; 3],
+    /// `replace` mode: the header and value sent instead of the job credential.
+    replacement: Option<(HeaderName, HeaderValue)>,
+    strip_prefix: Option<Vec<String>>,
 }
 
 /// Per-request facts `forward` writes into the upstream request.
 pub struct ForwardContext<'a> {
     pub peer: SocketAddr,
     pub request_id: &'a str,
+    /// The verified job and its effective scopes, for `replace` mode's identity headers.
+    pub identity: Option<(&'a Claims, ScopeSet)>,
 }
 
 /// Checks an upstream URL: `http://host[:port][/prefix]`, no query, no user info.
@@ -96,6 +103,8 @@ impl Upstream {
             credentials: config.credentials,
             seconds: metrics.upstream_seconds.with_label_values(&[family]),
             errors: ["connect", "timeout", "other"].map(|kind| metrics.upstream_errors.with_label_values(&[family, kind])),
+            replacement: config.replace.as_ref().map(replacement).transpose()?,
+            strip_prefix: config.strip_prefix.as_ref().map(|p| p.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
         })
     }
 
@@ -126,14 +135,15 @@ impl Upstream {
     }
 
     fn upstream_request(&self, mut parts: Parts, body: Incoming, ctx: &ForwardContext<'_>) -> Result<Request<Body>, Rejection> {
-        let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-        let target = match (self.credentials, parts.uri.query()) {
-            (CredentialMode::Strip, Some(q)) => {
+        let strips = self.credentials != CredentialMode::Passthrough;
+        let path = self.upstream_path(parts.uri.path());
+        let target = match (strips, parts.uri.query()) {
+            (true, Some(q)) => {
                 let kept = without_job_token(q);
-                let path = parts.uri.path();
                 if kept.is_empty() { format!("{}{path}", self.prefix) } else { format!("{}{path}?{kept}", self.prefix) }
             }
-            _ => format!("{}{original}", self.prefix),
+            (false, Some(q)) => format!("{}{path}?{q}", self.prefix),
+            (_, None) => format!("{}{path}", self.prefix),
         };
         // HTTP/2 clients send `:authority` instead of `Host`; the upstream still needs the host name.
         let host = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -149,9 +159,24 @@ impl Upstream {
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         remove_matching(headers, is_identity_header);
-        if self.credentials == CredentialMode::Strip {
+        if strips {
             headers.remove(header::AUTHORIZATION);
             remove_matching(headers, |name| rack_eq(name, "job-token"));
+        }
+        if let Some((name, value)) = &self.replacement {
+            headers.insert(name.clone(), value.clone());
+            if let Some((claims, scopes)) = ctx.identity {
+                let identity = [
+                    ("x-jobgate-job-id", claims.job_id.to_string()),
+                    ("x-jobgate-project-path", claims.project_path.to_string()),
+                    ("x-jobgate-user-id", claims.user_id.map_or_else(String::new, |u| u.to_string())),
+                    ("x-jobgate-scopes", scopes.to_string()),
+                    ("x-jobgate-request-id", ctx.request_id.to_owned()),
+                ];
+                for (name, value) in identity {
+                    headers.insert(HeaderName::from_static(name), HeaderValue::from_str(&value).map_err(bad)?);
+                }
+            }
         }
         let peer_ip: HeaderValue = ctx.peer.ip().to_string().parse().map_err(bad)?;
         headers.insert(HeaderName::from_static("x-forwarded-for"), peer_ip);
@@ -163,6 +188,31 @@ impl Upstream {
         headers.insert(HeaderName::from_static("x-request-id"), HeaderValue::from_str(ctx.request_id).map_err(bad)?);
         Ok(Request::from_parts(parts, body::stream(body)))
     }
+}
+
+impl Upstream {
+    /// The request path with `strip_prefix`'s leading segments removed (when they all match).
+    fn upstream_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        let Some(prefix) = &self.strip_prefix else { return path.into() };
+        let mut rest = path;
+        for want in prefix {
+            let Some((segment, tail)) = rest.strip_prefix('/').map(|r| r.split_once('/').unwrap_or((r, ""))) else { return path.into() };
+            if want != "*" && want != segment {
+                return path.into();
+            }
+            rest = if tail.is_empty() { "" } else { &rest[segment.len() + 1..] };
+        }
+        if rest.is_empty() { "/".into() } else { rest.into() }
+    }
+}
+
+/// Reads `replace`'s value file once, at start.
+fn replacement(replace: &ReplaceCredential) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(replace.header.as_bytes()).map_err(|e| format!("replace.header {:?}: {e}", replace.header))?;
+    let text = std::fs::read_to_string(&replace.value_file).map_err(|e| format!("{}: {e}", replace.value_file.display()))?;
+    let mut value = HeaderValue::from_str(text.trim()).map_err(|e| format!("{}: {e}", replace.value_file.display()))?;
+    value.set_sensitive(true);
+    Ok((name, value))
 }
 
 fn bad<E>(_: E) -> Rejection {
@@ -246,6 +296,16 @@ mod tests {
         assert_eq!(without_job_token("service=git-upload-pack&job_token=abc"), "service=git-upload-pack");
         assert_eq!(without_job_token("job%5Ftoken=abc&a=%2F&&b"), "a=%2F&b");
         assert_eq!(without_job_token("job_token=abc"), "");
+    }
+
+    #[test]
+    fn strip_prefix_removes_matching_leading_segments_only() {
+        let config: UpstreamConfig = serde_yaml::from_str("{url: 'http://127.0.0.1:1', strip_prefix: /api/v4/projects/*/packages/npm}").unwrap();
+        let up = Upstream::new(&config, "packages", &Metrics::new()).unwrap();
+        assert_eq!(up.upstream_path("/api/v4/projects/42/packages/npm/@acme%2flib"), "/@acme%2flib");
+        assert_eq!(up.upstream_path("/api/v4/projects/acme%2Fapp/packages/npm/lib/-/lib-1.0.0.tgz"), "/lib/-/lib-1.0.0.tgz");
+        assert_eq!(up.upstream_path("/api/v4/projects/42/packages/npm"), "/");
+        assert_eq!(up.upstream_path("/api/v4/projects/42/packages/pypi/simple"), "/api/v4/projects/42/packages/pypi/simple");
     }
 
     #[test]

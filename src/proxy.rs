@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 
 use crate::audit::{Audit, AuditRecord};
 use crate::body::Body;
-use crate::classify::{classify, Classified, Unmatched};
+use crate::classify::{classify, Classified, Family, Unmatched};
+use crate::policy::scope::ScopeSet;
 use crate::config::NonJob;
 use crate::forward::{ForwardContext, Upstream};
 use crate::policy::{decide, Decision, Permit};
@@ -166,6 +167,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub non_job: NonJob,
     pub git: Upstream,
+    pub packages: Option<Upstream>,
+    pub api: Option<Upstream>,
     pub audit: Audit,
     pub request_ids: RequestIds,
 }
@@ -194,15 +197,26 @@ impl Gateway {
         let outcome = match &enforced.verdict {
             Verdict::Reject(rejection) => Err(rejection.clone()),
             Verdict::Allow(_) | Verdict::Passthrough | Verdict::WouldDeny(_) => {
-                // One family so far; unmatched non-job traffic goes to the same upstream.
-                self.git.forward(parts, body, &ForwardContext { peer, request_id: &request_id }).await
+                let upstream = match enforced.classified.as_ref().map(|c| c.family) {
+                    Ok(Family::Packages) => self.packages.as_ref().unwrap_or(&self.git),
+                    Ok(Family::Api) => self.api.as_ref().unwrap_or(&self.git),
+                    // Git, and unmatched non-job traffic.
+                    _ => &self.git,
+                };
+                let identity = match (&enforced.claims, &enforced.verdict) {
+                    (Some(claims), Verdict::Allow(permit)) => Some((claims.claims(), permit.scopes())),
+                    (Some(claims), _) => Some((claims.claims(), ScopeSet::EMPTY)),
+                    _ => None,
+                };
+                upstream.forward(parts, body, &ForwardContext { peer, request_id: &request_id, identity }).await
             }
         };
         let (mut response, reason) = match (outcome, &enforced.verdict) {
             (Err(rejection), _) => (reject::response(&rejection, &request_id), rejection.reason),
             (Ok(response), Verdict::Passthrough) => (response, Reason::NonJobPassthrough),
             (Ok(response), Verdict::WouldDeny(rejection)) => (response, rejection.reason),
-            (Ok(response), _) => (response, Reason::Granted),
+            (Ok(response), Verdict::Allow(permit)) => (response, permit.reason()),
+            (Ok(response), Verdict::Reject(rejection)) => (response, rejection.reason),
         };
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);

@@ -9,6 +9,9 @@ use serde::Serialize;
 pub enum Reason {
     /// The policy grants the needed scope.
     Granted,
+    /// A read on a group or the instance (no single project to decide on): allowed because the job
+    /// holds the needed scope on its own project; the upstream enforces visibility.
+    GrantedViaOwnProject,
     /// Not job traffic, and the route passes such traffic to the upstream.
     NonJobPassthrough,
     /// No credential at all on a route that rejects non-job traffic.
@@ -65,6 +68,8 @@ pub enum Reason {
     TokenCeiling,
     /// A numeric project id that neither the policy nor the token can resolve.
     UnknownProjectId,
+    /// A write on a group or the instance: no single project to decide on, so denied.
+    UnresolvedTarget,
     /// The upstream could not be reached.
     UpstreamUnavailable,
     /// The upstream did not answer in time.
@@ -75,8 +80,9 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 34] = [
         Reason::Granted,
+        Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
         Reason::MissingCredential,
         Reason::NonJobRejected,
@@ -105,6 +111,7 @@ impl Reason {
         Reason::UserRoleUnknown,
         Reason::TokenCeiling,
         Reason::UnknownProjectId,
+        Reason::UnresolvedTarget,
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
         Reason::OverCapacity,
@@ -114,6 +121,7 @@ impl Reason {
     pub fn id(self) -> &'static str {
         match self {
             Reason::Granted => "granted",
+            Reason::GrantedViaOwnProject => "granted_via_own_project",
             Reason::NonJobPassthrough => "non_job_passthrough",
             Reason::MissingCredential => "missing_credential",
             Reason::NonJobRejected => "non_job_rejected",
@@ -142,6 +150,7 @@ impl Reason {
             Reason::UserRoleUnknown => "user_role_unknown",
             Reason::TokenCeiling => "token_ceiling",
             Reason::UnknownProjectId => "unknown_project_id",
+            Reason::UnresolvedTarget => "unresolved_target",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::OverCapacity => "over_capacity",

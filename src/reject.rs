@@ -33,7 +33,8 @@ impl Rejection {
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             // Fail closed: anything else, the allow reasons included, is a plain refusal.
             UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected
-            | ConditionNotMet | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | Granted | NonJobPassthrough => StatusCode::FORBIDDEN,
+            | ConditionNotMet | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | UnresolvedTarget | Granted
+            | GrantedViaOwnProject | NonJobPassthrough => StatusCode::FORBIDDEN,
         }
     }
 }

@@ -66,6 +66,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         non_job: config.non_job,
         git: Upstream::new(&config.upstreams.git, "git", &metrics).map_err(anyhow::Error::msg)?,
+        packages: config.upstreams.packages.as_ref().map(|c| Upstream::new(c, "packages", &metrics)).transpose().map_err(anyhow::Error::msg)?,
+        api: config.upstreams.api.as_ref().map(|c| Upstream::new(c, "api", &metrics)).transpose().map_err(anyhow::Error::msg)?,
         audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,
         request_ids: RequestIds::new(),
     });

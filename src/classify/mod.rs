@@ -2,6 +2,7 @@
 //! which scope. It matches the raw request target with a strict grammar and never guesses: a shape it
 //! does not know is [`Unmatched`], which the pipeline denies to job tokens. Pure; no I/O.
 
+mod api;
 mod git;
 
 use http::Method;
@@ -15,12 +16,16 @@ use crate::policy::scope::Scope;
 #[serde(rename_all = "snake_case")]
 pub enum Family {
     Git,
+    Packages,
+    Api,
 }
 
 impl Family {
     pub fn id(self) -> &'static str {
         match self {
             Family::Git => "git",
+            Family::Packages => "packages",
+            Family::Api => "api",
         }
     }
 }
@@ -54,6 +59,12 @@ pub enum ProjectRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Project(ProjectRef),
+    /// A group (group-level packages and API, npm `@scope/`): no single project to decide on.
+    Group(ProjectRef),
+    /// Instance-level endpoints with no resolvable project.
+    Instance,
+    /// `GET /api/v4/job`: the job's own record.
+    OwnJob,
 }
 
 impl std::fmt::Display for Target {
@@ -61,6 +72,10 @@ impl std::fmt::Display for Target {
         match self {
             Target::Project(ProjectRef::Path(path)) => write!(f, "{path}"),
             Target::Project(ProjectRef::Id(id)) => write!(f, "project id {id}"),
+            Target::Group(ProjectRef::Path(path)) => write!(f, "group {path}"),
+            Target::Group(ProjectRef::Id(id)) => write!(f, "group id {id}"),
+            Target::Instance => f.write_str("the instance"),
+            Target::OwnJob => f.write_str("the job itself"),
         }
     }
 }
@@ -88,6 +103,9 @@ pub struct Unmatched {
 /// # Errors
 /// [`Unmatched`] for every shape outside the endpoint table.
 pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Classified, Unmatched> {
+    if let Some(rest) = path.strip_prefix("/api/") {
+        return api::classify(method, rest);
+    }
     git::classify(method, path, query).unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
 }
 

@@ -15,12 +15,18 @@ use crate::token::claims::Claims;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permit {
     scopes: ScopeSet,
+    reason: Reason,
 }
 
 impl Permit {
     /// The job's effective scopes on the target.
     pub fn scopes(&self) -> ScopeSet {
         self.scopes
+    }
+
+    /// `granted`, or `granted_via_own_project` for group- and instance-level reads.
+    pub fn reason(&self) -> Reason {
+        self.reason
     }
 }
 
@@ -42,7 +48,7 @@ pub enum Decision {
 impl Decision {
     pub fn reason(&self) -> Reason {
         match self {
-            Decision::Allow(_) => Reason::Granted,
+            Decision::Allow(permit) => permit.reason,
             Decision::Deny(denial) => denial.reason,
         }
     }
@@ -90,7 +96,14 @@ struct Gathered {
 pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &Claims, trace: &mut T) -> Decision {
     let needed = request.scope;
     let instance = &policy.instance;
-    let Target::Project(project_ref) = &request.target;
+    let project_ref = match &request.target {
+        Target::Project(project_ref) => project_ref,
+        Target::OwnJob => {
+            trace.note(|| "target: the job's own record: any valid token".to_owned());
+            return Decision::Allow(Permit { scopes: claims.scopes.unwrap_or(ScopeSet::ALL), reason: Reason::Granted });
+        }
+        Target::Group(_) | Target::Instance => return decide_unresolved(policy, request, claims, trace),
+    };
     let Some(target) = resolve(policy, project_ref, claims) else {
         trace.note(|| format!("target: {} is in neither the policy nor the token", request.target));
         return Decision::Deny(Denial { reason: Reason::UnknownProjectId, needed, enforced: !instance.audit });
@@ -159,7 +172,24 @@ pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &C
     if destructive && instance.destructive_requires_protected_ref && !claims.ref_protected {
         return deny(Reason::RefNotProtected);
     }
-    Decision::Allow(Permit { scopes: scopes.intersect(token_ceiling).intersect(user_ceiling) })
+    Decision::Allow(Permit { scopes: scopes.intersect(token_ceiling).intersect(user_ceiling), reason: Reason::Granted })
+}
+
+/// A group or the whole instance: no single project to decide on. Reads pass when the job holds the
+/// needed scope on its own project (the upstream still applies its visibility rules); writes are denied.
+fn decide_unresolved<T: Trace>(policy: &Policy, request: &Classified, claims: &Claims, trace: &mut T) -> Decision {
+    let needed = request.scope;
+    let deny = |reason| Decision::Deny(Denial { reason, needed, enforced: !policy.instance.audit });
+    if request.action != crate::classify::Action::Read {
+        trace.note(|| format!("target: {}: writes need a single project; denied", request.target));
+        return deny(Reason::UnresolvedTarget);
+    }
+    trace.note(|| format!("target: {}: a read; decided on the job's own project, visibility is the upstream's", request.target));
+    let own = Classified { target: Target::Project(ProjectRef::Path(claims.project_path.clone())), ..request.clone() };
+    match decide_traced(policy, &own, claims, trace) {
+        Decision::Allow(permit) => Decision::Allow(Permit { reason: Reason::GrantedViaOwnProject, ..permit }),
+        denied => denied,
+    }
 }
 
 /// One pass over the project and every group above it: matching entries, switches, modes, members.

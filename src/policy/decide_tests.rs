@@ -107,10 +107,11 @@ fn on(path: &str, scope: Scope) -> Classified {
 }
 
 fn reason(d: Decision) -> Reason {
-    match d {
-        Decision::Allow(_) => Reason::Granted,
-        Decision::Deny(d) => d.reason,
-    }
+    d.reason()
+}
+
+fn unresolved(target: Target, scope: Scope, action: Action) -> Classified {
+    Classified { family: Family::Packages, target, action, scope, destructive: false }
 }
 
 #[test]
@@ -163,6 +164,13 @@ fn table() {
         ("member ceiling from the project", as_user("acme/bots", "ann", 1), on("tools/deployer", WriteRepository), UserCeiling),
         ("member ceiling from a group", as_user("acme/bots", "Bob", 2), on("tools/deployer", WriteRepository), Granted),
         ("highest membership wins", as_user("acme/bots", "ann", 9), on("tools/deployer", WriteRepository), Granted),
+        ("group read decided on the own project", claims("acme/app", false),
+            unresolved(Target::Group(ProjectRef::Path(ProjectPath::parse("acme").unwrap())), ReadPackageRegistry, Action::Read), GrantedViaOwnProject),
+        ("instance read without the scope at home", claims("acme/narrow", false),
+            unresolved(Target::Instance, ReadPackageRegistry, Action::Read), ScopeNotGranted),
+        ("group write", claims("acme/app", true),
+            unresolved(Target::Group(ProjectRef::Id(7)), WritePackageRegistry, Action::Write), UnresolvedTarget),
+        ("own job record", claims("acme/secret", false), unresolved(Target::OwnJob, ReadApi, Action::Read), Granted),
     ];
     for (name, claims, req, want) in rows {
         assert_eq!(reason(decide(&p, &req, &claims)), want, "{name}");
@@ -236,6 +244,8 @@ fn every_policy_reason_id_is_reachable() {
         Reason::UserRoleUnknown,
         Reason::TokenCeiling,
         Reason::UnknownProjectId,
+        Reason::UnresolvedTarget,
+        Reason::GrantedViaOwnProject,
     ];
     let source = include_str!("decide_tests.rs");
     for reason in covered {
