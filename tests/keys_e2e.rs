@@ -51,7 +51,7 @@ async fn env(max_age: u64, issuer_extra: &str) -> Env {
         server.url(),
         server.ca.display()
     );
-    let upstream = format!("url: 'http://127.0.0.1:{}'", echo_upstream());
+    let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", echo_upstream());
     let gateway = tokio::task::block_in_place(|| Gateway::start_full(dir.path(), &upstream, &issuer, POLICY, ""));
     let client = Client::new(&gateway.ca);
     Env { _dir: dir, server, gateway, client, main, main_kid }
@@ -230,7 +230,7 @@ async fn discovery_finds_the_jwks_uri() {
     let server = JwksServer::start(dir.path(), jwks(&[(&kid, &main)]), 300).await;
     let iss = server.issuer_url();
     let issuer = format!("name: ci, iss: '{iss}', audiences: [{AUDIENCE}], discovery: true, ca_file: '{}'", server.ca.display());
-    let upstream = format!("url: 'http://127.0.0.1:{}'", echo_upstream());
+    let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", echo_upstream());
     let gateway = tokio::task::block_in_place(|| Gateway::start_full(dir.path(), &upstream, &issuer, POLICY, ""));
     let token = gateway.token_with("acme/app", 42, false, vec![("iss".into(), json!(iss))]);
     let (status, body) = Client::new(&gateway.ca).get_bearer(&gateway.url("/acme/app/info/refs?service=git-upload-pack"), &token).await;

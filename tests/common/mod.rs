@@ -159,7 +159,7 @@ impl Gateway {
     /// As [`Gateway::start`], with the git upstream's YAML fields given whole and more top-level config.
     pub fn start_with(dir: &Path, upstream_fields: &str, policy: &str, extra_config: &str) -> Gateway {
         let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
-        Gateway::start_full(dir, upstream_fields, &issuer, policy, extra_config)
+        Gateway::start_full(dir, &format!("git: {{ {upstream_fields} }}"), &issuer, policy, extra_config)
     }
 
     /// The signing key a gateway in `dir` will use (generated once): lets a test publish its JWKS
@@ -174,12 +174,14 @@ impl Gateway {
         (signer, kid)
     }
 
-    /// Everything configurable: upstream fields, the issuer's fields, policy, extra config.
-    pub fn start_full(dir: &Path, upstream_fields: &str, issuer_fields: &str, policy: &str, extra_config: &str) -> Gateway {
+    /// Everything configurable: the `upstreams:` entries (one family per line), the issuer's fields,
+    /// policy, extra config.
+    pub fn start_full(dir: &Path, upstreams: &str, issuer_fields: &str, policy: &str, extra_config: &str) -> Gateway {
         let certs = jobgate::generate::certs(&dir.join("certs")).unwrap();
         let (signer, kid) = Gateway::issuer_key(dir);
         std::fs::create_dir_all(dir.join("policies")).unwrap();
         std::fs::write(dir.join("policies/policy.yaml"), policy).unwrap();
+        let upstreams: String = upstreams.lines().map(|l| format!("  {l}\n")).collect();
         let config = dir.join("jobgate.yaml");
         std::fs::write(
             &config,
@@ -190,7 +192,7 @@ issuers:
   - {{ {issuer_fields} }}
 policy_dir: policies
 upstreams:
-  git: {{ {upstream_fields} }}
+{upstreams}
 audit: {{ file: audit.log }}
 {extra_config}
 "

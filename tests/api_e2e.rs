@@ -1,0 +1,98 @@
+//! The REST API and package paths through a real jobgate process to a recording upstream (the one
+//! place a test double is right: no GitLab runs here). Checks exactly what arrives: path bytes (`%2F`
+//! kept), identity headers that clients cannot inject, no job credential in `replace` mode; and the
+//! decisions: numeric and encoded ids agree, API writes need a protected ref, other API is denied.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{curl, echo_upstream, Gateway, AUDIENCE, ISSUER};
+use serde_json::Value;
+
+const POLICY: &str = "projects:\n  acme/app:\n    id: 42\n  acme/tools:\n    id: 43\n    allow:\n      - { from: acme/app, scopes: [api, write_package_registry] }\n";
+
+fn gateway(dir: &std::path::Path) -> Gateway {
+    std::fs::write(dir.join("upstream-token"), "glpat-upstream-secret\n").unwrap();
+    let echo = echo_upstream();
+    let replace = format!("url: 'http://127.0.0.1:{echo}', credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }}");
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\napi: {{ {replace} }}\npackages: {{ {replace} }}");
+    let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
+    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "")
+}
+
+/// (status, echoed request) for one request with the job token in `JOB-TOKEN`.
+fn send(gw: &Gateway, token: &str, method: &str, path: &str, extra: &[&str]) -> (u16, Option<Value>) {
+    let mut args = vec!["-X", method, "--path-as-is"];
+    let header = format!("JOB-TOKEN: {token}");
+    args.extend(["-H", &header]);
+    for h in extra {
+        args.extend(["-H", h]);
+    }
+    let url = gw.url(path);
+    args.push(&url);
+    let (status, text) = curl(gw, &args);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).ok())
+}
+
+#[test]
+fn replace_mode_sends_identity_and_the_upstream_credential_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path());
+    let token = gw.token("acme/app", 42, true);
+    let spoofed = ["X-Jobgate-Job-Id: 1", "x_jobgate_project_path: acme/secret", "X-JOBGATE-SCOPES: api", "Connection: X-Jobgate-User-Id", "X-Jobgate-User-Id: 0"];
+    let (status, echo) = send(&gw, &token, "GET", "/api/v4/projects/acme%2Fapp/issues?state=opened", &spoofed);
+    assert_eq!(status, 200);
+    let echo = echo.unwrap();
+    assert_eq!(echo["path"], "/api/v4/projects/acme%2Fapp/issues", "path bytes forwarded as sent");
+    assert_eq!(echo["query"], "state=opened");
+    let headers = echo["headers"].as_object().unwrap();
+    assert_eq!(headers["private-token"], "glpat-upstream-secret");
+    assert_eq!(headers["x-jobgate-job-id"], "1042");
+    assert_eq!(headers["x-jobgate-project-path"], "acme/app");
+    assert_eq!(headers["x-jobgate-user-id"], "5");
+    assert!(headers["x-jobgate-scopes"].as_str().unwrap().contains("read_api"));
+    assert!(headers.get("x_jobgate_project_path").is_none() && headers.get("job-token").is_none() && headers.get("authorization").is_none());
+    assert!(!echo.to_string().contains(&token[..40]), "the job token never reaches the upstream");
+}
+
+#[test]
+fn api_and_package_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(dir.path());
+    let protected = gw.token("acme/app", 42, true);
+    let unprotected = gw.token("acme/app", 42, false);
+    let other = gw.token("acme/other", 44, true);
+    let cases: Vec<(&str, &str, &str, u16)> = vec![
+        // numeric and encoded ids of the same project agree
+        (&protected, "GET", "/api/v4/projects/42/issues", 200),
+        (&protected, "GET", "/api/v4/projects/acme%2Fapp/issues", 200),
+        (&other, "GET", "/api/v4/projects/42/issues", 403),
+        (&other, "GET", "/api/v4/projects/acme%2fapp/issues", 403),
+        // API writes are destructive: protected refs only, and only where granted
+        (&protected, "POST", "/api/v4/projects/43/issues", 200),
+        (&unprotected, "POST", "/api/v4/projects/43/issues", 403),
+        (&protected, "POST", "/api/v4/projects/42/issues", 403),
+        (&unprotected, "GET", "/api/v4/job", 200),
+        // packages
+        (&unprotected, "GET", "/api/v4/projects/42/packages/npm/lib", 200),
+        (&unprotected, "PUT", "/api/v4/projects/43/packages/generic/tool/1.0/tool.bin", 200),
+        (&unprotected, "PUT", "/api/v4/projects/42/packages/generic/tool/1.0/tool.bin", 403),
+        (&unprotected, "GET", "/api/v4/groups/acme/-/packages/npm/@acme/lib", 200),
+        (&unprotected, "PUT", "/api/v4/packages/npm/@acme/lib", 403),
+        // everything else under /api is closed to job tokens
+        (&protected, "GET", "/api/v4/users", 403),
+        (&protected, "POST", "/api/graphql", 403),
+        (&protected, "GET", "/api/v4/projects/42/../43/issues", 403),
+        (&protected, "GET", "/api/v4/projects/42/%2e%2e/43/issues", 403),
+    ];
+    for (token, method, path, want) in cases {
+        let (status, _) = send(&gw, token, method, path, &[]);
+        assert_eq!(status, want, "{method} {path}");
+    }
+    let reasons = gw.audit_until(|lines| lines.len() >= 17);
+    let find = |path: &str| reasons.iter().find(|l| l["path"] == path).map(|l| l["reason"].as_str().unwrap_or("").to_owned());
+    assert_eq!(find("/api/v4/groups/acme/-/packages/npm/@acme/lib").as_deref(), Some("granted_via_own_project"));
+    assert_eq!(find("/api/v4/packages/npm/@acme/lib").as_deref(), Some("unresolved_target"));
+    assert_eq!(find("/api/v4/users").as_deref(), Some("unmatched_request"));
+}
