@@ -212,7 +212,10 @@ impl Gateway {
             }
         };
         let (mut response, reason) = match (outcome, &enforced.verdict) {
-            (Err(rejection), _) => (reject::response(&rejection, &request_id), rejection.reason),
+            (Err(rejection), _) => {
+                let family = enforced.classified.as_ref().ok().map(|c| c.family);
+                (reject::response(&rejection, &request_id, family), rejection.reason)
+            }
             (Ok(response), Verdict::Passthrough) => (response, Reason::NonJobPassthrough),
             (Ok(response), Verdict::WouldDeny(rejection)) => (response, rejection.reason),
             (Ok(response), Verdict::Allow(permit)) => (response, permit.reason()),

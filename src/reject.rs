@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use http::{header, HeaderValue, Response, StatusCode};
 
 use crate::body::{self, Body};
+use crate::classify::Family;
 use crate::reason::Reason;
 
 /// A refusal: the reason id and one human line saying what was wrong (never token bytes).
@@ -39,15 +40,34 @@ impl Rejection {
     }
 }
 
-/// Builds the response for `rejection`. A 401 carries the Basic challenge Git clients answer with
-/// credentials; the body is one line: message, reason id, request id.
-pub fn response(rejection: &Rejection, request_id: &str) -> Response<Body> {
+/// Builds the response for `rejection`, in the form the family's clients show their users: one text
+/// line for Git (`remote: …`), JSON with `message` and `error` for the package registries and the API
+/// (npm prints `error`, GitLab's own clients read `message`). A 401 carries the Basic challenge Git
+/// and package clients answer with credentials.
+pub fn response(rejection: &Rejection, request_id: &str, family: Option<Family>) -> Response<Body> {
     let status = rejection.status();
-    let text = format!("jobgate: {} (reason: {}, request: {request_id})\n", rejection.message, rejection.reason.id());
-    let mut response = Response::new(body::full(text));
+    let line = format!("jobgate: {} (reason: {}, request: {request_id})", rejection.message, rejection.reason.id());
+    let (body, content_type) = match family {
+        Some(Family::Packages | Family::Api) => {
+            let json = serde_json::json!({
+                "message": format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")),
+                "error": line,
+                "reason": rejection.reason.id(),
+                "request_id": request_id,
+            });
+            (format!("{json}\n"), "application/json")
+        }
+        _ => (format!("{line}\n"), "text/plain; charset=utf-8"),
+    };
+    let mut response = Response::new(body::full(body));
     *response.status_mut() = status;
+    // The reason phrase is what Maven and pip print; make it say why.
+    let phrase = format!("{} (jobgate: {})", status.canonical_reason().unwrap_or(""), rejection.reason.id());
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase) {
+        response.extensions_mut().insert(phrase);
+    }
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if status == StatusCode::UNAUTHORIZED {
         headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"GitLab\""));
@@ -69,10 +89,11 @@ mod tests {
 
     #[test]
     fn unauthorized_carries_the_basic_challenge() {
-        let r = response(&Rejection::new(Reason::TokenExpired, "token has expired"), "rid");
+        let r = response(&Rejection::new(Reason::TokenExpired, "token has expired"), "rid", None);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"GitLab\"");
-        let r = response(&Rejection::new(Reason::ScopeNotGranted, "no"), "rid");
+        let r = response(&Rejection::new(Reason::ScopeNotGranted, "no"), "rid", Some(Family::Packages));
         assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     }
 }

@@ -216,7 +216,7 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
 
 fn over_capacity_response() -> http::Response<crate::body::Body> {
     let rejection = crate::reject::Rejection::new(crate::reason::Reason::OverCapacity, "too many connections; retry later");
-    let mut response = crate::reject::response(&rejection, "-");
+    let mut response = crate::reject::response(&rejection, "-", None);
     response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     response
 }
