@@ -1,0 +1,130 @@
+//! Package registries through jobgate with the real clients: npm against verdaccio, twine and pip
+//! against pypiserver, mvn against an nginx WebDAV repository. For each: the job's own project
+//! publishes and installs, another project's write is denied with a message the client shows and
+//! nothing is stored upstream, an admitted project reads, a project that is not admitted cannot.
+//! Servers and clients are installed by scripts/test.sh; a missing one fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{free_port, run, wait_for_port, Gateway, Process, AUDIENCE, ISSUER};
+
+/// acme/app (id 42) publishes to its own registry; acme/lib (43) may read it; acme/other (44) nothing.
+const POLICY: &str = "
+projects:
+  acme/app:
+    id: 42
+    allow:
+      - { from: acme/app, scopes: [write_package_registry] }
+      - { from: acme/lib }
+  acme/lib: { id: 43 }
+";
+
+fn tool(env: &str, default: &str) -> PathBuf {
+    PathBuf::from(std::env::var(env).unwrap_or_else(|_| default.to_owned()))
+}
+
+fn gateway(dir: &Path, packages: &str) -> Gateway {
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ {packages} }}");
+    let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
+    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+// ---------------------------------------------------------------- npm + verdaccio
+
+struct Npm<'a> {
+    gw: &'a Gateway,
+    home: PathBuf,
+    registry: String,
+}
+
+impl Npm<'_> {
+    fn new<'a>(gw: &'a Gateway, dir: &Path, token: &str) -> Npm<'a> {
+        let home = dir.join(format!("npm-home-{}", &token[token.len() - 8..]));
+        std::fs::create_dir_all(&home).unwrap();
+        let registry = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/npm/", gw.port);
+        let auth = registry.trim_start_matches("https:");
+        std::fs::write(home.join(".npmrc"), format!("registry={registry}\n{auth}:_authToken={token}\ncafile={}\naudit=false\nfund=false\nupdate-notifier=false\n", gw.ca.display())).unwrap();
+        Npm { gw, home, registry }
+    }
+
+    fn run(&self, cwd: &Path, args: &[&str]) -> Output {
+        run(Command::new("npm")
+            .args(args)
+            .current_dir(cwd)
+            .env("HOME", &self.home)
+            .env("npm_config_userconfig", self.home.join(".npmrc"))
+            .env("npm_config_cache", self.home.join("cache"))
+            .env("NODE_EXTRA_CA_CERTS", &self.gw.ca))
+    }
+}
+
+fn package(dir: &Path, name: &str, version: &str) -> PathBuf {
+    let pkg = dir.join(format!("{name}-{version}"));
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("package.json"), format!(r#"{{"name":"{name}","version":"{version}","main":"index.js"}}"#)).unwrap();
+    std::fs::write(pkg.join("index.js"), format!("module.exports = '{name}@{version}';\n")).unwrap();
+    pkg
+}
+
+#[test]
+fn npm_publish_and_install_through_jobgate_to_verdaccio() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    std::fs::write(
+        d.join("verdaccio.yaml"),
+        format!(
+            "storage: {}\nuplinks: {{}}\npackages:\n  '**': {{ access: $all, publish: $all, unpublish: $all }}\nlisten: 127.0.0.1:{port}\nurl_prefix: /api/v4/projects/42/packages/npm/\nlog: {{ type: stdout, format: pretty, level: warn }}\n",
+            d.join("storage").display()
+        ),
+    )
+    .unwrap();
+    let verdaccio = tool("VERDACCIO", "target/tools/npm/node_modules/.bin/verdaccio");
+    let child = Command::new(&verdaccio)
+        .arg("--config")
+        .arg(d.join("verdaccio.yaml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/test.sh)", verdaccio.display()));
+    let _verdaccio = Process { child };
+    wait_for_port(port);
+    let gw = gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip, strip_prefix: /api/v4/projects/*/packages/npm"));
+
+    let app = Npm::new(&gw, d, &gw.token("acme/app", 42, false));
+    let out = app.run(&package(d, "jobgate-e2e-pkg", "1.0.0"), &["publish"]);
+    assert!(out.status.success(), "own project publishes: {}", text(&out));
+
+    let lib = Npm::new(&gw, d, &gw.token("acme/lib", 43, false));
+    let out = lib.run(&package(d, "jobgate-e2e-pkg", "2.0.0"), &["publish"]);
+    assert!(!out.status.success());
+    let shown = text(&out);
+    assert!(shown.contains("403") && shown.contains("write_package_registry") && shown.contains("scope_not_granted"), "npm shows why: {shown}");
+    let stored = std::fs::read_to_string(d.join("storage/jobgate-e2e-pkg/package.json")).unwrap();
+    assert!(stored.contains("1.0.0") && !stored.contains("2.0.0"), "nothing stored upstream: {stored}");
+
+    let consumer = d.join("consumer");
+    std::fs::create_dir_all(&consumer).unwrap();
+    std::fs::write(consumer.join("package.json"), r#"{"name":"consumer","version":"0.0.0","private":true}"#).unwrap();
+    let out = lib.run(&consumer, &["install", "jobgate-e2e-pkg@1.0.0"]);
+    assert!(out.status.success(), "an admitted project installs: {}", text(&out));
+    let installed = std::fs::read_to_string(consumer.join("node_modules/jobgate-e2e-pkg/index.js")).unwrap();
+    assert_eq!(installed, "module.exports = 'jobgate-e2e-pkg@1.0.0';\n");
+
+    let other = Npm::new(&gw, d, &gw.token("acme/other", 44, false));
+    let elsewhere = d.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("package.json"), r#"{"name":"elsewhere","version":"0.0.0","private":true}"#).unwrap();
+    let out = other.run(&elsewhere, &["install", "jobgate-e2e-pkg@1.0.0"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("not_in_allowlist"), "{}", text(&out));
+    assert!(app.registry.contains("/packages/npm/"));
+}
