@@ -128,3 +128,89 @@ fn npm_publish_and_install_through_jobgate_to_verdaccio() {
     assert!(text(&out).contains("not_in_allowlist"), "{}", text(&out));
     assert!(app.registry.contains("/packages/npm/"));
 }
+
+// ---------------------------------------------------------------- twine / pip + pypiserver
+
+fn python_tools() -> PathBuf {
+    tool("PYTHON_TOOLS", "target/tools/venv/bin")
+}
+
+/// A wheel of `name` `version`, built offline with the venv's setuptools.
+fn wheel(dir: &Path, name: &str, version: &str) -> PathBuf {
+    let src = dir.join(format!("{name}-{version}-src"));
+    std::fs::create_dir_all(src.join(name.replace('-', "_"))).unwrap();
+    std::fs::write(src.join(name.replace('-', "_")).join("__init__.py"), format!("VERSION = '{version}'\n")).unwrap();
+    std::fs::write(
+        src.join("setup.py"),
+        format!("from setuptools import setup\nsetup(name='{name}', version='{version}', packages=['{}'])\n", name.replace('-', "_")),
+    )
+    .unwrap();
+    let out = run(Command::new(python_tools().join("python"))
+        .args(["-m", "build", "--wheel", "--no-isolation", "--outdir"])
+        .arg(dir.join("dist"))
+        .current_dir(&src));
+    assert!(out.status.success(), "building the wheel: {}", text(&out));
+    dir.join("dist").join(format!("{}-{version}-py3-none-any.whl", name.replace('-', "_")))
+}
+
+fn python_env<'a>(command: &'a mut Command, gw: &Gateway) -> &'a mut Command {
+    command
+        .env("REQUESTS_CA_BUNDLE", &gw.ca)
+        .env("PIP_CERT", &gw.ca)
+        .env("PIP_FIND_LINKS", "")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env_remove("PIP_INDEX_URL")
+        .env_remove("PIP_EXTRA_INDEX_URL")
+}
+
+#[test]
+fn twine_upload_and_pip_install_through_jobgate_to_pypiserver() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let packages = d.join("pypi-packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let port = free_port();
+    let child = Command::new(python_tools().join("python"))
+        .arg("tests/fixtures/pypi_mounted.py")
+        .arg(&packages)
+        .args([&port.to_string(), "/api/v4/projects/42/packages/pypi"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the venv's python (run scripts/test.sh)");
+    let _pypi = Process { child };
+    wait_for_port(port);
+    let gw = gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip"));
+    let upload_url = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/pypi", gw.port);
+    let twine = |token: &str, wheel: &Path| {
+        run(python_env(&mut Command::new(python_tools().join("twine")), &gw)
+            .args(["upload", "--non-interactive", "--disable-progress-bar", "--repository-url", &upload_url, "-u", "gitlab-ci-token", "-p", token])
+            .arg(wheel))
+    };
+
+    let out = twine(&gw.token("acme/app", 42, false), &wheel(d, "jobgate-e2e", "1.0.0"));
+    assert!(out.status.success(), "own project uploads: {}", text(&out));
+    let out = twine(&gw.token("acme/lib", 43, false), &wheel(d, "jobgate-e2e", "2.0.0"));
+    assert!(!out.status.success());
+    let shown = text(&out);
+    assert!(shown.contains("403") && shown.contains("scope_not_granted"), "twine shows why: {shown}");
+    let stored: Vec<String> = std::fs::read_dir(&packages).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(stored, vec!["jobgate_e2e-1.0.0-py3-none-any.whl".to_owned()], "nothing else stored upstream");
+
+    let pip = |token: &str, target: &Path| {
+        let index = format!("https://gitlab-ci-token:{token}@127.0.0.1:{}/api/v4/projects/42/packages/pypi/simple", gw.port);
+        run(python_env(&mut Command::new(python_tools().join("pip")), &gw)
+            .args(["install", "--no-cache-dir", "--no-deps", "--index-url", &index, "--target"])
+            .arg(target)
+            .arg("jobgate-e2e==1.0.0"))
+    };
+    let out = pip(&gw.token("acme/lib", 43, false), &d.join("site-lib"));
+    assert!(out.status.success(), "an admitted project installs: {}", text(&out));
+    assert_eq!(std::fs::read_to_string(d.join("site-lib/jobgate_e2e/__init__.py")).unwrap(), "VERSION = '1.0.0'\n");
+    // pip reports a refused index as "no matching distribution" (the 403 shows with -v); the audit
+    // line says why.
+    let out = pip(&gw.token("acme/other", 44, false), &d.join("site-other"));
+    assert!(!out.status.success() && text(&out).contains("No matching distribution"), "{}", text(&out));
+    let refused = |l: &serde_json::Value| l["job_id"] == 1044 && l["reason"] == "not_in_allowlist";
+    assert!(gw.audit_until(|lines| lines.iter().any(refused)).iter().any(refused));
+}

@@ -21,7 +21,11 @@ const fn unmatched(why: &'static str) -> Unmatched {
 /// `rest` is the path after `/api/`.
 pub(super) fn classify(method: &Method, rest: &str) -> Result<Classified, Unmatched> {
     let rest = rest.strip_prefix("v4/").ok_or(unmatched("only /api/v4/ is known (GraphQL and others are denied to job tokens)"))?;
-    let segments: Vec<&str> = rest.split('/').collect();
+    let mut segments: Vec<&str> = rest.split('/').collect();
+    // One trailing slash is a legitimate spelling (PyPI's simple index uses it); no other empty segment is.
+    if segments.len() > 2 && segments.last() == Some(&"") {
+        segments.pop();
+    }
     if segments.iter().skip(2).any(|s| is_traversal(s)) || segments.first().is_some_and(|s| is_traversal(s)) {
         return Err(unmatched("dot segments, empty segments and encoded dots or backslashes are refused"));
     }
@@ -127,6 +131,7 @@ mod tests {
             (Method::POST, "/api/v4/projects/42/issues", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
             (Method::DELETE, "/api/v4/groups/7/variables/x", Family::Api, Target::Group(ProjectRef::Id(7)), Scope::Api, true),
             (Method::GET, "/api/v4/job", Family::Api, Target::OwnJob, Scope::ReadApi, false),
+            (Method::GET, "/api/v4/projects/42/packages/pypi/simple/foo/", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::ReadPackageRegistry, false),
         ];
         for (method, p, family, target, scope, destructive) in cases {
             let c = classify(&method, p, None).unwrap_or_else(|u| panic!("{method} {p}: {}", u.why));
@@ -149,6 +154,7 @@ mod tests {
             (Method::GET, "/api/v4/projects/42/../43/issues"),
             (Method::GET, "/api/v4/projects/42/issues/%2e%2e/%2e%2e/43"),
             (Method::GET, "/api/v4/projects/42//issues"),
+            (Method::GET, "/api/v4/projects/42/issues//"),
             (Method::GET, "/api/v4/projects/42/issues%5c..%5c"),
             (Method::GET, "/api/v4/projects//issues"),
             (Method::GET, "/api/v4/projects/acme%2F/issues"),
