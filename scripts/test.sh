@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: lighttpd serves git http-backend; git, curl and openssl are clients; prometheus
-# (with promtool) checks and scrapes deploy/.
+# Debian packages: lighttpd serves git http-backend; nginx is the WebDAV repository for Maven and
+# generic packages; git, curl, openssl, npm and mvn (with Debian's deploy plugins, used offline) are
+# clients; prometheus (with promtool) checks and scrapes deploy/.
 missing=()
-for tool in lighttpd:lighttpd curl:curl git:git openssl:openssl prometheus:prometheus promtool:prometheus python3:python3-venv; do
+for tool in lighttpd:lighttpd nginx:nginx curl:curl git:git openssl:openssl prometheus:prometheus promtool:prometheus \
+    python3:python3-venv npm:npm mvn:maven keytool:default-jre-headless; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+for deb in libmaven-deploy-plugin-java libmaven-install-plugin-java libwagon-http-java; do
+    dpkg -s "$deb" >/dev/null 2>&1 || missing+=("$deb")
 done
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -20,13 +25,24 @@ fi
 git_backend="$(git --exec-path)/git-http-backend"
 [ -x "$git_backend" ] || { echo "missing $git_backend"; exit 1; }
 
-# PyPI tools in a venv of our own.
+# PyPI tools in a venv of our own: the Kubernetes validator, pypiserver and the twine/pip clients.
 venv=target/tools/venv
-if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+if [ ! -x "$venv/bin/twine" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q kubernetes-validate==1.37.0
+    "$venv/bin/pip" install -q kubernetes-validate==1.37.0 "pypiserver==2.4.*" passlib twine build wheel setuptools
 fi
-export KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate"
+export KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate" PYTHON_TOOLS="$PWD/$venv/bin"
+
+# npm packages: verdaccio (6.10 needs Node 22; node-fetch pinned as TESTING.md says).
+npm_tools=target/tools/npm
+if [ ! -x "$npm_tools/node_modules/.bin/verdaccio" ]; then
+    mkdir -p "$npm_tools"
+    cat > "$npm_tools/package.json" <<'JSON'
+{ "name": "jobgate-test-tools", "private": true, "dependencies": { "verdaccio": "6.8.0" }, "overrides": { "node-fetch": "2.7.0" } }
+JSON
+    (cd "$npm_tools" && npm install --no-audit --no-fund --loglevel=error)
+fi
+export VERDACCIO="$PWD/$npm_tools/node_modules/.bin/verdaccio"
 
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked

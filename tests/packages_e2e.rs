@@ -214,3 +214,103 @@ fn twine_upload_and_pip_install_through_jobgate_to_pypiserver() {
     let refused = |l: &serde_json::Value| l["job_id"] == 1044 && l["reason"] == "not_in_allowlist";
     assert!(gw.audit_until(|lines| lines.iter().any(refused)).iter().any(refused));
 }
+
+// ---------------------------------------------------------------- mvn + generic packages + nginx (WebDAV PUT)
+
+/// nginx storing PUTs below `root`, so paths keep GitLab's layout (`/api/v4/projects/42/packages/...`).
+fn nginx(dir: &Path) -> (u16, PathBuf, Process) {
+    let port = free_port();
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/nginx-tmp;\n  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{ dav_methods PUT; create_full_put_path on; client_max_body_size 100m; }}\n  }}\n}}\n",
+            d = dir.display(),
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("nginx").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nginx (run scripts/test.sh)");
+    let process = Process { child };
+    wait_for_port(port);
+    (port, root, process)
+}
+
+fn mvn_deploy(dir: &Path, gw: &Gateway, token: &str, version: &str) -> Output {
+    let project = dir.join(format!("maven-{version}"));
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("pom.xml"),
+        format!(
+            "<project xmlns=\"http://maven.apache.org/POM/4.0.0\"><modelVersion>4.0.0</modelVersion><groupId>com.example.jobgate</groupId><artifactId>e2e</artifactId><version>{version}</version><packaging>pom</packaging><distributionManagement><repository><id>gitlab</id><url>https://127.0.0.1:{}/api/v4/projects/42/packages/maven</url></repository></distributionManagement></project>",
+            gw.port
+        ),
+    )
+    .unwrap();
+    // GitLab's documented CI setup: the job token in a `Job-Token` header; Debian's plugins as the only repository.
+    let settings = project.join("settings.xml");
+    std::fs::write(
+        &settings,
+        format!(
+            "<settings><localRepository>{}</localRepository><mirrors><mirror><id>debian</id><mirrorOf>*</mirrorOf><url>file:///usr/share/maven-repo</url></mirror></mirrors><servers><server><id>gitlab</id><configuration><httpHeaders><property><name>Job-Token</name><value>{token}</value></property></httpHeaders></configuration></server></servers></settings>",
+            dir.join("m2").display()
+        ),
+    )
+    .unwrap();
+    let truststore = dir.join("trust.p12");
+    if !truststore.exists() {
+        let out = run(Command::new("keytool")
+            .args(["-importcert", "-noprompt", "-alias", "jobgate-ca", "-storetype", "PKCS12", "-storepass", "changeit", "-file"])
+            .arg(&gw.ca)
+            .arg("-keystore")
+            .arg(&truststore));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    run(Command::new("mvn")
+        .args(["-B", "-s"])
+        .arg(&settings)
+        .arg("deploy")
+        .current_dir(&project)
+        .env("MAVEN_OPTS", format!("-Djavax.net.ssl.trustStore={} -Djavax.net.ssl.trustStorePassword=changeit -Djavax.net.ssl.trustStoreType=PKCS12", truststore.display())))
+}
+
+#[test]
+fn mvn_deploy_and_generic_packages_through_jobgate_to_a_webdav_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, root, _nginx) = nginx(d);
+    let gw = gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip"));
+    let (app, lib, other) = (gw.token("acme/app", 42, false), gw.token("acme/lib", 43, false), gw.token("acme/other", 44, false));
+    let maven = root.join("api/v4/projects/42/packages/maven/com/example/jobgate/e2e");
+
+    let out = mvn_deploy(d, &gw, &app, "1.0.0");
+    assert!(out.status.success(), "own project deploys: {}", text(&out));
+    assert!(maven.join("1.0.0/e2e-1.0.0.pom").exists());
+    let out = mvn_deploy(d, &gw, &lib, "2.0.0");
+    assert!(!out.status.success());
+    let shown = text(&out);
+    assert!(shown.contains("403") && shown.contains("scope_not_granted"), "Maven's status line says why: {shown}");
+    assert!(!maven.join("2.0.0").exists(), "nothing stored upstream");
+
+    let pom_url = gw.url("/api/v4/projects/42/packages/maven/com/example/jobgate/e2e/1.0.0/e2e-1.0.0.pom");
+    let (status, body) = common::curl(&gw, &["-H", &format!("Job-Token: {lib}"), &pom_url]);
+    assert_eq!(status, 200, "an admitted project downloads: {body}");
+    assert!(body.ends_with(&std::fs::read_to_string(maven.join("1.0.0/e2e-1.0.0.pom")).unwrap()));
+    assert_eq!(common::curl(&gw, &["-H", &format!("Job-Token: {other}"), &pom_url]).0, 403);
+
+    // Generic packages with curl: JOB-TOKEN header, PUT to publish.
+    let file = d.join("tool.bin");
+    std::fs::write(&file, b"generic package bytes").unwrap();
+    let generic = gw.url("/api/v4/projects/42/packages/generic/tool/1.0.0/tool.bin");
+    let put = |token: &str| common::curl(&gw, &["-H", &format!("JOB-TOKEN: {token}"), "--upload-file", file.to_str().unwrap(), &generic]);
+    assert!(matches!(put(&app).0, 200 | 201 | 204), "own project publishes");
+    let (status, body) = put(&lib);
+    assert_eq!(status, 403);
+    assert!(body.contains("\"reason\":\"scope_not_granted\""), "{body}");
+    let (status, body) = common::curl(&gw, &["-H", &format!("JOB-TOKEN: {lib}"), &generic]);
+    assert_eq!(status, 200);
+    assert!(body.ends_with("generic package bytes"));
+}
