@@ -106,7 +106,7 @@ fn fixture() -> Fixture {
         (Alg::PS256, rsa.sign_as(Alg::PS256, "rsa", &payload).unwrap(), rsa_raw(&sig::RSA_PSS_2048_8192_SHA256)),
         (Alg::ES256, ec.sign_as(Alg::ES256, "ec", &payload).unwrap(), ec_raw),
     ];
-    let snapshot = Snapshot { generation: 1, loaded_at: SystemTime::now(), policy: Policy::from_yaml(Path::new("bench.yaml"), POLICY).unwrap() };
+    let snapshot = Snapshot { generation: 1, loaded_at: SystemTime::now(), policy: Policy::from_yaml(Path::new("bench.yaml"), POLICY).unwrap(), api_routes: Vec::new() };
     Fixture { snapshot, verifier: Verifier::new(vec![issuer], 8192, 1000, &metrics), tokens }
 }
 

@@ -41,6 +41,19 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub revocations: RevocationsConfig,
+    /// API endpoints opened to job tokens beyond the built-in ones (everything else under `/api/` is
+    /// denied to them). Reads only; decided on the job's own project.
+    #[serde(default)]
+    pub api_routes: Vec<ApiRoute>,
+}
+
+/// One extra API endpoint: an exact path, a read method, and the scope it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiRoute {
+    pub method: String,
+    pub path: String,
+    pub scope: crate::policy::scope::Scope,
 }
 
 /// Where revocations are persisted; without a file they live in memory only (lost on restart).
@@ -359,6 +372,11 @@ impl Config {
             crate::forward::parse_upstream_url(&upstream.url).map_err(|e| format!("upstreams.{name}.url: {e}"))?;
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
                 return Err(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
+            }
+        }
+        for (i, route) in self.api_routes.iter().enumerate() {
+            if !matches!(route.method.as_str(), "GET" | "HEAD") || !route.path.starts_with("/api/") {
+                return Err(format!("api_routes[{i}]: only GET or HEAD of a path under /api/ can be opened"));
             }
         }
         if self.limits.max_header_bytes < 8192 {

@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 
 use crate::audit::{Audit, AuditRecord};
 use crate::body::Body;
-use crate::classify::{classify, Classified, Family, Unmatched};
+use crate::classify::{classify, Action, Classified, Family, Target, Unmatched};
+use crate::config::ApiRoute;
 use crate::policy::scope::ScopeSet;
 use crate::config::NonJob;
 use crate::forward::{ForwardContext, Upstream};
@@ -50,7 +51,8 @@ pub struct Enforced {
 
 /// Classifies, extracts, verifies and decides one request at time `now` (seconds since the epoch).
 pub fn enforce(snapshot: &Snapshot, verifier: &Verifier, non_job: NonJob, parts: &Parts, now: i64) -> Enforced {
-    let classified = classify(&parts.method, parts.uri.path(), parts.uri.query());
+    let classified = classify(&parts.method, parts.uri.path(), parts.uri.query())
+        .or_else(|unmatched| opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched));
     let mut unknown_kid = None;
     let (claims, verdict) = judge(snapshot, verifier, non_job, parts, &classified, now, &mut unknown_kid);
     Enforced { classified, claims, verdict, unknown_kid }
@@ -109,6 +111,13 @@ fn judge(
         },
     };
     (Some(claims), verdict)
+}
+
+/// An API endpoint the config opens to job tokens: an exact path match, decided on the job's own
+/// project (the target is the instance).
+fn opened_api_route(routes: &[ApiRoute], parts: &Parts) -> Option<Classified> {
+    let route = routes.iter().find(|r| r.method == parts.method.as_str() && r.path == parts.uri.path())?;
+    Some(Classified { family: Family::Api, target: Target::Instance, action: Action::Read, scope: route.scope, destructive: false })
 }
 
 /// Request-target shapes that would let jobgate and the upstream disagree about the request.
@@ -195,7 +204,10 @@ impl Gateway {
         let (method, path) = (parts.method.to_string(), parts.uri.path().to_owned());
 
         let outcome = match &enforced.verdict {
-            Verdict::Reject(rejection) => Err(rejection.clone()),
+            Verdict::Reject(rejection) => {
+                drain(body).await;
+                Err(rejection.clone())
+            }
             Verdict::Allow(_) | Verdict::Passthrough | Verdict::WouldDeny(_) => {
                 let upstream = match enforced.classified.as_ref().map(|c| c.family) {
                     Ok(Family::Packages) => self.packages.as_ref().unwrap_or(&self.git),
@@ -233,6 +245,15 @@ impl Gateway {
         self.audit.record(record);
         response
     }
+}
+
+/// Reads (and drops) a small request body before refusing, so a client still sending it gets the
+/// refusal instead of a reset connection. Bounded in size and time; larger bodies are cut off.
+async fn drain(body: Incoming) {
+    use http_body_util::BodyExt;
+    const LIMIT: usize = 1024 * 1024;
+    let limited = http_body_util::Limited::new(body, LIMIT);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await;
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -5,13 +5,15 @@
 
 use std::time::SystemTime;
 
-use crate::config::Config;
+use crate::config::{ApiRoute, Config};
 use crate::policy::{Policy, PolicyError};
 
 pub struct Snapshot {
     pub generation: u64,
     pub loaded_at: SystemTime,
     pub policy: Policy,
+    /// Extra API endpoints the config opens to job tokens.
+    pub api_routes: Vec<ApiRoute>,
 }
 
 impl Snapshot {
@@ -20,6 +22,11 @@ impl Snapshot {
     /// # Errors
     /// The first policy file that does not load, with file and line.
     pub fn build(config: &Config, generation: u64) -> Result<Snapshot, PolicyError> {
-        Ok(Snapshot { generation, loaded_at: SystemTime::now(), policy: Policy::load_dir(&config.policy_dir)? })
+        Ok(Snapshot {
+            generation,
+            loaded_at: SystemTime::now(),
+            policy: Policy::load_dir(&config.policy_dir)?,
+            api_routes: config.api_routes.clone(),
+        })
     }
 }

@@ -17,7 +17,7 @@ fn gateway(dir: &std::path::Path) -> Gateway {
     let replace = format!("url: 'http://127.0.0.1:{echo}', credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }}");
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\napi: {{ {replace} }}\npackages: {{ {replace} }}");
     let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
-    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "")
+    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "api_routes: [{ method: GET, path: /api/v4/version, scope: read_api }]")
 }
 
 /// (status, echoed request) for one request with the job token in `JOB-TOKEN`.
@@ -82,6 +82,9 @@ fn api_and_package_decisions() {
         (&unprotected, "PUT", "/api/v4/packages/npm/@acme/lib", 403),
         // everything else under /api is closed to job tokens
         (&protected, "GET", "/api/v4/users", 403),
+        // ...unless the config opens it (reads, decided on the job's own project)
+        (&protected, "GET", "/api/v4/version", 200),
+        (&protected, "POST", "/api/v4/version", 403),
         (&protected, "POST", "/api/graphql", 403),
         (&protected, "GET", "/api/v4/projects/42/../43/issues", 403),
         (&protected, "GET", "/api/v4/projects/42/%2e%2e/43/issues", 403),
@@ -90,9 +93,10 @@ fn api_and_package_decisions() {
         let (status, _) = send(&gw, token, method, path, &[]);
         assert_eq!(status, want, "{method} {path}");
     }
-    let reasons = gw.audit_until(|lines| lines.len() >= 17);
+    let reasons = gw.audit_until(|lines| lines.len() >= 19);
     let find = |path: &str| reasons.iter().find(|l| l["path"] == path).map(|l| l["reason"].as_str().unwrap_or("").to_owned());
     assert_eq!(find("/api/v4/groups/acme/-/packages/npm/@acme/lib").as_deref(), Some("granted_via_own_project"));
     assert_eq!(find("/api/v4/packages/npm/@acme/lib").as_deref(), Some("unresolved_target"));
     assert_eq!(find("/api/v4/users").as_deref(), Some("unmatched_request"));
+    assert_eq!(find("/api/v4/version").as_deref(), Some("granted_via_own_project"));
 }

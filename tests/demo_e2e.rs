@@ -29,6 +29,7 @@ fn the_demo_walkthrough_behaves_as_printed() {
         }
     });
     let mut commands = Vec::new();
+    let mut curls = Vec::new();
     let mut ready = String::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         if line.contains("jobgate demo is serving") {
@@ -37,6 +38,9 @@ fn the_demo_walkthrough_behaves_as_printed() {
         let line = line.trim();
         if line.starts_with("git ") {
             commands.push(line.to_owned());
+        }
+        if line.starts_with("curl -s --cacert") && line.contains("JOB-TOKEN") {
+            curls.push(line.to_owned());
         }
         if line.starts_with("tail ") {
             break;
@@ -62,6 +66,19 @@ fn the_demo_walkthrough_behaves_as_printed() {
         let words: Vec<String> = command.split(' ').map(expand).collect();
         let out = run(git_command(dir.path(), Some(ca.as_ref())).args(&words[1..]));
         assert_eq!(out.status.success(), want, "{command}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The package and API examples answer as their comments say.
+    assert_eq!(curls.len(), 4, "{curls:?}");
+    for line in &curls {
+        let (command, comment) = line.split_once('#').unwrap();
+        let want = if comment.contains("allowed") { "200" } else { "403" };
+        let out = Command::new("sh")
+            .args(["-c", &format!("{command} -o /dev/null -w '%{{http_code}}'")])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("CURL_CA_BUNDLE")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{line}");
     }
     let audit = std::fs::read_to_string(demo_dir.join("audit.log")).unwrap();
     assert!(audit.contains("\"not_in_allowlist\"") && audit.contains("\"ref_not_protected\""), "{audit}");

@@ -65,6 +65,9 @@ pub async fn run(dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> an
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
         generate::write(&admin_token, &bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())?;
     }
+    if !dir.join("upstream-token").exists() {
+        generate::write(&dir.join("upstream-token"), "demo-upstream-credential")?;
+    }
     let git_root = git_available().then(|| dir.join("repos"));
     if let Some(root) = &git_root {
         for project in ["demo/app", "demo/lib", "demo/secret"] {
@@ -100,6 +103,10 @@ policy_dir: policies
 non_job: reject
 upstreams:
   git: {{ url: \"http://{upstream}\", credentials: strip }}
+  # Packages and the API go to the built-in echo: `replace` swaps the job token for the upstream's own
+  # credential and adds identity headers, which the echo shows back.
+  packages: {{ url: \"http://{upstream}\", credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }} }}
+  api: {{ url: \"http://{upstream}\", credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }} }}
 audit:
   file: audit.log
 admin:
@@ -195,6 +202,12 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_TOKEN", "demo/app"));
     println!("  # 5. the same push from a job on a protected ref: allowed");
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_PROTECTED_TOKEN", "demo/app"));
+    let curl = format!("curl -s --cacert $JOBGATE_CA https://{public}");
+    println!("  # packages and the API (routed to the echo upstream, which shows what arrived):");
+    println!("  {curl}/api/v4/projects/1/packages/generic/tool/1.0/tool.bin -H \"JOB-TOKEN: $APP_TOKEN\"     # allowed: own project read");
+    println!("  {curl}/api/v4/projects/1/packages/generic/tool/1.0/tool.bin -H \"JOB-TOKEN: $LIB_TOKEN\" -X PUT --data x   # denied: scope_not_granted");
+    println!("  {curl}/api/v4/projects/demo%2Fapp -H \"JOB-TOKEN: $APP_TOKEN\"     # allowed: read_api, %2F kept");
+    println!("  {curl}/api/v4/projects/1/issues -H \"JOB-TOKEN: $APP_TOKEN\" -X POST   # denied: api is not granted");
     println!("  # why, step by step (policy edits in {} apply on save; a broken edit shows on /-/ready):", dir.join("policies").display());
     println!("  jobgate explain --config {} --token $LIB_TOKEN --method POST --url /demo/app.git/git-receive-pack", dir.join("jobgate.yaml").display());
     println!("  curl -s http://{admin}/metrics | grep jobgate_requests_total");
