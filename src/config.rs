@@ -167,6 +167,8 @@ pub struct Upstreams {
     /// Git smart HTTP, and the fallback for families without an upstream of their own and for
     /// unmatched non-job traffic.
     pub git: UpstreamConfig,
+    /// Git LFS (batch API, object transfers, locks).
+    pub lfs: Option<UpstreamConfig>,
     /// Package registries (`/api/v4/.../packages/...`).
     pub packages: Option<UpstreamConfig>,
     /// The REST API (`/api/v4/...`).
@@ -176,7 +178,7 @@ pub struct Upstreams {
 impl Upstreams {
     /// Every configured upstream with its family name.
     pub fn all(&self) -> impl Iterator<Item = (&'static str, &UpstreamConfig)> {
-        [("git", Some(&self.git)), ("packages", self.packages.as_ref()), ("api", self.api.as_ref())]
+        [("git", Some(&self.git)), ("lfs", self.lfs.as_ref()), ("packages", self.packages.as_ref()), ("api", self.api.as_ref())]
             .into_iter()
             .filter_map(|(name, config)| config.map(|c| (name, c)))
     }
@@ -248,11 +250,13 @@ pub struct Limits {
     pub token_cache_entries: usize,
     /// Client connections served at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Largest LFS batch body jobgate reads to find its `operation` (it is then replayed upstream).
+    pub lfs_batch_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024, token_cache_entries: 100_000, max_connections: 10_000 }
+        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024, token_cache_entries: 100_000, max_connections: 10_000, lfs_batch_bytes: 1024 * 1024 }
     }
 }
 
@@ -330,7 +334,8 @@ impl Config {
         for p in [&mut self.admin.token_file, &mut self.admin.webhook_secret_file, &mut self.revocations.file].into_iter().flatten() {
             resolve(p);
         }
-        for upstream in [Some(&mut self.upstreams.git), self.upstreams.packages.as_mut(), self.upstreams.api.as_mut()].into_iter().flatten() {
+        let upstreams = &mut self.upstreams;
+        for upstream in [Some(&mut upstreams.git), upstreams.lfs.as_mut(), upstreams.packages.as_mut(), upstreams.api.as_mut()].into_iter().flatten() {
             if let Some(replace) = &mut upstream.replace {
                 resolve(&mut replace.value_file);
             }

@@ -10,7 +10,6 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -112,7 +111,7 @@ impl Upstream {
     ///
     /// # Errors
     /// A [`Rejection`] with `upstream_unavailable` or `upstream_timeout`.
-    pub async fn forward(&self, parts: Parts, body: Incoming, ctx: &ForwardContext<'_>) -> Result<Response<Body>, Rejection> {
+    pub async fn forward(&self, parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Response<Body>, Rejection> {
         let request = self.upstream_request(parts, body, ctx)?;
         let started = std::time::Instant::now();
         let response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
@@ -134,7 +133,7 @@ impl Upstream {
         Ok(Response::from_parts(parts, body::stream(incoming)))
     }
 
-    fn upstream_request(&self, mut parts: Parts, body: Incoming, ctx: &ForwardContext<'_>) -> Result<Request<Body>, Rejection> {
+    fn upstream_request(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Request<Body>, Rejection> {
         let strips = self.credentials != CredentialMode::Passthrough;
         let path = self.upstream_path(parts.uri.path());
         let target = match (strips, parts.uri.query()) {
@@ -186,7 +185,7 @@ impl Upstream {
             headers.insert(header::HOST, host);
         }
         headers.insert(HeaderName::from_static("x-request-id"), HeaderValue::from_str(ctx.request_id).map_err(bad)?);
-        Ok(Request::from_parts(parts, body::stream(body)))
+        Ok(Request::from_parts(parts, body))
     }
 }
 

@@ -14,7 +14,8 @@ use hyper::body::Incoming;
 
 use crate::audit::{Audit, AuditRecord};
 use crate::body::Body;
-use crate::classify::{classify, Action, Classified, Family, Target, Unmatched};
+use crate::body;
+use crate::classify::{classify, lfs, Action, Classified, Family, Target, Unmatched};
 use crate::config::ApiRoute;
 use crate::policy::scope::ScopeSet;
 use crate::config::NonJob;
@@ -51,8 +52,17 @@ pub struct Enforced {
 
 /// Classifies, extracts, verifies and decides one request at time `now` (seconds since the epoch).
 pub fn enforce(snapshot: &Snapshot, verifier: &Verifier, non_job: NonJob, parts: &Parts, now: i64) -> Enforced {
-    let classified = classify(&parts.method, parts.uri.path(), parts.uri.query())
+    let mut classified = classify(&parts.method, parts.uri.path(), parts.uri.query())
         .or_else(|unmatched| opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched));
+    // An LFS batch's action is in its body, which `handle` peeked (a batch not peeked stays a write).
+    if let (Ok(request), Some(lfs::BatchOperation(action))) = (&mut classified, parts.extensions.get::<lfs::BatchOperation>()) {
+        if request.family == Family::Lfs {
+            *request = lfs::lfs(match &request.target {
+                Target::Project(project) => project.clone(),
+                _ => return Enforced { classified, claims: None, verdict: Verdict::Reject(Rejection::new(Reason::BadRequest, "LFS batch without a project")), unknown_kid: None },
+            }, *action);
+        }
+    }
     let mut unknown_kid = None;
     let (claims, verdict) = judge(snapshot, verifier, non_job, parts, &classified, now, &mut unknown_kid);
     Enforced { classified, claims, verdict, unknown_kid }
@@ -176,10 +186,12 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub non_job: NonJob,
     pub git: Upstream,
+    pub lfs: Option<Upstream>,
     pub packages: Option<Upstream>,
     pub api: Option<Upstream>,
     pub audit: Audit,
     pub request_ids: RequestIds,
+    pub lfs_batch_bytes: usize,
 }
 
 /// Seconds since the epoch, as `verify` takes them.
@@ -193,7 +205,17 @@ impl Gateway {
         let started = Instant::now();
         let request_id = self.request_ids.next();
         let snapshot = self.snapshot.load_full();
-        let (parts, body) = request.into_parts();
+        let (mut parts, incoming) = request.into_parts();
+        let body = match peek_lfs_batch(&mut parts, incoming, self.lfs_batch_bytes).await {
+            Ok(body) => body,
+            Err(rejection) => {
+                let response = reject::response(&rejection, &request_id, Some(Family::Lfs));
+                let enforced = Enforced { classified: Err(Unmatched { why: "bad LFS batch" }), claims: None, verdict: Verdict::Reject(rejection), unknown_kid: None };
+                let record = audit_record(&enforced, Reason::BadRequest, &response, started, request_id, parts.method.to_string(), parts.uri.path().to_owned(), snapshot.generation);
+                self.audit.record(record);
+                return response;
+            }
+        };
         let mut enforced = enforce(&snapshot, &self.verifier, self.non_job, &parts, unix_now());
         if let Some(issuer) = enforced.unknown_kid.and_then(|i| self.verifier.issuers.get(i)) {
             // A rotated-in key is usable on the first request that needs it.
@@ -210,6 +232,7 @@ impl Gateway {
             }
             Verdict::Allow(_) | Verdict::Passthrough | Verdict::WouldDeny(_) => {
                 let upstream = match enforced.classified.as_ref().map(|c| c.family) {
+                    Ok(Family::Lfs) => self.lfs.as_ref().unwrap_or(&self.git),
                     Ok(Family::Packages) => self.packages.as_ref().unwrap_or(&self.git),
                     Ok(Family::Api) => self.api.as_ref().unwrap_or(&self.git),
                     // Git, and unmatched non-job traffic.
@@ -247,13 +270,39 @@ impl Gateway {
     }
 }
 
+/// For an LFS batch call: reads the body (at most `limit` bytes), records its operation in the
+/// request's extensions for `enforce`, and returns the body to replay upstream unchanged. Any other
+/// request's body streams on untouched.
+async fn peek_lfs_batch(parts: &mut Parts, incoming: Incoming, limit: usize) -> Result<Body, Rejection> {
+    use http_body_util::BodyExt;
+    if !lfs::is_batch(&parts.method, parts.uri.path()) {
+        return Ok(body::stream(incoming));
+    }
+    let bytes = http_body_util::Limited::new(incoming, limit)
+        .collect()
+        .await
+        .map_err(|_| Rejection::new(Reason::BadRequest, format!("LFS batch body unreadable or larger than {limit} bytes")))?
+        .to_bytes();
+    let operation = lfs::batch_operation(&bytes).map_err(|why| Rejection::new(Reason::BadRequest, why))?;
+    parts.extensions.insert(operation);
+    Ok(body::full(bytes))
+}
+
 /// Reads (and drops) a small request body before refusing, so a client still sending it gets the
 /// refusal instead of a reset connection. Bounded in size and time; larger bodies are cut off.
-async fn drain(body: Incoming) {
+async fn drain(mut body: Body) {
     use http_body_util::BodyExt;
     const LIMIT: usize = 1024 * 1024;
-    let limited = http_body_util::Limited::new(body, LIMIT);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), limited.collect()).await;
+    let read = async {
+        let mut seen = 0;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
 }
 
 #[allow(clippy::too_many_arguments)]

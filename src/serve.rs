@@ -66,10 +66,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         non_job: config.non_job,
         git: Upstream::new(&config.upstreams.git, "git", &metrics).map_err(anyhow::Error::msg)?,
+        lfs: config.upstreams.lfs.as_ref().map(|c| Upstream::new(c, "lfs", &metrics)).transpose().map_err(anyhow::Error::msg)?,
         packages: config.upstreams.packages.as_ref().map(|c| Upstream::new(c, "packages", &metrics)).transpose().map_err(anyhow::Error::msg)?,
         api: config.upstreams.api.as_ref().map(|c| Upstream::new(c, "api", &metrics)).transpose().map_err(anyhow::Error::msg)?,
         audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,
         request_ids: RequestIds::new(),
+        lfs_batch_bytes: config.limits.lfs_batch_bytes,
     });
     let public = TcpListener::bind(config.listen.public).await.with_context(|| format!("binding {}", config.listen.public))?;
     let admin = TcpListener::bind(config.listen.admin).await.with_context(|| format!("binding {}", config.listen.admin))?;

@@ -23,8 +23,9 @@ projects:
   acme/lib: { id: 43 }
 ";
 
+/// A tool installed by scripts/test.sh (absolute, since the tests change directories).
 fn tool(env: &str, default: &str) -> PathBuf {
-    PathBuf::from(std::env::var(env).unwrap_or_else(|_| default.to_owned()))
+    std::env::var(env).map_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join(default), PathBuf::from)
 }
 
 fn gateway(dir: &Path, packages: &str) -> Gateway {

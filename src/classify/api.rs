@@ -98,7 +98,7 @@ fn id_or_path(raw: &str) -> Result<ProjectRef, Unmatched> {
 }
 
 /// Segments that a proxy or framework might resolve differently from us.
-fn is_traversal(segment: &str) -> bool {
+pub(super) fn is_traversal(segment: &str) -> bool {
     let lower = segment.to_ascii_lowercase();
     segment.is_empty() || segment == "." || segment == ".." || lower.contains("%2e") || segment.contains('\\') || lower.contains("%5c") || lower.contains("%25")
 }

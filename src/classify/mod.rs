@@ -4,6 +4,7 @@
 
 mod api;
 mod git;
+pub mod lfs;
 
 use http::Method;
 use serde::Serialize;
@@ -16,6 +17,7 @@ use crate::policy::scope::Scope;
 #[serde(rename_all = "snake_case")]
 pub enum Family {
     Git,
+    Lfs,
     Packages,
     Api,
 }
@@ -24,6 +26,7 @@ impl Family {
     pub fn id(self) -> &'static str {
         match self {
             Family::Git => "git",
+            Family::Lfs => "lfs",
             Family::Packages => "packages",
             Family::Api => "api",
         }
@@ -106,7 +109,19 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Clas
     if let Some(rest) = path.strip_prefix("/api/") {
         return api::classify(method, rest);
     }
-    git::classify(method, path, query).unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
+    lfs::classify(method, path)
+        .or_else(|| git::classify(method, path, query))
+        .unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
+}
+
+/// Splits `/<project>[.git]<marker><rest>` at the first `marker`: the project (validated) and the rest.
+/// `None` when the marker is absent.
+fn project_at<'a>(path: &'a str, marker: &str) -> Option<(Result<ProjectRef, Unmatched>, &'a str)> {
+    let index = path.find(marker)?;
+    let project = path[..index].strip_prefix('/').unwrap_or("");
+    let project = project.strip_suffix(".git").unwrap_or(project);
+    let parsed = ProjectPath::parse(project).map(ProjectRef::Path).ok_or(Unmatched { why: "not a plain project path" });
+    Some((parsed, &path[index + marker.len()..]))
 }
 
 /// Splits `/<project>[.git]/<rest>` at the first `suffix` that ends the path, returning the project.
