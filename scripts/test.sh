@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # generic packages; git, curl, openssl, npm and mvn (with Debian's deploy plugins, used offline) are
 # clients; prometheus (with promtool) checks and scrapes deploy/.
 missing=()
-for tool in lighttpd:lighttpd nginx:nginx curl:curl git:git openssl:openssl prometheus:prometheus promtool:prometheus \
+for tool in lighttpd:lighttpd nginx:nginx curl:curl git:git git-lfs:git-lfs openssl:openssl prometheus:prometheus promtool:prometheus \
     python3:python3-venv npm:npm mvn:maven keytool:default-jre-headless; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
@@ -32,6 +32,17 @@ if [ ! -x "$venv/bin/twine" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
     "$venv/bin/pip" install -q kubernetes-validate==1.37.0 "pypiserver==2.4.*" passlib twine build wheel setuptools
 fi
 export KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate" PYTHON_TOOLS="$PWD/$venv/bin"
+
+# giftless (Git LFS server) in its own venv: its wheel declares no dependencies, so they are pinned
+# here as TESTING.md lists them (PyJWT >= 2.10 breaks its uploads).
+giftless=target/tools/giftless
+if [ ! -x "$giftless/bin/gunicorn" ]; then
+    python3 -m venv "$giftless"
+    "$giftless/bin/pip" install -q giftless==0.6.2 "flask~=2.3" "flask-marshmallow~=0.15" marshmallow==3.21.1 webargs==8.4.0 \
+        pyyaml "figcan==0.0.*" PyJWT==2.8.0 werkzeug==3.0.3 typing-extensions python-dotenv python-dateutil cryptography \
+        flask-classful cachetools gunicorn
+fi
+export GIFTLESS_TOOLS="$PWD/$giftless/bin"
 
 # npm packages: verdaccio (6.10 needs Node 22; node-fetch pinned as TESTING.md says).
 npm_tools=target/tools/npm

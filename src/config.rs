@@ -200,6 +200,9 @@ pub struct UpstreamConfig {
     pub pool_max_idle_per_host: usize,
     /// With `credentials: replace`: the header to set and the file holding its value.
     pub replace: Option<ReplaceCredential>,
+    /// This family's treatment of non-job traffic, overriding the top-level `non_job` (e.g.
+    /// `passthrough` for LFS transfers that carry the LFS server's own tokens).
+    pub non_job: Option<NonJob>,
     /// Leading path segments to remove before forwarding (`*` matches one segment), for backends that
     /// do not live under GitLab's paths (e.g. `/api/v4/projects/*/packages/npm`). GitLab itself needs none.
     pub strip_prefix: Option<String>,

@@ -51,7 +51,8 @@ pub struct Enforced {
 }
 
 /// Classifies, extracts, verifies and decides one request at time `now` (seconds since the epoch).
-pub fn enforce(snapshot: &Snapshot, verifier: &Verifier, non_job: NonJob, parts: &Parts, now: i64) -> Enforced {
+pub fn enforce(snapshot: &Snapshot, verifier: &Verifier, non_job: impl Into<NonJobRules>, parts: &Parts, now: i64) -> Enforced {
+    let non_job = non_job.into();
     let mut classified = classify(&parts.method, parts.uri.path(), parts.uri.query())
         .or_else(|unmatched| opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched));
     // An LFS batch's action is in its body, which `handle` peeked (a batch not peeked stays a write).
@@ -64,6 +65,7 @@ pub fn enforce(snapshot: &Snapshot, verifier: &Verifier, non_job: NonJob, parts:
         }
     }
     let mut unknown_kid = None;
+    let non_job = non_job.for_family(classified.as_ref().ok().map(|c| c.family));
     let (claims, verdict) = judge(snapshot, verifier, non_job, parts, &classified, now, &mut unknown_kid);
     Enforced { classified, claims, verdict, unknown_kid }
 }
@@ -81,8 +83,9 @@ fn judge(
     if let Err(message) = check_request_target(parts) {
         return (None, reject(Reason::BadRequest, message));
     }
-    let token = match extract(&parts.headers, parts.uri.query()) {
-        Ok(Credential::Job(token)) => token,
+    let (token, bearer) = match extract(&parts.headers, parts.uri.query()) {
+        Ok(Credential::Job(token)) => (token, false),
+        Ok(Credential::BearerJwt(token)) => (token, true),
         Ok(_) if non_job == NonJob::Passthrough => return (None, Verdict::Passthrough),
         Ok(Credential::None) => return (None, reject(Reason::MissingCredential, "a CI job token is required")),
         Ok(Credential::NonJob) => return (None, reject(Reason::NonJobRejected, "only CI job tokens are accepted here")),
@@ -91,6 +94,11 @@ fn judge(
     };
     let claims = match verifier.verify(&token, now) {
         Ok(claims) => claims,
+        // A Bearer JWT no configured issuer signed is some other service's credential: non-job traffic.
+        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => return (None, Verdict::Passthrough),
+        Err(VerifyError::UnknownIssuer) if bearer => {
+            return (None, reject(Reason::NonJobRejected, "only CI job tokens are accepted here"));
+        }
         Err(e) => {
             if let VerifyError::UnknownKid { issuer } = e {
                 *unknown_kid = Some(issuer);
@@ -128,6 +136,33 @@ fn judge(
 fn opened_api_route(routes: &[ApiRoute], parts: &Parts) -> Option<Classified> {
     let route = routes.iter().find(|r| r.method == parts.method.as_str() && r.path == parts.uri.path())?;
     Some(Classified { family: Family::Api, target: Target::Instance, action: Action::Read, scope: route.scope, destructive: false })
+}
+
+/// The `non_job` setting per family: the process-wide default, overridden by an upstream's own.
+#[derive(Debug, Clone, Copy)]
+pub struct NonJobRules {
+    pub default: NonJob,
+    /// Overrides for git, lfs, packages, api.
+    pub families: [Option<NonJob>; 4],
+}
+
+impl NonJobRules {
+    fn for_family(self, family: Option<Family>) -> NonJob {
+        let index = match family {
+            Some(Family::Git) => 0,
+            Some(Family::Lfs) => 1,
+            Some(Family::Packages) => 2,
+            Some(Family::Api) => 3,
+            None => return self.default,
+        };
+        self.families[index].unwrap_or(self.default)
+    }
+}
+
+impl From<NonJob> for NonJobRules {
+    fn from(default: NonJob) -> Self {
+        NonJobRules { default, families: [None; 4] }
+    }
 }
 
 /// Request-target shapes that would let jobgate and the upstream disagree about the request.
@@ -184,7 +219,7 @@ pub struct Gateway {
     pub snapshot: ArcSwap<Snapshot>,
     pub verifier: Verifier,
     pub metrics: Arc<Metrics>,
-    pub non_job: NonJob,
+    pub non_job: NonJobRules,
     pub git: Upstream,
     pub lfs: Option<Upstream>,
     pub packages: Option<Upstream>,

@@ -23,6 +23,9 @@ pub enum Credential<'a> {
     NonJob,
     /// A job token, `glcbt-` prefix removed.
     Job(Cow<'a, str>),
+    /// A JWT presented only as `Authorization: Bearer`: a job token if a configured issuer signed it,
+    /// otherwise some other service's credential (an LFS server's transfer token, say).
+    BearerJwt(Cow<'a, str>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +48,9 @@ const OTHER_TOKEN_PARAMS: &[&str] = &["private_token", "access_token"];
 #[derive(Default)]
 struct Found<'a> {
     job: Option<Cow<'a, str>>,
+    /// How many job-credential places carried the token (Bearer counts once).
+    places: usize,
+    bearer: bool,
     non_job: bool,
     conflict: bool,
 }
@@ -55,6 +61,7 @@ impl<'a> Found<'a> {
             Cow::Borrowed(t) => Cow::Borrowed(strip_prefix(t)),
             Cow::Owned(t) => Cow::Owned(strip_prefix(&t).to_owned()),
         };
+        self.places += 1;
         match &self.job {
             Some(existing) if *existing != token => self.conflict = true,
             _ => self.job = Some(token),
@@ -93,6 +100,7 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<Cre
     }
     match found {
         Found { conflict: true, .. } | Found { job: Some(_), non_job: true, .. } => Err(ExtractError::Conflicting),
+        Found { job: Some(token), bearer: true, places: 1, .. } => Ok(Credential::BearerJwt(token)),
         Found { job: Some(token), .. } => Ok(Credential::Job(token)),
         Found { non_job: true, .. } => Ok(Credential::NonJob),
         _ => Ok(Credential::None),
@@ -111,6 +119,7 @@ fn authorization<'a>(value: &'a str, found: &mut Found<'a>) -> Result<(), Extrac
             None => return Err(ExtractError::Malformed("Basic")),
         }
     } else if scheme.eq_ignore_ascii_case("bearer") && looks_like_jwt(rest) {
+        found.bearer = true;
         found.job(Cow::Borrowed(rest));
     } else {
         found.non_job = true;
@@ -160,7 +169,7 @@ mod tests {
             (headers(&[]), None, Ok(Credential::None)),
             (headers(&[("authorization", &b)]), None, job(JWT)),
             (headers(&[("authorization", &basic(JOB_USER, &prefixed))]), None, job(JWT)),
-            (headers(&[("authorization", &bearer)]), None, job(JWT)),
+            (headers(&[("authorization", &bearer)]), None, Ok(Credential::BearerJwt(Cow::Borrowed(JWT)))),
             (headers(&[("authorization", "bearer glpat-abcdef")]), None, Ok(Credential::NonJob)),
             (headers(&[("authorization", &basic("alice", "pw"))]), None, Ok(Credential::NonJob)),
             (headers(&[("JOB-TOKEN", JWT)]), None, job(JWT)),
