@@ -169,6 +169,8 @@ pub struct Upstreams {
     pub git: UpstreamConfig,
     /// Git LFS (batch API, object transfers, locks).
     pub lfs: Option<UpstreamConfig>,
+    /// The container registry (`/v2/...`).
+    pub registry: Option<UpstreamConfig>,
     /// Package registries (`/api/v4/.../packages/...`).
     pub packages: Option<UpstreamConfig>,
     /// The REST API (`/api/v4/...`).
@@ -178,7 +180,13 @@ pub struct Upstreams {
 impl Upstreams {
     /// Every configured upstream with its family name.
     pub fn all(&self) -> impl Iterator<Item = (&'static str, &UpstreamConfig)> {
-        [("git", Some(&self.git)), ("lfs", self.lfs.as_ref()), ("packages", self.packages.as_ref()), ("api", self.api.as_ref())]
+        [
+            ("git", Some(&self.git)),
+            ("lfs", self.lfs.as_ref()),
+            ("registry", self.registry.as_ref()),
+            ("packages", self.packages.as_ref()),
+            ("api", self.api.as_ref()),
+        ]
             .into_iter()
             .filter_map(|(name, config)| config.map(|c| (name, c)))
     }
@@ -338,7 +346,8 @@ impl Config {
             resolve(p);
         }
         let upstreams = &mut self.upstreams;
-        for upstream in [Some(&mut upstreams.git), upstreams.lfs.as_mut(), upstreams.packages.as_mut(), upstreams.api.as_mut()].into_iter().flatten() {
+        let all = [Some(&mut upstreams.git), upstreams.lfs.as_mut(), upstreams.registry.as_mut(), upstreams.packages.as_mut(), upstreams.api.as_mut()];
+        for upstream in all.into_iter().flatten() {
             if let Some(replace) = &mut upstream.replace {
                 resolve(&mut replace.value_file);
             }

@@ -142,8 +142,8 @@ fn opened_api_route(routes: &[ApiRoute], parts: &Parts) -> Option<Classified> {
 #[derive(Debug, Clone, Copy)]
 pub struct NonJobRules {
     pub default: NonJob,
-    /// Overrides for git, lfs, packages, api.
-    pub families: [Option<NonJob>; 4],
+    /// Overrides for git, lfs, registry, packages, api.
+    pub families: [Option<NonJob>; 5],
 }
 
 impl NonJobRules {
@@ -151,8 +151,9 @@ impl NonJobRules {
         let index = match family {
             Some(Family::Git) => 0,
             Some(Family::Lfs) => 1,
-            Some(Family::Packages) => 2,
-            Some(Family::Api) => 3,
+            Some(Family::Registry) => 2,
+            Some(Family::Packages) => 3,
+            Some(Family::Api) => 4,
             None => return self.default,
         };
         self.families[index].unwrap_or(self.default)
@@ -161,7 +162,7 @@ impl NonJobRules {
 
 impl From<NonJob> for NonJobRules {
     fn from(default: NonJob) -> Self {
-        NonJobRules { default, families: [None; 4] }
+        NonJobRules { default, families: [None; 5] }
     }
 }
 
@@ -222,6 +223,7 @@ pub struct Gateway {
     pub non_job: NonJobRules,
     pub git: Upstream,
     pub lfs: Option<Upstream>,
+    pub registry: Option<Upstream>,
     pub packages: Option<Upstream>,
     pub api: Option<Upstream>,
     pub audit: Audit,
@@ -268,6 +270,7 @@ impl Gateway {
             Verdict::Allow(_) | Verdict::Passthrough | Verdict::WouldDeny(_) => {
                 let upstream = match enforced.classified.as_ref().map(|c| c.family) {
                     Ok(Family::Lfs) => self.lfs.as_ref().unwrap_or(&self.git),
+                    Ok(Family::Registry) => self.registry.as_ref().unwrap_or(&self.git),
                     Ok(Family::Packages) => self.packages.as_ref().unwrap_or(&self.git),
                     Ok(Family::Api) => self.api.as_ref().unwrap_or(&self.git),
                     // Git, and unmatched non-job traffic.

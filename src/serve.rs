@@ -66,11 +66,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         non_job: crate::proxy::NonJobRules {
             default: config.non_job,
-            families: [Some(&config.upstreams.git), config.upstreams.lfs.as_ref(), config.upstreams.packages.as_ref(), config.upstreams.api.as_ref()]
-                .map(|u| u.and_then(|u| u.non_job)),
+            families: [
+                Some(&config.upstreams.git),
+                config.upstreams.lfs.as_ref(),
+                config.upstreams.registry.as_ref(),
+                config.upstreams.packages.as_ref(),
+                config.upstreams.api.as_ref(),
+            ]
+            .map(|u| u.and_then(|u| u.non_job)),
         },
         git: Upstream::new(&config.upstreams.git, "git", &metrics).map_err(anyhow::Error::msg)?,
         lfs: config.upstreams.lfs.as_ref().map(|c| Upstream::new(c, "lfs", &metrics)).transpose().map_err(anyhow::Error::msg)?,
+        registry: config.upstreams.registry.as_ref().map(|c| Upstream::new(c, "registry", &metrics)).transpose().map_err(anyhow::Error::msg)?,
         packages: config.upstreams.packages.as_ref().map(|c| Upstream::new(c, "packages", &metrics)).transpose().map_err(anyhow::Error::msg)?,
         api: config.upstreams.api.as_ref().map(|c| Upstream::new(c, "api", &metrics)).transpose().map_err(anyhow::Error::msg)?,
         audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,

@@ -5,6 +5,7 @@
 mod api;
 mod git;
 pub mod lfs;
+pub mod registry;
 
 use http::Method;
 use serde::Serialize;
@@ -18,6 +19,7 @@ use crate::policy::scope::Scope;
 pub enum Family {
     Git,
     Lfs,
+    Registry,
     Packages,
     Api,
 }
@@ -27,6 +29,7 @@ impl Family {
         match self {
             Family::Git => "git",
             Family::Lfs => "lfs",
+            Family::Registry => "registry",
             Family::Packages => "packages",
             Family::Api => "api",
         }
@@ -66,8 +69,11 @@ pub enum Target {
     Group(ProjectRef),
     /// Instance-level endpoints with no resolvable project.
     Instance,
-    /// `GET /api/v4/job`: the job's own record.
+    /// `GET /api/v4/job` and the registry's `/v2/`: any valid token.
     OwnJob,
+    /// A container image name: the project is the longest known project-path prefix (up to two
+    /// components may follow the project's path).
+    Image(ProjectPath),
 }
 
 impl std::fmt::Display for Target {
@@ -79,6 +85,7 @@ impl std::fmt::Display for Target {
             Target::Group(ProjectRef::Id(id)) => write!(f, "group id {id}"),
             Target::Instance => f.write_str("the instance"),
             Target::OwnJob => f.write_str("the job itself"),
+            Target::Image(name) => write!(f, "image {name}"),
         }
     }
 }
@@ -108,6 +115,9 @@ pub struct Unmatched {
 pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Classified, Unmatched> {
     if let Some(rest) = path.strip_prefix("/api/") {
         return api::classify(method, rest);
+    }
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        return registry::classify(method, rest, query).map(|r| r.request);
     }
     lfs::classify(method, path)
         .or_else(|| git::classify(method, path, query))

@@ -103,6 +103,12 @@ pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &C
             return Decision::Allow(Permit { scopes: claims.scopes.unwrap_or(ScopeSet::ALL), reason: Reason::Granted });
         }
         Target::Group(_) | Target::Instance => return decide_unresolved(policy, request, claims, trace),
+        Target::Image(name) => {
+            let project = image_project(policy, name, claims);
+            trace.note(|| format!("target: {} belongs to project {project}", request.target));
+            let resolved = Classified { target: Target::Project(ProjectRef::Path(project)), ..request.clone() };
+            return decide_traced(policy, &resolved, claims, trace);
+        }
     };
     let Some(target) = resolve(policy, project_ref, claims) else {
         trace.note(|| format!("target: {} is in neither the policy nor the token", request.target));
@@ -271,6 +277,17 @@ fn on(flag: bool) -> &'static str {
     } else {
         "off"
     }
+}
+
+/// The project an image name belongs to: the longest prefix (the name itself, or without one or two
+/// trailing components, as GitLab allows) that is the job's project or a project in the policy;
+/// otherwise the whole name (a project nobody admits into).
+fn image_project(policy: &Policy, name: &ProjectPath, claims: &Claims) -> ProjectPath {
+    std::iter::once(name.as_str())
+        .chain(name.ancestors().take(2))
+        .find(|candidate| *candidate == claims.project_path.as_str() || policy.projects.contains_key(*candidate))
+        .and_then(ProjectPath::parse)
+        .unwrap_or_else(|| name.clone())
 }
 
 /// A project path for the request's target: paths as they are, ids through the token and the policy.
