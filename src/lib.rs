@@ -31,6 +31,7 @@ pub mod query;
 pub mod reason;
 pub mod reject;
 pub mod reload;
+pub mod registry_auth;
 pub mod revoke;
 pub mod serve;
 pub mod snapshot;
