@@ -45,6 +45,31 @@ pub struct Config {
     /// denied to them). Reads only; decided on the job's own project.
     #[serde(default)]
     pub api_routes: Vec<ApiRoute>,
+    /// The registry token realm (`/jwt/auth`) and jobgate's own registry tokens.
+    pub registry_auth: Option<RegistryAuthConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAuthConfig {
+    /// RSA private key (PKCS#8 PEM) that signs registry tokens (`jobgate keys generate --registry`).
+    pub signing_key: PathBuf,
+    #[serde(default = "default_registry_issuer")]
+    pub issuer: String,
+    #[serde(default = "default_registry_service")]
+    pub service: String,
+    #[serde(default = "default_registry_ttl")]
+    pub token_ttl_secs: u64,
+}
+
+fn default_registry_issuer() -> String {
+    "jobgate".into()
+}
+fn default_registry_service() -> String {
+    "container_registry".into()
+}
+fn default_registry_ttl() -> u64 {
+    300
 }
 
 /// One extra API endpoint: an exact path, a read method, and the scope it needs.
@@ -342,7 +367,8 @@ impl Config {
         if let Some(p) = &mut self.audit.file {
             resolve(p);
         }
-        for p in [&mut self.admin.token_file, &mut self.admin.webhook_secret_file, &mut self.revocations.file].into_iter().flatten() {
+        let registry_key = self.registry_auth.as_mut().map(|r| &mut r.signing_key);
+        for p in [self.admin.token_file.as_mut(), self.admin.webhook_secret_file.as_mut(), self.revocations.file.as_mut(), registry_key].into_iter().flatten() {
             resolve(p);
         }
         let upstreams = &mut self.upstreams;

@@ -74,3 +74,17 @@ pub fn write(path: &Path, contents: &str) -> anyhow::Result<()> {
     std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }
+
+/// Writes `registry-key.pem` (RSA, PKCS#8) and `registry-cert.pem` (self-signed, for the registry's
+/// `rootcertbundle`) into `dir`: the key jobgate signs registry tokens with.
+///
+/// # Errors
+/// Key generation, signing or file writing failed.
+pub fn registry_key(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (_, pem) = Signer::generate(Alg::RS256)?;
+    let (key, cert) = (dir.join("registry-key.pem"), dir.join("registry-cert.pem"));
+    write(&key, &pem)?;
+    crate::registry_auth::write_certificate(&pem, &cert)?;
+    Ok((key, cert))
+}

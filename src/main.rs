@@ -85,6 +85,9 @@ enum KeysCommand {
         out: PathBuf,
         #[arg(long, default_value = "RS256", value_parser = parse_alg)]
         alg: Alg,
+        /// Also write the registry token key and its certificate (registry-key.pem, registry-cert.pem).
+        #[arg(long)]
+        registry: bool,
     },
 }
 
@@ -160,9 +163,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("wrote {} {} {}", files.ca.display(), files.cert.display(), files.key.display());
             Ok(())
         }
-        Command::Keys { command: KeysCommand::Generate { out, alg } } => {
+        Command::Keys { command: KeysCommand::Generate { out, alg, registry } } => {
             let files = jobgate::generate::keys(&out, alg)?;
             println!("wrote {} {} (kid {})", files.signing_key.display(), files.jwks.display(), files.kid);
+            if registry {
+                let (key, cert) = jobgate::generate::registry_key(&out)?;
+                println!("wrote {} {}", key.display(), cert.display());
+            }
             Ok(())
         }
         Command::Token { command: TokenCommand::Mint(args) } => mint(args),

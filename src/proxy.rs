@@ -15,7 +15,10 @@ use hyper::body::Incoming;
 use crate::audit::{Audit, AuditRecord};
 use crate::body::Body;
 use crate::body;
-use crate::classify::{classify, lfs, Action, Classified, Family, Target, Unmatched};
+use crate::classify::{self, classify, lfs, Action, Classified, Family, Target, Unmatched};
+use crate::policy::scope::Scope;
+use crate::registry_auth::{self, Access};
+use crate::token::claims::Claims;
 use crate::config::ApiRoute;
 use crate::policy::scope::ScopeSet;
 use crate::config::NonJob;
@@ -92,30 +95,86 @@ fn judge(
         Err(e @ ExtractError::Conflicting) => return (None, reject(Reason::ConflictingCredentials, e.to_static())),
         Err(e @ ExtractError::Malformed(_)) => return (None, reject(Reason::BadRequest, e.to_static())),
     };
-    let claims = match verifier.verify(&token, now) {
-        Ok(claims) => claims,
+    let registry_token = if bearer { verifier.verify_registry_token(&token, now) } else { None };
+    let (claims, access) = match registry_token {
+        Some(Ok((claims, access))) => (claims, Some(access)),
+        Some(Err(e)) => return (None, Verdict::Reject(Rejection::new(e.reason(), e.to_string()))),
+        None => match verify_job_token(verifier, &token, bearer, non_job, now, unknown_kid) {
+            Ok(claims) => (claims, None),
+            Err(verdict) => return (None, verdict),
+        },
+    };
+    let verdict = match classified {
+        Err(unmatched) => reject(Reason::UnmatchedRequest, unmatched.why),
+        Ok(request) => decide_all(snapshot, request, claims.claims(), access.as_deref(), parts),
+    };
+    (Some(claims), verdict)
+}
+
+/// Verifies a job token; a Bearer JWT from no configured issuer is non-job traffic.
+fn verify_job_token(
+    verifier: &Verifier,
+    token: &str,
+    bearer: bool,
+    non_job: NonJob,
+    now: i64,
+    unknown_kid: &mut Option<usize>,
+) -> Result<VerifiedClaims, Verdict> {
+    match verifier.verify(token, now) {
+        Ok(claims) => Ok(claims),
         // A Bearer JWT no configured issuer signed is some other service's credential: non-job traffic.
-        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => return (None, Verdict::Passthrough),
+        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => Err(Verdict::Passthrough),
         Err(VerifyError::UnknownIssuer) if bearer => {
-            return (None, reject(Reason::NonJobRejected, "only CI job tokens are accepted here"));
+            Err(Verdict::Reject(Rejection::new(Reason::NonJobRejected, "only CI job tokens are accepted here")))
         }
         Err(e) => {
             if let VerifyError::UnknownKid { issuer } = e {
                 *unknown_kid = Some(issuer);
             }
-            return (None, Verdict::Reject(Rejection::new(e.reason(), e.to_string())));
+            Err(Verdict::Reject(Rejection::new(e.reason(), e.to_string())))
         }
-    };
-    let verdict = match classified {
-        Err(unmatched) => reject(Reason::UnmatchedRequest, unmatched.why),
-        Ok(request) => match decide(&snapshot.policy, request, claims.claims()) {
+    }
+}
+
+/// The policy decision, plus what registry requests add: a registry token must grant the action, and
+/// a cross-repository mount must also be allowed to pull from its source.
+fn decide_all(snapshot: &Snapshot, request: &Classified, claims: &Claims, access: Option<&[Access]>, parts: &Parts) -> Verdict {
+    let verdict = decide_one(snapshot, request, claims, access);
+    if request.family != Family::Registry || !matches!(verdict, Verdict::Allow(_)) {
+        return verdict;
+    }
+    let rest = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
+    match classify::registry::classify(&parts.method, rest, parts.uri.query()).map(|r| r.mount_from) {
+        Ok(Some(from)) => {
+            let pull = Classified { target: Target::Image(from), action: Action::Read, scope: Scope::ReadRegistry, destructive: false, ..request.clone() };
+            match decide_one(snapshot, &pull, claims, access) {
+                Verdict::Allow(_) => verdict,
+                refused => refused,
+            }
+        }
+        _ => verdict,
+    }
+}
+
+fn decide_one(snapshot: &Snapshot, request: &Classified, claims: &Claims, access: Option<&[Access]>) -> Verdict {
+    if let (Some(access), Target::Image(name)) = (access, &request.target) {
+        let action = match (request.action, request.destructive) {
+            (Action::Read, _) => "pull",
+            (Action::Write, false) => "push",
+            (Action::Write, true) => "delete",
+        };
+        if !registry_auth::grants(access, name.as_str(), action) {
+            return Verdict::Reject(Rejection::new(Reason::TokenCeiling, format!("the registry token does not grant {action} on {name}")));
+        }
+    }
+    match decide(&snapshot.policy, request, claims) {
             Decision::Allow(permit) => Verdict::Allow(permit),
             Decision::Deny(denial) => {
                 let rejection = Rejection::new(
                     denial.reason,
                     format!(
                         "jobs of {} may not use {} on {}",
-                        claims.claims().project_path,
+                        claims.project_path,
                         denial.needed,
                         request.target
                     ),
@@ -126,9 +185,7 @@ fn judge(
                     Verdict::WouldDeny(rejection)
                 }
             }
-        },
-    };
-    (Some(claims), verdict)
+    }
 }
 
 /// An API endpoint the config opens to job tokens: an exact path match, decided on the job's own
@@ -243,6 +300,13 @@ impl Gateway {
         let request_id = self.request_ids.next();
         let snapshot = self.snapshot.load_full();
         let (mut parts, incoming) = request.into_parts();
+        if let Some(registry) = &self.verifier.registry {
+            match (&parts.method, parts.uri.path()) {
+                (&http::Method::GET, "/jwt/auth") => return self.token_realm(registry, &snapshot, &parts, started, request_id),
+                (&http::Method::GET, "/-/jwks") => return json_response(http::StatusCode::OK, &registry.jwks(), &request_id),
+                _ => {}
+            }
+        }
         let body = match peek_lfs_batch(&mut parts, incoming, self.lfs_batch_bytes).await {
             Ok(body) => body,
             Err(rejection) => {
@@ -254,6 +318,10 @@ impl Gateway {
             }
         };
         let mut enforced = enforce(&snapshot, &self.verifier, self.non_job, &parts, unix_now());
+        let registry_challenge = match (&enforced.classified, &self.verifier.registry) {
+            (Ok(request), Some(registry)) if request.family == Family::Registry => Some(challenge(&parts, request, &registry.service)),
+            _ => None,
+        };
         if let Some(issuer) = enforced.unknown_kid.and_then(|i| self.verifier.issuers.get(i)) {
             // A rotated-in key is usable on the first request that needs it.
             if issuer.keys.refetch_for_unknown_kid().await {
@@ -287,7 +355,13 @@ impl Gateway {
         let (mut response, reason) = match (outcome, &enforced.verdict) {
             (Err(rejection), _) => {
                 let family = enforced.classified.as_ref().ok().map(|c| c.family);
-                (reject::response(&rejection, &request_id, family), rejection.reason)
+                let mut response = reject::response(&rejection, &request_id, family);
+                if let (Some(challenge), http::StatusCode::UNAUTHORIZED) = (&registry_challenge, response.status()) {
+                    if let Ok(value) = HeaderValue::from_str(challenge) {
+                        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+                    }
+                }
+                (response, rejection.reason)
             }
             (Ok(response), Verdict::Passthrough) => (response, Reason::NonJobPassthrough),
             (Ok(response), Verdict::WouldDeny(rejection)) => (response, rejection.reason),
@@ -303,6 +377,52 @@ impl Gateway {
             .with_label_values(&[record.family.unwrap_or("none"), record.action.unwrap_or("none"), record.decision, record.reason])
             .inc();
         self.metrics.request_seconds.with_label_values(&[record.family.unwrap_or("none")]).observe(started.elapsed().as_secs_f64());
+        self.audit.record(record);
+        response
+    }
+}
+
+/// The Bearer challenge that sends registry clients to jobgate's token realm.
+fn challenge(parts: &Parts, request: &Classified, service: &str) -> String {
+    let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str())).unwrap_or("localhost");
+    let scope = match &request.target {
+        Target::Image(name) => format!(",scope=\"repository:{name}:{}\"", if request.action == Action::Read { "pull" } else { "pull,push" }),
+        _ => String::new(),
+    };
+    format!("Bearer realm=\"https://{host}/jwt/auth\",service=\"{service}\"{scope}")
+}
+
+fn json_response(status: http::StatusCode, value: &serde_json::Value, request_id: &str) -> Response<Body> {
+    let mut response = Response::new(body::full(format!("{value}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+impl Gateway {
+    /// Serves the registry token realm and records it like any other request.
+    fn token_realm(&self, registry: &registry_auth::RegistryAuth, snapshot: &Snapshot, parts: &Parts, started: Instant, request_id: String) -> Response<Body> {
+        let result = registry_auth::realm(registry, &self.verifier, &snapshot.policy, parts, unix_now());
+        let (response, enforced, reason) = match result {
+            Ok((body, claims)) => {
+                let response = json_response(http::StatusCode::OK, &body, &request_id);
+                let enforced = Enforced { classified: Err(Unmatched { why: "token realm" }), claims: Some(VerifiedClaims::from_arc(claims)), verdict: Verdict::Passthrough, unknown_kid: None };
+                (response, enforced, Reason::Granted)
+            }
+            Err(rejection) => {
+                let mut response = reject::response(&rejection, &request_id, Some(Family::Registry));
+                if response.status() == http::StatusCode::UNAUTHORIZED {
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobgate registry\""));
+                }
+                let reason = rejection.reason;
+                let enforced = Enforced { classified: Err(Unmatched { why: "token realm" }), claims: None, verdict: Verdict::Reject(rejection), unknown_kid: None };
+                (response, enforced, reason)
+            }
+        };
+        let record = audit_record(&enforced, reason, &response, started, request_id, parts.method.to_string(), parts.uri.path().to_owned(), snapshot.generation);
         self.audit.record(record);
         response
     }

@@ -231,6 +231,75 @@ pub fn write_certificate(key_pem: &str, out: &Path) -> anyhow::Result<()> {
     crate::generate::write(out, &cert.pem())
 }
 
+/// `GET /jwt/auth?service=S&scope=repository:NAME:ACTIONS` (scope may repeat): verifies the job
+/// token, intersects each requested action with what the policy grants, and issues a token for the
+/// granted subset (an empty `access` when nothing is granted, as registries expect).
+///
+/// # Errors
+/// A [`crate::reject::Rejection`] for a missing or invalid job token or a wrong service.
+pub fn realm(
+    auth: &RegistryAuth,
+    verifier: &crate::token::verify::Verifier,
+    policy: &crate::policy::Policy,
+    parts: &http::request::Parts,
+    now: i64,
+) -> Result<(Value, Arc<Claims>), crate::reject::Rejection> {
+    use crate::classify::{Action, Classified, Family, Target};
+    use crate::policy::scope::Scope;
+    use crate::reason::Reason;
+    use crate::reject::Rejection;
+    use crate::token::extract::{extract, Credential};
+
+    let token = match extract(&parts.headers, None) {
+        Ok(Credential::Job(token) | Credential::BearerJwt(token)) => token,
+        Ok(_) => return Err(Rejection::new(Reason::MissingCredential, "the token realm needs a CI job token (user gitlab-ci-token)")),
+        Err(e) => return Err(Rejection::new(Reason::ConflictingCredentials, e.to_string())),
+    };
+    let verified = verifier.verify(&token, now).map_err(|e| Rejection::new(e.reason(), e.to_string()))?;
+    let claims = verified.claims();
+    let pairs: Vec<(String, String)> = crate::query::pairs(parts.uri.query()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    if let Some((_, service)) = pairs.iter().find(|(k, _)| k == "service") {
+        if *service != auth.service {
+            return Err(Rejection::new(Reason::BadRequest, "unknown registry service"));
+        }
+    }
+    let mut access = Vec::new();
+    for (_, scope) in pairs.iter().filter(|(k, _)| k == "scope") {
+        let mut fields = scope.splitn(3, ':');
+        let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let Some(image) = ProjectPath::parse(name) else { continue };
+        let granted: Vec<String> = actions
+            .split(',')
+            .filter(|action| {
+                let (action, scope, destructive) = match *action {
+                    "pull" => (Action::Read, Scope::ReadRegistry, false),
+                    "push" => (Action::Write, Scope::WriteRegistry, false),
+                    "delete" | "*" => (Action::Write, Scope::WriteRegistry, true),
+                    _ => return false,
+                };
+                let request = Classified { family: Family::Registry, target: Target::Image(image.clone()), action, scope, destructive };
+                matches!(crate::policy::decide(policy, &request, claims), crate::policy::Decision::Allow(_))
+            })
+            .map(str::to_owned)
+            .collect();
+        access.push(Access { kind: "repository".into(), name: name.to_owned(), actions: granted });
+    }
+    let token = auth.issue(claims, &access, now).map_err(|_| Rejection::new(Reason::BadRequest, "cannot sign the registry token"))?;
+    let expires_in = auth.ttl().min(claims.exp - now).max(0);
+    let body = json!({
+        "token": token,
+        "access_token": token,
+        "expires_in": expires_in,
+        "issued_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    });
+    Ok((body, Arc::new(claims.clone())))
+}
+
+/// Whether `access` grants `action` on `name` (`*` grants every action).
+pub fn grants(access: &[Access], name: &str, action: &str) -> bool {
+    access.iter().any(|a| a.kind == "repository" && a.name == name && a.actions.iter().any(|x| x == action || x == "*"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,11 @@ pub fn response(rejection: &Rejection, request_id: &str, family: Option<Family>)
     let status = rejection.status();
     let line = format!("jobgate: {} (reason: {}, request: {request_id})", rejection.message, rejection.reason.id());
     let (body, content_type) = match family {
+        Some(Family::Registry) => {
+            let code = if status == StatusCode::UNAUTHORIZED { "UNAUTHORIZED" } else { "DENIED" };
+            let json = serde_json::json!({"errors": [{"code": code, "message": line, "detail": {"reason": rejection.reason.id()}}]});
+            (format!("{json}\n"), "application/json")
+        }
         Some(Family::Packages | Family::Api) => {
             let json = serde_json::json!({
                 "message": format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")),

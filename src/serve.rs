@@ -57,7 +57,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => Revocations::in_memory(),
     });
     metrics.revocations.set(i64::try_from(revocations.len()).unwrap_or(i64::MAX));
-    let verifier = Verifier::start(&config, &metrics).await?.with_revocations(revocations);
+    let mut verifier = Verifier::start(&config, &metrics).await?.with_revocations(revocations);
+    if let Some(registry) = &config.registry_auth {
+        verifier.registry = Some(crate::registry_auth::RegistryAuth::load(&registry.signing_key, &registry.issuer, &registry.service, registry.token_ttl_secs)?);
+    }
     let certs = Arc::new(CertResolver::new(tls::load_certified_key(&config.tls.cert, &config.tls.key)?));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
     let gateway = Arc::new(Gateway {

@@ -28,6 +28,11 @@ impl VerifiedClaims {
     pub fn claims(&self) -> &Claims {
         &self.0
     }
+
+    /// Claims that `verify` (or the registry token check built on it) already proved.
+    pub(crate) fn from_arc(claims: Arc<Claims>) -> VerifiedClaims {
+        VerifiedClaims(claims)
+    }
 }
 
 /// Why a token failed. Never carries token bytes or attacker-chosen strings.
@@ -107,6 +112,8 @@ pub struct Verifier {
     cache_misses: IntCounter,
     verify_seconds: Histogram,
     pub revocations: Arc<Revocations>,
+    /// jobgate's own registry token issuer, when the registry family is configured.
+    pub registry: Option<crate::registry_auth::RegistryAuth>,
 }
 
 /// The JOSE header. serde refuses duplicate keys; unknown members (`jku`, `x5u`, `jwk`, ...) are
@@ -128,7 +135,24 @@ impl Verifier {
             cache_misses: metrics.token_cache.with_label_values(&["miss"]),
             verify_seconds: metrics.verify_seconds.clone(),
             revocations: Arc::new(Revocations::in_memory()),
+            registry: None,
         }
+    }
+
+    /// Verifies a registry token jobgate issued (`None` when `token` is not one of ours), revocations
+    /// included: returns the job's claims and the access the token grants.
+    pub fn verify_registry_token(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Option<Result<(VerifiedClaims, Vec<crate::registry_auth::Access>), VerifyError>> {
+        let registry = self.registry.as_ref().filter(|r| r.is_ours(token))?;
+        Some(registry.verify(token, now).and_then(|(claims, access)| {
+            if self.revocations.is_revoked(&claims, now) {
+                return Err(VerifyError::Revoked);
+            }
+            Ok((VerifiedClaims(claims), access))
+        }))
     }
 
     /// Uses `revocations` (persisted, shared with the admin routes) instead of an empty in-memory set.
