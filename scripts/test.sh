@@ -12,7 +12,7 @@ for tool in lighttpd:lighttpd nginx:nginx curl:curl git:git git-lfs:git-lfs open
     python3:python3-venv npm:npm mvn:maven keytool:default-jre-headless; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
-for deb in libmaven-deploy-plugin-java libmaven-install-plugin-java libwagon-http-java; do
+for deb in libmaven-deploy-plugin-java libmaven-install-plugin-java libwagon-http-java docker-registry skopeo umoci; do
     dpkg -s "$deb" >/dev/null 2>&1 || missing+=("$deb")
 done
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
@@ -25,11 +25,12 @@ fi
 git_backend="$(git --exec-path)/git-http-backend"
 [ -x "$git_backend" ] || { echo "missing $git_backend"; exit 1; }
 
-# PyPI tools in a venv of our own: the Kubernetes validator, pypiserver and the twine/pip clients.
+# PyPI tools in a venv of our own: the Kubernetes validator, pypiserver, the twine/pip clients and the
+# oras registry client.
 venv=target/tools/venv
-if [ ! -x "$venv/bin/twine" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+if [ ! -x "$venv/bin/twine" ] || [ ! -x "$venv/bin/kubernetes-validate" ] || ! "$venv/bin/python" -c "import oras" 2>/dev/null; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q kubernetes-validate==1.37.0 "pypiserver==2.4.*" passlib twine build wheel setuptools
+    "$venv/bin/pip" install -q kubernetes-validate==1.37.0 "pypiserver==2.4.*" passlib twine build wheel setuptools oras
 fi
 export KUBERNETES_VALIDATE="$PWD/$venv/bin/kubernetes-validate" PYTHON_TOOLS="$PWD/$venv/bin"
 

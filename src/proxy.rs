@@ -164,7 +164,7 @@ fn decide_one(snapshot: &Snapshot, request: &Classified, claims: &Claims, access
             (Action::Write, true) => "delete",
         };
         if !registry_auth::grants(access, name.as_str(), action) {
-            return Verdict::Reject(Rejection::new(Reason::TokenCeiling, format!("the registry token does not grant {action} on {name}")));
+            return Verdict::Reject(Rejection::new(Reason::RegistryScopeMissing, format!("the registry token does not grant {action} on {name}")));
         }
     }
     match decide(&snapshot.policy, request, claims) {
@@ -385,8 +385,10 @@ impl Gateway {
 /// The Bearer challenge that sends registry clients to jobgate's token realm.
 fn challenge(parts: &Parts, request: &Classified, service: &str) -> String {
     let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str())).unwrap_or("localhost");
+    // Always offer pull and push: the realm grants only what the policy allows, and clients that
+    // reuse their first token (oras) then hold every action they may use.
     let scope = match &request.target {
-        Target::Image(name) => format!(",scope=\"repository:{name}:{}\"", if request.action == Action::Read { "pull" } else { "pull,push" }),
+        Target::Image(name) => format!(",scope=\"repository:{name}:pull,push\""),
         _ => String::new(),
     };
     format!("Bearer realm=\"https://{host}/jwt/auth\",service=\"{service}\"{scope}")

@@ -50,6 +50,9 @@ pub enum Reason {
     LifetimeTooLong,
     /// The token (its `jti`) or its job was revoked: the job has ended.
     TokenRevoked,
+    /// A registry token that does not grant this action: the client must ask the realm again
+    /// (answered 401 with a challenge naming the scope, as registries do).
+    RegistryScopeMissing,
     /// The target project does not admit the job's project.
     NotInAllowlist,
     /// The needed scope is granted by no baseline and no allowlist entry.
@@ -80,7 +83,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 34] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -102,6 +105,7 @@ impl Reason {
         Reason::WrongAudience,
         Reason::LifetimeTooLong,
         Reason::TokenRevoked,
+        Reason::RegistryScopeMissing,
         Reason::NotInAllowlist,
         Reason::ScopeNotGranted,
         Reason::ElevationDisabled,
@@ -141,6 +145,7 @@ impl Reason {
             Reason::WrongAudience => "wrong_audience",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::TokenRevoked => "token_revoked",
+            Reason::RegistryScopeMissing => "registry_scope_missing",
             Reason::NotInAllowlist => "not_in_allowlist",
             Reason::ScopeNotGranted => "scope_not_granted",
             Reason::ElevationDisabled => "elevation_disabled",

@@ -28,7 +28,7 @@ impl Rejection {
             BadRequest | ConflictingCredentials => StatusCode::BAD_REQUEST,
             MissingCredential | NonJobRejected | TokenTooLarge | MalformedToken | UnknownIssuer | UnknownKid
             | AlgNotAllowed | BadSignature | ClaimInvalid | TokenExpired | TokenNotYetValid | WrongAudience
-            | LifetimeTooLong | TokenRevoked => StatusCode::UNAUTHORIZED,
+            | LifetimeTooLong | TokenRevoked | RegistryScopeMissing => StatusCode::UNAUTHORIZED,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             KeySetStale | OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,

@@ -39,7 +39,7 @@ fn the_demo_walkthrough_behaves_as_printed() {
         if line.starts_with("git ") {
             commands.push(line.to_owned());
         }
-        if line.starts_with("curl -s --cacert") && line.contains("JOB-TOKEN") {
+        if line.starts_with("curl -s --cacert") && (line.contains("JOB-TOKEN") || line.contains("gitlab-ci-token")) {
             curls.push(line.to_owned());
         }
         if line.starts_with("tail ") {
@@ -68,10 +68,10 @@ fn the_demo_walkthrough_behaves_as_printed() {
         assert_eq!(out.status.success(), want, "{command}: {}", String::from_utf8_lossy(&out.stderr));
     }
     // The package and API examples answer as their comments say.
-    assert_eq!(curls.len(), 4, "{curls:?}");
+    assert_eq!(curls.len(), 8, "{curls:?}");
     for line in &curls {
         let (command, comment) = line.split_once('#').unwrap();
-        let want = if comment.contains("allowed") { "200" } else { "403" };
+        let want = if comment.contains("denied") { "403" } else { "200" };
         let out = Command::new("sh")
             .args(["-c", &format!("{command} -o /dev/null -w '%{{http_code}}'")])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -122,6 +122,15 @@ fn lfs_objects_push_and_smudge_through_jobgate_to_giftless() {
     let refused = |l: &serde_json::Value| l["family"] == "lfs" && l["job_id"] == 1043 && l["scope"] == "write_repository" && l["decision"] == "deny";
     assert!(gw.audit_until(|lines| lines.iter().any(refused)).iter().any(refused), "refused at the batch call");
 
+    // Batch bodies jobgate cannot read are refused before anything is forwarded.
+    let token = gw.token("acme/app", 42, true);
+    let batch = gw.url("/acme/app.git/info/lfs/objects/batch");
+    for body in ["not json", r#"{"objects":[]}"#, r#"{"operation":"delete","objects":[]}"#] {
+        let (status, text) = common::curl(&gw, &["-X", "POST", "-H", &format!("JOB-TOKEN: {token}"), "--data-binary", body, &batch]);
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains("operation"), "{text}");
+    }
+
     // A project that is not admitted cannot fetch the object.
     let other_url = gw.git_url(&gw.token("acme/other", 44, false), "acme/app");
     let out = git_in(d, &["clone", "--quiet", &other_url, d.join("other-clone").to_str().unwrap()]);

@@ -170,3 +170,29 @@ fn gateway_keeping_key(dir: &Path, registry_port: u16) -> Gateway {
     let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
     Gateway::start_full(dir, &upstreams, &issuer, POLICY, "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }")
 }
+
+#[test]
+fn oras_pushes_and_pulls_an_artifact_through_jobgate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, _store, _registry) = registry(d, "");
+    let gw = gateway(d, port, "strip");
+    let artifact = d.join("artifact.txt");
+    std::fs::write(&artifact, "an artifact through jobgate\n").unwrap();
+    let python = std::env::var("PYTHON_TOOLS").map_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/venv/bin"), PathBuf::from).join("python");
+    let roundtrip = |token: &str, target: &str, out: &Path| {
+        run(Command::new(&python)
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oras_roundtrip.py"))
+            .args([&format!("127.0.0.1:{}", gw.port), target])
+            .arg(&artifact)
+            .arg(out)
+            .args([token, gw.ca.to_str().unwrap()])
+            .env("REQUESTS_CA_BUNDLE", &gw.ca)
+            .env("HOME", d))
+    };
+    let out = roundtrip(&gw.token("acme/app", 42, false), "acme/app/artifact:1", &d.join("pulled"));
+    assert!(out.status.success(), "oras push + pull: {}", text(&out));
+    assert_eq!(std::fs::read_to_string(d.join("pulled/artifact.txt")).unwrap(), "an artifact through jobgate\n");
+    let out = roundtrip(&gw.token("acme/lib", 43, false), "acme/app/artifact:2", &d.join("refused"));
+    assert!(!out.status.success(), "another project's push is denied: {}", text(&out));
+}

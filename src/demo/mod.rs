@@ -54,6 +54,9 @@ pub async fn run(dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> an
     if !keys_dir.join("signing-key.pem").exists() {
         generate::keys(&keys_dir, Alg::RS256)?;
     }
+    if !keys_dir.join("registry-key.pem").exists() {
+        generate::registry_key(&keys_dir)?;
+    }
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies)?;
     if !policies.join("demo.yaml").exists() {
@@ -107,6 +110,9 @@ upstreams:
   # credential and adds identity headers, which the echo shows back.
   packages: {{ url: \"http://{upstream}\", credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }} }}
   api: {{ url: \"http://{upstream}\", credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }} }}
+  lfs: {{ url: \"http://{upstream}\", credentials: strip }}
+  registry: {{ url: \"http://{upstream}\", credentials: strip }}
+registry_auth: {{ signing_key: keys/registry-key.pem }}
 audit:
   file: audit.log
 admin:
@@ -208,6 +214,11 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  {curl}/api/v4/projects/1/packages/generic/tool/1.0/tool.bin -H \"JOB-TOKEN: $LIB_TOKEN\" -X PUT --data x   # denied: scope_not_granted");
     println!("  {curl}/api/v4/projects/demo%2Fapp -H \"JOB-TOKEN: $APP_TOKEN\"     # allowed: read_api, %2F kept");
     println!("  {curl}/api/v4/projects/1/issues -H \"JOB-TOKEN: $APP_TOKEN\" -X POST   # denied: api is not granted");
+    println!("  # LFS and the container registry (echo upstream; jobgate serves the token realm and /-/jwks itself):");
+    println!("  {curl}/demo/app.git/info/lfs/objects/batch -H \"JOB-TOKEN: $LIB_TOKEN\" -X POST --data '{{\"operation\":\"download\",\"objects\":[]}}'   # allowed: read");
+    println!("  {curl}/demo/app.git/info/lfs/objects/batch -H \"JOB-TOKEN: $LIB_TOKEN\" -X POST --data '{{\"operation\":\"upload\",\"objects\":[]}}'   # denied: ref_not_protected");
+    println!("  {curl}/jwt/auth?service=container_registry\\&scope=repository:demo/app/img:pull,push -u gitlab-ci-token:$LIB_TOKEN   # a token granting pull only");
+    println!("  {curl}/v2/demo/secret/img/tags/list -u gitlab-ci-token:$LIB_TOKEN   # denied: not_in_allowlist");
     println!("  # why, step by step (policy edits in {} apply on save; a broken edit shows on /-/ready):", dir.join("policies").display());
     println!("  jobgate explain --config {} --token $LIB_TOKEN --method POST --url /demo/app.git/git-receive-pack", dir.join("jobgate.yaml").display());
     println!("  curl -s http://{admin}/metrics | grep jobgate_requests_total");
