@@ -20,6 +20,7 @@ pub mod body;
 pub mod classify;
 pub mod config;
 pub mod demo;
+pub mod enforce;
 pub mod explain;
 pub mod forward;
 pub mod generate;

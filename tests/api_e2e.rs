@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{curl, echo_upstream, Gateway, AUDIENCE, ISSUER};
+use common::{curl, echo_upstream, Gateway};
 use serde_json::Value;
 
 const POLICY: &str = "projects:\n  acme/app:\n    id: 42\n  acme/tools:\n    id: 43\n    allow:\n      - { from: acme/app, scopes: [api, write_package_registry] }\n";
@@ -16,8 +16,7 @@ fn gateway(dir: &std::path::Path) -> Gateway {
     let echo = echo_upstream();
     let replace = format!("url: 'http://127.0.0.1:{echo}', credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }}");
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\napi: {{ {replace} }}\npackages: {{ {replace} }}");
-    let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
-    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "api_routes: [{ method: GET, path: /api/v4/version, scope: read_api }]")
+    Gateway::start_upstreams(dir, &upstreams, POLICY, "api_routes: [{ method: GET, path: /api/v4/version, scope: read_api }]")
 }
 
 /// (status, echoed request) for one request with the job token in `JOB-TOKEN`.

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{free_port, run, wait_for_port, Gateway, Process, AUDIENCE, ISSUER};
+use common::{free_port, run, wait_for_port, Gateway, Process};
 
 /// acme/app (id 42) publishes to its own registry; acme/lib (43) may read it; acme/other (44) nothing.
 const POLICY: &str = "
@@ -30,12 +30,11 @@ fn tool(env: &str, default: &str) -> PathBuf {
 
 fn gateway(dir: &Path, packages: &str) -> Gateway {
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ {packages} }}");
-    let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
-    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "")
+    Gateway::start_upstreams(dir, &upstreams, POLICY, "")
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    common::output_text(out)
 }
 
 // ---------------------------------------------------------------- npm + verdaccio

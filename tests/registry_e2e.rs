@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{curl, free_port, run, wait_for_port, Gateway, Process, AUDIENCE, ISSUER};
+use common::{curl, free_port, run, wait_for_port, Gateway, Process};
 
 const POLICY: &str = "
 projects:
@@ -23,7 +23,7 @@ projects:
 ";
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    common::output_text(out)
 }
 
 /// An OCI image layout with one small layer, built offline.
@@ -105,8 +105,7 @@ fn gateway(dir: &Path, registry_port: u16, credentials: &str) -> Gateway {
     let keys = dir.join("keys");
     jobgate::generate::registry_key(&keys).unwrap();
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\nregistry: {{ url: 'http://127.0.0.1:{registry_port}', credentials: {credentials} }}");
-    let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
-    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }")
+    Gateway::start_upstreams(dir, &upstreams, POLICY, "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }")
 }
 
 fn scenario(dir: &Path, gw: &Gateway, store: &Path) {
@@ -167,8 +166,7 @@ fn skopeo_through_jobgate_to_a_token_auth_registry_that_checks_jobgates_tokens()
 /// As `gateway`, reusing the registry key the registry already trusts.
 fn gateway_keeping_key(dir: &Path, registry_port: u16) -> Gateway {
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\nregistry: {{ url: 'http://127.0.0.1:{registry_port}', credentials: passthrough }}");
-    let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
-    Gateway::start_full(dir, &upstreams, &issuer, POLICY, "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }")
+    Gateway::start_upstreams(dir, &upstreams, POLICY, "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }")
 }
 
 #[test]

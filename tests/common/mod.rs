@@ -30,6 +30,11 @@ impl Drop for Process {
     }
 }
 
+/// A command's stdout and stderr, for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
 /// Runs a command and returns its output; panics with stderr when it cannot start.
 pub fn run(command: &mut Command) -> Output {
     command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (run scripts/test.sh to install tools)"))
@@ -172,6 +177,12 @@ impl Gateway {
         let signer = Signer::from_pem(&std::fs::read_to_string(keys.join("signing-key.pem")).unwrap()).unwrap();
         let kid = signer.thumbprint();
         (signer, kid)
+    }
+
+    /// The default issuer, with the `upstreams:` entries given whole (one family per line).
+    pub fn start_upstreams(dir: &Path, upstreams: &str, policy: &str, extra_config: &str) -> Gateway {
+        let issuer = format!("name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json");
+        Gateway::start_full(dir, upstreams, &issuer, policy, extra_config)
     }
 
     /// Everything configurable: the `upstreams:` entries (one family per line), the issuer's fields,
