@@ -5,14 +5,17 @@
 //!
 //! ```text
 //! accept ─► TLS ─► classify ─► extract ─► verify ─► decide ─► forward | reject ─► record
-//!  serve    tls    classify    token::    token::   policy::  forward   reject     audit
-//!                  → Classified extract   verify    decide    (stream)
+//!  serve    tls    classify/   token::    token::   policy::  forward   reject     audit,
+//!                  → Classified extract   verify    decide    (stream)             metrics
 //!                               → token  → Claims  → Permit
 //! ```
 //!
-//! `proxy::enforce` runs classify → extract → verify → decide synchronously against one
-//! [`snapshot::Snapshot`] (policy + key sets, swapped whole by `reload`); `proxy::Gateway::handle`
-//! adds the edges: forwarding, refusing, recording.
+//! `enforce::enforce` runs classify → extract → verify → decide synchronously against one
+//! [`snapshot::Snapshot`] (the policy, swapped whole by `reload`) and the issuers' key sets (each
+//! behind its own `ArcSwap` in `token::source`); `proxy::Gateway::handle` adds the edges: the LFS
+//! batch peek, the unknown-kid refetch, the registry token realm (`registry_auth`), forwarding,
+//! refusing and recording. `admin` serves health, readiness, metrics, reload, revocations (`revoke`)
+//! and the GitLab job webhook.
 
 pub mod admin;
 pub mod audit;
