@@ -78,8 +78,8 @@ fn judge(
         Ok(_) if non_job == NonJob::Passthrough => return (None, Verdict::Passthrough),
         Ok(Credential::None) => return (None, reject(Reason::MissingCredential, "a CI job token is required")),
         Ok(Credential::NonJob) => return (None, reject(Reason::NonJobRejected, "only CI job tokens are accepted here")),
-        Err(e @ ExtractError::Conflicting) => return (None, reject(Reason::ConflictingCredentials, e.to_static())),
-        Err(e @ ExtractError::Malformed(_)) => return (None, reject(Reason::BadRequest, e.to_static())),
+        Err(e @ ExtractError::Conflicting) => return (None, Verdict::Reject(Rejection::new(Reason::ConflictingCredentials, e.to_string()))),
+        Err(e @ ExtractError::Malformed(_)) => return (None, Verdict::Reject(Rejection::new(Reason::BadRequest, e.to_string()))),
     };
     let registry_token = if bearer { verifier.verify_registry_token(&token, now) } else { None };
     let (claims, access) = match registry_token {
@@ -223,15 +223,6 @@ fn check_request_target(parts: &Parts) -> Result<(), &'static str> {
         }
     }
     Ok(())
-}
-
-impl ExtractError {
-    fn to_static(self) -> &'static str {
-        match self {
-            ExtractError::Conflicting => "two different credentials in one request",
-            ExtractError::Malformed(_) => "malformed Authorization header",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -235,10 +235,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Headers through which a client could claim an identity or origin that only jobgate may state;
 /// compared Rack-style, so `X_Forwarded_For` is caught too.
 fn is_identity_header(name: &str) -> bool {
-    let folded: String = name.chars().map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() }).collect();
-    folded.starts_with("x-forwarded-")
-        || folded.starts_with("x-jobgate-")
-        || matches!(folded.as_str(), "forwarded" | "x-real-ip" | "x-client-ip" | "true-client-ip" | "x-request-id")
+    // Header names are ASCII, so slicing at a byte index is safe.
+    let starts = |prefix: &str| name.len() >= prefix.len() && rack_eq(&name[..prefix.len()], prefix);
+    starts("x-forwarded-")
+        || starts("x-jobgate-")
+        || ["forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "x-request-id"].iter().any(|n| rack_eq(name, n))
 }
 
 fn remove_matching(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {

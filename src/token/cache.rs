@@ -14,8 +14,13 @@ use super::claims::Claims;
 pub type TokenDigest = [u8; 32];
 
 pub fn digest(token: &str) -> TokenDigest {
+    sha256(token.as_bytes())
+}
+
+/// SHA-256 as a fixed array (token cache keys, key-set change detection, secret comparison).
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref());
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
     out
 }
 

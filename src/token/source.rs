@@ -20,6 +20,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use super::cache::sha256;
 use super::keys::{KeySet, KeySetError, MAX_JWKS_BYTES};
 use crate::config::IssuerConfig;
 use crate::metrics::{FetchOutcome, IssuerStats};
@@ -370,12 +371,6 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
         .flat_map(|v| v.split(','))
         .find_map(|directive| directive.trim().strip_prefix("max-age=")?.parse().ok())
         .map(Duration::from_secs)
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    out
 }
 
 fn unix_seconds() -> f64 {
