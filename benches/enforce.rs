@@ -1,6 +1,6 @@
 //! The in-process enforce path (no sockets) for a `git-upload-pack` request with a GitLab-style job
 //! token: classify, extract, decide, verification per algorithm without the cache next to raw ring
-//! verification of the same signature, the cached verify, and the whole `proxy::enforce`.
+//! verification of the same signature, the cached verify, and the whole `enforce::enforce`.
 //!
 //! Run: `cargo bench --bench enforce` (criterion; results in target/criterion).
 //!
@@ -27,15 +27,15 @@ use base64::Engine;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{Method, Request};
 use jobgate::classify::classify;
+use jobgate::clock::unix_now;
 use jobgate::config::NonJob;
-use jobgate::metrics::Metrics;
+use jobgate::enforce::{enforce, Core, NoTrace, NonJobRules, Verdict};
 use jobgate::policy::{decide, Policy};
-use jobgate::proxy::{enforce, unix_now, Verdict};
+use jobgate::revoke::RevocationSet;
 use jobgate::snapshot::Snapshot;
 use jobgate::token::extract::extract;
-use jobgate::token::keys::KeySet;
+use jobgate::token::keys::{KeySet, KeyState};
 use jobgate::token::mint::{JobClaims, Signer};
-use jobgate::token::source::KeySource;
 use jobgate::token::verify::{Issuer, Verifier};
 use jobgate::token::Alg;
 use ring::signature::{self as sig, UnparsedPublicKey};
@@ -58,7 +58,6 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let metrics = Metrics::new();
     let (rsa, _) = Signer::generate(Alg::RS256).unwrap();
     let (ec, _) = Signer::generate(Alg::ES256).unwrap();
     let mut rsa_jwk = rsa.public_jwk();
@@ -74,7 +73,7 @@ fn fixture() -> Fixture {
         algorithms: vec![Alg::RS256, Alg::PS256, Alg::ES256],
         leeway: 30,
         max_lifetime: 3600,
-        keys: KeySource::fixed(keys, metrics.issuer("ci")),
+        keys: KeyState::fixed(keys),
     };
     let claims = JobClaims {
         iss: "https://gitlab.example.com".into(),
@@ -107,7 +106,7 @@ fn fixture() -> Fixture {
         (Alg::ES256, ec.sign_as(Alg::ES256, "ec", &payload).unwrap(), ec_raw),
     ];
     let snapshot = Snapshot { generation: 1, loaded_at: SystemTime::now(), policy: Policy::from_yaml(Path::new("bench.yaml"), POLICY).unwrap(), api_routes: Vec::new() };
-    Fixture { snapshot, verifier: Verifier::new(vec![issuer], 8192, 1000, &metrics), tokens }
+    Fixture { snapshot, verifier: Verifier::new(vec![issuer], 8192, 1000), tokens }
 }
 
 fn enforce_path(c: &mut Criterion) {
@@ -126,8 +125,10 @@ fn enforce_path(c: &mut Criterion) {
         .unwrap()
         .into_parts();
     let classified = classify(&parts.method, parts.uri.path(), parts.uri.query()).unwrap();
-    let claims = f.verifier.verify(token, now).unwrap();
-    assert!(matches!(enforce(&f.snapshot, &f.verifier, NonJob::Reject, &parts, now).verdict, Verdict::Allow(_)));
+    let claims = f.verifier.verify(token, now).unwrap().claims;
+    let (revocations, non_job) = (RevocationSet::default(), NonJobRules::uniform(NonJob::Reject));
+    let core = Core { snapshot: &f.snapshot, verifier: &f.verifier, revocations: &revocations, registry: None, non_job: &non_job };
+    assert!(matches!(enforce(&core, &parts, None, now, &mut NoTrace).verdict, Verdict::Allow(..)));
 
     c.bench_function("classify", |b| b.iter(|| classify(black_box(&parts.method), black_box(parts.uri.path()), None)));
     c.bench_function("extract_basic", |b| b.iter(|| extract(black_box(&parts.headers), None).map(|_| ())));
@@ -142,7 +143,7 @@ fn enforce_path(c: &mut Criterion) {
         c.bench_function(&format!("raw_ring_{name}"), |b| b.iter(|| raw_verify(black_box(input.as_bytes()), &signature)));
     }
     c.bench_function("verify_cached", |b| b.iter(|| f.verifier.verify(black_box(token), now).is_ok()));
-    c.bench_function("enforce_cached", |b| b.iter(|| enforce(&f.snapshot, &f.verifier, NonJob::Reject, black_box(&parts), now).claims.is_some()));
+    c.bench_function("enforce_cached", |b| b.iter(|| enforce(&core, black_box(&parts), None, now, &mut NoTrace).verdict.claims().is_some()));
 }
 
 criterion_group!(benches, enforce_path);

@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use jobgate::classify::{Action, Classified, Family, ProjectRef, Target};
 use jobgate::path::ProjectPath;
-use jobgate::policy::scope::Scope;
+use jobgate::scope::Scope;
 use jobgate::policy::{decide, Decision, Policy};
 use jobgate::snapshot::Snapshot;
 use jobgate::token::claims::Claims;

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::body::{self, Body};
-use crate::proxy::unix_now;
+use crate::clock::unix_now;
 use crate::reload::Reloader;
 use crate::revoke::{is_finished, Revocation, Revoked};
 
@@ -86,7 +86,7 @@ impl Admin {
                 json(status, &self.reloader.status())
             }
             (&Method::GET, "/metrics") => {
-                let mut response = Response::new(body::full(gateway.metrics.render()));
+                let mut response = Response::new(body::full(gateway.metrics().render()));
                 response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 response
             }
@@ -99,7 +99,7 @@ impl Admin {
                 Err(error) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"reloaded": false, "error": error})),
             },
             (&Method::GET, "/-/revocations") => {
-                json(StatusCode::OK, &serde_json::json!({ "revocations": gateway.verifier.revocations.list(unix_now()) }))
+                json(StatusCode::OK, &serde_json::json!({ "revocations": gateway.revocations().set().list(unix_now()) }))
             }
             (&Method::POST, "/-/revocations") => self.revoke(incoming).await,
             (_, "/-/healthy" | "/-/ready" | "/metrics" | "/-/reload" | "/-/revocations" | "/-/hooks/gitlab") => {
@@ -142,12 +142,12 @@ impl Admin {
 
     /// Revokes now; answers only once the revocation is on disk.
     async fn persist(&self, what: Revoked, expires_at: Option<i64>) -> Response<Body> {
-        let verifier = &self.reloader.gateway().verifier;
+        let gateway = self.reloader.gateway();
         let now = unix_now();
-        let revocation = Revocation { what, expires_at: expires_at.unwrap_or(now + verifier.max_lifetime()) };
-        match verifier.revocations.revoke(revocation.clone(), now).await {
+        let revocation = Revocation { what, expires_at: expires_at.unwrap_or(now + gateway.verifier().max_lifetime()) };
+        match gateway.revocations().revoke(revocation.clone(), now).await {
             Ok(()) => {
-                self.reloader.gateway().metrics.revocations.set(i64::try_from(verifier.revocations.len()).unwrap_or(i64::MAX));
+                gateway.metrics().revocations.set(i64::try_from(gateway.revocations().set().len()).unwrap_or(i64::MAX));
                 tracing::info!(?revocation.what, "revoked");
                 json(StatusCode::OK, &serde_json::json!({"revoked": true, "revocation": revocation}))
             }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Body = BoxBody<Bytes, BoxError>;
 
 /// A complete in-memory body.
@@ -14,6 +14,10 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 }
 
 /// A streamed body (request or response), passed through chunk by chunk, never buffered.
-pub fn stream(incoming: hyper::body::Incoming) -> Body {
-    incoming.map_err(BoxError::from).boxed()
+pub fn stream<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    body.map_err(|e| -> BoxError { Box::new(e) }).boxed()
 }

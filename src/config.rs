@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::uri::{Authority, Scheme};
+use http::Uri;
 use serde::Deserialize;
 
+use crate::classify::Family;
 use crate::token::Alg;
 
 /// An error in a configuration file; the message names the file and, where known, line and key.
@@ -78,7 +81,7 @@ fn default_registry_ttl() -> u64 {
 pub struct ApiRoute {
     pub method: String,
     pub path: String,
-    pub scope: crate::policy::scope::Scope,
+    pub scope: crate::scope::Scope,
 }
 
 /// Where revocations are persisted; without a file they live in memory only (lost on restart).
@@ -203,17 +206,30 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Every configured upstream with its family name.
-    pub fn all(&self) -> impl Iterator<Item = (&'static str, &UpstreamConfig)> {
-        [
-            ("git", Some(&self.git)),
-            ("lfs", self.lfs.as_ref()),
-            ("registry", self.registry.as_ref()),
-            ("packages", self.packages.as_ref()),
-            ("api", self.api.as_ref()),
-        ]
-            .into_iter()
-            .filter_map(|(name, config)| config.map(|c| (name, c)))
+    /// The upstream configured for `family`, if any (families without one use git's).
+    pub fn get(&self, family: Family) -> Option<&UpstreamConfig> {
+        match family {
+            Family::Git => Some(&self.git),
+            Family::Lfs => self.lfs.as_ref(),
+            Family::Registry => self.registry.as_ref(),
+            Family::Packages => self.packages.as_ref(),
+            Family::Api => self.api.as_ref(),
+        }
+    }
+
+    fn get_mut(&mut self, family: Family) -> Option<&mut UpstreamConfig> {
+        match family {
+            Family::Git => Some(&mut self.git),
+            Family::Lfs => self.lfs.as_mut(),
+            Family::Registry => self.registry.as_mut(),
+            Family::Packages => self.packages.as_mut(),
+            Family::Api => self.api.as_mut(),
+        }
+    }
+
+    /// Every configured upstream with its family.
+    pub fn all(&self) -> impl Iterator<Item = (Family, &UpstreamConfig)> {
+        Family::ALL.into_iter().filter_map(|family| self.get(family).map(|c| (family, c)))
     }
 }
 
@@ -371,10 +387,8 @@ impl Config {
         for p in [self.admin.token_file.as_mut(), self.admin.webhook_secret_file.as_mut(), self.revocations.file.as_mut(), registry_key].into_iter().flatten() {
             resolve(p);
         }
-        let upstreams = &mut self.upstreams;
-        let all = [Some(&mut upstreams.git), upstreams.lfs.as_mut(), upstreams.registry.as_mut(), upstreams.packages.as_mut(), upstreams.api.as_mut()];
-        for upstream in all.into_iter().flatten() {
-            if let Some(replace) = &mut upstream.replace {
+        for family in Family::ALL {
+            if let Some(replace) = self.upstreams.get_mut(family).and_then(|u| u.replace.as_mut()) {
                 resolve(&mut replace.value_file);
             }
         }
@@ -411,8 +425,9 @@ impl Config {
                 return Err(format!("{at}: discovery needs an https:// iss"));
             }
         }
-        for (name, upstream) in self.upstreams.all() {
-            crate::forward::parse_upstream_url(&upstream.url).map_err(|e| format!("upstreams.{name}.url: {e}"))?;
+        for (family, upstream) in self.upstreams.all() {
+            let name = family.id();
+            parse_upstream_url(&upstream.url).map_err(|e| format!("upstreams.{name}.url: {e}"))?;
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
                 return Err(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
             }
@@ -427,6 +442,22 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Checks an upstream URL: `http://host[:port][/prefix]`, no query, no user info.
+///
+/// # Errors
+/// A message saying what is wrong with the URL.
+pub fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return Err(format!("{url:?}: only http:// upstreams are supported (TLS ends at jobgate)"));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| format!("{url:?} has no host"))?;
+    if authority.as_str().contains('@') || uri.query().is_some() {
+        return Err(format!("{url:?} must not carry user info or a query"));
+    }
+    Ok((Scheme::HTTP, authority, uri.path().trim_end_matches('/').to_owned()))
 }
 
 /// Parses YAML into `T`, turning serde_yaml's error into one that names the file and line.
@@ -510,6 +541,14 @@ upstreams:
         }
         let (_dir, path) = write(&MINIMAL.replace("jwks_file: keys/jwks.json", "discovery: true"));
         assert!(Config::load(&path).is_ok());
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(parse_upstream_url("http://127.0.0.1:8080/git/").unwrap().2, "/git");
+        for bad in ["https://x", "ftp://x", "http://u:p@x", "http://x/?q=1", "x"] {
+            assert!(parse_upstream_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,177 +1,340 @@
-//! `enforce`: classify → extract → verify → decide for one request, synchronously and without I/O,
-//! against one policy snapshot and the issuers' current key sets. It returns everything it learned,
-//! so the edges (`proxy`) can forward or refuse and record. Tests and benches call it directly.
+//! `enforce`: THE decision path — classify → extract → verify → decide — for one request,
+//! synchronously and without I/O, against one policy snapshot, the issuers' key sets and the
+//! revocation set. `serve` (through `proxy`), `jobgate explain`, the policy tests of `jobgate check`
+//! and the registry token realm all call these functions; none of them composes the stages itself.
+//! [`enforce`] narrates into a [`Trace`]; with [`NoTrace`] the narration compiles away.
+
+use std::time::Instant;
 
 use http::request::Parts;
 use http::{header, Version};
 
-use crate::classify::{self, classify, lfs, Action, Classified, Family, Target, Unmatched};
-use crate::config::{ApiRoute, NonJob};
-use crate::policy::scope::Scope;
-use crate::policy::{decide, Decision, Permit};
+use crate::classify::{classify_with_mount, lfs, Action, Classified, Family, FamilyMap, Target, Unmatched};
+use crate::config::{ApiRoute, Config, NonJob};
+use crate::path::ProjectPath;
+pub use crate::policy::decide::{NoTrace, Trace};
+use crate::policy::decide::{decide_traced, Decision};
+use crate::policy::Permit;
 use crate::reason::Reason;
-use crate::registry_auth::{self, Access};
-use crate::reject::Rejection;
+use crate::refusal::Refusal;
+use crate::registry::token::{grants, Access, RegistryTokens};
+use crate::revoke::RevocationSet;
+use crate::scope::Scope;
 use crate::snapshot::Snapshot;
 use crate::token::claims::Claims;
-use crate::token::extract::{extract, Credential, ExtractError};
+use crate::token::extract::{extract, Credential};
 use crate::token::verify::{VerifiedClaims, Verifier, VerifyError};
+
+/// Everything a decision reads, borrowed for one request.
+#[derive(Clone, Copy)]
+pub struct Core<'a> {
+    pub snapshot: &'a Snapshot,
+    pub verifier: &'a Verifier,
+    pub revocations: &'a RevocationSet,
+    /// jobgate's own registry token issuer, when the registry family is configured.
+    pub registry: Option<&'a RegistryTokens>,
+    pub non_job: &'a NonJobRules,
+}
+
+/// A classified request and, for a cross-repository registry mount, the image it reads from.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub request: Classified,
+    pub mount_from: Option<ProjectPath>,
+}
 
 /// What `enforce` concluded.
 #[derive(Debug)]
 pub enum Verdict {
-    /// A verified job token and a policy permit.
-    Allow(Permit),
+    /// A verified job and the policy's permit.
+    Allow(VerifiedClaims, Permit),
+    /// The policy denies, but in `mode: audit`: forwarded, and recorded as a would-deny.
+    WouldDeny(VerifiedClaims, Refusal),
     /// Not job traffic, on a route that passes it to the upstream untouched.
     Passthrough,
-    /// The policy denies, but in `mode: audit`: forwarded, and recorded as a would-deny.
-    WouldDeny(Rejection),
-    Reject(Rejection),
+    Refuse(Refusal, Option<VerifiedClaims>),
 }
 
-/// Everything `enforce` learned, for forwarding and for the audit line.
+/// Everything `enforce` learned, for forwarding and for the record.
 #[derive(Debug)]
 pub struct Enforced {
-    pub classified: Result<Classified, Unmatched>,
-    pub claims: Option<VerifiedClaims>,
+    /// `None` when the request matched no known endpoint.
+    pub request: Option<Classified>,
     pub verdict: Verdict,
     /// The issuer whose key set lacked the token's `kid`: worth one refetch and a second try.
     pub unknown_kid: Option<usize>,
+    /// How verification went, when a credential reached a verifier.
+    pub verified: Option<VerifyStats>,
 }
 
-/// Classifies, extracts, verifies and decides one request at time `now` (seconds since the epoch).
-pub fn enforce(snapshot: &Snapshot, verifier: &Verifier, non_job: impl Into<NonJobRules>, parts: &Parts, now: i64) -> Enforced {
-    let non_job = non_job.into();
-    let mut classified = classify(&parts.method, parts.uri.path(), parts.uri.query())
-        .or_else(|unmatched| opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched));
-    // An LFS batch's action is in its body, which `handle` peeked (a batch not peeked stays a write).
-    if let (Ok(request), Some(lfs::BatchOperation(action))) = (&mut classified, parts.extensions.get::<lfs::BatchOperation>()) {
-        if request.family == Family::Lfs {
-            *request = lfs::lfs(match &request.target {
-                Target::Project(project) => project.clone(),
-                _ => return Enforced { classified, claims: None, verdict: Verdict::Reject(Rejection::new(Reason::BadRequest, "LFS batch without a project")), unknown_kid: None },
-            }, *action);
+/// One verification, for the metrics the edge keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifyStats {
+    /// Some(true) for a cache hit, Some(false) for a miss, None for a registry token (never cached).
+    pub cached: Option<bool>,
+    pub seconds: f64,
+}
+
+/// allow, passthrough or deny: the audit line's `decision` and the metrics' `decision` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    Allow,
+    Passthrough,
+    Deny,
+}
+
+impl Disposition {
+    pub fn id(self) -> &'static str {
+        match self {
+            Disposition::Allow => "allow",
+            Disposition::Passthrough => "passthrough",
+            Disposition::Deny => "deny",
         }
     }
-    let mut unknown_kid = None;
-    let non_job = non_job.for_family(classified.as_ref().ok().map(|c| c.family));
-    let (claims, verdict) = judge(snapshot, verifier, non_job, parts, &classified, now, &mut unknown_kid);
-    Enforced { classified, claims, verdict, unknown_kid }
 }
 
-fn judge(
-    snapshot: &Snapshot,
-    verifier: &Verifier,
-    non_job: NonJob,
-    parts: &Parts,
-    classified: &Result<Classified, Unmatched>,
-    now: i64,
-    unknown_kid: &mut Option<usize>,
-) -> (Option<VerifiedClaims>, Verdict) {
-    let reject = |reason, message: &'static str| Verdict::Reject(Rejection::new(reason, message));
-    if let Err(message) = check_request_target(parts) {
-        return (None, reject(Reason::BadRequest, message));
+/// A decision in the terms every consumer compares: serve's record, `explain`, the policy tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub disposition: Disposition,
+    /// False for a would-deny in `mode: audit`.
+    pub enforced: bool,
+    pub reason: Reason,
+}
+
+impl Verdict {
+    pub fn summary(&self) -> Summary {
+        let (disposition, enforced, reason) = match self {
+            Verdict::Allow(_, permit) => (Disposition::Allow, true, permit.reason()),
+            Verdict::WouldDeny(_, refusal) => (Disposition::Deny, false, refusal.reason()),
+            Verdict::Passthrough => (Disposition::Passthrough, true, Reason::NonJobPassthrough),
+            Verdict::Refuse(refusal, _) => (Disposition::Deny, true, refusal.reason()),
+        };
+        Summary { disposition, enforced, reason }
     }
-    let (token, bearer) = match extract(&parts.headers, parts.uri.query()) {
-        Ok(Credential::Job(token)) => (token, false),
-        Ok(Credential::BearerJwt(token)) => (token, true),
-        Ok(_) if non_job == NonJob::Passthrough => return (None, Verdict::Passthrough),
-        Ok(Credential::None) => return (None, reject(Reason::MissingCredential, "a CI job token is required")),
-        Ok(Credential::NonJob) => return (None, reject(Reason::NonJobRejected, "only CI job tokens are accepted here")),
-        Err(e @ ExtractError::Conflicting) => return (None, Verdict::Reject(Rejection::new(Reason::ConflictingCredentials, e.to_string()))),
-        Err(e @ ExtractError::Malformed(_)) => return (None, Verdict::Reject(Rejection::new(Reason::BadRequest, e.to_string()))),
+
+    pub fn claims(&self) -> Option<&VerifiedClaims> {
+        match self {
+            Verdict::Allow(claims, _) | Verdict::WouldDeny(claims, _) | Verdict::Refuse(_, Some(claims)) => Some(claims),
+            Verdict::Passthrough | Verdict::Refuse(_, None) => None,
+        }
+    }
+}
+
+/// Classifies, extracts, verifies and decides one request at `now` (seconds since the epoch).
+/// `batch` is the operation of an LFS batch body the edge peeked (an unpeeked batch is a write).
+pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::BatchOperation>, now: i64, trace: &mut T) -> Enforced {
+    let routed = classify_request(core.snapshot, parts, batch);
+    trace.note(|| match &routed {
+        Ok(Routed { request: r, mount_from }) => format!(
+            "classified: family {} action {} scope {} target {} destructive {}{}",
+            r.family.id(),
+            r.action.id(),
+            r.scope,
+            r.target,
+            r.destructive,
+            mount_from.as_ref().map_or(String::new(), |from| format!(" (mounts from {from})")),
+        ),
+        Err(unmatched) => format!("classified: unmatched ({}): job tokens are denied", unmatched.why),
+    });
+    let family = routed.as_ref().ok().map(|r| r.request.family);
+    let mut verified = None;
+    let authenticated = check_target(parts)
+        .map_err(Refused::from)
+        .and_then(|()| authenticate(core, parts, core.non_job.for_family(family), true, now, &mut verified));
+    let (verdict, unknown_kid) = match authenticated {
+        Err(refused) => {
+            trace.note(|| format!("credential: refused: {}", refused.refusal.message));
+            (Verdict::Refuse(refused.refusal, None), refused.unknown_kid)
+        }
+        Ok(Authenticated::NonJob) => {
+            trace.note(|| "credential: not a job token; passed through (non_job: passthrough)".to_owned());
+            (Verdict::Passthrough, None)
+        }
+        Ok(Authenticated::Job(job)) => {
+            trace.note(|| describe(job.claims.claims()));
+            let verdict = match &routed {
+                Err(unmatched) => Verdict::Refuse(Refusal::from(*unmatched), Some(job.claims)),
+                Ok(routed) => match authorize(core.snapshot, routed, job.claims.claims(), job.access.as_deref(), trace) {
+                    Ruling::Allow(permit) => Verdict::Allow(job.claims, permit),
+                    Ruling::Deny { refusal, enforced: true } => Verdict::Refuse(refusal, Some(job.claims)),
+                    Ruling::Deny { refusal, enforced: false } => Verdict::WouldDeny(job.claims, refusal),
+                },
+            };
+            (verdict, None)
+        }
     };
-    let registry_token = if bearer { verifier.verify_registry_token(&token, now) } else { None };
-    let (claims, access) = match registry_token {
-        Some(Ok((claims, access))) => (claims, Some(access)),
-        Some(Err(e)) => return (None, Verdict::Reject(Rejection::new(e.reason(), e.to_string()))),
-        None => match verify_job_token(verifier, &token, bearer, non_job, now, unknown_kid) {
-            Ok(claims) => (claims, None),
-            Err(verdict) => return (None, verdict),
+    Enforced { request: routed.ok().map(|r| r.request), verdict, unknown_kid, verified }
+}
+
+/// Classification with everything the config adds: the endpoint table, the API routes the config
+/// opens, and an LFS batch's peeked operation.
+///
+/// # Errors
+/// [`Unmatched`] for shapes outside the table that no API route opens.
+pub fn classify_request(snapshot: &Snapshot, parts: &Parts, batch: Option<lfs::BatchOperation>) -> Result<Routed, Unmatched> {
+    let (method, path) = (&parts.method, parts.uri.path());
+    let mut routed = match classify_with_mount(method, path, parts.uri.query()) {
+        Ok((request, mount_from)) => Routed { request, mount_from },
+        Err(unmatched) => Routed { request: opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched)?, mount_from: None },
+    };
+    if let (Some(lfs::BatchOperation(action)), Target::Project(project)) = (batch, &routed.request.target) {
+        if routed.request.family == Family::Lfs && lfs::is_batch(method, path) {
+            routed.request = lfs::lfs(project.clone(), action);
+        }
+    }
+    Ok(routed)
+}
+
+/// The verified job behind a request's credential.
+#[derive(Debug)]
+pub struct Job {
+    pub claims: VerifiedClaims,
+    /// What a registry token grants (`None` for job tokens).
+    pub access: Option<Vec<Access>>,
+}
+
+/// What the credential turned out to be.
+#[derive(Debug)]
+pub enum Authenticated {
+    Job(Job),
+    /// Not job traffic, on a route that passes it through.
+    NonJob,
+}
+
+/// A credential refused, and the issuer worth a refetch when its key set lacked the token's `kid`.
+#[derive(Debug)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub unknown_kid: Option<usize>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Refused {
+        Refused { refusal, unknown_kid: None }
+    }
+}
+
+/// Extracts and verifies the request's credential, revocations included. `registry_tokens` says
+/// whether jobgate's own registry tokens are accepted here (not at the realm that issues them).
+///
+/// # Errors
+/// A missing, malformed, conflicting, invalid or revoked credential.
+pub fn authenticate(
+    core: &Core<'_>,
+    parts: &Parts,
+    non_job: NonJob,
+    registry_tokens: bool,
+    now: i64,
+    stats: &mut Option<VerifyStats>,
+) -> Result<Authenticated, Refused> {
+    let (token, bearer) = match extract(&parts.headers, parts.uri.query()).map_err(Refusal::from)? {
+        Credential::Job(token) => (token, false),
+        Credential::BearerJwt(token) => (token, true),
+        _ if non_job == NonJob::Passthrough => return Ok(Authenticated::NonJob),
+        Credential::None => return Err(Refusal::new(Reason::MissingCredential, "a CI job token is required").into()),
+        Credential::NonJob => return Err(non_job_rejected().into()),
+    };
+    let started = Instant::now();
+    let registry = core.registry.filter(|r| registry_tokens && bearer && r.is_ours(&token));
+    let (verified, cached) = match registry {
+        Some(registry) => (registry.verify(&token, now).map(|(claims, access)| Job { claims, access: Some(access) }), None),
+        None => match core.verifier.verify(&token, now) {
+            Ok(verified) => (Ok(Job { claims: verified.claims, access: None }), Some(verified.cached)),
+            Err(e) => (Err(e), Some(false)),
         },
     };
-    let verdict = match classified {
-        Err(unmatched) => reject(Reason::UnmatchedRequest, unmatched.why),
-        Ok(request) => decide_all(snapshot, request, claims.claims(), access.as_deref(), parts),
-    };
-    (Some(claims), verdict)
-}
-
-/// Verifies a job token; a Bearer JWT from no configured issuer is non-job traffic.
-fn verify_job_token(
-    verifier: &Verifier,
-    token: &str,
-    bearer: bool,
-    non_job: NonJob,
-    now: i64,
-    unknown_kid: &mut Option<usize>,
-) -> Result<VerifiedClaims, Verdict> {
-    match verifier.verify(token, now) {
-        Ok(claims) => Ok(claims),
+    *stats = Some(VerifyStats { cached, seconds: started.elapsed().as_secs_f64() });
+    let job = match verified {
+        Ok(job) => job,
         // A Bearer JWT no configured issuer signed is some other service's credential: non-job traffic.
-        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => Err(Verdict::Passthrough),
-        Err(VerifyError::UnknownIssuer) if bearer => {
-            Err(Verdict::Reject(Rejection::new(Reason::NonJobRejected, "only CI job tokens are accepted here")))
-        }
+        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => return Ok(Authenticated::NonJob),
+        Err(VerifyError::UnknownIssuer) if bearer => return Err(non_job_rejected().into()),
         Err(e) => {
-            if let VerifyError::UnknownKid { issuer } = e {
-                *unknown_kid = Some(issuer);
-            }
-            Err(Verdict::Reject(Rejection::new(e.reason(), e.to_string())))
+            let unknown_kid = match e {
+                VerifyError::UnknownKid { issuer } => issuer,
+                _ => None,
+            };
+            return Err(Refused { refusal: e.into(), unknown_kid });
+        }
+    };
+    // Revocations apply to every kind of token, cached ones included: the check is never skipped.
+    if core.revocations.is_revoked(job.claims.claims(), now) {
+        return Err(Refusal::from(VerifyError::Revoked).into());
+    }
+    Ok(Authenticated::Job(job))
+}
+
+fn non_job_rejected() -> Refusal {
+    Refusal::new(Reason::NonJobRejected, "only CI job tokens are accepted here")
+}
+
+/// The policy's answer for one classified request.
+#[derive(Debug)]
+pub enum Ruling {
+    Allow(Permit),
+    /// `enforced: false` is a would-deny (`mode: audit`).
+    Deny { refusal: Refusal, enforced: bool },
+}
+
+impl Ruling {
+    pub fn summary(&self) -> Summary {
+        match self {
+            Ruling::Allow(permit) => Summary { disposition: Disposition::Allow, enforced: true, reason: permit.reason() },
+            Ruling::Deny { refusal, enforced } => Summary { disposition: Disposition::Deny, enforced: *enforced, reason: refusal.reason() },
         }
     }
 }
 
-/// The policy decision, plus what registry requests add: a registry token must grant the action, and
-/// a cross-repository mount must also be allowed to pull from its source.
-fn decide_all(snapshot: &Snapshot, request: &Classified, claims: &Claims, access: Option<&[Access]>, parts: &Parts) -> Verdict {
-    let verdict = decide_one(snapshot, request, claims, access);
-    if request.family != Family::Registry || !matches!(verdict, Verdict::Allow(_)) {
-        return verdict;
-    }
-    let rest = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
-    match classify::registry::classify(&parts.method, rest, parts.uri.query()).map(|r| r.mount_from) {
-        Ok(Some(from)) => {
-            let pull = Classified { target: Target::Image(from), action: Action::Read, scope: Scope::ReadRegistry, destructive: false, ..request.clone() };
-            match decide_one(snapshot, &pull, claims, access) {
-                Verdict::Allow(_) => verdict,
-                refused => refused,
-            }
-        }
-        _ => verdict,
+/// The policy decision for a verified job, plus what registry requests add: a registry token must
+/// grant the action, and a cross-repository mount must also be allowed to pull from its source.
+pub fn authorize<T: Trace>(snapshot: &Snapshot, routed: &Routed, claims: &Claims, access: Option<&[Access]>, trace: &mut T) -> Ruling {
+    let ruling = authorize_one(snapshot, &routed.request, claims, access, trace);
+    let (Ruling::Allow(_), Some(from)) = (&ruling, &routed.mount_from) else { return ruling };
+    trace.note(|| format!("mount: the source image {from} must be readable too"));
+    let pull = Classified { target: Target::Image(from.clone()), action: Action::Read, scope: Scope::ReadRegistry, destructive: false, ..routed.request.clone() };
+    match authorize_one(snapshot, &pull, claims, access, trace) {
+        Ruling::Allow(_) => ruling,
+        refused => refused,
     }
 }
 
-fn decide_one(snapshot: &Snapshot, request: &Classified, claims: &Claims, access: Option<&[Access]>) -> Verdict {
+fn authorize_one<T: Trace>(snapshot: &Snapshot, request: &Classified, claims: &Claims, access: Option<&[Access]>, trace: &mut T) -> Ruling {
     if let (Some(access), Target::Image(name)) = (access, &request.target) {
         let action = match (request.action, request.destructive) {
             (Action::Read, _) => "pull",
             (Action::Write, false) => "push",
             (Action::Write, true) => "delete",
         };
-        if !registry_auth::grants(access, name.as_str(), action) {
-            return Verdict::Reject(Rejection::new(Reason::RegistryScopeMissing, format!("the registry token does not grant {action} on {name}")));
+        if !grants(access, name.as_str(), action) {
+            trace.note(|| format!("registry token: does not grant {action} on {name}"));
+            let refusal = Refusal::new(Reason::RegistryScopeMissing, format!("the registry token does not grant {action} on {name}"));
+            return Ruling::Deny { refusal, enforced: true };
         }
     }
-    match decide(&snapshot.policy, request, claims) {
-            Decision::Allow(permit) => Verdict::Allow(permit),
-            Decision::Deny(denial) => {
-                let rejection = Rejection::new(
-                    denial.reason,
-                    format!(
-                        "jobs of {} may not use {} on {}",
-                        claims.project_path,
-                        denial.needed,
-                        request.target
-                    ),
-                );
-                if denial.enforced {
-                    Verdict::Reject(rejection)
-                } else {
-                    Verdict::WouldDeny(rejection)
-                }
-            }
+    match decide_traced(&snapshot.policy, request, claims, trace) {
+        Decision::Allow(permit) => Ruling::Allow(permit),
+        Decision::Deny(denial) => Ruling::Deny { refusal: Refusal::denied(&denial, claims, request), enforced: denial.enforced },
     }
+}
+
+fn describe(c: &Claims) -> String {
+    format!(
+        "token: iss {} project {} (id {}) job {} user {:?}/{:?} role {:?} ref {:?} ({:?}, protected {}) environment {:?} (protected {}) scopes {}",
+        c.iss,
+        c.project_path,
+        c.project_id,
+        c.job_id,
+        c.user_login,
+        c.user_id,
+        c.user_access_level,
+        c.git_ref,
+        c.ref_type,
+        c.ref_protected,
+        c.environment,
+        c.environment_protected,
+        c.scopes.map_or("none".to_owned(), |s| format!("[{s}]")),
+    )
 }
 
 /// An API endpoint the config opens to job tokens: an exact path match, decided on the job's own
@@ -182,44 +345,44 @@ fn opened_api_route(routes: &[ApiRoute], parts: &Parts) -> Option<Classified> {
 }
 
 /// The `non_job` setting per family: the process-wide default, overridden by an upstream's own.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NonJobRules {
+    /// For requests that match no family.
     pub default: NonJob,
-    /// Overrides for git, lfs, registry, packages, api.
-    pub families: [Option<NonJob>; 5],
+    pub families: FamilyMap<NonJob>,
 }
 
 impl NonJobRules {
-    fn for_family(self, family: Option<Family>) -> NonJob {
-        let index = match family {
-            Some(Family::Git) => 0,
-            Some(Family::Lfs) => 1,
-            Some(Family::Registry) => 2,
-            Some(Family::Packages) => 3,
-            Some(Family::Api) => 4,
-            None => return self.default,
-        };
-        self.families[index].unwrap_or(self.default)
+    pub fn new(config: &Config) -> NonJobRules {
+        let families = FamilyMap::from_fn(|family| config.upstreams.get(family).and_then(|u| u.non_job).unwrap_or(config.non_job));
+        NonJobRules { default: config.non_job, families }
     }
-}
 
-impl From<NonJob> for NonJobRules {
-    fn from(default: NonJob) -> Self {
-        NonJobRules { default, families: [None; 5] }
+    /// The same setting everywhere.
+    pub fn uniform(non_job: NonJob) -> NonJobRules {
+        NonJobRules { default: non_job, families: FamilyMap::from_fn(|_| non_job) }
+    }
+
+    pub fn for_family(&self, family: Option<Family>) -> NonJob {
+        family.map_or(self.default, |family| self.families[family])
     }
 }
 
 /// Request-target shapes that would let jobgate and the upstream disagree about the request.
-fn check_request_target(parts: &Parts) -> Result<(), &'static str> {
+///
+/// # Errors
+/// A `bad_request` refusal saying which shape.
+pub fn check_target(parts: &Parts) -> Result<(), Refusal> {
+    let bad = |why: &'static str| Err(Refusal::new(Reason::BadRequest, why));
     if parts.version < Version::HTTP_2 && parts.uri.authority().is_some() {
-        return Err("absolute-form request targets are not accepted");
+        return bad("absolute-form request targets are not accepted");
     }
     if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
-        return Err("more than one Host header");
+        return bad("more than one Host header");
     }
     if let (Some(authority), Some(host)) = (parts.uri.authority(), parts.headers.get(header::HOST)) {
         if authority.as_str().as_bytes() != host.as_bytes() {
-            return Err(":authority and Host disagree");
+            return bad(":authority and Host disagree");
         }
     }
     Ok(())
@@ -240,15 +403,15 @@ mod tests {
 
     #[test]
     fn request_targets_that_could_be_read_two_ways_are_refused() {
-        assert!(check_request_target(&parts("/a/b.git/info/refs", Version::HTTP_11, &["x"])).is_ok());
-        assert!(check_request_target(&parts("https://x/a/b.git/info/refs", Version::HTTP_2, &[])).is_ok());
-        assert!(check_request_target(&parts("https://x/a", Version::HTTP_2, &["x"])).is_ok());
+        assert!(check_target(&parts("/a/b.git/info/refs", Version::HTTP_11, &["x"])).is_ok());
+        assert!(check_target(&parts("https://x/a/b.git/info/refs", Version::HTTP_2, &[])).is_ok());
+        assert!(check_target(&parts("https://x/a", Version::HTTP_2, &["x"])).is_ok());
         for (uri, version, hosts) in [
             ("https://evil/a/b.git/info/refs", Version::HTTP_11, &["x"][..]),
             ("/a", Version::HTTP_11, &["a", "b"][..]),
             ("https://x/a", Version::HTTP_2, &["y"][..]),
         ] {
-            assert!(check_request_target(&parts(uri, version, hosts)).is_err(), "{uri} {hosts:?}");
+            assert!(check_target(&parts(uri, version, hosts)).is_err(), "{uri} {hosts:?}");
         }
     }
 }

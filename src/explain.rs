@@ -1,75 +1,69 @@
-//! `jobgate explain`: the whole derivation for one token and one request — the classified request,
-//! the verified claims used, the baseline, each allowlist entry and why it did or did not apply, each
-//! ceiling, the final scopes, the decision and its reason id. Read-only; the token is never printed.
+//! `jobgate explain`: the whole derivation for one token and one request, narrated by the very call
+//! `serve` makes (`enforce::enforce` with a trace): the classified request, the verified claims, the
+//! baseline, each allowlist entry and why it did or did not apply, each ceiling, the final scopes,
+//! the decision and its reason id. Read-only; the token is never printed.
 
-use http::Method;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::request::Parts;
+use http::{header, HeaderValue, Method, Request};
 
-use crate::classify::classify;
-use crate::policy::decide::{decide_traced, Decision};
-use crate::snapshot::Snapshot;
-use crate::token::verify::Verifier;
+use crate::enforce::{enforce, Core, Summary, Verdict};
+use crate::token::extract::JOB_USER;
 
-/// Explains one request. `url` may be absolute (`https://host/path?query`) or a path.
-pub fn explain(snapshot: &Snapshot, verifier: &Verifier, token: &str, method: &str, url: &str, now: i64) -> Vec<String> {
-    let mut out = Vec::new();
-    let path_and_query = match url.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => url,
+/// An explanation: the lines to print and the decision they lead to.
+pub struct Explained {
+    pub lines: Vec<String>,
+    /// `None` when the request could not even be built (a bad method or URL).
+    pub summary: Option<Summary>,
+}
+
+/// Explains one request at `now`. `url` may be absolute (`https://host/path?query`) or a path; the
+/// token travels where a client would put it (see [`request`]).
+pub fn explain(core: &Core<'_>, token: &str, method: &str, url: &str, now: i64) -> Explained {
+    let mut lines = Vec::new();
+    let parts = match request(core, token, method, url) {
+        Ok(parts) => parts,
+        Err(why) => return Explained { lines: vec![format!("request: {why}")], summary: None },
     };
-    let (path, query) = path_and_query.split_once('?').map_or((path_and_query, None), |(p, q)| (p, Some(q)));
-    out.push(format!("request: {method} {path}{}", if query.is_some() { "?…" } else { "" }));
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        out.push("decision: deny (bad_request): not an HTTP method".into());
-        return out;
-    };
-    let request = match classify(&method, path, query) {
-        Ok(request) => request,
-        Err(unmatched) => {
-            out.push(format!("classified: unmatched ({}): job tokens are denied", unmatched.why));
-            out.push("decision: deny (unmatched_request)".into());
-            return out;
-        }
-    };
-    out.push(format!(
-        "classified: family {} action {} scope {} target {} destructive {}",
-        request.family.id(),
-        request.action.id(),
-        request.scope,
-        request.target,
-        request.destructive
-    ));
-    let verified = match verifier.verify(crate::token::strip_prefix(token.trim()), now) {
-        Ok(verified) => verified,
-        Err(e) => {
-            out.push(format!("token: refused: {e}"));
-            out.push(format!("decision: deny ({})", e.reason()));
-            return out;
-        }
-    };
-    let c = verified.claims();
-    out.push(format!(
-        "token: iss {} project {} (id {}) job {} user {:?}/{:?} role {:?} ref {:?} ({:?}, protected {}) environment {:?} (protected {}) scopes {}",
-        c.iss,
-        c.project_path,
-        c.project_id,
-        c.job_id,
-        c.user_login,
-        c.user_id,
-        c.user_access_level,
-        c.git_ref,
-        c.ref_type,
-        c.ref_protected,
-        c.environment,
-        c.environment_protected,
-        c.scopes.map_or("none".to_owned(), |s| format!("[{s}]")),
-    ));
-    let mut trace = Vec::new();
-    let decision = decide_traced(&snapshot.policy, &request, c, &mut trace);
-    out.extend(trace);
-    out.push(match decision {
-        Decision::Allow(permit) => format!("decision: allow (granted) with [{}]", permit.scopes()),
-        Decision::Deny(d) if d.enforced => format!("decision: deny ({})", d.reason),
-        Decision::Deny(d) => format!("decision: would deny ({}), not enforced: audit mode", d.reason),
+    lines.push(format!("request: {} {}{}", parts.method, parts.uri.path(), if parts.uri.query().is_some() { "?…" } else { "" }));
+    let enforced = enforce(core, &parts, None, now, &mut lines);
+    let summary = enforced.verdict.summary();
+    lines.push(match &enforced.verdict {
+        Verdict::Allow(_, permit) => format!("decision: allow ({}) with [{}]", summary.reason, permit.scopes()),
+        Verdict::WouldDeny(..) => format!("decision: would deny ({}), not enforced: audit mode", summary.reason),
+        Verdict::Passthrough => format!("decision: passthrough ({})", summary.reason),
+        Verdict::Refuse(..) => format!("decision: deny ({})", summary.reason),
     });
-    out
+    Explained { lines, summary: Some(summary) }
+}
+
+/// The request a client would send: origin-form target, `Host` from an absolute URL, and the token
+/// as `Authorization: Bearer` when it is one of jobgate's registry tokens, else as Basic
+/// `gitlab-ci-token` credentials (an empty token: no credential at all).
+///
+/// # Errors
+/// A method or URL that is not HTTP.
+pub fn request(core: &Core<'_>, token: &str, method: &str, url: &str) -> Result<Parts, String> {
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))?;
+    let (host, target) = match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..])),
+        None => ("", url),
+    };
+    let mut builder = Request::builder().method(method).uri(target);
+    if !host.is_empty() {
+        builder = builder.header(header::HOST, host);
+    }
+    let token = token.trim();
+    if !token.is_empty() {
+        let value = if core.registry.is_some_and(|r| r.is_ours(token)) {
+            format!("Bearer {token}")
+        } else {
+            format!("Basic {}", STANDARD.encode(format!("{JOB_USER}:{token}")))
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| "the token is not a header value".to_owned())?;
+        value.set_sensitive(true);
+        builder = builder.header(header::AUTHORIZATION, value);
+    }
+    builder.body(()).map(|r| r.into_parts().0).map_err(|e| format!("{url:?}: {e}"))
 }

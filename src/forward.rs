@@ -4,6 +4,7 @@
 //! `enforce` has allowed it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,13 +16,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::{self, Body};
-use crate::config::{CredentialMode, ReplaceCredential, UpstreamConfig};
-use crate::policy::scope::ScopeSet;
-use crate::token::claims::Claims;
+use crate::classify::{Family, FamilyMap};
+use crate::config::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamConfig, Upstreams};
 use crate::metrics::Metrics;
 use crate::query;
 use crate::reason::Reason;
-use crate::reject::Rejection;
+use crate::refusal::Refusal;
+use crate::scope::ScopeSet;
+use crate::token::claims::Claims;
 use crate::token::extract::rack_eq;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus `Expect`, which hyper has
@@ -48,6 +50,7 @@ pub struct Upstream {
     response_timeout: Duration,
     credentials: CredentialMode,
     seconds: prometheus::Histogram,
+    /// Upstream failures, by [`ForwardError::kind`].
     errors: [prometheus::IntCounter; 3],
     /// `replace` mode: the header and value sent instead of the job credential.
     replacement: Option<(HeaderName, HeaderValue)>,
@@ -62,20 +65,43 @@ pub struct ForwardContext<'a> {
     pub identity: Option<(&'a Claims, ScopeSet)>,
 }
 
-/// Checks an upstream URL: `http://host[:port][/prefix]`, no query, no user info.
-///
-/// # Errors
-/// A message saying what is wrong with the URL.
-pub fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), String> {
-    let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err(format!("{url:?}: only http:// upstreams are supported (TLS ends at jobgate)"));
+/// Why a request did not reach the upstream, and whose fault that is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardError {
+    #[error("cannot connect to upstream")]
+    Connect,
+    #[error("upstream did not answer in time")]
+    Timeout,
+    #[error("upstream connection failed")]
+    Failed,
+    /// jobgate could not build the upstream request: ours, not the client's.
+    #[error("request cannot be forwarded")]
+    Internal,
+}
+
+impl ForwardError {
+    /// Index into the per-kind counters, and the metric's `kind` label.
+    const KINDS: [&'static str; 3] = ["connect", "timeout", "other"];
+
+    fn kind(self) -> Option<usize> {
+        match self {
+            ForwardError::Connect => Some(0),
+            ForwardError::Timeout => Some(1),
+            ForwardError::Failed => Some(2),
+            ForwardError::Internal => None,
+        }
     }
-    let authority = uri.authority().cloned().ok_or_else(|| format!("{url:?} has no host"))?;
-    if authority.as_str().contains('@') || uri.query().is_some() {
-        return Err(format!("{url:?} must not carry user info or a query"));
+}
+
+impl From<ForwardError> for Refusal {
+    fn from(e: ForwardError) -> Refusal {
+        let reason = match e {
+            ForwardError::Connect | ForwardError::Failed => Reason::UpstreamUnavailable,
+            ForwardError::Timeout => Reason::UpstreamTimeout,
+            ForwardError::Internal => Reason::InternalError,
+        };
+        Refusal::new(reason, e.to_string())
     }
-    Ok((Scheme::HTTP, authority, uri.path().trim_end_matches('/').to_owned()))
 }
 
 impl Upstream {
@@ -101,39 +127,53 @@ impl Upstream {
             response_timeout: Duration::from_secs(config.response_timeout_secs),
             credentials: config.credentials,
             seconds: metrics.upstream_seconds.with_label_values(&[family]),
-            errors: ["connect", "timeout", "other"].map(|kind| metrics.upstream_errors.with_label_values(&[family, kind])),
+            errors: ForwardError::KINDS.map(|kind| metrics.upstream_errors.with_label_values(&[family, kind])),
             replacement: config.replace.as_ref().map(replacement).transpose()?,
             strip_prefix: config.strip_prefix.as_ref().map(|p| p.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
         })
     }
 
+    /// One upstream per family: each configured one, git's for the others.
+    ///
+    /// # Errors
+    /// An invalid URL or replacement credential, naming the family.
+    pub fn for_families(config: &Upstreams, metrics: &Metrics) -> Result<FamilyMap<Arc<Upstream>>, String> {
+        let built = config
+            .all()
+            .map(|(family, c)| Upstream::new(c, family.id(), metrics).map(|u| (family, Arc::new(u))).map_err(|e| format!("upstreams.{}: {e}", family.id())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let find = |family: Family| built.iter().find(|(f, _)| *f == family).map(|(_, u)| u.clone());
+        let git = find(Family::Git).ok_or("upstreams.git is required")?;
+        Ok(FamilyMap::from_fn(|family| find(family).unwrap_or_else(|| git.clone())))
+    }
+
     /// Forwards one request and returns the upstream's response with its body streaming.
     ///
     /// # Errors
-    /// A [`Rejection`] with `upstream_unavailable` or `upstream_timeout`.
-    pub async fn forward(&self, parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Response<Body>, Rejection> {
+    /// A [`ForwardError`]; each upstream failure is counted by kind.
+    pub async fn forward(&self, parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Response<Body>, ForwardError> {
         let request = self.upstream_request(parts, body, ctx)?;
         let started = std::time::Instant::now();
-        let response = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Err(_) => {
-                self.errors[1].inc();
-                return Err(Rejection::new(Reason::UpstreamTimeout, "upstream did not answer in time"));
-            }
+        let result = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+            Err(_) => Err(ForwardError::Timeout),
             Ok(Err(e)) => {
                 tracing::warn!(request_id = ctx.request_id, error = %e, "upstream request failed");
-                let (what, kind) = if e.is_connect() { ("cannot connect to upstream", 0) } else { ("upstream connection failed", 2) };
-                self.errors[kind].inc();
-                return Err(Rejection::new(Reason::UpstreamUnavailable, what));
+                Err(if e.is_connect() { ForwardError::Connect } else { ForwardError::Failed })
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(response)) => Ok(response),
         };
+        let response = result.inspect_err(|e| {
+            if let Some(counter) = e.kind().and_then(|k| self.errors.get(k)) {
+                counter.inc();
+            }
+        })?;
         self.seconds.observe(started.elapsed().as_secs_f64());
         let (mut parts, incoming) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(incoming)))
     }
 
-    fn upstream_request(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Request<Body>, Rejection> {
+    fn upstream_request(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Request<Body>, ForwardError> {
         let strips = self.credentials != CredentialMode::Passthrough;
         let path = self.upstream_path(parts.uri.path());
         let target = match (strips, parts.uri.query()) {
@@ -214,8 +254,8 @@ fn replacement(replace: &ReplaceCredential) -> Result<(HeaderName, HeaderValue),
     Ok((name, value))
 }
 
-fn bad<E>(_: E) -> Rejection {
-    Rejection::new(Reason::BadRequest, "request cannot be forwarded")
+fn bad<E>(_: E) -> ForwardError {
+    ForwardError::Internal
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
@@ -306,13 +346,5 @@ mod tests {
         assert_eq!(up.upstream_path("/api/v4/projects/acme%2Fapp/packages/npm/lib/-/lib-1.0.0.tgz"), "/lib/-/lib-1.0.0.tgz");
         assert_eq!(up.upstream_path("/api/v4/projects/42/packages/npm"), "/");
         assert_eq!(up.upstream_path("/api/v4/projects/42/packages/pypi/simple"), "/api/v4/projects/42/packages/pypi/simple");
-    }
-
-    #[test]
-    fn upstream_urls() {
-        assert_eq!(parse_upstream_url("http://127.0.0.1:8080/git/").unwrap().2, "/git");
-        for bad in ["https://x", "ftp://x", "http://u:p@x", "http://x/?q=1", "x"] {
-            assert!(parse_upstream_url(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -85,6 +85,9 @@ pub fn registry_key(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let (_, pem) = Signer::generate(Alg::RS256)?;
     let (key, cert) = (dir.join("registry-key.pem"), dir.join("registry-cert.pem"));
     write(&key, &pem)?;
-    crate::registry_auth::write_certificate(&pem, &cert)?;
+    let signing_key = rcgen::KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, "jobgate registry token issuer");
+    write(&cert, &params.self_signed(&signing_key)?.pem())?;
     Ok((key, cert))
 }

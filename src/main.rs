@@ -192,16 +192,16 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
     jobgate::tls::load_certified_key(&config.tls.cert, &config.tls.key)?;
-    let verifier = jobgate::token::verify::Verifier::start(&config, &jobgate::metrics::Metrics::new()).await?;
+    let (_, sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new()).await?;
     let mut failed = Vec::new();
-    for issuer in &verifier.issuers {
-        let keys = issuer.keys.current();
-        println!("issuer {}: {} key(s), {} skipped", issuer.name, keys.set.len(), keys.set.skipped.len());
+    for source in &sources {
+        let keys = source.state().current();
+        println!("issuer {}: {} key(s), {} skipped", source.name(), keys.set.len(), keys.set.skipped.len());
         for skipped in &keys.set.skipped {
             println!("  skipped {skipped}");
         }
         if keys.set.is_empty() {
-            failed.push(format!("issuer {}: no key set: {}", issuer.name, issuer.keys.last_error().map_or_else(String::new, |e| e.to_string())));
+            failed.push(format!("issuer {}: no key set: {}", source.name(), source.last_error().unwrap_or_default()));
         }
     }
     println!(
@@ -210,7 +210,7 @@ async fn check(path: &Path) -> anyhow::Result<()> {
         snapshot.policy.projects.len(),
         snapshot.policy.groups.len()
     );
-    let report = jobgate::policy::expect::run(&snapshot.policy, &config.policy_dir)?;
+    let report = jobgate::expect::run(&snapshot, &config.policy_dir)?;
     println!("policy tests: {} passed, {} failed", report.passed, report.failures.len());
     for failure in &report.failures {
         println!("  FAILED {failure}");
@@ -228,7 +228,20 @@ async fn check(path: &Path) -> anyhow::Result<()> {
 async fn explain(path: &Path, token: &str, method: &str, url: &str) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
-    let verifier = jobgate::token::verify::Verifier::start(&config, &jobgate::metrics::Metrics::new()).await?;
+    let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new()).await?;
+    let verifier = jobgate::token::verify::Verifier::new(issuers, config.limits.max_token_bytes, 0);
+    let registry = config
+        .registry_auth
+        .as_ref()
+        .map(|r| jobgate::registry::RegistryTokens::load(&r.signing_key, &r.issuer, &r.service, r.token_ttl_secs))
+        .transpose()?;
+    // Read only: a running `serve` owns the file.
+    let revocations = match &config.revocations.file {
+        Some(path) => jobgate::revoke::store::replay(path, jobgate::clock::unix_now()).await?,
+        None => jobgate::revoke::RevocationSet::default(),
+    };
+    let non_job = jobgate::enforce::NonJobRules::new(&config);
+    let core = jobgate::enforce::Core { snapshot: &snapshot, verifier: &verifier, revocations: &revocations, registry: registry.as_ref(), non_job: &non_job };
     let token = if token == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
@@ -236,7 +249,7 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str) -> anyhow::R
     } else {
         token.to_owned()
     };
-    for line in jobgate::explain::explain(&snapshot, &verifier, &token, method, url, jobgate::proxy::unix_now()) {
+    for line in jobgate::explain::explain(&core, &token, method, url, jobgate::clock::unix_now()).lines {
         println!("{line}");
     }
     Ok(())
@@ -272,6 +285,6 @@ fn mint(args: MintArgs) -> anyhow::Result<()> {
         extra,
     };
     let kid = args.kid.unwrap_or_else(|| signer.thumbprint());
-    println!("{}", signer.sign(&kid, &claims.payload(jobgate::proxy::unix_now()))?);
+    println!("{}", signer.sign(&kid, &claims.payload(jobgate::clock::unix_now()))?);
     Ok(())
 }

@@ -79,11 +79,13 @@ pub enum Reason {
     UpstreamTimeout,
     /// More client connections than `limits.max_connections`.
     OverCapacity,
+    /// jobgate itself failed (a header it cannot build, a token it cannot sign): not the client's fault.
+    InternalError,
 }
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 36] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -119,6 +121,7 @@ impl Reason {
         Reason::UpstreamUnavailable,
         Reason::UpstreamTimeout,
         Reason::OverCapacity,
+        Reason::InternalError,
     ];
 
     /// The stable id used in metrics, audit lines, response bodies and tests.
@@ -159,7 +162,15 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::OverCapacity => "over_capacity",
+            Reason::InternalError => "internal_error",
         }
+    }
+}
+
+impl Reason {
+    /// Whether this reason can end in a refusal (every reason but the three allow reasons).
+    pub fn refuses(self) -> bool {
+        !matches!(self, Reason::Granted | Reason::GrantedViaOwnProject | Reason::NonJobPassthrough)
     }
 }
 

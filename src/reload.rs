@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::proxy::Gateway;
 use crate::snapshot::Snapshot;
@@ -46,10 +47,6 @@ impl SourceStatus {
     }
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
 /// Owns the reload sources and remembers how the last attempt of each went.
 pub struct Reloader {
     config: Config,
@@ -86,19 +83,17 @@ impl Reloader {
         let certs = self.certs.reload(&self.config.tls.cert, &self.config.tls.key).map_err(|e| e.to_string());
         errors.extend(SourceStatus::record(&self.certificate, certs));
         self.record_certificate_expiry();
-        for issuer in &self.gateway.verifier.issuers {
-            if let Err(e) = issuer.keys.reload_file() {
-                errors.push(format!("issuer {}: {e}", issuer.name));
+        for source in self.gateway.key_sources() {
+            if let Err(e) = source.reload_file() {
+                errors.push(format!("issuer {}: {e}", source.name()));
             }
         }
-        let generation = self.generation.load(Ordering::SeqCst) + 1;
-        let policy = Snapshot::build(&self.config, generation).map(|snapshot| {
-            self.gateway.snapshot.store(Arc::new(snapshot));
-            self.generation.store(generation, Ordering::SeqCst);
-        });
+        // Generations are never reused, even by concurrent reloads (watch, SIGHUP, admin).
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let policy = Snapshot::build(&self.config, generation).map(|snapshot| self.gateway.swap_policy(snapshot));
         errors.extend(SourceStatus::record(&self.policy, policy.map_err(|e| e.to_string())));
         let result = if errors.is_empty() { "ok" } else { "failed" };
-        self.gateway.metrics.reloads.with_label_values(&[source, result]).inc();
+        self.gateway.metrics().reloads.with_label_values(&[source, result]).inc();
         if errors.is_empty() {
             tracing::info!(generation, source, "reloaded");
             self.last_error.store(None);
@@ -114,7 +109,7 @@ impl Reloader {
 
     pub fn record_certificate_expiry(&self) {
         if let Some(not_after) = self.certs.not_after() {
-            self.gateway.metrics.certificate_expiry.with_label_values(&["public"]).set(not_after as f64);
+            self.gateway.metrics().certificate_expiry.with_label_values(&["public"]).set(not_after as f64);
         }
     }
 
@@ -124,26 +119,27 @@ impl Reloader {
 
     /// Ready once every issuer has a usable, fresh key set (the policy loaded before we started).
     pub fn ready(&self) -> bool {
-        self.gateway.verifier.issuers.iter().all(|i| !i.keys.is_stale() && !i.keys.current().set.is_empty())
+        let now = crate::clock::unix_now();
+        self.gateway.key_sources().iter().all(|s| !s.state().is_stale(now) && !s.state().current().set.is_empty())
     }
 
     /// The state `/-/ready` shows.
     pub fn status(&self) -> serde_json::Value {
-        let snapshot = self.gateway.snapshot.load();
+        let snapshot = self.gateway.snapshot();
+        let now = crate::clock::unix_now();
         let issuers: Vec<serde_json::Value> = self
             .gateway
-            .verifier
-            .issuers
+            .key_sources()
             .iter()
-            .map(|i| {
-                let keys = i.keys.current();
+            .map(|source| {
+                let keys = source.state().current();
                 serde_json::json!({
-                    "name": i.name,
+                    "name": source.name(),
                     "keys": keys.set.len(),
                     "key_set_generation": keys.generation,
                     "skipped_keys": keys.set.skipped,
-                    "stale": i.keys.is_stale(),
-                    "last_error": i.keys.last_error().map(|e| e.to_string()),
+                    "stale": source.state().is_stale(now),
+                    "last_error": source.last_error(),
                 })
             })
             .collect();
@@ -158,19 +154,19 @@ impl Reloader {
                 "policy": policy,
                 "certificate": certificate,
                 "issuers": issuers,
-                "revocations": { "held": self.gateway.verifier.revocations.len() },
+                "revocations": { "held": self.gateway.revocations().set().len() },
             },
             "ready": self.ready(),
             "generation": snapshot.generation,
-            "loaded_at": humantime::format_rfc3339_seconds(snapshot.loaded_at).to_string(),
+            "loaded_at": rfc3339(snapshot.loaded_at),
             "policy_files": snapshot.policy.files,
             "issuers": issuers,
             "reload_failures": self.failures.load(Ordering::Relaxed),
             "last_reload_error": last_error.as_ref().map(|e| serde_json::json!({
-                "at": humantime::format_rfc3339_seconds(e.0).to_string(),
+                "at": rfc3339(e.0),
                 "error": e.1,
             })),
-            "audit_lines_dropped": self.gateway.audit.dropped(),
+            "audit_lines_dropped": self.gateway.audit().dropped(),
         })
     }
 }

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -25,9 +24,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::admin::{Admin, Secret};
 use crate::audit::Audit;
 use crate::config::{Config, Limits, Timeouts};
+use crate::enforce::NonJobRules;
 use crate::forward::Upstream;
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, RequestIds};
+use crate::proxy::{Gateway, GatewayParts};
+use crate::registry::RegistryTokens;
 use crate::reload::Reloader;
 use crate::revoke::Revocations;
 use crate::snapshot::Snapshot;
@@ -53,47 +54,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let snapshot = Snapshot::build(&config, 1)?;
     let metrics = Arc::new(Metrics::new());
     let revocations = Arc::new(match &config.revocations.file {
-        Some(path) => Revocations::open(path, crate::proxy::unix_now()).await.with_context(|| format!("revocations {}", path.display()))?,
+        Some(path) => Revocations::open(path, crate::clock::unix_now()).await.with_context(|| format!("revocations {}", path.display()))?,
         None => Revocations::in_memory(),
     });
-    metrics.revocations.set(i64::try_from(revocations.len()).unwrap_or(i64::MAX));
-    let mut verifier = Verifier::start(&config, &metrics).await?.with_revocations(revocations);
-    if let Some(registry) = &config.registry_auth {
-        verifier.registry = Some(crate::registry_auth::RegistryAuth::load(&registry.signing_key, &registry.issuer, &registry.service, registry.token_ttl_secs)?);
-    }
+    metrics.revocations.set(i64::try_from(revocations.set().len()).unwrap_or(i64::MAX));
+    let (issuers, key_sources) = crate::keys::start(&config, &metrics).await?;
+    let registry = config
+        .registry_auth
+        .as_ref()
+        .map(|r| RegistryTokens::load(&r.signing_key, &r.issuer, &r.service, r.token_ttl_secs))
+        .transpose()?;
     let certs = Arc::new(CertResolver::new(tls::load_certified_key(&config.tls.cert, &config.tls.key)?));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
-    let gateway = Arc::new(Gateway {
-        snapshot: ArcSwap::from_pointee(snapshot),
-        verifier,
-        metrics: metrics.clone(),
-        non_job: crate::proxy::NonJobRules {
-            default: config.non_job,
-            families: [
-                Some(&config.upstreams.git),
-                config.upstreams.lfs.as_ref(),
-                config.upstreams.registry.as_ref(),
-                config.upstreams.packages.as_ref(),
-                config.upstreams.api.as_ref(),
-            ]
-            .map(|u| u.and_then(|u| u.non_job)),
-        },
-        git: Upstream::new(&config.upstreams.git, "git", &metrics).map_err(anyhow::Error::msg)?,
-        lfs: config.upstreams.lfs.as_ref().map(|c| Upstream::new(c, "lfs", &metrics)).transpose().map_err(anyhow::Error::msg)?,
-        registry: config.upstreams.registry.as_ref().map(|c| Upstream::new(c, "registry", &metrics)).transpose().map_err(anyhow::Error::msg)?,
-        packages: config.upstreams.packages.as_ref().map(|c| Upstream::new(c, "packages", &metrics)).transpose().map_err(anyhow::Error::msg)?,
-        api: config.upstreams.api.as_ref().map(|c| Upstream::new(c, "api", &metrics)).transpose().map_err(anyhow::Error::msg)?,
+    let upstreams = Upstream::for_families(&config.upstreams, &metrics).map_err(anyhow::Error::msg)?;
+    let gateway = Arc::new(Gateway::new(GatewayParts {
+        snapshot,
+        verifier: Verifier::new(issuers, config.limits.max_token_bytes, config.limits.token_cache_entries),
+        key_sources,
+        revocations,
+        registry,
+        non_job: NonJobRules::new(&config),
+        upstreams,
         audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,
-        request_ids: RequestIds::new(),
+        metrics: metrics.clone(),
         lfs_batch_bytes: config.limits.lfs_batch_bytes,
-    });
+    }));
     let public = TcpListener::bind(config.listen.public).await.with_context(|| format!("binding {}", config.listen.public))?;
     let admin = TcpListener::bind(config.listen.admin).await.with_context(|| format!("binding {}", config.listen.admin))?;
     let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     let (shutdown, signal) = watch::channel(false);
     let (timeouts, limits) = (config.timeouts.clone(), config.limits.clone());
-    for issuer in &gateway.verifier.issuers {
-        tokio::spawn(issuer.keys.clone().poll());
+    for source in gateway.key_sources() {
+        tokio::spawn(source.clone().poll());
     }
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
     reloader.record_certificate_expiry();
@@ -172,7 +164,7 @@ async fn serve_public(
         let permit = permits.clone().try_acquire_owned().ok();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let metrics = gateway.metrics.clone();
+            let metrics = gateway.metrics().clone();
             let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
@@ -197,7 +189,7 @@ async fn serve_public(
                 let gateway = gateway.clone();
                 async move {
                     if over_capacity {
-                        return Ok::<_, Infallible>(over_capacity_response());
+                        return Ok::<_, Infallible>(gateway.refuse_over_capacity(request));
                     }
                     Ok::<_, Infallible>(gateway.handle(request, peer).await)
                 }
@@ -228,13 +220,6 @@ fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
         }
     }
     Guard(Some(f))
-}
-
-fn over_capacity_response() -> http::Response<crate::body::Body> {
-    let rejection = crate::reject::Rejection::new(crate::reason::Reason::OverCapacity, "too many connections; retry later");
-    let mut response = crate::reject::response(&rejection, "-", None);
-    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-    response
 }
 
 /// One connection builder per ALPN protocol. An auto builder that sniffs the protocol would wait for

@@ -22,11 +22,10 @@ impl Snapshot {
     /// # Errors
     /// The first policy file that does not load, with file and line.
     pub fn build(config: &Config, generation: u64) -> Result<Snapshot, PolicyError> {
-        Ok(Snapshot {
-            generation,
-            loaded_at: SystemTime::now(),
-            policy: Policy::load_dir(&config.policy_dir)?,
-            api_routes: config.api_routes.clone(),
-        })
+        Ok(Snapshot::new(Policy::load_dir(&config.policy_dir)?, config.api_routes.clone(), generation))
+    }
+
+    pub fn new(policy: Policy, api_routes: Vec<ApiRoute>, generation: u64) -> Snapshot {
+        Snapshot { generation, loaded_at: SystemTime::now(), policy, api_routes }
     }
 }

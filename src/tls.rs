@@ -121,6 +121,6 @@ mod tests {
         resolver.reload(&b.path().join("server.pem"), &b.path().join("server-key.pem")).unwrap();
         assert!(!Arc::ptr_eq(&before, &resolver.0.load_full()));
         let not_after = resolver.not_after().unwrap();
-        assert!(not_after > crate::proxy::unix_now(), "rcgen's default validity lies in the future");
+        assert!(not_after > crate::clock::unix_now(), "rcgen's default validity lies in the future");
     }
 }

@@ -34,7 +34,7 @@ async fn every_attack_is_refused_with_its_reason() {
     trap.set_nonblocking(true).unwrap();
     let trap_url = format!("https://127.0.0.1:{}/jwks", trap.local_addr().unwrap().port());
 
-    let now = jobgate::proxy::unix_now();
+    let now = jobgate::clock::unix_now();
     let claims = json!({
         "iss": ISSUER, "aud": AUDIENCE, "iat": now, "nbf": now, "exp": now + 600,
         "project_id": "42", "project_path": "acme/app", "job_id": "1", "ref_protected": "false"

@@ -65,7 +65,6 @@ fn minted_tokens_verify_against_the_generated_key_set() {
     let (ok, token) = jobgate(&args, d);
     assert!(ok, "{token}");
     let keys = jobgate::token::keys::KeySet::from_file(&d.join("keys/jwks.json")).unwrap();
-    let metrics = jobgate::metrics::Metrics::new();
     let verifier = jobgate::token::verify::Verifier::new(
         vec![jobgate::token::verify::Issuer {
             name: "ci".into(),
@@ -74,14 +73,13 @@ fn minted_tokens_verify_against_the_generated_key_set() {
             algorithms: vec![jobgate::token::Alg::RS256],
             leeway: 30,
             max_lifetime: 86400,
-            keys: jobgate::token::source::KeySource::fixed(keys, metrics.issuer("ci")),
+            keys: jobgate::token::keys::KeyState::fixed(keys),
         }],
         8192,
         100,
-        &metrics,
     );
-    let verified = verifier.verify(token.trim(), jobgate::proxy::unix_now()).unwrap();
-    let claims = verified.claims();
+    let verified = verifier.verify(token.trim(), jobgate::clock::unix_now()).unwrap();
+    let claims = verified.claims.claims();
     assert_eq!((claims.project_id, claims.job_id, claims.ref_protected), (42, 7, true));
     assert_eq!(claims.environment.as_deref(), Some("production"));
     assert_eq!(claims.scopes.unwrap().to_string(), "read_repository write_repository");

@@ -73,7 +73,7 @@ impl Env {
             scopes: None,
             extra: vec![],
         }
-        .payload(jobgate::proxy::unix_now());
+        .payload(jobgate::clock::unix_now());
         signer.sign(kid, &payload).unwrap()
     }
 

@@ -9,12 +9,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use jobgate::classify::classify;
-use jobgate::metrics::Metrics;
 use jobgate::policy::Policy;
 use jobgate::token::extract::extract;
-use jobgate::token::keys::KeySet;
+use jobgate::token::keys::{KeySet, KeyState};
 use jobgate::token::mint::Signer;
-use jobgate::token::source::KeySource;
 use jobgate::token::verify::{Issuer, Verifier};
 use jobgate::token::Alg;
 use proptest::prelude::*;
@@ -24,7 +22,6 @@ fn verifier() -> &'static (Verifier, String) {
     V.get_or_init(|| {
         let (signer, _) = Signer::generate(Alg::ES256).unwrap();
         let keys = KeySet::from_jwks("t", signer.jwks("k").to_string().as_bytes()).unwrap();
-        let metrics = Metrics::new();
         let issuer = Issuer {
             name: "ci".into(),
             iss: "i".into(),
@@ -32,11 +29,11 @@ fn verifier() -> &'static (Verifier, String) {
             algorithms: vec![Alg::ES256, Alg::RS256],
             leeway: 30,
             max_lifetime: 3600,
-            keys: KeySource::fixed(keys, metrics.issuer("ci")),
+            keys: KeyState::fixed(keys),
         };
         let payload = serde_json::json!({"iss": "i", "aud": "a", "exp": 2_000_000_000u64, "iat": 1_999_999_000u64, "project_id": "1", "project_path": "a/b", "job_id": "2"});
         let token = signer.sign("k", &payload).unwrap();
-        (Verifier::new(vec![issuer], 8192, 100, &metrics), token)
+        (Verifier::new(vec![issuer], 8192, 100), token)
     })
 }
 

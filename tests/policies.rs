@@ -3,13 +3,15 @@
 
 use std::path::Path;
 
-use jobgate::policy::{expect, Policy};
+use jobgate::expect;
+use jobgate::policy::Policy;
+use jobgate::snapshot::Snapshot;
 
 #[test]
 fn shipped_policies_load_and_pass_their_tests() {
     for dir in ["policies", "policies/examples/compliance", "policies/examples/monorepo"] {
         let policy = Policy::load_dir(Path::new(dir)).unwrap_or_else(|e| panic!("{e}"));
-        let report = expect::run(&policy, Path::new(dir)).unwrap_or_else(|e| panic!("{e}"));
+        let report = expect::run(&Snapshot::new(policy, Vec::new(), 1), Path::new(dir)).unwrap_or_else(|e| panic!("{e}"));
         assert!(report.failures.is_empty(), "{dir}: {:#?}", report.failures);
         assert!(report.passed >= 3, "{dir}: only {} cases ran", report.passed);
     }
@@ -24,11 +26,11 @@ fn a_wrong_expectation_fails_with_file_case_and_both_answers() {
         "- name: wrong\n  token: { project: a/b }\n  request: { method: GET, url: '/c/d/info/refs?service=git-upload-pack' }\n  expect: allow\n",
     )
     .unwrap();
-    let report = expect::run(&Policy::default(), dir.path()).unwrap();
+    let report = expect::run(&Snapshot::new(Policy::default(), Vec::new(), 1), dir.path()).unwrap();
     assert_eq!(report.passed, 0);
     assert_eq!(report.failures.len(), 1);
     assert!(report.failures[0].contains("t.yaml: wrong: expected Allow, got Deny (not_in_allowlist)"), "{:?}", report.failures);
     std::fs::write(dir.path().join("tests/t.yaml"), "- name: x\n  tokn: {}\n").unwrap();
-    let err = expect::run(&Policy::default(), dir.path()).unwrap_err().to_string();
+    let err = expect::run(&Snapshot::new(Policy::default(), Vec::new(), 1), dir.path()).unwrap_err().to_string();
     assert!(err.contains("t.yaml:2:") && err.contains("tokn"), "{err}");
 }

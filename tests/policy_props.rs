@@ -8,7 +8,7 @@ use std::path::Path;
 
 use jobgate::classify::{Action, Classified, Family, ProjectRef, Target};
 use jobgate::path::ProjectPath;
-use jobgate::policy::scope::{Role, Scope, ScopeSet};
+use jobgate::scope::{Role, Scope, ScopeSet};
 use jobgate::policy::{decide, Decision, Policy};
 use jobgate::token::claims::Claims;
 use proptest::prelude::*;

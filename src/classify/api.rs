@@ -7,7 +7,7 @@ use http::Method;
 
 use super::{Action, Classified, Family, ProjectRef, Target, Unmatched};
 use crate::path::ProjectPath;
-use crate::policy::scope::Scope;
+use crate::scope::Scope;
 
 /// Package formats GitLab serves under `.../packages/<format>/`.
 const FORMATS: &[&str] = &[

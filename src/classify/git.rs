@@ -5,7 +5,7 @@ use http::Method;
 
 use super::{project_before, Action, Classified, Family, ProjectRef, Target, Unmatched};
 use crate::path::ProjectPath;
-use crate::policy::scope::Scope;
+use crate::scope::Scope;
 use crate::query;
 
 #[derive(Clone, Copy)]

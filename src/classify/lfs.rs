@@ -7,7 +7,7 @@ use http::Method;
 use serde::Deserialize;
 
 use super::{project_at, Action, Classified, Family, ProjectRef, Target, Unmatched};
-use crate::policy::scope::Scope;
+use crate::scope::Scope;
 
 /// The operation a batch request asks for, found by peeking at its body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

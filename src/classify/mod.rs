@@ -11,7 +11,7 @@ use http::Method;
 use serde::Serialize;
 
 use crate::path::ProjectPath;
-use crate::policy::scope::Scope;
+use crate::scope::Scope;
 
 /// The endpoint family a request belongs to; it picks the upstream and the style of errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -25,6 +25,19 @@ pub enum Family {
 }
 
 impl Family {
+    /// Every family, in [`FamilyMap`] order.
+    pub const ALL: [Family; 5] = [Family::Git, Family::Lfs, Family::Registry, Family::Packages, Family::Api];
+
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Family::Git => 0,
+            Family::Lfs => 1,
+            Family::Registry => 2,
+            Family::Packages => 3,
+            Family::Api => 4,
+        }
+    }
+
     pub fn id(self) -> &'static str {
         match self {
             Family::Git => "git",
@@ -33,6 +46,29 @@ impl Family {
             Family::Packages => "packages",
             Family::Api => "api",
         }
+    }
+}
+
+/// One `T` per family: upstreams, non-job settings, per-family metrics. Indexed by [`Family`], so no
+/// list of families is ever written out by hand twice.
+#[derive(Debug, Clone, Default)]
+pub struct FamilyMap<T>([T; 5]);
+
+impl<T> FamilyMap<T> {
+    /// The map holding `f(family)` for every family.
+    pub fn from_fn(mut f: impl FnMut(Family) -> T) -> FamilyMap<T> {
+        FamilyMap(Family::ALL.map(&mut f))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Family, &T)> {
+        Family::ALL.into_iter().zip(self.0.iter())
+    }
+}
+
+impl<T> std::ops::Index<Family> for FamilyMap<T> {
+    type Output = T;
+    fn index(&self, family: Family) -> &T {
+        &self.0[family.index()]
     }
 }
 
@@ -113,15 +149,25 @@ pub struct Unmatched {
 /// # Errors
 /// [`Unmatched`] for every shape outside the endpoint table.
 pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Classified, Unmatched> {
+    classify_with_mount(method, path, query).map(|(request, _)| request)
+}
+
+/// [`classify`], plus the source image of a cross-repository registry mount, which must be readable
+/// too (the pipeline decides both).
+///
+/// # Errors
+/// As [`classify`].
+pub fn classify_with_mount(method: &Method, path: &str, query: Option<&str>) -> Result<(Classified, Option<ProjectPath>), Unmatched> {
     if let Some(rest) = path.strip_prefix("/api/") {
-        return api::classify(method, rest);
+        return api::classify(method, rest).map(|request| (request, None));
     }
     if let Some(rest) = path.strip_prefix("/v2/") {
-        return registry::classify(method, rest, query).map(|r| r.request);
+        return registry::classify(method, rest, query).map(|r| (r.request, r.mount_from));
     }
     lfs::classify(method, path)
         .or_else(|| git::classify(method, path, query))
         .unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
+        .map(|request| (request, None))
 }
 
 /// Splits `/<project>[.git]<marker><rest>` at the first `marker`: the project (validated) and the rest.

@@ -8,13 +8,24 @@ use http::Method;
 
 use super::{Action, Classified, Family, Target, Unmatched};
 use crate::path::ProjectPath;
-use crate::policy::scope::Scope;
+use crate::scope::Scope;
 use crate::query;
 
 /// A registry request: the request itself, and the mount source that must also be readable.
 pub struct RegistryRequest {
     pub request: Classified,
     pub mount_from: Option<ProjectPath>,
+}
+
+/// The request a realm scope action (`pull`, `push`, `delete` or `*`) stands for on `image`.
+pub fn for_action(image: &ProjectPath, action: &str) -> Option<Classified> {
+    let (action, destructive) = match action {
+        "pull" => (Action::Read, false),
+        "push" => (Action::Write, false),
+        "delete" | "*" => (Action::Write, true),
+        _ => return None,
+    };
+    Some(registry(Target::Image(image.clone()), action, destructive))
 }
 
 const fn unmatched(why: &'static str) -> Unmatched {

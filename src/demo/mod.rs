@@ -160,7 +160,7 @@ fn tempfile_dir(root: &Path, project: &str) -> anyhow::Result<std::path::PathBuf
 
 fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAddr, signer: &Signer, git: bool) -> anyhow::Result<()> {
     let kid = signer.thumbprint();
-    let now = crate::proxy::unix_now();
+    let now = crate::clock::unix_now();
     let token = |project: &str, id: u64, job: u64, git_ref: &str, protected: bool| {
         let claims = JobClaims {
             iss: ISSUER.into(),

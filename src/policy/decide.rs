@@ -5,7 +5,7 @@
 
 use super::load::{Entry, Environments, Policy, Project, Scoped};
 use super::model::{Inbound, RefType, Refs};
-use super::scope::{Scope, ScopeSet};
+use crate::scope::{Scope, ScopeSet};
 use crate::classify::{Classified, ProjectRef, Target};
 use crate::path::ProjectPath;
 use crate::reason::Reason;
@@ -89,7 +89,7 @@ struct Gathered {
     held_reason: Reason,
     elevation: bool,
     audit: bool,
-    member_role: Option<crate::policy::scope::Role>,
+    member_role: Option<crate::scope::Role>,
 }
 
 /// [`decide`], narrating each step into `trace`.

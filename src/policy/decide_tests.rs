@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::*;
 use crate::classify::{Action, Family};
-use crate::policy::scope::Role;
+use crate::scope::Role;
 
 const POLICY: &str = "
 instance:

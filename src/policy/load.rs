@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::glob::Glob;
 use super::model::{AllowDoc, EnvironmentsDoc, Inbound, MemberDoc, Mode, PolicyDoc, RefType, Refs};
-use super::scope::{Role, Scope, ScopeSet};
+use crate::scope::{Role, Scope, ScopeSet};
 use crate::config::{parse_yaml, ConfigError};
 use crate::path::ProjectPath;
 

@@ -1,12 +1,10 @@
 //! The scope policy: YAML documents (`model`), loaded and indexed from a folder (`load`), and the pure
-//! decision function (`decide`). Scopes and roles live in `scope`.
+//! decision function (`decide`). Scopes and roles live in `crate::scope`.
 
 pub mod decide;
-pub mod expect;
 pub mod glob;
 pub mod load;
 pub mod model;
-pub mod scope;
 
 pub use decide::{decide, Decision, Denial, Permit};
 pub use load::{Policy, PolicyError};

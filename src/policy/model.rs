@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::scope::{Role, ScopeSet};
+use crate::scope::{Role, ScopeSet};
 
 /// One policy file. Several files in the policy folder are merged; each project, group and the
 /// instance section may be defined in one file only.

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::path::ProjectPath;
-use crate::policy::scope::{Role, Scope, ScopeSet};
+use crate::scope::{Role, Scope, ScopeSet};
 
 /// The largest date accepted (9999-12-31T23:59:59Z): keeps every later addition far from overflow.
 const MAX_DATE: i64 = 253_402_300_799;

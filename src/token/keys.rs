@@ -1,9 +1,14 @@
 //! Key sets: a JWKS document turned into verification keys indexed by `kid`. A key jobgate cannot use
 //! (unsupported `kty`, curve, `alg` or size) is skipped and reported; it never poisons the others.
-//! This file parses keys; it does not fetch, watch or verify.
+//! [`KeyState`] is what verification reads of an issuer's keys (the current set and its freshness);
+//! `crate::keys` keeps it current. This file parses keys and holds them; it does not fetch or watch.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -111,6 +116,86 @@ impl KeySet {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+}
+
+/// Key-set generations are unique across issuers, so a cached token names exactly the set it was
+/// verified with.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
+/// One loaded key set.
+pub struct LoadedKeys {
+    pub set: KeySet,
+    /// Unique across issuers; 0 means nothing was ever loaded.
+    pub generation: u64,
+    digest: [u8; 32],
+}
+
+/// An issuer's keys as verification sees them: the current set, swapped whole, and when it was last
+/// confirmed (loaded, fetched or answered 304). Fetched sets go stale `max_staleness` seconds after
+/// their last confirmation and then fail closed; file and fixed sets never do (the file is the truth).
+pub struct KeyState {
+    current: ArcSwap<LoadedKeys>,
+    confirmed_at: AtomicI64,
+    max_staleness: Option<i64>,
+}
+
+impl KeyState {
+    /// Nothing loaded yet (every token fails closed until the first [`KeyState::install`]).
+    pub fn empty(max_staleness: Option<i64>) -> KeyState {
+        KeyState {
+            current: ArcSwap::from_pointee(LoadedKeys { set: KeySet::default(), generation: 0, digest: [0; 32] }),
+            confirmed_at: AtomicI64::new(0),
+            max_staleness,
+        }
+    }
+
+    /// A set that never changes and never goes stale (tests, benches, `jobgate check`).
+    pub fn fixed(set: KeySet) -> Arc<KeyState> {
+        let state = KeyState::empty(None);
+        state.current.store(Arc::new(LoadedKeys { set, generation: GENERATIONS.fetch_add(1, Ordering::Relaxed), digest: [0; 32] }));
+        Arc::new(state)
+    }
+
+    /// The current key set (hot path: one atomic load).
+    pub fn current(&self) -> arc_swap::Guard<Arc<LoadedKeys>> {
+        self.current.load()
+    }
+
+    /// True when a fetched set was never loaded or not confirmed for longer than its maximum staleness.
+    pub fn is_stale(&self, now: i64) -> bool {
+        self.max_staleness.is_some_and(|max| {
+            self.current.load().generation == 0 || now.saturating_sub(self.confirmed_at.load(Ordering::Relaxed)) > max
+        })
+    }
+
+    /// The source still serves the set we hold (an unchanged file, a 304).
+    pub fn confirm(&self, now: i64) {
+        self.confirmed_at.store(now, Ordering::Relaxed);
+    }
+
+    /// Parses `bytes` and swaps the set in; identical content only confirms the current one.
+    ///
+    /// # Errors
+    /// The document is not a usable JWKS; the current set stays.
+    pub fn install(&self, origin: &str, bytes: &[u8], now: i64) -> Result<Installed, KeySetError> {
+        let digest = super::cache::sha256(bytes);
+        if self.current.load().digest == digest {
+            self.confirm(now);
+            return Ok(Installed::Unchanged);
+        }
+        let set = KeySet::from_jwks(origin, bytes)?;
+        let generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+        self.current.store(Arc::new(LoadedKeys { set, generation, digest }));
+        self.confirm(now);
+        Ok(Installed::Updated)
+    }
+}
+
+/// What [`KeyState::install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    Updated,
+    Unchanged,
 }
 
 fn parse_jwk(jwk: &Value) -> Result<Key, String> {

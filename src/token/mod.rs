@@ -4,9 +4,9 @@
 pub mod cache;
 pub mod claims;
 pub mod extract;
+pub mod jws;
 pub mod keys;
 pub mod mint;
-pub mod source;
 pub mod verify;
 
 use serde::{Deserialize, Serialize};

@@ -5,22 +5,14 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use prometheus::{Histogram, IntCounter};
-use serde::Deserialize;
-
 use super::cache::{self, Entry, TokenCache};
 use super::claims::{ClaimError, Claims, RawClaims};
-use super::keys::Key;
-use super::source::KeySource;
+use super::jws::Compact;
+use super::keys::{Key, KeyState};
 use super::Alg;
-use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::reason::Reason;
-use crate::revoke::Revocations;
 
-/// Claims whose token passed every check. Only this module constructs it.
+/// Claims whose token passed every check. Only this module and the registry token check construct it.
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims(Arc<Claims>);
 
@@ -29,10 +21,17 @@ impl VerifiedClaims {
         &self.0
     }
 
-    /// Claims that `verify` (or the registry token check built on it) already proved.
+    /// Claims that the registry token check (built on [`verify_signature`]) proved.
     pub(crate) fn from_arc(claims: Arc<Claims>) -> VerifiedClaims {
         VerifiedClaims(claims)
     }
+}
+
+/// A verified token, and whether the cache answered (for the metrics the edge keeps).
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub claims: VerifiedClaims,
+    pub cached: bool,
 }
 
 /// Why a token failed. Never carries token bytes or attacker-chosen strings.
@@ -50,8 +49,9 @@ pub enum VerifyError {
     MissingKid,
     #[error("no key with the token's kid in the issuer's key set")]
     UnknownKid {
-        /// Index of the issuer in [`Verifier::issuers`], for the unknown-kid refetch.
-        issuer: usize,
+        /// Index of the issuer in [`Verifier::issuers`], for the unknown-kid refetch (`None`: jobgate's
+        /// own registry key, which is never refetched).
+        issuer: Option<usize>,
     },
     #[error("algorithm is not allowed for this issuer or key")]
     AlgNotAllowed,
@@ -91,7 +91,7 @@ impl VerifyError {
     }
 }
 
-/// One configured issuer with its live key source.
+/// One configured issuer and its key set.
 pub struct Issuer {
     pub name: String,
     pub iss: String,
@@ -99,7 +99,7 @@ pub struct Issuer {
     pub algorithms: Vec<Alg>,
     pub leeway: i64,
     pub max_lifetime: i64,
-    pub keys: Arc<KeySource>,
+    pub keys: Arc<KeyState>,
 }
 
 /// All issuers, the token size limit and the verified-token cache. Lives as long as the process;
@@ -108,56 +108,11 @@ pub struct Verifier {
     pub issuers: Vec<Issuer>,
     pub max_token_bytes: usize,
     cache: TokenCache,
-    cache_hits: IntCounter,
-    cache_misses: IntCounter,
-    verify_seconds: Histogram,
-    pub revocations: Arc<Revocations>,
-    /// jobgate's own registry token issuer, when the registry family is configured.
-    pub registry: Option<crate::registry_auth::RegistryAuth>,
-}
-
-/// The JOSE header. serde refuses duplicate keys; unknown members (`jku`, `x5u`, `jwk`, ...) are
-/// ignored and never fetched.
-#[derive(Deserialize)]
-struct Header {
-    alg: String,
-    kid: Option<String>,
-    crit: Option<serde_json::Value>,
 }
 
 impl Verifier {
-    pub fn new(issuers: Vec<Issuer>, max_token_bytes: usize, cache_entries: usize, metrics: &Metrics) -> Verifier {
-        Verifier {
-            issuers,
-            max_token_bytes,
-            cache: TokenCache::new(cache_entries),
-            cache_hits: metrics.token_cache.with_label_values(&["hit"]),
-            cache_misses: metrics.token_cache.with_label_values(&["miss"]),
-            verify_seconds: metrics.verify_seconds.clone(),
-            revocations: Arc::new(Revocations::in_memory()),
-            registry: None,
-        }
-    }
-
-    /// Verifies a registry token jobgate issued (`None` when `token` is not one of ours), revocations
-    /// included: returns the job's claims and the access the token grants.
-    pub fn verify_registry_token(
-        &self,
-        token: &str,
-        now: i64,
-    ) -> Option<Result<(VerifiedClaims, Vec<crate::registry_auth::Access>), VerifyError>> {
-        let registry = self.registry.as_ref().filter(|r| r.is_ours(token))?;
-        Some(registry.verify(token, now).and_then(|(claims, access)| {
-            if self.revocations.is_revoked(&claims, now) {
-                return Err(VerifyError::Revoked);
-            }
-            Ok((VerifiedClaims(claims), access))
-        }))
-    }
-
-    /// Uses `revocations` (persisted, shared with the admin routes) instead of an empty in-memory set.
-    pub fn with_revocations(self, revocations: Arc<Revocations>) -> Verifier {
-        Verifier { revocations, ..self }
+    pub fn new(issuers: Vec<Issuer>, max_token_bytes: usize, cache_entries: usize) -> Verifier {
+        Verifier { issuers, max_token_bytes, cache: TokenCache::new(cache_entries) }
     }
 
     /// The longest token lifetime any issuer accepts: how long a revocation must be kept.
@@ -165,65 +120,28 @@ impl Verifier {
         self.issuers.iter().map(|i| i.max_lifetime.saturating_add(i.leeway)).max().unwrap_or(0)
     }
 
-    /// Builds every configured issuer and loads (or first fetches) its keys.
-    ///
-    /// # Errors
-    /// A JWKS file that does not load, or an unreadable CA file.
-    pub async fn start(config: &Config, metrics: &Metrics) -> Result<Verifier, super::source::FetchError> {
-        let mut issuers = Vec::with_capacity(config.issuers.len());
-        for issuer in &config.issuers {
-            issuers.push(Issuer {
-                name: issuer.name.clone(),
-                iss: issuer.iss.clone(),
-                audiences: issuer.audiences.clone(),
-                algorithms: issuer.algorithms.clone(),
-                leeway: secs(issuer.leeway_secs),
-                max_lifetime: secs(issuer.max_lifetime_secs),
-                keys: KeySource::start(issuer, metrics.issuer(&issuer.name)).await?,
-            });
-        }
-        Ok(Verifier::new(issuers, config.limits.max_token_bytes, config.limits.token_cache_entries, metrics))
-    }
-
     /// Verifies a JWT (without `glcbt-` prefix) at time `now` (seconds since the epoch): from the
-    /// cache when this exact token was verified before with the issuer's current key set.
+    /// cache when this exact token was verified before with the issuer's current, fresh key set.
+    /// Revocation is not checked here: `enforce` checks it for every kind of token.
     ///
     /// # Errors
     /// The first check that fails, as a [`VerifyError`].
-    pub fn verify(&self, token: &str, now: i64) -> Result<VerifiedClaims, VerifyError> {
-        let started = std::time::Instant::now();
-        let result = self.verify_timed(token, now);
-        self.verify_seconds.observe(started.elapsed().as_secs_f64());
-        result
-    }
-
-    fn verify_timed(&self, token: &str, now: i64) -> Result<VerifiedClaims, VerifyError> {
+    pub fn verify(&self, token: &str, now: i64) -> Result<Verified, VerifyError> {
         if token.len() > self.max_token_bytes {
             return Err(VerifyError::TooLarge(self.max_token_bytes));
         }
         let digest = cache::digest(token);
         let current = |issuer: usize, generation: u64| {
-            self.issuers.get(issuer).is_some_and(|i| i.keys.current().generation == generation && !i.keys.is_stale())
+            self.issuers.get(issuer).is_some_and(|i| i.keys.current().generation == generation && !i.keys.is_stale(now))
         };
-        let claims = match self.cache.get(&digest, now, current) {
-            Some(entry) => {
-                self.cache_hits.inc();
-                entry.claims
-            }
-            None => {
-                self.cache_misses.inc();
-                let (issuer, generation, claims) = self.verify_uncached(token, now)?;
-                let claims = Arc::new(claims);
-                let dies_at = claims.exp.saturating_add(self.issuers[issuer].leeway);
-                self.cache.insert(digest, Entry { claims: claims.clone(), issuer, generation, dies_at }, now);
-                claims
-            }
-        };
-        // Revocations apply to cached tokens too: the check is never skipped.
-        if self.revocations.is_revoked(&claims, now) {
-            return Err(VerifyError::Revoked);
+        if let Some(entry) = self.cache.get(&digest, now, current) {
+            return Ok(Verified { claims: VerifiedClaims(entry.claims), cached: true });
         }
-        Ok(VerifiedClaims(claims))
+        let (issuer, generation, claims) = self.verify_uncached(token, now)?;
+        let claims = Arc::new(claims);
+        let dies_at = claims.exp.saturating_add(self.issuers[issuer].leeway);
+        self.cache.insert(digest, Entry { claims: claims.clone(), issuer, generation, dies_at }, now);
+        Ok(Verified { claims: VerifiedClaims(claims), cached: false })
     }
 
     /// Every check, bypassing the cache (benches measure this path).
@@ -239,33 +157,22 @@ impl Verifier {
 
     /// Every check, no cache. Returns the issuer's index and the key-set generation used.
     fn verify_uncached(&self, token: &str, now: i64) -> Result<(usize, u64, Claims), VerifyError> {
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(VerifyError::Malformed("not three dot-separated parts"));
-        };
-        let header: Header = decode_json(header_b64).ok_or(VerifyError::Malformed("header"))?;
-        if header.crit.is_some() {
-            return Err(VerifyError::Malformed("crit header: no extension is understood"));
-        }
-        let raw: RawClaims = decode_json(payload_b64).ok_or(VerifyError::Malformed("payload"))?;
+        let jws = Compact::parse(token)?;
+        let raw: RawClaims = jws.payload()?;
         let index = self
             .issuers
             .iter()
             .position(|i| raw.iss.as_deref() == Some(i.iss.as_str()))
             .ok_or(VerifyError::UnknownIssuer)?;
         let issuer = &self.issuers[index];
-        if issuer.keys.is_stale() {
+        if issuer.keys.is_stale(now) {
             return Err(VerifyError::KeySetStale);
         }
         let keys = issuer.keys.current();
-        let kid = header.kid.as_deref().ok_or(VerifyError::MissingKid)?;
-        let key = keys.set.get(kid).ok_or(VerifyError::UnknownKid { issuer: index })?;
-        let alg = Alg::parse(&header.alg).filter(|alg| issuer.algorithms.contains(alg)).ok_or(VerifyError::AlgNotAllowed)?;
-        let signature = URL_SAFE_NO_PAD.decode(signature_b64).map_err(|_| VerifyError::Malformed("signature"))?;
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        verify_signature(alg, key, signing_input.as_bytes(), &signature)?;
+        let kid = jws.header.kid.as_deref().ok_or(VerifyError::MissingKid)?;
+        let key = keys.set.get(kid).ok_or(VerifyError::UnknownKid { issuer: Some(index) })?;
+        let alg = Alg::parse(&jws.header.alg).filter(|alg| issuer.algorithms.contains(alg)).ok_or(VerifyError::AlgNotAllowed)?;
+        verify_signature(alg, key, jws.signing_input.as_bytes(), &jws.signature)?;
         Ok((index, keys.generation, check(issuer, raw, now)?))
     }
 }
@@ -282,7 +189,8 @@ pub fn verify_signature(alg: Alg, key: &Key, signing_input: &[u8], signature: &[
     alg.to_biscuit().verify(signature, signing_input, &key.secret).map_err(|_| VerifyError::BadSignature)
 }
 
-fn secs(value: u64) -> i64 {
+/// Config seconds as the signed seconds the checks compute with.
+pub(crate) fn secs(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX / 4)
 }
 
@@ -303,11 +211,6 @@ fn check(issuer: &Issuer, raw: RawClaims, now: i64) -> Result<Claims, VerifyErro
         return Err(VerifyError::WrongAudience);
     }
     Ok(claims)
-}
-
-fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Option<T> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

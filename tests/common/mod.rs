@@ -297,7 +297,7 @@ audit: {{ file: audit.log }}
             scopes: None,
             extra,
         };
-        self.signer.sign(&self.kid, &claims.payload(jobgate::proxy::unix_now())).unwrap()
+        self.signer.sign(&self.kid, &claims.payload(jobgate::clock::unix_now())).unwrap()
     }
 
     /// `https://gitlab-ci-token:TOKEN@127.0.0.1:PORT/project.git`

@@ -1,8 +1,8 @@
-//! The registry token realm (`GET /jwt/auth`) and the tokens it issues: short-lived RS256 JWTs signed
-//! by jobgate's own key in the format the distribution registry accepts (`kid` = the libtrust key id
-//! of the signing key, `iss`, `aud` = service, `access: [{type, name, actions}]`), granting only what
-//! the policy allows. The token also carries the job's identity, so requests that present it are
-//! re-checked against revocations and the live policy. The public key is published at `/-/jwks`.
+//! jobgate's registry tokens: short-lived RS256 JWTs signed by jobgate's own key in the format the
+//! distribution registry accepts (`kid` = the libtrust key id of the signing key, `iss`, `aud` =
+//! service, `access: [{type, name, actions}]`). A token also carries the job's identity, so requests
+//! that present it are re-checked against revocations and the live policy. Pure: issuing and
+//! verifying only; the realm that hands them out is `realm`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::path::ProjectPath;
-use crate::policy::scope::ScopeSet;
+use crate::scope::ScopeSet;
 use crate::token::claims::Claims;
+use crate::token::jws::Compact;
 use crate::token::keys::KeySet;
 use crate::token::mint::Signer;
-use crate::token::verify::{verify_signature, VerifyError};
+use crate::token::verify::{verify_signature, VerifiedClaims, VerifyError};
 use crate::token::Alg;
 
 /// One `access` entry of a registry token.
@@ -43,7 +44,7 @@ struct Job {
     ref_protected: bool,
     environment: Option<String>,
     environment_protected: bool,
-    scopes: Option<Vec<crate::policy::scope::Scope>>,
+    scopes: Option<Vec<crate::scope::Scope>>,
     iss: String,
     exp: i64,
 }
@@ -59,7 +60,7 @@ struct Payload {
 }
 
 /// Signs and verifies registry tokens.
-pub struct RegistryAuth {
+pub struct RegistryTokens {
     signer: Signer,
     kid: String,
     keys: KeySet,
@@ -75,12 +76,12 @@ pub struct RegistryKeyError {
     message: String,
 }
 
-impl RegistryAuth {
+impl RegistryTokens {
     /// Loads the RSA signing key (PKCS#8 PEM).
     ///
     /// # Errors
     /// The key cannot be read or is not an RSA private key.
-    pub fn load(path: &Path, issuer: &str, service: &str, ttl_secs: u64) -> Result<RegistryAuth, RegistryKeyError> {
+    pub fn load(path: &Path, issuer: &str, service: &str, ttl_secs: u64) -> Result<RegistryTokens, RegistryKeyError> {
         let error = |message: String| RegistryKeyError { path: path.display().to_string(), message };
         let pem = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
         let signer = Signer::from_pem(&pem).map_err(|e| error(e.to_string()))?;
@@ -90,7 +91,7 @@ impl RegistryAuth {
         let kid = libtrust_key_id(&spki_der(&pem).map_err(error)?);
         let jwks = signer.jwks(&kid);
         let keys = KeySet::from_jwks("registry signing key", jwks.to_string().as_bytes()).map_err(|e| error(e.to_string()))?;
-        Ok(RegistryAuth { signer, kid, keys, issuer: issuer.to_owned(), service: service.to_owned(), ttl: i64::try_from(ttl_secs).unwrap_or(300) })
+        Ok(RegistryTokens { signer, kid, keys, issuer: issuer.to_owned(), service: service.to_owned(), ttl: i64::try_from(ttl_secs).unwrap_or(300) })
     }
 
     /// The public key as a JWKS document (served at `/-/jwks`).
@@ -150,21 +151,15 @@ impl RegistryAuth {
     ///
     /// # Errors
     /// As `verify` for job tokens.
-    pub fn verify(&self, token: &str, now: i64) -> Result<(Arc<Claims>, Vec<Access>), VerifyError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(VerifyError::Malformed("not three dot-separated parts"));
-        };
-        let header: Value = decode(header).ok_or(VerifyError::Malformed("header"))?;
-        let kid = header.get("kid").and_then(Value::as_str).ok_or(VerifyError::MissingKid)?;
-        let key = self.keys.get(kid).ok_or(VerifyError::UnknownKid { issuer: usize::MAX })?;
-        if header.get("alg").and_then(Value::as_str) != Some("RS256") {
+    pub fn verify(&self, token: &str, now: i64) -> Result<(VerifiedClaims, Vec<Access>), VerifyError> {
+        let jws = Compact::parse(token)?;
+        let kid = jws.header.kid.as_deref().ok_or(VerifyError::MissingKid)?;
+        let key = self.keys.get(kid).ok_or(VerifyError::UnknownKid { issuer: None })?;
+        if jws.header.alg != "RS256" {
             return Err(VerifyError::AlgNotAllowed);
         }
-        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| VerifyError::Malformed("signature"))?;
-        let input = &token[..token.len() - token.rsplit('.').next().map_or(0, |s| s.len() + 1)];
-        verify_signature(Alg::RS256, key, input.as_bytes(), &signature)?;
-        let payload: Payload = decode(payload).ok_or(VerifyError::Malformed("payload"))?;
+        verify_signature(Alg::RS256, key, jws.signing_input.as_bytes(), &jws.signature)?;
+        let payload: Payload = jws.payload()?;
         if payload.iss != self.issuer {
             return Err(VerifyError::UnknownIssuer);
         }
@@ -197,12 +192,8 @@ impl RegistryAuth {
             environment_protected: job.environment_protected,
             scopes: job.scopes.map(|s| s.into_iter().collect::<ScopeSet>()),
         };
-        Ok((Arc::new(claims), payload.access))
+        Ok((VerifiedClaims::from_arc(Arc::new(claims)), payload.access))
     }
-}
-
-fn decode<T: for<'de> Deserialize<'de>>(part: &str) -> Option<T> {
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).ok()?).ok()
 }
 
 /// DER of the SubjectPublicKeyInfo of an RSA private key given as PKCS#8 PEM.
@@ -217,82 +208,6 @@ pub fn libtrust_key_id(spki_der: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
     let encoded = data_encoding::BASE32_NOPAD.encode(&digest.as_ref()[..30]);
     encoded.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
-}
-
-/// Writes a self-signed certificate for the registry signing key (the registry's `rootcertbundle`).
-///
-/// # Errors
-/// The key cannot be used by rcgen or the file cannot be written.
-pub fn write_certificate(key_pem: &str, out: &Path) -> anyhow::Result<()> {
-    let key = rcgen::KeyPair::from_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256)?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "jobgate registry token issuer");
-    let cert = params.self_signed(&key)?;
-    crate::generate::write(out, &cert.pem())
-}
-
-/// `GET /jwt/auth?service=S&scope=repository:NAME:ACTIONS` (scope may repeat): verifies the job
-/// token, intersects each requested action with what the policy grants, and issues a token for the
-/// granted subset (an empty `access` when nothing is granted, as registries expect).
-///
-/// # Errors
-/// A [`crate::reject::Rejection`] for a missing or invalid job token or a wrong service.
-pub fn realm(
-    auth: &RegistryAuth,
-    verifier: &crate::token::verify::Verifier,
-    policy: &crate::policy::Policy,
-    parts: &http::request::Parts,
-    now: i64,
-) -> Result<(Value, Arc<Claims>), crate::reject::Rejection> {
-    use crate::classify::{Action, Classified, Family, Target};
-    use crate::policy::scope::Scope;
-    use crate::reason::Reason;
-    use crate::reject::Rejection;
-    use crate::token::extract::{extract, Credential};
-
-    let token = match extract(&parts.headers, None) {
-        Ok(Credential::Job(token) | Credential::BearerJwt(token)) => token,
-        Ok(_) => return Err(Rejection::new(Reason::MissingCredential, "the token realm needs a CI job token (user gitlab-ci-token)")),
-        Err(e) => return Err(Rejection::new(Reason::ConflictingCredentials, e.to_string())),
-    };
-    let verified = verifier.verify(&token, now).map_err(|e| Rejection::new(e.reason(), e.to_string()))?;
-    let claims = verified.claims();
-    let pairs: Vec<(String, String)> = crate::query::pairs(parts.uri.query()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    if let Some((_, service)) = pairs.iter().find(|(k, _)| k == "service") {
-        if *service != auth.service {
-            return Err(Rejection::new(Reason::BadRequest, "unknown registry service"));
-        }
-    }
-    let mut access = Vec::new();
-    for (_, scope) in pairs.iter().filter(|(k, _)| k == "scope") {
-        let mut fields = scope.splitn(3, ':');
-        let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else { continue };
-        let Some(image) = ProjectPath::parse(name) else { continue };
-        let granted: Vec<String> = actions
-            .split(',')
-            .filter(|action| {
-                let (action, scope, destructive) = match *action {
-                    "pull" => (Action::Read, Scope::ReadRegistry, false),
-                    "push" => (Action::Write, Scope::WriteRegistry, false),
-                    "delete" | "*" => (Action::Write, Scope::WriteRegistry, true),
-                    _ => return false,
-                };
-                let request = Classified { family: Family::Registry, target: Target::Image(image.clone()), action, scope, destructive };
-                matches!(crate::policy::decide(policy, &request, claims), crate::policy::Decision::Allow(_))
-            })
-            .map(str::to_owned)
-            .collect();
-        access.push(Access { kind: "repository".into(), name: name.to_owned(), actions: granted });
-    }
-    let token = auth.issue(claims, &access, now).map_err(|_| Rejection::new(Reason::BadRequest, "cannot sign the registry token"))?;
-    let expires_in = auth.ttl().min(claims.exp - now).max(0);
-    let body = json!({
-        "token": token,
-        "access_token": token,
-        "expires_in": expires_in,
-        "issued_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-    });
-    Ok((body, Arc::new(claims.clone())))
 }
 
 /// Whether `access` grants `action` on `name` (`*` grants every action).
@@ -316,13 +231,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (_, pem) = Signer::generate(Alg::RS256).unwrap();
         std::fs::write(dir.path().join("k.pem"), &pem).unwrap();
-        let auth = RegistryAuth::load(&dir.path().join("k.pem"), "jobgate", "registry", 300).unwrap();
+        let auth = RegistryTokens::load(&dir.path().join("k.pem"), "jobgate", "registry", 300).unwrap();
         let claims = sample();
         let access = vec![Access { kind: "repository".into(), name: "acme/app".into(), actions: vec!["pull".into()] }];
         let token = auth.issue(&claims, &access, 1_000).unwrap();
         assert!(auth.is_ours(&token));
         let (back, granted) = auth.verify(&token, 1_100).unwrap();
-        assert_eq!((back.job_id, back.project_path.as_str(), granted), (7, "acme/app", access));
+        assert_eq!((back.claims().job_id, back.claims().project_path.as_str(), granted), (7, "acme/app", access));
         assert!(matches!(auth.verify(&token, 10_000), Err(VerifyError::Expired)));
         let mut forged = token.clone();
         forged.push('x');

@@ -1,18 +1,21 @@
 //! Policy tests that users write: `tests/*.yaml` next to their policy files, each a list of cases
 //! (token claims + request → `allow` / `deny` / `would_deny`, optionally with the reason id).
-//! `jobgate check` runs them and fails on any mismatch, like unit tests for policy.
+//! `jobgate check` runs them and fails on any mismatch, like unit tests for policy. A case is decided
+//! by `enforce`'s own functions (classification with the config's API routes, the mount rule, the
+//! policy), so a case passes only if `serve` would decide the same for a job with those claims.
 
 use std::path::{Path, PathBuf};
 
-use http::Method;
+use http::{Method, Request};
 use serde::Deserialize;
 
-use super::decide::{decide, Decision};
-use super::load::{Policy, PolicyError};
-use super::scope::{Role, Scope};
-use crate::classify::classify;
 use crate::config::{parse_yaml, ConfigError};
+use crate::enforce::{authorize, check_target, classify_request, Disposition, NoTrace, Summary};
 use crate::path::ProjectPath;
+use crate::policy::PolicyError;
+use crate::refusal::Refusal;
+use crate::scope::{Role, Scope};
+use crate::snapshot::Snapshot;
 use crate::token::claims::Claims;
 
 #[derive(Debug, Deserialize)]
@@ -76,11 +79,12 @@ pub struct Report {
     pub failures: Vec<String>,
 }
 
-/// Runs every case in `dir/tests/*.yaml` against `policy`. A missing `tests` folder is an empty report.
+/// Runs every case in `dir/tests/*.yaml` against `snapshot`. A missing `tests` folder is an empty
+/// report.
 ///
 /// # Errors
 /// A test file that does not parse (file and line).
-pub fn run(policy: &Policy, dir: &Path) -> Result<Report, PolicyError> {
+pub fn run(snapshot: &Snapshot, dir: &Path) -> Result<Report, PolicyError> {
     let mut report = Report::default();
     let Ok(entries) = std::fs::read_dir(dir.join("tests")) else { return Ok(report) };
     let mut files: Vec<PathBuf> = entries
@@ -96,7 +100,7 @@ pub fn run(policy: &Policy, dir: &Path) -> Result<Report, PolicyError> {
             other => PolicyError { path: file.clone(), line: 0, message: other.to_string() },
         })?;
         for case in cases {
-            match check(policy, &case) {
+            match check(snapshot, &case) {
                 Ok(()) => report.passed += 1,
                 Err(why) => report.failures.push(format!("{}: {}: {why}", file.display(), case.name)),
             }
@@ -105,22 +109,37 @@ pub fn run(policy: &Policy, dir: &Path) -> Result<Report, PolicyError> {
     Ok(report)
 }
 
-fn check(policy: &Policy, case: &Case) -> Result<(), String> {
-    let method = Method::from_bytes(case.request.method.as_bytes()).map_err(|_| "bad request method".to_owned())?;
-    let (path, query) = case.request.url.split_once('?').map_or((case.request.url.as_str(), None), |(p, q)| (p, Some(q)));
-    let request = classify(&method, path, query).map_err(|u| format!("request is not classified: {}", u.why))?;
+fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {
     let claims = claims(&case.token)?;
-    let decision = decide(policy, &request, &claims);
-    let (got, reason) = match decision {
-        Decision::Allow(_) => (Expect::Allow, decision.reason()),
-        Decision::Deny(d) if d.enforced => (Expect::Deny, d.reason),
-        Decision::Deny(d) => (Expect::WouldDeny, d.reason),
+    let summary = decide_case(snapshot, &claims, &case.request.method, &case.request.url)?;
+    let got = match summary {
+        Summary { disposition: Disposition::Deny, enforced: false, .. } => Expect::WouldDeny,
+        Summary { disposition: Disposition::Deny, .. } => Expect::Deny,
+        _ => Expect::Allow,
     };
-    let reason_ok = case.reason.as_deref().is_none_or(|want| want == reason.id());
+    let reason_ok = case.reason.as_deref().is_none_or(|want| want == summary.reason.id());
     if got == case.expect && reason_ok {
         return Ok(());
     }
-    Err(format!("expected {:?}{}, got {got:?} ({})", case.expect, case.reason.as_ref().map_or(String::new(), |r| format!(" ({r})")), reason.id()))
+    Err(format!("expected {:?}{}, got {got:?} ({})", case.expect, case.reason.as_ref().map_or(String::new(), |r| format!(" ({r})")), summary.reason.id()))
+}
+
+/// What `serve` decides for a job with (already verified) `claims` asking `method url`: the request
+/// checks, classification with the API routes, the mount rule and the policy.
+///
+/// # Errors
+/// A method or URL that is not HTTP.
+pub fn decide_case(snapshot: &Snapshot, claims: &Claims, method: &str, url: &str) -> Result<Summary, String> {
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| "bad request method".to_owned())?;
+    let parts = Request::builder().method(method).uri(url).body(()).map_err(|e| format!("url {url:?}: {e}"))?.into_parts().0;
+    let deny = |refusal: Refusal| Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() };
+    if let Err(refusal) = check_target(&parts) {
+        return Ok(deny(refusal));
+    }
+    Ok(match classify_request(snapshot, &parts, None) {
+        Ok(routed) => authorize(snapshot, &routed, claims, None, &mut NoTrace).summary(),
+        Err(unmatched) => deny(unmatched.into()),
+    })
 }
 
 fn claims(token: &TokenDoc) -> Result<Claims, String> {

@@ -1,0 +1,40 @@
+//! Keeping the issuers' key sets current — the I/O half of verification, outside the decision core:
+//! `source` is the freshness state machine (file reloads, polling, single-flight unknown-kid refetch,
+//! cooldown, staleness) and `fetch` the HTTPS GET behind a trait. Both write into the pure
+//! [`crate::token::keys::KeyState`] that `token::verify` reads.
+
+pub mod fetch;
+pub mod source;
+
+use std::sync::Arc;
+
+pub use fetch::FetchError;
+pub use source::KeySource;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::token::verify::{secs, Issuer};
+
+/// Builds every configured issuer and loads (or first fetches) its keys: the issuers `verify` reads,
+/// and, in the same order, the sources that keep them fresh.
+///
+/// # Errors
+/// A JWKS file that does not load, or an unreadable CA file.
+pub async fn start(config: &Config, metrics: &Metrics) -> Result<(Vec<Issuer>, Vec<Arc<KeySource>>), FetchError> {
+    let mut issuers = Vec::with_capacity(config.issuers.len());
+    let mut sources = Vec::with_capacity(config.issuers.len());
+    for issuer in &config.issuers {
+        let source = KeySource::start(issuer, metrics.issuer(&issuer.name)).await?;
+        issuers.push(Issuer {
+            name: issuer.name.clone(),
+            iss: issuer.iss.clone(),
+            audiences: issuer.audiences.clone(),
+            algorithms: issuer.algorithms.clone(),
+            leeway: secs(issuer.leeway_secs),
+            max_lifetime: secs(issuer.max_lifetime_secs),
+            keys: source.state().clone(),
+        });
+        sources.push(source);
+    }
+    Ok((issuers, sources))
+}
