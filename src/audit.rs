@@ -70,6 +70,13 @@ impl Audit {
         Ok(Audit { sender, dropped })
     }
 
+    /// An audit whose lines a test reads from the returned receiver.
+    #[cfg(test)]
+    pub(crate) fn channel() -> (Audit, mpsc::Receiver<AuditRecord>) {
+        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+        (Audit { sender, dropped: prometheus::IntCounter::new("dropped", "test").unwrap_or_else(|_| unreachable!()) }, receiver)
+    }
+
     /// Queues a line; drops it (and counts) when the writer is behind.
     pub fn record(&self, record: AuditRecord) {
         if self.sender.try_send(record).is_err() {

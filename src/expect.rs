@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use http::{Method, Request};
 use serde::Deserialize;
 
+use crate::classify::lfs::BatchOperation;
+use crate::classify::Action;
 use crate::config::{parse_yaml, ConfigError};
 use crate::enforce::{authorize, check_target, classify_request, Disposition, NoTrace, Summary};
 use crate::path::ProjectPath;
@@ -60,6 +62,16 @@ struct TokenDoc {
 struct RequestDoc {
     method: String,
     url: String,
+    /// For an LFS batch call: the body's `operation` (`download` or `upload`).
+    #[serde(default)]
+    lfs_operation: Option<LfsOperation>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LfsOperation {
+    Download,
+    Upload,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -111,7 +123,8 @@ pub fn run(snapshot: &Snapshot, dir: &Path) -> Result<Report, PolicyError> {
 
 fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {
     let claims = claims(&case.token)?;
-    let summary = decide_case(snapshot, &claims, &case.request.method, &case.request.url)?;
+    let batch = case.request.lfs_operation.map(|op| BatchOperation(if matches!(op, LfsOperation::Download) { Action::Read } else { Action::Write }));
+    let summary = decide_case(snapshot, &claims, &case.request.method, &case.request.url, batch)?;
     let got = match summary {
         Summary { disposition: Disposition::Deny, enforced: false, .. } => Expect::WouldDeny,
         Summary { disposition: Disposition::Deny, .. } => Expect::Deny,
@@ -129,14 +142,14 @@ fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {
 ///
 /// # Errors
 /// A method or URL that is not HTTP.
-pub fn decide_case(snapshot: &Snapshot, claims: &Claims, method: &str, url: &str) -> Result<Summary, String> {
+pub fn decide_case(snapshot: &Snapshot, claims: &Claims, method: &str, url: &str, batch: Option<BatchOperation>) -> Result<Summary, String> {
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| "bad request method".to_owned())?;
     let parts = Request::builder().method(method).uri(url).body(()).map_err(|e| format!("url {url:?}: {e}"))?.into_parts().0;
     let deny = |refusal: Refusal| Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() };
     if let Err(refusal) = check_target(&parts) {
         return Ok(deny(refusal));
     }
-    Ok(match classify_request(snapshot, &parts, None) {
+    Ok(match classify_request(snapshot, &parts, batch) {
         Ok(routed) => authorize(snapshot, &routed, claims, None, &mut NoTrace).summary(),
         Err(unmatched) => deny(unmatched.into()),
     })

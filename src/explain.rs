@@ -8,6 +8,7 @@ use base64::Engine;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Request};
 
+use crate::classify::lfs::BatchOperation;
 use crate::enforce::{enforce, Core, Summary, Verdict};
 use crate::token::extract::JOB_USER;
 
@@ -19,15 +20,16 @@ pub struct Explained {
 }
 
 /// Explains one request at `now`. `url` may be absolute (`https://host/path?query`) or a path; the
-/// token travels where a client would put it (see [`request`]).
-pub fn explain(core: &Core<'_>, token: &str, method: &str, url: &str, now: i64) -> Explained {
+/// token travels where a client would put it (see [`request`]); `batch` is what an LFS batch body
+/// asks for (without it a batch counts as an upload, as it does before `serve` has read the body).
+pub fn explain(core: &Core<'_>, token: &str, method: &str, url: &str, batch: Option<BatchOperation>, now: i64) -> Explained {
     let mut lines = Vec::new();
     let parts = match request(core, token, method, url) {
         Ok(parts) => parts,
         Err(why) => return Explained { lines: vec![format!("request: {why}")], summary: None },
     };
     lines.push(format!("request: {} {}{}", parts.method, parts.uri.path(), if parts.uri.query().is_some() { "?…" } else { "" }));
-    let enforced = enforce(core, &parts, None, now, &mut lines);
+    let enforced = enforce(core, &parts, batch, now, &mut lines);
     let summary = enforced.verdict.summary();
     lines.push(match &enforced.verdict {
         Verdict::Allow(_, permit) => format!("decision: allow ({}) with [{}]", summary.reason, permit.scopes()),

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use jobgate::classify::lfs::BatchOperation;
+use jobgate::classify::Action;
 use jobgate::config::Config;
 use jobgate::token::mint::{JobClaims, Signer};
 use jobgate::token::Alg;
@@ -41,6 +43,9 @@ enum Command {
         /// The request URL (absolute or a path with its query).
         #[arg(long)]
         url: String,
+        /// For an LFS batch call: the operation its body asks for.
+        #[arg(long, value_enum)]
+        lfs_operation: Option<LfsOperation>,
     },
     /// Everything local for a first look: certificates, keys, policy, upstream, tokens.
     Demo {
@@ -156,7 +161,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => runtime()?.block_on(serve(&config)),
         Command::Check { config } => runtime()?.block_on(check(&config)),
-        Command::Explain { config, token, method, url } => runtime()?.block_on(explain(&config, &token, &method, &url)),
+        Command::Explain { config, token, method, url, lfs_operation } => {
+            let batch = lfs_operation.map(|op| BatchOperation(if op == LfsOperation::Download { Action::Read } else { Action::Write }));
+            runtime()?.block_on(explain(&config, &token, &method, &url, batch))
+        }
         Command::Demo { dir, listen, admin_listen } => runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen)),
         Command::Certs { command: CertsCommand::Generate { out } } => {
             let files = jobgate::generate::certs(&out)?;
@@ -174,6 +182,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { command: TokenCommand::Mint(args) } => mint(args),
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LfsOperation {
+    Download,
+    Upload,
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -225,7 +239,7 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn explain(path: &Path, token: &str, method: &str, url: &str) -> anyhow::Result<()> {
+async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operation: Option<BatchOperation>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
     let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new()).await?;
@@ -249,7 +263,7 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str) -> anyhow::R
     } else {
         token.to_owned()
     };
-    for line in jobgate::explain::explain(&core, &token, method, url, jobgate::clock::unix_now()).lines {
+    for line in jobgate::explain::explain(&core, &token, method, url, lfs_operation, jobgate::clock::unix_now()).lines {
         println!("{line}");
     }
     Ok(())

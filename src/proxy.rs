@@ -16,7 +16,7 @@ use crate::audit::Audit;
 use crate::body::{self, Body};
 use crate::classify::{lfs, Family, FamilyMap};
 use crate::clock::unix_now;
-use crate::enforce::{enforce, Core, Disposition, NoTrace, NonJobRules, Summary, Verdict};
+use crate::enforce::{classify_request, enforce, Core, Disposition, NoTrace, NonJobRules, Summary, Verdict};
 use crate::forward::{ForwardContext, Upstream};
 use crate::keys::KeySource;
 use crate::metrics::Metrics;
@@ -177,7 +177,8 @@ impl Gateway {
             Ok(peeked) => peeked,
             Err(refusal) => {
                 let response = reject::response(&refusal, &cx.id, Some(Family::Lfs), &Challenge::GitLab);
-                return (response, Outcome::refused(&refusal, None, None));
+                let request = classify_request(snapshot, &parts, None).ok().map(|r| r.request);
+                return (response, Outcome::refused(&refusal, request, None));
             }
         };
         let core = self.core(snapshot);
