@@ -26,7 +26,7 @@ use crate::refusal::Refusal;
 use crate::registry::realm::realm;
 use crate::registry::RegistryTokens;
 use crate::reject::{self, Challenge};
-use crate::revoke::Revocations;
+use crate::revoke::store::Revocations;
 use crate::scope::ScopeSet;
 use crate::snapshot::Snapshot;
 use crate::token::verify::Verifier;

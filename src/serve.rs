@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{Gateway, GatewayParts};
 use crate::registry::RegistryTokens;
 use crate::reload::Reloader;
-use crate::revoke::Revocations;
+use crate::revoke::store::Revocations;
 use crate::snapshot::Snapshot;
 use crate::tls::{self, CertResolver};
 use crate::token::verify::Verifier;

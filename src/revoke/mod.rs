@@ -8,8 +8,6 @@ pub mod store;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
-pub use store::Revocations;
-
 use crate::token::claims::Claims;
 
 /// What a revocation names.
