@@ -17,8 +17,8 @@ use crate::token::Alg;
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}:{line}: {message}")]
-    Parse { path: PathBuf, line: usize, message: String },
+    #[error(transparent)]
+    Parse(#[from] crate::yaml::YamlError),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
 }
@@ -360,7 +360,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let mut config: Config = parse_yaml(path, &text)?;
+        let mut config: Config = crate::yaml::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
@@ -458,26 +458,6 @@ pub fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), Stri
         return Err(format!("{url:?} must not carry user info or a query"));
     }
     Ok((Scheme::HTTP, authority, uri.path().trim_end_matches('/').to_owned()))
-}
-
-/// Parses YAML into `T`, turning serde_yaml's error into one that names the file and line.
-///
-/// # Errors
-/// [`ConfigError::Parse`] with the 1-based line of the offending key or value.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
-    serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        line: e.location().map_or(0, |l| l.line()),
-        message: strip_location(&e.to_string()),
-    })
-}
-
-/// serde_yaml appends " at line L column C"; the line is already in our prefix.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_owned(),
-        None => message.to_owned(),
-    }
 }
 
 #[cfg(test)]

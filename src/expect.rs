@@ -11,7 +11,6 @@ use serde::Deserialize;
 
 use crate::classify::lfs::BatchOperation;
 use crate::classify::Action;
-use crate::config::{parse_yaml, ConfigError};
 use crate::enforce::{authorize, check_target, classify_request, Disposition, NoTrace, Summary};
 use crate::path::ProjectPath;
 use crate::policy::PolicyError;
@@ -107,10 +106,7 @@ pub fn run(snapshot: &Snapshot, dir: &Path) -> Result<Report, PolicyError> {
     for file in files {
         let text = std::fs::read_to_string(&file)
             .map_err(|e| PolicyError { path: file.clone(), line: 0, message: format!("cannot read: {e}") })?;
-        let cases: Vec<Case> = parse_yaml(&file, &text).map_err(|e| match e {
-            ConfigError::Parse { path, line, message } => PolicyError { path, line, message },
-            other => PolicyError { path: file.clone(), line: 0, message: other.to_string() },
-        })?;
+        let cases: Vec<Case> = crate::yaml::parse(&file, &text).map_err(PolicyError::from)?;
         for case in cases {
             match check(snapshot, &case) {
                 Ok(()) => report.passed += 1,

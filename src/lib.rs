@@ -5,17 +5,22 @@
 //!
 //! ```text
 //! accept ─► TLS ─► classify ─► extract ─► verify ─► decide ─► forward | reject ─► record
-//!  serve    tls    classify/   token::    token::   policy::  forward   reject     audit,
-//!                  → Classified extract   verify    decide    (stream)             metrics
-//!                               → token  → Claims  → Permit
+//!  serve    tls    classify/   token::    token::   policy::  forward   reject     record
+//!                  → Routed     extract   verify    decide    (stream)  (status,   (audit line,
+//!                               → token  → Claims  → Permit              challenge, metrics,
+//!                                                                        body)      X-Request-Id)
 //! ```
 //!
-//! `enforce::enforce` runs classify → extract → verify → decide synchronously against one
-//! [`snapshot::Snapshot`] (the policy, swapped whole by `reload`) and the issuers' key sets (each
-//! behind its own `ArcSwap` in `token::source`); `proxy::Gateway::handle` adds the edges: the LFS
-//! batch peek, the unknown-kid refetch, the registry token realm (`registry_auth`), forwarding,
-//! refusing and recording. `admin` serves health, readiness, metrics, reload, revocations (`revoke`)
-//! and the GitLab job webhook.
+//! The decision core — `classify`, `token` (extract, jws, verify, claims, cache, keys), `policy`,
+//! `revoke` (the set), `registry` (tokens, realm) and `enforce` — is synchronous and does no I/O;
+//! `tests/architecture.rs` keeps it that way. `enforce` is the ONE composition of the stages:
+//! `proxy::Gateway::handle` (serve), `explain` (narrating the same call through a trace), `expect`
+//! (the policy tests of `jobgate check`) and `registry::realm` all call it. The edges around it:
+//! `proxy` (route, LFS batch peek, unknown-kid refetch, forward | refuse), `forward`, `reject` (the
+//! only place that picks status, challenge and body), `record` (every exit ends there), `keys` (key
+//! sets kept fresh: polling, refetch, staleness), `revoke::store`, `reload`, `admin`, `serve`.
+//! Policy and API routes live in one [`snapshot::Snapshot`] swapped whole; each issuer's key set in
+//! its own [`token::keys::KeyState`], loaded once per verification.
 
 pub mod admin;
 pub mod audit;
@@ -48,3 +53,4 @@ pub mod snapshot;
 pub mod tls;
 pub mod token;
 pub mod watch;
+pub mod yaml;

@@ -33,7 +33,7 @@ const CORE: &[&str] = &[
 /// What the core may name with `crate::` (its own modules and the static config types).
 const ALLOWED: &[&str] = &[
     "classify", "policy", "token", "enforce", "scope", "refusal", "reason", "path", "query", "revoke", "registry", "snapshot",
-    "config", "clock",
+    "config", "clock", "yaml",
 ];
 
 /// Paths that must never appear in the core, even inside an allowed module.

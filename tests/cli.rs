@@ -110,3 +110,31 @@ fn explain_prints_the_derivation_without_the_token() {
     let (_, text) = explain("/acme/app.git/HEAD", "GET");
     assert!(text.contains("decision: deny (unmatched_request)"), "{text}");
 }
+
+#[test]
+fn explain_and_check_see_the_api_routes_serve_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
+    assert!(jobgate(&["keys", "generate", "--out", "keys", "--alg", "ES256"], d).0);
+    std::fs::create_dir_all(d.join("policies/tests")).unwrap();
+    std::fs::write(d.join("policies/p.yaml"), "projects:\n  acme/app: { id: 42 }\n").unwrap();
+    let case = "- name: the version route the config opens\n  token: { project: acme/app, project_id: 42 }\n  request: { method: GET, url: /api/v4/version }\n  expect: allow\n  reason: granted_via_own_project\n";
+    std::fs::write(d.join("policies/tests/version.yaml"), case).unwrap();
+    let opened = format!("{CONFIG}api_routes: [ {{ method: GET, path: /api/v4/version, scope: read_api }} ]\n");
+    std::fs::write(d.join("jobgate.yaml"), &opened).unwrap();
+    let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(ok && text.contains("policy tests: 1 passed, 0 failed"), "{text}");
+    let mint = ["token", "mint", "--key", "keys/signing-key.pem", "--iss", "jobgate-test", "--aud", "jobgate", "--project-path", "acme/app", "--project-id", "42", "--job-id", "9"];
+    let (ok, token) = jobgate(&mint, d);
+    assert!(ok, "{token}");
+    let explain = || jobgate(&["explain", "--config", "jobgate.yaml", "--token", token.trim(), "--method", "GET", "--url", "/api/v4/version"], d).1;
+    let text = explain();
+    assert!(text.contains("decision: allow (granted_via_own_project)"), "{text}");
+
+    // Without the route, serve would not match the request: explain and the policy test say so too.
+    std::fs::write(d.join("jobgate.yaml"), CONFIG).unwrap();
+    let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(!ok && text.contains("expected Allow (granted_via_own_project), got Deny (unmatched_request)"), "{text}");
+    assert!(explain().contains("decision: deny (unmatched_request)"));
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::glob::Glob;
 use super::model::{AllowDoc, EnvironmentsDoc, Inbound, MemberDoc, Mode, PolicyDoc, RefType, Refs};
 use crate::scope::{Role, Scope, ScopeSet};
-use crate::config::{parse_yaml, ConfigError};
+use crate::yaml::{self, YamlError};
 use crate::path::ProjectPath;
 
 /// A policy load error: file, line (0 when unknown) and what is wrong.
@@ -18,6 +18,12 @@ pub struct PolicyError {
     pub path: PathBuf,
     pub line: usize,
     pub message: String,
+}
+
+impl From<YamlError> for PolicyError {
+    fn from(YamlError { path, line, message }: YamlError) -> PolicyError {
+        PolicyError { path, line, message }
+    }
 }
 
 /// Instance-wide settings.
@@ -201,10 +207,7 @@ impl Errors<'_> {
 
 impl Builder {
     fn add(&mut self, file: &Path, text: &str) -> Result<(), PolicyError> {
-        let doc: PolicyDoc = parse_yaml(file, text).map_err(|e| match e {
-            ConfigError::Parse { path, line, message } => PolicyError { path, line, message },
-            other => PolicyError { path: file.to_owned(), line: 0, message: other.to_string() },
-        })?;
+        let doc: PolicyDoc = yaml::parse(file, text).map_err(PolicyError::from)?;
         let errors = Errors { file, text };
         if let Some(instance) = doc.instance {
             if let Some(first) = &self.instance_from {

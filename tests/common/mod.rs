@@ -56,7 +56,17 @@ pub fn wait_for_port(port: u16) {
 pub struct GitServer {
     pub port: u16,
     pub root: PathBuf,
+    log: PathBuf,
     _process: Process,
+}
+
+impl Drop for GitServer {
+    /// A failing test shows what lighttpd logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("lighttpd error log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        }
+    }
 }
 
 impl GitServer {
@@ -97,7 +107,7 @@ setenv.set-environment = ( "GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL"
             .expect("lighttpd is not installed: run scripts/test.sh");
         let process = Process { child };
         wait_for_port(port);
-        GitServer { port, root, _process: process }
+        GitServer { port, root, log: dir.join("lighttpd-error.log"), _process: process }
     }
 
     /// Creates a bare repository `project.git` with one commit on `main`; returns its path.
