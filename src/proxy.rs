@@ -191,10 +191,10 @@ impl Gateway {
         }
         let summary = enforced.verdict.summary();
         let family = enforced.request.as_ref().map(|r| r.family);
-        let challenge = Challenge::for_request(&parts, enforced.request.as_ref(), self.registry.as_ref().map(|r| r.service.as_str()));
         let identity = match &enforced.verdict {
             Verdict::Refuse(refusal, _) => {
                 drain(body).await;
+                let challenge = Challenge::for_request(&parts, enforced.request.as_ref(), self.registry.as_ref().map(|r| r.service.as_str()));
                 let response = reject::response(refusal, &cx.id, family, &challenge);
                 return (response, Outcome::enforced(enforced, summary));
             }
@@ -208,8 +208,9 @@ impl Gateway {
         match forwarded {
             Ok(response) => (response, Outcome::enforced(enforced, summary)),
             Err(e) => {
+                // 502, 504 or 500: no challenge applies.
                 let refusal = Refusal::from(e);
-                let response = reject::response(&refusal, &cx.id, family, &challenge);
+                let response = reject::response(&refusal, &cx.id, family, &Challenge::GitLab);
                 (response, Outcome::enforced(enforced, Summary { reason: refusal.reason(), ..summary }))
             }
         }
