@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{curl, echo_upstream, free_port, run, Gateway, Process};
+use common::{curl, echo_upstream, run, Gateway};
 
 fn ok(command: &mut Command) -> String {
     let out = run(command);
@@ -102,17 +102,16 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
     std::fs::create_dir_all(&prom).unwrap();
     std::fs::write(prom.join("prometheus.yml"), config).unwrap();
     std::fs::copy("deploy/prometheus/alerts.yml", prom.join("alerts.yml")).unwrap();
-    let port = free_port();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", prom.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", prom.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus is not installed: run scripts/test.sh");
-    let _prometheus = Process { child };
-    common::wait_for_port(port);
+    let (port, _prometheus) = common::serve_on_free_port(|port| {
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", prom.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", prom.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is not installed: run scripts/test.sh")
+    });
 
     let query = |q: &str| -> serde_json::Value {
         let out = Command::new("curl").args(["-s", "--get", "--data-urlencode", &format!("query={q}")]).arg(format!("http://127.0.0.1:{port}/api/v1/query")).output().unwrap();

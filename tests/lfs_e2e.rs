@@ -12,7 +12,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{free_port, git_command, git_ok, run, wait_for_port, GitServer, Gateway, Process};
+use common::{git_command, git_ok, run, serve_on_free_port, GitServer, Gateway, Process};
 
 const POLICY: &str = "
 projects:
@@ -36,17 +36,16 @@ fn giftless(dir: &Path) -> (u16, PathBuf, Process) {
         ),
     )
     .unwrap();
-    let port = free_port();
     let tools = std::env::var("GIFTLESS_TOOLS").map_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/giftless/bin"), PathBuf::from);
-    let child = Command::new(tools.join("gunicorn"))
-        .args(["-b", &format!("127.0.0.1:{port}"), "-k", "gthread", "--threads", "8", "--timeout", "120", "giftless.wsgi_entrypoint:app"])
-        .env("GIFTLESS_CONFIG_FILE", &config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("giftless under gunicorn: {e} (run scripts/test.sh)"));
-    let process = Process { child };
-    wait_for_port(port);
+    let (port, process) = serve_on_free_port(|port| {
+        Command::new(tools.join("gunicorn"))
+            .args(["-b", &format!("127.0.0.1:{port}"), "-k", "gthread", "--threads", "8", "--timeout", "120", "giftless.wsgi_entrypoint:app"])
+            .env("GIFTLESS_CONFIG_FILE", &config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("giftless under gunicorn: {e} (run scripts/test.sh)"))
+    });
     (port, store, process)
 }
 

@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{free_port, run, wait_for_port, Gateway, Process};
+use common::{run, serve_on_free_port, Gateway, Process};
 
 /// acme/app (id 42) publishes to its own registry; acme/lib (43) may read it; acme/other (44) nothing.
 const POLICY: &str = "
@@ -78,25 +78,24 @@ fn package(dir: &Path, name: &str, version: &str) -> PathBuf {
 fn npm_publish_and_install_through_jobgate_to_verdaccio() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = free_port();
-    std::fs::write(
-        d.join("verdaccio.yaml"),
-        format!(
-            "storage: {}\nuplinks: {{}}\npackages:\n  '**': {{ access: $all, publish: $all, unpublish: $all }}\nlisten: 127.0.0.1:{port}\nurl_prefix: /api/v4/projects/42/packages/npm/\nlog: {{ type: stdout, format: pretty, level: warn }}\n",
-            d.join("storage").display()
-        ),
-    )
-    .unwrap();
     let verdaccio = tool("VERDACCIO", "target/tools/npm/node_modules/.bin/verdaccio");
-    let child = Command::new(&verdaccio)
-        .arg("--config")
-        .arg(d.join("verdaccio.yaml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/test.sh)", verdaccio.display()));
-    let _verdaccio = Process { child };
-    wait_for_port(port);
+    let (port, _verdaccio) = serve_on_free_port(|port| {
+        std::fs::write(
+            d.join("verdaccio.yaml"),
+            format!(
+                "storage: {}\nuplinks: {{}}\npackages:\n  '**': {{ access: $all, publish: $all, unpublish: $all }}\nlisten: 127.0.0.1:{port}\nurl_prefix: /api/v4/projects/42/packages/npm/\nlog: {{ type: stdout, format: pretty, level: warn }}\n",
+                d.join("storage").display()
+            ),
+        )
+        .unwrap();
+        Command::new(&verdaccio)
+            .arg("--config")
+            .arg(d.join("verdaccio.yaml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/test.sh)", verdaccio.display()))
+    });
     let gw = gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip, strip_prefix: /api/v4/projects/*/packages/npm"));
 
     let app = Npm::new(&gw, d, &gw.token("acme/app", 42, false));
@@ -169,17 +168,16 @@ fn twine_upload_and_pip_install_through_jobgate_to_pypiserver() {
     let d = dir.path();
     let packages = d.join("pypi-packages");
     std::fs::create_dir_all(&packages).unwrap();
-    let port = free_port();
-    let child = Command::new(python_tools().join("python"))
-        .arg("tests/fixtures/pypi_mounted.py")
-        .arg(&packages)
-        .args([&port.to_string(), "/api/v4/projects/42/packages/pypi"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the venv's python (run scripts/test.sh)");
-    let _pypi = Process { child };
-    wait_for_port(port);
+    let (port, _pypi) = serve_on_free_port(|port| {
+        Command::new(python_tools().join("python"))
+            .arg("tests/fixtures/pypi_mounted.py")
+            .arg(&packages)
+            .args([&port.to_string(), "/api/v4/projects/42/packages/pypi"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the venv's python (run scripts/test.sh)")
+    });
     let gw = gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip"));
     let upload_url = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/pypi", gw.port);
     let twine = |token: &str, wheel: &Path| {
@@ -219,23 +217,22 @@ fn twine_upload_and_pip_install_through_jobgate_to_pypiserver() {
 
 /// nginx storing PUTs below `root`, so paths keep GitLab's layout (`/api/v4/projects/42/packages/...`).
 fn nginx(dir: &Path) -> (u16, PathBuf, Process) {
-    let port = free_port();
     let root = dir.join("www");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
     let conf = dir.join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/nginx-tmp;\n  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{ dav_methods PUT; create_full_put_path on; client_max_body_size 100m; }}\n  }}\n}}\n",
-            d = dir.display(),
-            root = root.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new("nginx").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nginx (run scripts/test.sh)");
-    let process = Process { child };
-    wait_for_port(port);
+    let (port, process) = serve_on_free_port(|port| {
+        std::fs::write(
+            &conf,
+            format!(
+                "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/nginx-tmp;\n  server {{\n    listen 127.0.0.1:{port};\n    root {root};\n    location / {{ dav_methods PUT; create_full_put_path on; client_max_body_size 100m; }}\n  }}\n}}\n",
+                d = dir.display(),
+                root = root.display()
+            ),
+        )
+        .unwrap();
+        Command::new("nginx").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nginx (run scripts/test.sh)")
+    });
     (port, root, process)
 }
 

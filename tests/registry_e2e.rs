@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{curl, free_port, run, wait_for_port, Gateway, Process};
+use common::{curl, run, serve_on_free_port, Gateway, Process};
 
 const POLICY: &str = "
 projects:
@@ -45,17 +45,16 @@ fn image(dir: &Path) -> PathBuf {
 }
 
 fn registry(dir: &Path, auth: &str) -> (u16, PathBuf, Process) {
-    let port = free_port();
     let store = dir.join("registry-store");
     let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!("version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: jobgate-test\n{auth}", store.display()),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry").arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("docker-registry (run scripts/test.sh)");
-    let process = Process { child };
-    wait_for_port(port);
+    let (port, process) = serve_on_free_port(|port| {
+        std::fs::write(
+            &config,
+            format!("version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: jobgate-test\n{auth}", store.display()),
+        )
+        .unwrap();
+        Command::new("docker-registry").arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("docker-registry (run scripts/test.sh)")
+    });
     (port, store, process)
 }
 

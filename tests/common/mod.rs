@@ -44,12 +44,27 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-pub fn wait_for_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(20));
+/// Starts a server on a fresh loopback port: `start(port)` writes its config and spawns it. The port
+/// from [`free_port`] is free only when it is read; if another process binds it first, the server
+/// exits (or the port answers for someone else), so the server must still be running once the port
+/// answers — else a new port is tried.
+pub fn serve_on_free_port(mut start: impl FnMut(u16) -> Child) -> (u16, Process) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut process = Process { child: start(port) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exited = |p: &mut Process| p.child.try_wait().ok().flatten().is_some();
+        while !exited(&mut process) && std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nothing listens on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A server that lost the port exits at once; one that is still running a moment later owns it.
+        std::thread::sleep(Duration::from_millis(100));
+        if !exited(&mut process) {
+            return (port, process);
+        }
     }
+    panic!("the server exited on five ports in a row (see its log)");
 }
 
 /// `git http-backend` under lighttpd (mod_cgi), serving bare repositories below `root`.
@@ -76,12 +91,12 @@ impl GitServer {
         let exec_path = String::from_utf8(run(Command::new("git").arg("--exec-path")).stdout).unwrap();
         let backend = Path::new(exec_path.trim()).join("git-http-backend");
         assert!(backend.exists(), "{} is missing", backend.display());
-        let port = free_port();
-        let conf = dir.join("lighttpd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                r#"server.document-root = "{root}"
+        let (port, process) = serve_on_free_port(|port| {
+            let conf = dir.join("lighttpd.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    r#"server.document-root = "{root}"
 server.bind = "127.0.0.1"
 server.port = {port}
 server.modules = ("mod_alias", "mod_cgi", "mod_setenv")
@@ -92,21 +107,20 @@ alias.url = ( "/" => "{backend}/" )
 cgi.assign = ( "" => "" )
 setenv.set-environment = ( "GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL" => "1" )
 "#,
-                root = root.display(),
-                dir = dir.display(),
-                backend = backend.display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new("lighttpd")
-            .arg("-D")
-            .arg("-f")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("lighttpd is not installed: run scripts/test.sh");
-        let process = Process { child };
-        wait_for_port(port);
+                    root = root.display(),
+                    dir = dir.display(),
+                    backend = backend.display(),
+                ),
+            )
+            .unwrap();
+            Command::new("lighttpd")
+                .arg("-D")
+                .arg("-f")
+                .arg(&conf)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("lighttpd is not installed: run scripts/test.sh")
+        });
         GitServer { port, root, log: dir.join("lighttpd-error.log"), _process: process }
     }
 
