@@ -119,6 +119,9 @@ impl Admin {
             (None, Some(job_id)) => Revoked::Job { job_id },
             _ => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "name exactly one of jti or job_id"})),
         };
+        if request.expires_at.is_some_and(|at| at < unix_now()) {
+            return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "expires_at is in the past: the revocation would hold nothing"}));
+        }
         self.persist(what, request.expires_at).await
     }
 

@@ -13,11 +13,16 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).map_err(|never| match never {}).boxed()
 }
 
+/// No body at all.
+pub fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
+}
+
 /// A streamed body (request or response), passed through chunk by chunk, never buffered.
 pub fn stream<B>(body: B) -> Body
 where
     B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
 {
-    body.map_err(|e| -> BoxError { Box::new(e) }).boxed()
+    body.map_err(Into::into).boxed()
 }

@@ -63,6 +63,9 @@ pub struct RegistryAuthConfig {
     pub service: String,
     #[serde(default = "default_registry_ttl")]
     pub token_ttl_secs: u64,
+    /// The token realm's URL as clients must reach it (`https://registry.example.com/jwt/auth`);
+    /// without it the realm is built from the request's `Host`, when that is a plain host name.
+    pub realm: Option<String>,
 }
 
 fn default_registry_issuer() -> String {
@@ -304,11 +307,20 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest LFS batch body jobgate reads to find its `operation` (it is then replayed upstream).
     pub lfs_batch_bytes: usize,
+    /// All LFS batch bodies being read at once, process-wide; beyond it, 503.
+    pub peek_budget_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_header_bytes: 64 * 1024, max_token_bytes: 8 * 1024, token_cache_entries: 100_000, max_connections: 10_000, lfs_batch_bytes: 1024 * 1024 }
+        Limits {
+            max_header_bytes: 64 * 1024,
+            max_token_bytes: 8 * 1024,
+            token_cache_entries: 100_000,
+            max_connections: 10_000,
+            lfs_batch_bytes: 1024 * 1024,
+            peek_budget_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -322,11 +334,13 @@ pub struct Timeouts {
     pub keepalive_secs: u64,
     /// How long shutdown waits for in-flight requests.
     pub drain_secs: u64,
+    /// How long an LFS batch body may take to arrive (it is read before forwarding).
+    pub body_peek_secs: u64,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { tls_handshake_secs: 10, request_header_secs: 30, keepalive_secs: 60, drain_secs: 30 }
+        Timeouts { tls_handshake_secs: 10, request_header_secs: 30, keepalive_secs: 60, drain_secs: 30, body_peek_secs: 10 }
     }
 }
 
@@ -342,6 +356,9 @@ impl Timeouts {
     }
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_secs)
+    }
+    pub fn body_peek(&self) -> Duration {
+        Duration::from_secs(self.body_peek_secs)
     }
 }
 
@@ -430,6 +447,12 @@ impl Config {
             parse_upstream_url(&upstream.url).map_err(|e| format!("upstreams.{name}.url: {e}"))?;
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
                 return Err(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
+            }
+        }
+        if let Some(realm) = self.registry_auth.as_ref().and_then(|r| r.realm.as_ref()) {
+            let ok = realm.parse::<Uri>().is_ok_and(|u| u.scheme() == Some(&Scheme::HTTPS) && u.authority().is_some()) && !realm.contains('"');
+            if !ok {
+                return Err(format!("registry_auth.realm: {realm:?} is not an https:// URL"));
             }
         }
         for (i, route) in self.api_routes.iter().enumerate() {

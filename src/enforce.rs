@@ -141,7 +141,7 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
     let mut verified = None;
     let authenticated = check_target(parts)
         .map_err(Refused::from)
-        .and_then(|()| authenticate(core, parts, core.non_job.for_family(family), true, now, &mut verified));
+        .and_then(|()| authenticate(core, parts, core.non_job.for_family(family), family, now, &mut verified));
     let (verdict, unknown_kid) = match authenticated {
         Err(refused) => {
             trace.note(|| format!("credential: refused: {}", refused.refusal.message));
@@ -178,9 +178,11 @@ pub fn classify_request(snapshot: &Snapshot, parts: &Parts, batch: Option<lfs::B
         Ok((request, mount_from)) => Routed { request, mount_from },
         Err(unmatched) => Routed { request: opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched)?, mount_from: None },
     };
-    if let (Some(lfs::BatchOperation(action)), Target::Project(project)) = (batch, &routed.request.target) {
+    // A batch is an upload until its body says `download`: the body may narrow the path's answer,
+    // never widen it.
+    if let (Some(lfs::BatchOperation(Action::Read)), Target::Project(project)) = (batch, &routed.request.target) {
         if routed.request.family == Family::Lfs && lfs::is_batch(method, path) {
-            routed.request = lfs::lfs(project.clone(), action);
+            routed.request = lfs::lfs(project.clone(), Action::Read);
         }
     }
     Ok(routed)
@@ -215,16 +217,18 @@ impl From<Refusal> for Refused {
     }
 }
 
-/// Extracts and verifies the request's credential, revocations included. `registry_tokens` says
-/// whether jobgate's own registry tokens are accepted here (not at the realm that issues them).
+/// Extracts and verifies the request's credential, revocations included. The token's `typ` says its
+/// kind: a job token is verified as one anywhere; jobgate's registry tokens only as a Bearer on
+/// registry routes (`family`: the route's family; `None` for the token realm, which takes job tokens
+/// only), where every action is then checked against their `access`.
 ///
 /// # Errors
-/// A missing, malformed, conflicting, invalid or revoked credential.
+/// A missing, malformed, conflicting, invalid, misplaced or revoked credential.
 pub fn authenticate(
     core: &Core<'_>,
     parts: &Parts,
     non_job: NonJob,
-    registry_tokens: bool,
+    family: Option<Family>,
     now: i64,
     stats: &mut Option<VerifyStats>,
 ) -> Result<Authenticated, Refused> {
@@ -236,13 +240,19 @@ pub fn authenticate(
         Credential::NonJob => return Err(non_job_rejected().into()),
     };
     let started = Instant::now();
-    let registry = core.registry.filter(|r| registry_tokens && bearer && r.is_ours(&token));
-    let (verified, cached) = match registry {
-        Some(registry) => (registry.verify(&token, now).map(|(claims, access)| Job { claims, access: Some(access) }), None),
-        None => match core.verifier.verify(&token, now) {
-            Ok(verified) => (Ok(Job { claims: verified.claims, access: None }), Some(verified.cached)),
-            Err(e) => (Err(e), Some(false)),
+    let (verified, cached) = match core.verifier.verify(&token, now) {
+        Ok(verified) => (Ok(Job { claims: verified.claims, access: None }), Some(verified.cached)),
+        Err(VerifyError::RegistryToken) => match core.registry {
+            Some(registry) if bearer && family == Some(Family::Registry) => {
+                let grant = registry.verify(&token, now).and_then(|grant| match core.revocations.jti_revoked(&grant.jti, now) {
+                    true => Err(VerifyError::Revoked),
+                    false => Ok(Job { claims: grant.claims, access: Some(grant.access) }),
+                });
+                (grant, None)
+            }
+            _ => (Err(VerifyError::RegistryToken), None),
         },
+        Err(e) => (Err(e), Some(false)),
     };
     *stats = Some(VerifyStats { cached, seconds: started.elapsed().as_secs_f64() });
     let job = match verified {
@@ -289,6 +299,12 @@ impl Ruling {
 /// The policy decision for a verified job, plus what registry requests add: a registry token must
 /// grant the action, and a cross-repository mount must also be allowed to pull from its source.
 pub fn authorize<T: Trace>(snapshot: &Snapshot, routed: &Routed, claims: &Claims, access: Option<&[Access]>, trace: &mut T) -> Ruling {
+    // The token names its project twice; the policy's ids resolve API requests, so both must agree.
+    if snapshot.policy.projects.get(&claims.project_path).and_then(|p| p.id).is_some_and(|id| id != claims.project_id) {
+        trace.note(|| format!("token: project_id {} is not the policy's id for {}", claims.project_id, claims.project_path));
+        let refusal = Refusal::new(Reason::ProjectIdMismatch, format!("the token's project_id is not the policy's id for {}", claims.project_path));
+        return Ruling::Deny { refusal, enforced: true };
+    }
     let ruling = authorize_one(snapshot, &routed.request, claims, access, trace);
     let (Ruling::Allow(_), Some(from)) = (&ruling, &routed.mount_from) else { return ruling };
     trace.note(|| format!("mount: the source image {from} must be readable too"));

@@ -34,8 +34,9 @@ struct Case {
 #[serde(deny_unknown_fields)]
 struct TokenDoc {
     project: String,
+    /// Defaults to the policy's `id` for `project`.
     #[serde(default)]
-    project_id: u64,
+    project_id: Option<u64>,
     #[serde(default, rename = "ref")]
     git_ref: Option<String>,
     #[serde(default)]
@@ -118,7 +119,7 @@ pub fn run(snapshot: &Snapshot, dir: &Path) -> Result<Report, PolicyError> {
 }
 
 fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {
-    let claims = claims(&case.token)?;
+    let claims = claims(snapshot, &case.token)?;
     let batch = case.request.lfs_operation.map(|op| BatchOperation(if matches!(op, LfsOperation::Download) { Action::Read } else { Action::Write }));
     let summary = decide_case(snapshot, &claims, &case.request.method, &case.request.url, batch)?;
     let got = match summary {
@@ -151,14 +152,16 @@ pub fn decide_case(snapshot: &Snapshot, claims: &Claims, method: &str, url: &str
     })
 }
 
-fn claims(token: &TokenDoc) -> Result<Claims, String> {
+fn claims(snapshot: &Snapshot, token: &TokenDoc) -> Result<Claims, String> {
+    let project_path = ProjectPath::parse(&token.project).ok_or_else(|| format!("token.project {:?} is not a project path", token.project))?;
+    let policy_id = snapshot.policy.projects.get(&project_path).and_then(|p| p.id);
     Ok(Claims {
         iss: "policy-test".into(),
         jti: None,
         exp: i64::MAX / 4,
         iat: None,
-        project_id: token.project_id,
-        project_path: ProjectPath::parse(&token.project).ok_or_else(|| format!("token.project {:?} is not a project path", token.project))?,
+        project_id: token.project_id.or(policy_id).unwrap_or(0),
+        project_path,
         user_id: token.user_id,
         user_login: token.user.clone(),
         user_access_level: token.user_access_level,

@@ -24,7 +24,7 @@ pub struct Explained {
 /// asks for (without it a batch counts as an upload, as it does before `serve` has read the body).
 pub fn explain(core: &Core<'_>, token: &str, method: &str, url: &str, batch: Option<BatchOperation>, now: i64) -> Explained {
     let mut lines = Vec::new();
-    let parts = match request(core, token, method, url) {
+    let parts = match request(token, method, url) {
         Ok(parts) => parts,
         Err(why) => return Explained { lines: vec![format!("request: {why}")], summary: None },
     };
@@ -46,7 +46,7 @@ pub fn explain(core: &Core<'_>, token: &str, method: &str, url: &str, batch: Opt
 ///
 /// # Errors
 /// A method or URL that is not HTTP.
-pub fn request(core: &Core<'_>, token: &str, method: &str, url: &str) -> Result<Parts, String> {
+pub fn request(token: &str, method: &str, url: &str) -> Result<Parts, String> {
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("{method:?} is not an HTTP method"))?;
     let (host, target) = match url.split_once("://") {
         Some((_, rest)) => rest.find('/').map_or((rest, "/"), |i| (&rest[..i], &rest[i..])),
@@ -58,7 +58,7 @@ pub fn request(core: &Core<'_>, token: &str, method: &str, url: &str) -> Result<
     }
     let token = token.trim();
     if !token.is_empty() {
-        let value = if core.registry.is_some_and(|r| r.is_ours(token)) {
+        let value = if crate::token::jws::kind_of(token) == Some(crate::token::jws::Kind::Registry) {
             format!("Bearer {token}")
         } else {
             format!("Basic {}", STANDARD.encode(format!("{JOB_USER}:{token}")))

@@ -19,12 +19,11 @@ use crate::body::{self, Body};
 use crate::classify::{Family, FamilyMap};
 use crate::config::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamConfig, Upstreams};
 use crate::metrics::Metrics;
-use crate::query;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
 use crate::scope::ScopeSet;
 use crate::token::claims::Claims;
-use crate::token::extract::rack_eq;
+use crate::token::extract::{credential_param, is_credential_header, rack_eq};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1, plus `Expect`, which hyper has
 /// already answered, and `Proxy-*`).
@@ -133,6 +132,11 @@ impl Upstream {
         })
     }
 
+    /// Whether this upstream gets jobgate's own credential (`replace` mode) instead of the job's.
+    pub fn presents_own_credential(&self) -> bool {
+        self.replacement.is_some()
+    }
+
     /// One upstream per family: each configured one, git's for the others.
     ///
     /// # Errors
@@ -178,7 +182,7 @@ impl Upstream {
         let path = self.upstream_path(parts.uri.path());
         let target = match (strips, parts.uri.query()) {
             (true, Some(q)) => {
-                let kept = without_job_token(q);
+                let kept = without_credentials(q);
                 if kept.is_empty() { format!("{}{path}", self.prefix) } else { format!("{}{path}?{kept}", self.prefix) }
             }
             (false, Some(q)) => format!("{}{path}?{q}", self.prefix),
@@ -198,23 +202,22 @@ impl Upstream {
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
         remove_matching(headers, is_identity_header);
+        join_cookies(headers);
         if strips {
-            headers.remove(header::AUTHORIZATION);
-            remove_matching(headers, |name| rack_eq(name, "job-token"));
+            remove_matching(headers, is_credential_header);
         }
-        if let Some((name, value)) = &self.replacement {
+        // jobgate's own credential goes only on job requests the policy decided.
+        if let (Some((name, value)), Some((claims, scopes))) = (&self.replacement, ctx.identity) {
             headers.insert(name.clone(), value.clone());
-            if let Some((claims, scopes)) = ctx.identity {
-                let identity = [
-                    ("x-jobgate-job-id", claims.job_id.to_string()),
-                    ("x-jobgate-project-path", claims.project_path.to_string()),
-                    ("x-jobgate-user-id", claims.user_id.map_or_else(String::new, |u| u.to_string())),
-                    ("x-jobgate-scopes", scopes.to_string()),
-                    ("x-jobgate-request-id", ctx.request_id.to_owned()),
-                ];
-                for (name, value) in identity {
-                    headers.insert(HeaderName::from_static(name), HeaderValue::from_str(&value).map_err(bad)?);
-                }
+            let identity = [
+                ("x-jobgate-job-id", claims.job_id.to_string()),
+                ("x-jobgate-project-path", claims.project_path.to_string()),
+                ("x-jobgate-user-id", claims.user_id.map_or_else(String::new, |u| u.to_string())),
+                ("x-jobgate-scopes", scopes.to_string()),
+                ("x-jobgate-request-id", ctx.request_id.to_owned()),
+            ];
+            for (name, value) in identity {
+                headers.insert(HeaderName::from_static(name), HeaderValue::from_str(&value).map_err(bad)?);
             }
         }
         let peer_ip: HeaderValue = ctx.peer.ip().to_string().parse().map_err(bad)?;
@@ -272,14 +275,38 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Headers through which a client could claim an identity or origin that only jobgate may state;
+/// Headers through which a client could claim an identity or origin that only jobgate may state, or
+/// make the upstream read another method or path than the one decided (method and URL overrides);
 /// compared Rack-style, so `X_Forwarded_For` is caught too.
 fn is_identity_header(name: &str) -> bool {
+    const EXACT: [&str; 11] = [
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-request-id",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-original-method",
+        "x-rewrite-url",
+    ];
     // Header names are ASCII, so slicing at a byte index is safe.
     let starts = |prefix: &str| name.len() >= prefix.len() && rack_eq(&name[..prefix.len()], prefix);
-    starts("x-forwarded-")
-        || starts("x-jobgate-")
-        || ["forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "x-request-id"].iter().any(|n| rack_eq(name, n))
+    starts("x-forwarded-") || starts("x-jobgate-") || EXACT.iter().any(|n| rack_eq(name, n))
+}
+
+/// HTTP/2 clients may split `Cookie` into one field per crumb; an HTTP/1.1 upstream needs them joined
+/// into one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
 }
 
 fn remove_matching(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
@@ -289,14 +316,11 @@ fn remove_matching(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
     }
 }
 
-/// The raw query minus every pair whose decoded name is `job_token`; kept pairs keep their bytes.
-fn without_job_token(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| query::form_decode(pair.split_once('=').map_or(*pair, |(k, _)| k)) != "job_token")
-        .collect::<Vec<_>>()
-        .join("&")
+/// The raw query minus every pair that names a credential parameter (in any spelling Rack reads,
+/// `;`-joined ones included); kept pairs keep their bytes.
+fn without_credentials(query: &str) -> String {
+    let names_credential = |pair: &str| pair.split(';').any(|part| credential_param(part.split_once('=').map_or(part, |(k, _)| k)).is_some());
+    query.split('&').filter(|pair| !pair.is_empty() && !names_credential(pair)).collect::<Vec<_>>().join("&")
 }
 
 #[cfg(test)]
@@ -323,7 +347,7 @@ mod tests {
 
     #[test]
     fn identity_headers_in_any_spelling() {
-        for name in ["X-Forwarded-For", "x_forwarded_host", "X-JOBGATE-JOB-ID", "x_jobgate_scopes", "Forwarded", "X-Real-IP", "x-request-id"] {
+        for name in ["X-Forwarded-For", "x_forwarded_host", "X-JOBGATE-JOB-ID", "x_jobgate_scopes", "Forwarded", "X-Real-IP", "x-request-id", "X-HTTP-Method-Override", "x_original_url", "X-Rewrite-URL"] {
             assert!(is_identity_header(name), "{name}");
         }
         for name in ["x-forwardedfor", "git-protocol", "host", "authorization"] {
@@ -332,10 +356,23 @@ mod tests {
     }
 
     #[test]
-    fn job_token_leaves_the_query_in_any_encoding() {
-        assert_eq!(without_job_token("service=git-upload-pack&job_token=abc"), "service=git-upload-pack");
-        assert_eq!(without_job_token("job%5Ftoken=abc&a=%2F&&b"), "a=%2F&b");
-        assert_eq!(without_job_token("job_token=abc"), "");
+    fn every_credential_leaves_the_query_in_any_spelling() {
+        assert_eq!(without_credentials("service=git-upload-pack&job_token=abc"), "service=git-upload-pack");
+        assert_eq!(without_credentials("job%5Ftoken=abc&a=%2F&&b"), "a=%2F&b");
+        assert_eq!(without_credentials("job_token=abc"), "");
+        for credential in ["private_token", "access_token", "bearer_token", "token", "feed_token", "rss_token", "job_token]", "[token]", "job_token[]"] {
+            assert_eq!(without_credentials(&format!("a=1&{credential}=x&b=2")), "a=1&b=2", "{credential}");
+        }
+        assert_eq!(without_credentials("service=git-upload-pack;private_token=x&b=2"), "b=2", "`;` joins pairs for Rack");
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), vec!["a=1; b=2"]);
     }
 
     #[test]

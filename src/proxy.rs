@@ -13,10 +13,10 @@ use http::request::Parts;
 use http::{Method, Request, Response};
 
 use crate::audit::Audit;
-use crate::body::{self, Body};
+use crate::body::{self, Body, BoxError};
 use crate::classify::{lfs, Family, FamilyMap};
 use crate::clock::unix_now;
-use crate::enforce::{classify_request, enforce, Core, Disposition, NoTrace, NonJobRules, Summary, Verdict};
+use crate::enforce::{enforce, Core, Disposition, Enforced, NoTrace, NonJobRules, Summary, Verdict};
 use crate::forward::{ForwardContext, Upstream};
 use crate::keys::KeySource;
 use crate::metrics::Metrics;
@@ -44,7 +44,22 @@ pub struct GatewayParts {
     pub upstreams: FamilyMap<Arc<Upstream>>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
-    pub lfs_batch_bytes: usize,
+    pub peek: BodyPeek,
+}
+
+/// How much of a request body jobgate reads before forwarding (LFS batch calls only).
+pub struct BodyPeek {
+    pub bytes_per_request: usize,
+    /// All bodies being peeked at once, in KiB: beyond it, 503.
+    pub budget: Arc<tokio::sync::Semaphore>,
+    pub deadline: std::time::Duration,
+}
+
+impl BodyPeek {
+    pub fn new(limits: &crate::config::Limits, timeouts: &crate::config::Timeouts) -> BodyPeek {
+        let budget = tokio::sync::Semaphore::new((limits.peek_budget_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS));
+        BodyPeek { bytes_per_request: limits.lfs_batch_bytes, budget: Arc::new(budget), deadline: timeouts.body_peek() }
+    }
 }
 
 /// Everything the public listener's requests share.
@@ -58,7 +73,7 @@ pub struct Gateway {
     upstreams: FamilyMap<Arc<Upstream>>,
     record: Recorder,
     metrics: Arc<Metrics>,
-    lfs_batch_bytes: usize,
+    peek: BodyPeek,
 }
 
 enum Route {
@@ -79,7 +94,7 @@ impl Gateway {
             upstreams: parts.upstreams,
             record: Recorder::new(parts.audit, &parts.metrics),
             metrics: parts.metrics,
-            lfs_batch_bytes: parts.lfs_batch_bytes,
+            peek: parts.peek,
         }
     }
 
@@ -122,7 +137,7 @@ impl Gateway {
     pub fn handle<B>(&self, request: Request<B>, peer: SocketAddr) -> impl Future<Output = Response<Body>> + Send + '_
     where
         B: hyper::body::Body<Data = Bytes> + Send + Sync + 'static,
-        B::Error: std::error::Error + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
     {
         // Boxed before the async part: the future then does not depend on `B`.
         self.serve(request.map(body::stream), peer)
@@ -131,6 +146,7 @@ impl Gateway {
     async fn serve(&self, request: Request<Body>, peer: SocketAddr) -> Response<Body> {
         let snapshot = self.snapshot.load_full();
         let (parts, body) = request.into_parts();
+        let head = parts.method == Method::HEAD;
         let cx = self.record.start(&parts, snapshot.generation);
         let (response, outcome) = match self.route(&parts) {
             Route::TokenRealm => self.token_realm(&snapshot, &parts, &cx),
@@ -140,6 +156,11 @@ impl Gateway {
             }
             Route::Proxy => self.proxy(&snapshot, parts, body, peer, &cx).await,
         };
+        let mut response = response;
+        if head {
+            // No DATA for a HEAD stream: over HTTP/2 a refusal's body would be a stream error.
+            *response.body_mut() = body::empty();
+        }
         self.record.finish(cx, outcome, response)
     }
 
@@ -171,39 +192,49 @@ impl Gateway {
         }
     }
 
-    /// peek → enforce (→ one refetch for an unknown kid → enforce) → forward | refuse.
+    /// enforce (→ one refetch for an unknown kid) → for an LFS batch of a verified job: peek its body
+    /// and enforce again → forward | refuse.
     async fn proxy(&self, snapshot: &Snapshot, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
-        let (body, batch) = match peek_lfs_batch(&parts, body, self.lfs_batch_bytes).await {
-            Ok(peeked) => peeked,
-            Err(refusal) => {
-                let response = reject::response(&refusal, &cx.id, Some(Family::Lfs), &Challenge::GitLab);
-                let request = classify_request(snapshot, &parts, None).ok().map(|r| r.request);
-                return (response, Outcome::refused(&refusal, request, None));
-            }
-        };
         let core = self.core(snapshot);
-        let mut enforced = enforce(&core, &parts, batch, unix_now(), &mut NoTrace);
-        if let Some(source) = enforced.unknown_kid.and_then(|i| self.key_sources.get(i)) {
-            // A rotated-in key is usable on the first request that needs it.
-            if source.refetch_for_unknown_kid().await {
-                enforced = enforce(&core, &parts, batch, unix_now(), &mut NoTrace);
+        let mut enforced = self.enforce(&core, &parts, None).await;
+        let mut body = body;
+        // The credential is checked before any body is read: only a verified job's batch is peeked.
+        if lfs::is_batch(&parts.method, parts.uri.path()) && enforced.verdict.claims().is_some() {
+            match self.peek_lfs_batch(body).await {
+                Ok((peeked, operation)) => {
+                    body = peeked;
+                    enforced = self.enforce(&core, &parts, Some(operation)).await;
+                }
+                Err(refusal) => {
+                    let response = reject::response(&refusal, &cx.id, Some(Family::Lfs), &Challenge::GitLab);
+                    return (response, Outcome::refused(&refusal, enforced.request, enforced.verdict.claims().cloned()));
+                }
             }
         }
         let summary = enforced.verdict.summary();
         let family = enforced.request.as_ref().map(|r| r.family);
-        let identity = match &enforced.verdict {
-            Verdict::Refuse(refusal, _) => {
-                drain(body).await;
-                let challenge = Challenge::for_request(&parts, enforced.request.as_ref(), self.registry.as_ref().map(|r| r.service.as_str()));
-                let response = reject::response(refusal, &cx.id, family, &challenge);
-                return (response, Outcome::enforced(enforced, summary));
-            }
-            Verdict::Allow(claims, permit) => Some((claims.claims(), permit.scopes())),
-            Verdict::WouldDeny(claims, _) => Some((claims.claims(), ScopeSet::EMPTY)),
-            Verdict::Passthrough => None,
-        };
         // Unmatched non-job traffic goes to git's upstream, the fallback for every family.
         let upstream = &self.upstreams[family.unwrap_or(Family::Git)];
+        let refusal = match &enforced.verdict {
+            Verdict::Refuse(refusal, _) => Some(refusal.clone()),
+            // jobgate's own credential is presented only where the policy decided the actual target.
+            Verdict::Allow(..) | Verdict::WouldDeny(..) if upstream.presents_own_credential() && !enforced.request.as_ref().is_some_and(|r| r.target.is_single()) => {
+                Some(Refusal::new(Reason::UnresolvedTarget, "group and instance targets are not decided, so jobgate's own upstream credential is not presented for them"))
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            drain(body).await;
+            let challenge = Challenge::for_request(&parts, enforced.request.as_ref(), self.registry.as_ref());
+            let response = reject::response(&refusal, &cx.id, family, &challenge);
+            let summary = Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() };
+            return (response, Outcome::enforced(enforced, summary));
+        }
+        let identity = match &enforced.verdict {
+            Verdict::Allow(claims, permit) => Some((claims.claims(), permit.scopes())),
+            Verdict::WouldDeny(claims, _) => Some((claims.claims(), ScopeSet::EMPTY)),
+            Verdict::Passthrough | Verdict::Refuse(..) => None,
+        };
         let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity }).await;
         match forwarded {
             Ok(response) => (response, Outcome::enforced(enforced, summary)),
@@ -215,31 +246,48 @@ impl Gateway {
             }
         }
     }
+
+    /// `enforce` at the current time, and once more after a refetch when the token's `kid` was unknown
+    /// (a rotated-in key is usable on the first request that needs it).
+    async fn enforce(&self, core: &Core<'_>, parts: &Parts, batch: Option<lfs::BatchOperation>) -> Enforced {
+        let enforced = enforce(core, parts, batch, unix_now(), &mut NoTrace);
+        match enforced.unknown_kid.and_then(|i| self.key_sources.get(i)) {
+            Some(source) if source.refetch_for_unknown_kid().await => enforce(core, parts, batch, unix_now(), &mut NoTrace),
+            _ => enforced,
+        }
+    }
+
+    /// Reads an LFS batch body — at most `limits.lfs_batch_bytes`, within `timeouts.body_peek_secs`,
+    /// and only while the process-wide peek budget lasts — and finds its operation. The bytes are
+    /// replayed upstream unchanged.
+    async fn peek_lfs_batch(&self, mut body: Body) -> Result<(Body, lfs::BatchOperation), Refusal> {
+        use http_body_util::BodyExt;
+        let limit = self.peek.bytes_per_request;
+        let kib = u32::try_from(limit.div_ceil(1024)).unwrap_or(u32::MAX);
+        let _budget = self.peek.budget.clone().try_acquire_many_owned(kib).map_err(|_| Refusal::new(Reason::OverCapacity, "too many LFS batch bodies in flight; retry later"))?;
+        let unreadable = || Refusal::new(Reason::BadRequest, format!("LFS batch body unreadable or larger than {limit} bytes"));
+        let read = async {
+            let mut bytes = bytes::BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map_err(|_| unreadable())?.into_data() {
+                    if bytes.len() + data.len() > limit {
+                        return Err(unreadable());
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Ok(bytes.freeze())
+        };
+        let bytes = tokio::time::timeout(self.peek.deadline, read)
+            .await
+            .map_err(|_| Refusal::new(Reason::BadRequest, "LFS batch body not received in time"))??;
+        let operation = lfs::batch_operation(&bytes).map_err(|why| Refusal::new(Reason::BadRequest, why))?;
+        Ok((body::full(bytes), operation))
+    }
 }
 
 fn allowed() -> Summary {
     Summary { disposition: Disposition::Allow, enforced: true, reason: Reason::Granted }
-}
-
-/// For an LFS batch call: reads the body (at most `limit` bytes), finds its operation, and returns
-/// the body to replay upstream unchanged. Any other request's body streams on untouched.
-async fn peek_lfs_batch(parts: &Parts, mut body: Body, limit: usize) -> Result<(Body, Option<lfs::BatchOperation>), Refusal> {
-    use http_body_util::BodyExt;
-    if !lfs::is_batch(&parts.method, parts.uri.path()) {
-        return Ok((body, None));
-    }
-    let unreadable = || Refusal::new(Reason::BadRequest, format!("LFS batch body unreadable or larger than {limit} bytes"));
-    let mut bytes = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.map_err(|_| unreadable())?.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(unreadable());
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    let operation = lfs::batch_operation(&bytes).map_err(|why| Refusal::new(Reason::BadRequest, why))?;
-    Ok((body::full(bytes.freeze()), Some(operation)))
 }
 
 /// Reads (and drops) a small request body before refusing, so a client still sending it gets the

@@ -84,7 +84,7 @@ fn fixture() -> &'static Fixture {
             upstreams: Upstream::for_families(&upstreams, &metrics).unwrap(),
             audit,
             metrics,
-            lfs_batch_bytes: 64 * 1024,
+            peek: BodyPeek::new(&Default::default(), &Default::default()),
         });
         Fixture { gateway, audit: tokio::sync::Mutex::new(receiver), signer, runtime }
     })
@@ -126,8 +126,7 @@ fn job_token(project: &str, id: u64, ref_protected: bool, ttl: i64) -> String {
 /// What `serve` did with one request: the response and its audit line.
 fn serve(token: &str, method: &str, url: &str, body: &'static [u8]) -> (Response<Body>, AuditRecord) {
     let f = fixture();
-    let snapshot = f.gateway.snapshot();
-    let parts = request(&f.gateway.core(&snapshot), token, method, url).unwrap();
+    let parts = request(token, method, url).unwrap();
     let request = Request::from_parts(parts, Full::new(bytes::Bytes::from_static(body)));
     f.runtime.block_on(async {
         // One request at a time, so the line read is this request's.

@@ -50,6 +50,11 @@ pub enum Reason {
     LifetimeTooLong,
     /// The token (its `jti`) or its job was revoked: the job has ended.
     TokenRevoked,
+    /// A kind of token that is not valid here (a registry token outside registry routes, a JWT whose
+    /// `typ` is no job token's).
+    TokenKindNotAllowed,
+    /// The token's `project_id` is not the id the policy gives its `project_path`.
+    ProjectIdMismatch,
     /// A registry token that does not grant this action: the client must ask the realm again
     /// (answered 401 with a challenge naming the scope, as registries do).
     RegistryScopeMissing,
@@ -85,7 +90,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 38] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -107,6 +112,8 @@ impl Reason {
         Reason::WrongAudience,
         Reason::LifetimeTooLong,
         Reason::TokenRevoked,
+        Reason::TokenKindNotAllowed,
+        Reason::ProjectIdMismatch,
         Reason::RegistryScopeMissing,
         Reason::NotInAllowlist,
         Reason::ScopeNotGranted,
@@ -148,6 +155,8 @@ impl Reason {
             Reason::WrongAudience => "wrong_audience",
             Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::TokenRevoked => "token_revoked",
+            Reason::TokenKindNotAllowed => "token_kind_not_allowed",
+            Reason::ProjectIdMismatch => "project_id_mismatch",
             Reason::RegistryScopeMissing => "registry_scope_missing",
             Reason::NotInAllowlist => "not_in_allowlist",
             Reason::ScopeNotGranted => "scope_not_granted",

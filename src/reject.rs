@@ -9,6 +9,7 @@ use crate::body::{self, Body};
 use crate::classify::{Classified, Family, Target};
 use crate::reason::Reason;
 use crate::refusal::Refusal;
+use crate::registry::RegistryTokens;
 
 /// The status code for `reason`.
 pub fn status(reason: Reason) -> StatusCode {
@@ -17,7 +18,7 @@ pub fn status(reason: Reason) -> StatusCode {
         BadRequest | ConflictingCredentials => StatusCode::BAD_REQUEST,
         MissingCredential | NonJobRejected | TokenTooLarge | MalformedToken | UnknownIssuer | UnknownKid | AlgNotAllowed
         | BadSignature | ClaimInvalid | TokenExpired | TokenNotYetValid | WrongAudience | LifetimeTooLong | TokenRevoked
-        | RegistryScopeMissing => StatusCode::UNAUTHORIZED,
+        | TokenKindNotAllowed | ProjectIdMismatch | RegistryScopeMissing => StatusCode::UNAUTHORIZED,
         UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         KeySetStale | OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -43,20 +44,23 @@ pub enum Challenge {
 
 impl Challenge {
     /// The challenge for a request on the proxy path: registry requests (when jobgate runs the realm)
-    /// get the Bearer challenge, everything else GitLab's Basic one.
-    pub fn for_request(parts: &Parts, request: Option<&Classified>, realm_service: Option<&str>) -> Challenge {
-        let (Some(request), Some(service)) = (request, realm_service) else { return Challenge::GitLab };
+    /// get the Bearer challenge naming the configured realm (else one on the request's host, when
+    /// that is a plain host name), everything else GitLab's Basic one.
+    pub fn for_request(parts: &Parts, request: Option<&Classified>, registry: Option<&RegistryTokens>) -> Challenge {
+        let (Some(request), Some(registry)) = (request, registry) else { return Challenge::GitLab };
         if request.family != Family::Registry {
             return Challenge::GitLab;
         }
-        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str())).unwrap_or("localhost");
+        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str()));
+        let plain = |h: &&str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+        let realm = registry.realm.clone().unwrap_or_else(|| format!("https://{}/jwt/auth", host.filter(plain).unwrap_or("localhost")));
         // Always offer pull and push: the realm grants only what the policy allows, and clients that
         // reuse their first token (oras) then hold every action they may use.
         let scope = match &request.target {
             Target::Image(name) => Some(format!("repository:{name}:pull,push")),
             _ => None,
         };
-        Challenge::Registry { realm: format!("https://{host}/jwt/auth"), service: service.to_owned(), scope }
+        Challenge::Registry { realm, service: registry.service.clone(), scope }
     }
 
     fn header(&self) -> String {

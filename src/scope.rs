@@ -126,6 +126,18 @@ pub enum Role {
     Owner,
 }
 
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Guest => "guest",
+            Role::Reporter => "reporter",
+            Role::Developer => "developer",
+            Role::Maintainer => "maintainer",
+            Role::Owner => "owner",
+        })
+    }
+}
+
 impl Role {
     /// Parses GitLab's `user_access_level` claim (names, case-insensitive).
     pub fn parse(name: &str) -> Option<Role> {

@@ -27,7 +27,7 @@ use crate::config::{Config, Limits, Timeouts};
 use crate::enforce::NonJobRules;
 use crate::forward::Upstream;
 use crate::metrics::Metrics;
-use crate::proxy::{Gateway, GatewayParts};
+use crate::proxy::{BodyPeek, Gateway, GatewayParts};
 use crate::registry::RegistryTokens;
 use crate::reload::Reloader;
 use crate::revoke::store::Revocations;
@@ -62,7 +62,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = config
         .registry_auth
         .as_ref()
-        .map(|r| RegistryTokens::load(&r.signing_key, &r.issuer, &r.service, r.token_ttl_secs))
+        .map(|r| RegistryTokens::load(&r.signing_key, &r.issuer, &r.service, r.token_ttl_secs).map(|t| t.with_realm(r.realm.clone())))
         .transpose()?;
     let certs = Arc::new(CertResolver::new(tls::load_certified_key(&config.tls.cert, &config.tls.key)?));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
@@ -77,7 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         upstreams,
         audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,
         metrics: metrics.clone(),
-        lfs_batch_bytes: config.limits.lfs_batch_bytes,
+        peek: BodyPeek::new(&config.limits, &config.timeouts),
     }));
     let public = TcpListener::bind(config.listen.public).await.with_context(|| format!("binding {}", config.listen.public))?;
     let admin = TcpListener::bind(config.listen.admin).await.with_context(|| format!("binding {}", config.listen.admin))?;

@@ -216,4 +216,28 @@ proptest! {
             prop_assert!(matches!(after, Decision::Allow(_)), "{:?} became {:?}", before, after);
         }
     }
+
+    #[test]
+    fn loading_never_silently_drops_a_definition(p in policy_gen(), again in 0..PROJECTS.len() + GROUPS.len()) {
+        // A rendered policy defines every group and project once and loads them all.
+        let policy = load(&p);
+        prop_assert_eq!((policy.groups.len(), policy.projects.len()), (GROUPS.len(), PROJECTS.len()));
+        // Writing one of them a second time (a later copy that would otherwise win) is a load error
+        // naming the repeated key and both lines.
+        let text = render(&p);
+        let (section, name) = if again < PROJECTS.len() { ("projects:\n", PROJECTS[again]) } else { ("groups:\n", GROUPS[again - PROJECTS.len()]) };
+        let at = text.find(section).unwrap() + section.len();
+        let repeated = format!("{}  {name}:\n    elevation: true\n{}", &text[..at], &text[at..]);
+        let err = Policy::from_yaml(Path::new("p.yaml"), &repeated).unwrap_err().to_string();
+        prop_assert!(err.contains(&format!("repeated key `{name}`")) && err.contains("(first at line"), "{}", err);
+    }
+
+    #[test]
+    fn an_empty_condition_never_widens_a_grant(p in policy_gen(), at in 0..PROJECTS.len(), list in prop::sample::select(vec!["ref_names", "environments"])) {
+        // Any entry with an empty condition list is refused at load, wherever it stands.
+        // (The rendered text ends in its `projects:` section, so this adds a project.)
+        let text = format!("{}  zz/empty:\n    allow:\n      - {{ from: {}, scopes: [api], {list}: [] }}\n", render(&p), PROJECTS[at]);
+        let loaded = Policy::from_yaml(Path::new("p.yaml"), &text);
+        prop_assert!(loaded.as_ref().is_err_and(|e| e.to_string().contains(list)), "{}: {:?}", list, loaded.map(|_| ()));
+    }
 }

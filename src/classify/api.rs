@@ -98,6 +98,12 @@ fn id_or_path(raw: &str) -> Result<ProjectRef, Unmatched> {
 }
 
 /// Segments that a proxy or framework might resolve differently from us.
+/// A segment that another parser could split in two (`..%2f`, `a%2Fb`): never part of an LFS object
+/// path or a registry name (API ids are the one place `%2F` belongs, and they are decoded there).
+pub(super) fn is_encoded_slash(segment: &str) -> bool {
+    segment.to_ascii_lowercase().contains("%2f")
+}
+
 pub(super) fn is_traversal(segment: &str) -> bool {
     let lower = segment.to_ascii_lowercase();
     segment.is_empty() || segment == "." || segment == ".." || lower.contains("%2e") || segment.contains('\\') || lower.contains("%5c") || lower.contains("%25")

@@ -25,7 +25,7 @@ pub(super) fn classify(method: &Method, path: &str) -> Option<Result<Classified,
         (project, rest)
     };
     Some(project.and_then(|project| {
-        if rest.split('/').any(super::api::is_traversal) {
+        if rest.split('/').any(|s| super::api::is_traversal(s) || super::api::is_encoded_slash(s)) {
             return Err(Unmatched { why: "dot segments, empty segments and encoded dots or backslashes are refused" });
         }
         let read = method == Method::GET || method == Method::HEAD;
@@ -56,7 +56,9 @@ pub fn lfs(project: ProjectRef, action: Action) -> Classified {
 
 /// Whether this request is an LFS batch call, whose body must be peeked.
 pub fn is_batch(method: &Method, path: &str) -> bool {
-    method == Method::POST && path.ends_with("/info/lfs/objects/batch")
+    // Exactly `/<project>[.git]/info/lfs/objects/batch`: an object path that merely ends that way is
+    // an object transfer, and its body must never turn it into a read.
+    method == Method::POST && project_at(path, "/info/lfs/").is_some_and(|(project, rest)| project.is_ok() && rest == "objects/batch")
 }
 
 #[derive(Deserialize)]

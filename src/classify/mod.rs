@@ -112,6 +112,13 @@ pub enum Target {
     Image(ProjectPath),
 }
 
+impl Target {
+    /// Whether the target is one decided project (by path, id or image name), or the job itself.
+    pub fn is_single(&self) -> bool {
+        !matches!(self, Target::Group(_) | Target::Instance)
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

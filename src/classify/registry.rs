@@ -46,7 +46,7 @@ pub fn classify(method: &Method, rest: &str, query: Option<&str>) -> Result<Regi
         return Err(unmatched("the catalog lists every repository: denied to jobs"));
     }
     let segments: Vec<&str> = rest.split('/').collect();
-    if segments.iter().any(|s| super::api::is_traversal(s) && !s.is_empty()) {
+    if segments.iter().any(|s| (super::api::is_traversal(s) && !s.is_empty()) || super::api::is_encoded_slash(s)) {
         return Err(unmatched("dot segments and encoded dots or backslashes are refused"));
     }
     // Find the API suffix: the name is everything before it.
@@ -86,6 +86,10 @@ pub fn classify(method: &Method, rest: &str, query: Option<&str>) -> Result<Regi
     let image = ProjectPath::parse(&name).ok_or(unmatched("not an image name"))?;
     let mut mount_from = None;
     if write && segments.get(name_end + 1) == Some(&"uploads") {
+        // Go's query parser drops `;`-joined pairs that another parser would read: refuse the doubt.
+        if query.is_some_and(|q| q.contains(';')) {
+            return Err(unmatched("`;` in an upload query"));
+        }
         let pairs: Vec<_> = query::pairs(query).collect();
         let from = pairs.iter().filter(|(k, _)| k == "from").map(|(_, v)| v.as_ref()).collect::<Vec<_>>();
         let mount = pairs.iter().any(|(k, _)| k == "mount");

@@ -4,7 +4,7 @@
 //! same code and narrates each step for `jobgate explain`; the silent [`NoTrace`] compiles away.
 
 use super::load::{Entry, Environments, Policy, Project, Scoped};
-use super::model::{Inbound, RefType, Refs};
+use super::model::{Inbound, Mode, RefType, Refs};
 use crate::scope::{Scope, ScopeSet};
 use crate::classify::{Classified, ProjectRef, Target};
 use crate::path::ProjectPath;
@@ -86,9 +86,11 @@ struct Gathered {
     admitted_by_entry: bool,
     granted: ScopeSet,
     held_back: ScopeSet,
-    held_reason: Reason,
+    /// Why the first entry that would have granted the needed scope held it back.
+    held_reason: Option<Reason>,
     elevation: bool,
-    audit: bool,
+    /// The nearest `mode` written (the project's, else the closest group's).
+    mode: Option<Mode>,
     member_role: Option<crate::scope::Role>,
 }
 
@@ -121,8 +123,8 @@ pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &C
         Some(p) => format!("target {target}: in the policy, inbound {:?}", p.inbound),
         None => format!("target {target}: not in the policy (closed to other projects)"),
     });
-    let g = gather(policy, target, project, claims, trace);
-    let audit = instance.audit || g.audit;
+    let g = gather(policy, target, project, claims, needed, trace);
+    let audit = g.mode.map_or(instance.audit, |mode| mode == Mode::Audit);
     let deny = |reason| Decision::Deny(Denial { reason, needed, enforced: !audit });
 
     let open = project.is_some_and(|p| p.inbound == Inbound::Open);
@@ -159,7 +161,7 @@ pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &C
         return deny(if g.granted.contains(needed) && !elevation {
             Reason::ElevationDisabled
         } else if g.held_back.contains(needed) {
-            g.held_reason
+            g.held_reason.unwrap_or(Reason::ConditionNotMet)
         } else {
             Reason::ScopeNotGranted
         });
@@ -199,32 +201,38 @@ fn decide_unresolved<T: Trace>(policy: &Policy, request: &Classified, claims: &C
 }
 
 /// One pass over the project and every group above it: matching entries, switches, modes, members.
-fn gather<T: Trace>(policy: &Policy, target: &ProjectPath, project: Option<&Project>, claims: &Claims, trace: &mut T) -> Gathered {
+fn gather<T: Trace>(policy: &Policy, target: &ProjectPath, project: Option<&Project>, claims: &Claims, needed: Scope, trace: &mut T) -> Gathered {
     let mut g = Gathered {
         admitted_by_entry: false,
         granted: ScopeSet::EMPTY,
         held_back: ScopeSet::EMPTY,
-        held_reason: Reason::RefNotProtected,
+        held_reason: None,
         elevation: true,
-        audit: false,
+        mode: None,
         member_role: None,
     };
     let levels = project
         .map(|p| (p.path.as_str(), &p.scoped))
         .into_iter()
         .chain(target.ancestors().filter_map(|a| policy.groups.get(a).map(|group| (group.path.as_str(), &group.scoped))));
+    // Nearest first: the project, then each group upward.
     for (name, scoped) in levels {
-        visit(&mut g, name, scoped, claims, trace);
+        visit(&mut g, name, scoped, claims, needed, trace);
     }
     g
 }
 
-fn visit<T: Trace>(g: &mut Gathered, name: &str, scoped: &Scoped, claims: &Claims, trace: &mut T) {
+fn visit<T: Trace>(g: &mut Gathered, name: &str, scoped: &Scoped, claims: &Claims, needed: Scope, trace: &mut T) {
     g.elevation &= scoped.elevation;
-    g.audit |= scoped.audit;
+    g.mode = g.mode.or(scoped.mode);
     g.member_role = g.member_role.max(scoped.members.role(claims.user_login.as_deref(), claims.user_id));
     if T::ON {
-        trace.note(|| format!("{name}: elevation {}, mode {}", on(scoped.elevation), if scoped.audit { "audit" } else { "enforce" }));
+        let mode = match scoped.mode {
+            Some(Mode::Audit) => "audit",
+            Some(Mode::Enforce) => "enforce",
+            None => "not set",
+        };
+        trace.note(|| format!("{name}: elevation {}, mode {mode}", on(scoped.elevation)));
         for entry in &scoped.allow.entries {
             if !claims.project_path.is_within(&entry.from) {
                 trace.note(|| format!("  {}: from {} does not match {}", entry.origin, entry.from, claims.project_path));
@@ -240,8 +248,8 @@ fn visit<T: Trace>(g: &mut Gathered, name: &str, scoped: &Scoped, claims: &Claim
             }
             Some(reason) => {
                 trace.note(|| format!("  {}: from {} admits, but holds back [{}]: {reason}", entry.origin, entry.from, entry.scopes));
-                if !entry.scopes.is_empty() && g.held_back.is_empty() {
-                    g.held_reason = reason;
+                if entry.scopes.contains(needed) && g.held_reason.is_none() {
+                    g.held_reason = Some(reason);
                 }
                 g.held_back = g.held_back.union(entry.scopes);
             }

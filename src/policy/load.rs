@@ -69,7 +69,9 @@ const ROLES: [Role; 5] = [Role::Guest, Role::Reporter, Role::Developer, Role::Ma
 #[derive(Debug, Clone, Default)]
 pub struct Scoped {
     pub elevation: bool,
-    pub audit: bool,
+    /// The mode written here, if any: the nearest one written (project, then groups upward, then
+    /// the instance) decides.
+    pub mode: Option<Mode>,
     pub allow: Allowlist,
     pub members: Members,
 }
@@ -83,6 +85,8 @@ pub struct Group {
 #[derive(Debug, Clone)]
 pub struct Project {
     pub path: ProjectPath,
+    /// The numeric id the policy gives it, if any.
+    pub id: Option<u64>,
     pub inbound: Inbound,
     pub scoped: Scoped,
     /// Intersected with the instance's own-project baseline.
@@ -215,7 +219,7 @@ impl Builder {
             }
             self.instance_from = Some(file.to_owned());
             let mut role_ceilings = ROLES.map(Role::default_ceiling);
-            for (role, scopes) in instance.roles {
+            for (role, scopes) in instance.roles.0 {
                 role_ceilings[role as usize] = scopes;
             }
             self.policy.instance = Instance {
@@ -229,7 +233,7 @@ impl Builder {
                 role_ceilings,
             };
         }
-        for (raw, group) in doc.groups {
+        for (raw, group) in doc.groups.0 {
             let path = ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a group path")))?;
             let origin = format!("groups.{raw}");
             let scoped = scoped(&errors, &origin, group.elevation, group.mode, group.allow, group.members)?;
@@ -237,7 +241,7 @@ impl Builder {
                 return Err(errors.at(&raw, format!("group {raw:?} is defined twice")));
             }
         }
-        for (raw, project) in doc.projects {
+        for (raw, project) in doc.projects.0 {
             let path = ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a project path")))?;
             let origin = format!("projects.{raw}");
             let scoped = scoped(&errors, &origin, project.elevation, project.mode, project.allow, project.members)?;
@@ -248,6 +252,7 @@ impl Builder {
             }
             let compiled = Project {
                 path: path.clone(),
+                id: project.id,
                 inbound: project.inbound,
                 scoped,
                 own_project: project.own_project.unwrap_or(ScopeSet::ALL),
@@ -278,15 +283,19 @@ fn scoped(
     for member in members {
         match (member.user, member.user_id) {
             (Some(login), None) => {
-                roles.by_login.insert(login.to_ascii_lowercase(), member.role);
+                if roles.by_login.insert(login.to_ascii_lowercase(), member.role).is_some() {
+                    return Err(errors.at(&login, format!("{origin}.members: user {login:?} is listed twice")));
+                }
             }
             (None, Some(id)) => {
-                roles.by_id.insert(id, member.role);
+                if roles.by_id.insert(id, member.role).is_some() {
+                    return Err(errors.at(&id.to_string(), format!("{origin}.members: user_id {id} is listed twice")));
+                }
             }
             _ => return Err(errors.at("members", format!("{origin}.members: name exactly one of user or user_id"))),
         }
     }
-    Ok(Scoped { elevation: elevation.unwrap_or(true), audit: mode == Some(Mode::Audit), allow: list, members: roles })
+    Ok(Scoped { elevation: elevation.unwrap_or(true), mode, allow: list, members: roles })
 }
 
 fn entry_of(errors: &Errors<'_>, origin: String, entry: AllowDoc) -> Result<Entry, PolicyError> {
@@ -300,11 +309,15 @@ fn entry_of(errors: &Errors<'_>, origin: String, entry: AllowDoc) -> Result<Entr
         }
         Some(EnvironmentsDoc::Names(names)) => Environments::Named(names.iter().map(|n| Glob::new(n)).collect()),
     };
+    // An empty condition list fails closed, like `environments: []`: it is an error, never "any ref".
+    if entry.ref_names.as_ref().is_some_and(Vec::is_empty) {
+        return Err(errors.at("ref_names", format!("{origin}: ref_names lists no name (omit it for any ref)")));
+    }
     Ok(Entry {
         from,
         scopes: entry.scopes,
         refs: entry.refs,
-        ref_names: entry.ref_names.iter().map(|n| Glob::new(n)).collect(),
+        ref_names: entry.ref_names.iter().flatten().map(|n| Glob::new(n)).collect(),
         ref_type: entry.ref_type,
         environments,
         origin,

@@ -2,8 +2,8 @@
 //! errors (serde reports them with the line). Nothing here is used on the request path: `load`
 //! compiles these documents into the indexed [`super::Policy`].
 
-use std::collections::BTreeMap;
 
+use crate::yaml::UniqueMap;
 use serde::Deserialize;
 
 use crate::scope::{Role, ScopeSet};
@@ -15,9 +15,9 @@ use crate::scope::{Role, ScopeSet};
 pub struct PolicyDoc {
     pub instance: Option<InstanceDoc>,
     #[serde(default)]
-    pub groups: BTreeMap<String, GroupDoc>,
+    pub groups: UniqueMap<String, GroupDoc>,
     #[serde(default)]
-    pub projects: BTreeMap<String, ProjectDoc>,
+    pub projects: UniqueMap<String, ProjectDoc>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -37,7 +37,7 @@ pub struct InstanceDoc {
     pub destructive_scopes: ScopeSet,
     /// Overrides of the role → maximum scopes table.
     #[serde(default)]
-    pub roles: BTreeMap<Role, ScopeSet>,
+    pub roles: UniqueMap<Role, ScopeSet>,
     #[serde(default)]
     pub mode: Mode,
     /// Deny when the user's role in the target is known neither from the token nor from `members`
@@ -108,8 +108,7 @@ pub struct AllowDoc {
     #[serde(default)]
     pub refs: Refs,
     /// Ref name globs (`*` any run of characters, `?` one), e.g. `[main, "release/*"]`.
-    #[serde(default)]
-    pub ref_names: Vec<String>,
+    pub ref_names: Option<Vec<String>>,
     pub ref_type: Option<RefType>,
     /// `protected`, or a list of environment name globs.
     pub environments: Option<EnvironmentsDoc>,

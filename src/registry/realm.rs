@@ -29,7 +29,7 @@ pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<Verify
     let Some(registry) = core.registry else { return Err(Refusal::new(Reason::UnmatchedRequest, "no registry token realm is configured")) };
     check_target(parts)?;
     // Job tokens only: a registry token cannot buy another registry token.
-    let job = match authenticate(core, parts, NonJob::Reject, false, now, stats).map_err(|Refused { refusal, .. }| refusal)? {
+    let job = match authenticate(core, parts, NonJob::Reject, None, now, stats).map_err(|Refused { refusal, .. }| refusal)? {
         Authenticated::Job(job) => job,
         Authenticated::NonJob => return Err(Refusal::new(Reason::NonJobRejected, "the token realm needs a CI job token")),
     };

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::path::ProjectPath;
 use crate::scope::ScopeSet;
 use crate::token::claims::Claims;
-use crate::token::jws::Compact;
+use crate::token::jws::{Compact, Kind, REGISTRY_TOKEN_TYPE};
 use crate::token::keys::KeySet;
 use crate::token::mint::Signer;
 use crate::token::verify::{verify_signature, VerifiedClaims, VerifyError};
@@ -30,7 +30,8 @@ pub struct Access {
     pub actions: Vec<String>,
 }
 
-/// The job identity a registry token carries (what `decide` needs).
+/// The job identity a registry token carries: everything `decide` reads, every ceiling included, so
+/// a registry token never holds more than the job token it was issued for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Job {
     project_id: u64,
@@ -45,6 +46,7 @@ struct Job {
     environment: Option<String>,
     environment_protected: bool,
     scopes: Option<Vec<crate::scope::Scope>>,
+    user_access_level: Option<crate::scope::Role>,
     iss: String,
     exp: i64,
 }
@@ -55,8 +57,17 @@ struct Payload {
     aud: String,
     exp: i64,
     nbf: i64,
+    /// The registry token's own id (revocable like the job token's).
+    jti: String,
     access: Vec<Access>,
     job: Job,
+}
+
+/// A verified registry token: the job it was issued to, what it grants and its own `jti`.
+pub struct RegistryGrant {
+    pub claims: VerifiedClaims,
+    pub access: Vec<Access>,
+    pub jti: String,
 }
 
 /// Signs and verifies registry tokens.
@@ -66,6 +77,8 @@ pub struct RegistryTokens {
     keys: KeySet,
     pub issuer: String,
     pub service: String,
+    /// The realm URL the registry challenge names (`registry_auth.realm`), when configured.
+    pub realm: Option<String>,
     ttl: i64,
 }
 
@@ -91,7 +104,12 @@ impl RegistryTokens {
         let kid = libtrust_key_id(&spki_der(&pem).map_err(error)?);
         let jwks = signer.jwks(&kid);
         let keys = KeySet::from_jwks("registry signing key", jwks.to_string().as_bytes()).map_err(|e| error(e.to_string()))?;
-        Ok(RegistryTokens { signer, kid, keys, issuer: issuer.to_owned(), service: service.to_owned(), ttl: i64::try_from(ttl_secs).unwrap_or(300) })
+        Ok(RegistryTokens { signer, kid, keys, issuer: issuer.to_owned(), service: service.to_owned(), realm: None, ttl: i64::try_from(ttl_secs).unwrap_or(300) })
+    }
+
+    /// The same issuer, challenging with `realm` (from configuration) instead of the request's host.
+    pub fn with_realm(self, realm: Option<String>) -> RegistryTokens {
+        RegistryTokens { realm, ..self }
     }
 
     /// The public key as a JWKS document (served at `/-/jwks`).
@@ -121,6 +139,7 @@ impl RegistryTokens {
             environment: claims.environment.clone(),
             environment_protected: claims.environment_protected,
             scopes: claims.scopes.map(|s| s.iter().collect()),
+            user_access_level: claims.user_access_level,
             iss: claims.iss.clone(),
             exp: claims.exp,
         };
@@ -137,22 +156,19 @@ impl RegistryTokens {
             "access": access,
             "job": job,
         });
-        self.signer.sign(&self.kid, &payload)
+        let header = json!({"alg": "RS256", "typ": REGISTRY_TOKEN_TYPE, "kid": self.kid});
+        self.signer.sign_raw(&header, &payload)
     }
 
-    /// Whether `token` claims to be one of ours (unverified peek at `iss`; verification follows).
-    pub fn is_ours(&self, token: &str) -> bool {
-        let Some(payload) = token.split('.').nth(1) else { return false };
-        let Ok(bytes) = URL_SAFE_NO_PAD.decode(payload) else { return false };
-        serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| v.get("iss").and_then(Value::as_str) == Some(self.issuer.as_str()))
-    }
-
-    /// Verifies one of our tokens: our key, RS256, issuer, audience, dates.
+    /// Verifies one of our tokens: its type, our key, RS256, issuer, audience, dates.
     ///
     /// # Errors
     /// As `verify` for job tokens.
-    pub fn verify(&self, token: &str, now: i64) -> Result<(VerifiedClaims, Vec<Access>), VerifyError> {
+    pub fn verify(&self, token: &str, now: i64) -> Result<RegistryGrant, VerifyError> {
         let jws = Compact::parse(token)?;
+        if jws.header.kind() != Kind::Registry {
+            return Err(VerifyError::NotAJobToken);
+        }
         let kid = jws.header.kid.as_deref().ok_or(VerifyError::MissingKid)?;
         let key = self.keys.get(kid).ok_or(VerifyError::UnknownKid { issuer: None })?;
         if jws.header.alg != "RS256" {
@@ -182,7 +198,7 @@ impl RegistryTokens {
             project_path: ProjectPath::parse(&job.project_path).ok_or(crate::token::claims::ClaimError("project_path"))?,
             user_id: job.user_id,
             user_login: job.user_login,
-            user_access_level: None,
+            user_access_level: job.user_access_level,
             pipeline_id: None,
             job_id: job.job_id,
             git_ref: job.git_ref,
@@ -192,7 +208,7 @@ impl RegistryTokens {
             environment_protected: job.environment_protected,
             scopes: job.scopes.map(|s| s.into_iter().collect::<ScopeSet>()),
         };
-        Ok((VerifiedClaims::from_arc(Arc::new(claims)), payload.access))
+        Ok(RegistryGrant { claims: VerifiedClaims::from_arc(Arc::new(claims)), access: payload.access, jti: payload.jti })
     }
 }
 
@@ -235,9 +251,11 @@ mod tests {
         let claims = sample();
         let access = vec![Access { kind: "repository".into(), name: "acme/app".into(), actions: vec!["pull".into()] }];
         let token = auth.issue(&claims, &access, 1_000).unwrap();
-        assert!(auth.is_ours(&token));
-        let (back, granted) = auth.verify(&token, 1_100).unwrap();
-        assert_eq!((back.claims().job_id, back.claims().project_path.as_str(), granted), (7, "acme/app", access));
+        assert_eq!(crate::token::jws::kind_of(&token), Some(Kind::Registry));
+        let grant = auth.verify(&token, 1_100).unwrap();
+        let back = grant.claims.claims();
+        assert_eq!((back.job_id, back.project_path.as_str(), grant.access), (7, "acme/app", access));
+        assert_eq!(back.user_access_level, Some(crate::scope::Role::Guest), "the user ceiling travels");
         assert!(matches!(auth.verify(&token, 10_000), Err(VerifyError::Expired)));
         let mut forged = token.clone();
         forged.push('x');
@@ -254,7 +272,7 @@ mod tests {
             project_path: ProjectPath::parse("acme/app").unwrap(),
             user_id: Some(1),
             user_login: None,
-            user_access_level: None,
+            user_access_level: Some(crate::scope::Role::Guest),
             pipeline_id: None,
             job_id: 7,
             git_ref: Some("main".into()),

@@ -42,6 +42,11 @@ impl RevocationSet {
             || claims.jti.as_deref().is_some_and(|jti| self.jtis.get(jti).is_some_and(|e| live(*e)))
     }
 
+    /// Whether the token with this `jti` is revoked at `now` (registry tokens have their own).
+    pub fn jti_revoked(&self, jti: &str, now: i64) -> bool {
+        self.jtis.get(jti).is_some_and(|e| *e >= now)
+    }
+
     /// The live revocations.
     pub fn list(&self, now: i64) -> Vec<Revocation> {
         let jobs = self.jobs.iter().map(|e| Revocation { what: Revoked::Job { job_id: *e.key() }, expires_at: *e.value() });

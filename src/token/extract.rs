@@ -1,7 +1,11 @@
-//! Finds the job credential in a request: HTTP Basic with user `gitlab-ci-token`, `Authorization:
-//! Bearer <JWT>`, the `JOB-TOKEN` header and the `job_token` query parameter. Header names are
-//! compared the way Rack sees them (case-insensitive, `_` equal to `-`), so `Job_Token` cannot slip
-//! past us and reach GitLab. Two different credentials in one request are an error, never a choice.
+//! Finds the job credential in a request, looking everywhere GitLab looks for any credential (the
+//! [`CREDENTIAL_HEADERS`] and [`CREDENTIAL_PARAMS`] lists, which `forward` strips too): HTTP Basic
+//! with user `gitlab-ci-token`, `Authorization: Bearer <JWT>`, `JOB-TOKEN`, `job_token` and `token`
+//! are job-token places; the rest carry other credentials. Names are compared the way Rack sees
+//! them (header names case-insensitive with `_` equal to `-`; parameter names percent-decoded, split
+//! on `&` and `;`, brackets folded as Rack's nested-parameter parser folds them), so no spelling slips
+//! past us and reaches GitLab. Two different credentials in one request are an error, never a
+//! choice; a credential parameter in an odd spelling (`job_token]`, `job_token[]`) is refused.
 
 use std::borrow::Cow;
 
@@ -36,13 +40,59 @@ pub enum ExtractError {
     Malformed(&'static str),
 }
 
-/// Header names that carry a job token, compared Rack-style.
-const JOB_TOKEN_HEADERS: &[&str] = &["job-token"];
-/// Header names that carry other GitLab credentials.
-const OTHER_TOKEN_HEADERS: &[&str] = &["private-token", "deploy-token"];
-/// Query parameters GitLab reads credentials from.
-const JOB_TOKEN_PARAM: &str = "job_token";
-const OTHER_TOKEN_PARAMS: &[&str] = &["private_token", "access_token"];
+/// What a credential place holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A job token.
+    Job,
+    /// A job token when it looks like one (a JWT, or `glcbt-`), else another credential: GitLab
+    /// reads `token` as a job token, a runner token and a static-object token alike.
+    JobIfShaped,
+    /// Another kind of credential (personal, deploy, OAuth, feed, agent).
+    Other,
+}
+
+/// Every header GitLab reads a credential from besides `Authorization`: `lib/gitlab/auth/
+/// auth_finders.rb` (gitlabhq 00c11526) — `PRIVATE_TOKEN_HEADER`, `JOB_TOKEN_HEADER`,
+/// `DEPLOY_TOKEN_HEADER`, `X-Gitlab-Static-Object-Token`, and the KAS agent headers of
+/// `cluster_agent_token_from_authorization_token`.
+pub const CREDENTIAL_HEADERS: &[(&str, Slot)] = &[
+    ("job-token", Slot::Job),
+    ("private-token", Slot::Other),
+    ("deploy-token", Slot::Other),
+    ("x-gitlab-static-object-token", Slot::Other),
+    ("gitlab-agent-api-request", Slot::Other),
+    ("gitlab-agentk-api-request", Slot::Other),
+];
+
+/// Every parameter GitLab reads a credential from: the same file's `PRIVATE_TOKEN_PARAM`,
+/// `JOB_TOKEN_PARAM`, `RUNNER_(JOB_)TOKEN_PARAM` (`token`), `feed_token`/`rss_token`, and
+/// Doorkeeper's default `access_token_methods` (`access_token`, `bearer_token`), which GitLab's
+/// initializer leaves as they are.
+pub const CREDENTIAL_PARAMS: &[(&str, Slot)] = &[
+    ("job_token", Slot::Job),
+    ("token", Slot::JobIfShaped),
+    ("private_token", Slot::Other),
+    ("access_token", Slot::Other),
+    ("bearer_token", Slot::Other),
+    ("feed_token", Slot::Other),
+    ("rss_token", Slot::Other),
+];
+
+/// Whether `name` (a header name) carries a credential: `Authorization` or one of [`CREDENTIAL_HEADERS`].
+pub fn is_credential_header(name: &str) -> bool {
+    rack_eq(name, "authorization") || CREDENTIAL_HEADERS.iter().any(|(n, _)| rack_eq(name, n))
+}
+
+/// The credential slot a raw query parameter name names, as Rack reads the name: percent-decoded,
+/// and with brackets folded (`job_token]` and `[job_token]` are `job_token` to Rack). The second
+/// value says whether the name was spelled plainly.
+pub fn credential_param(raw_name: &str) -> Option<(Slot, bool)> {
+    let name = query::form_decode(raw_name);
+    let base = name.trim_start_matches(['[', ']']).split(['[', ']']).next().unwrap_or("");
+    let slot = CREDENTIAL_PARAMS.iter().find(|(n, _)| *n == base).map(|(_, slot)| *slot)?;
+    Some((slot, base == name))
+}
 
 /// Collects every credential and checks they agree.
 #[derive(Default)]
@@ -56,6 +106,14 @@ struct Found<'a> {
 }
 
 impl<'a> Found<'a> {
+    fn slot(&mut self, slot: Slot, value: Cow<'a, str>) {
+        match slot {
+            Slot::Job => self.job(value),
+            Slot::JobIfShaped if looks_like_jwt(&value) || value.starts_with("glcbt-") => self.job(value),
+            Slot::JobIfShaped | Slot::Other => self.non_job = true,
+        }
+    }
+
     fn job(&mut self, token: Cow<'a, str>) {
         let token = match token {
             Cow::Borrowed(t) => Cow::Borrowed(strip_prefix(t)),
@@ -85,17 +143,17 @@ pub fn extract<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<Cre
         authorization(value, &mut found)?;
     }
     for (name, value) in headers {
-        if JOB_TOKEN_HEADERS.iter().any(|n| rack_eq(name.as_str(), n)) {
-            found.job(Cow::Borrowed(value.to_str().map_err(|_| ExtractError::Malformed("JOB-TOKEN"))?));
-        } else if OTHER_TOKEN_HEADERS.iter().any(|n| rack_eq(name.as_str(), n)) {
-            found.non_job = true;
-        }
+        let Some((_, slot)) = CREDENTIAL_HEADERS.iter().find(|(n, _)| rack_eq(name.as_str(), n)) else { continue };
+        let value = value.to_str().map_err(|_| ExtractError::Malformed("credential header"))?;
+        found.slot(*slot, Cow::Borrowed(value));
     }
-    for (key, value) in query::pairs(query) {
-        if key == JOB_TOKEN_PARAM {
-            found.job(value);
-        } else if OTHER_TOKEN_PARAMS.contains(&key.as_ref()) {
-            found.non_job = true;
+    // Rack 2 splits parameters on `;` as well as `&`.
+    for pair in query.into_iter().flat_map(|q| q.split(['&', ';'])).filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match credential_param(name) {
+            Some((slot, true)) => found.slot(slot, query::form_decode(value)),
+            Some((_, false)) => return Err(ExtractError::Malformed("credential query parameter")),
+            None => {}
         }
     }
     match found {

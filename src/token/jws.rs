@@ -9,12 +9,46 @@ use serde::Deserialize;
 
 use super::verify::VerifyError;
 
+/// The `typ` of jobgate's registry tokens (RFC 8725 §3.11: explicit typing, so no token of one kind
+/// can pass for another).
+pub const REGISTRY_TOKEN_TYPE: &str = "jobgate-registry+jwt";
+
 /// The JOSE header members jobgate reads.
 #[derive(Deserialize)]
 pub struct Header {
     pub alg: String,
     pub kid: Option<String>,
+    typ: Option<String>,
     crit: Option<serde_json::Value>,
+}
+
+/// What a token's `typ` says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No `typ`, or `JWT` (RFC 7519 §5.1, compared case-insensitively): a job token (GitLab ID tokens
+    /// and seed-style job tokens say `JWT`).
+    Job,
+    /// One of jobgate's registry tokens.
+    Registry,
+    /// Anything else (an OAuth access token's `at+jwt`, ...): never a job credential.
+    Other,
+}
+
+impl Header {
+    pub fn kind(&self) -> Kind {
+        match self.typ.as_deref() {
+            None => Kind::Job,
+            Some(t) if t.eq_ignore_ascii_case("JWT") => Kind::Job,
+            Some(REGISTRY_TOKEN_TYPE) => Kind::Registry,
+            Some(_) => Kind::Other,
+        }
+    }
+}
+
+/// The kind of a token from its header alone (`None`: not a JWS at all). Nothing is verified.
+pub fn kind_of(token: &str) -> Option<Kind> {
+    let header: Header = decode_json(token.split('.').next()?)?;
+    Some(header.kind())
 }
 
 /// A token split into its parts; nothing verified yet.

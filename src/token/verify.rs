@@ -1,13 +1,14 @@
 //! Verification of job JWTs. Our own code decides everything biscuit could get wrong or panic on:
 //! the size limit, header parsing, `kid` lookup, the algorithm (from the allow-list AND the key's type),
 //! and every date; biscuit (ring) only checks the signature with a key and algorithm we chose.
-//! Order: size → shape → header → issuer → key → alg → signature → dates → audience → GitLab claims.
+//! Order: size → shape → header (its `typ` must be a job token's) → issuer → key → alg → signature →
+//! dates → audience → GitLab claims.
 
 use std::sync::Arc;
 
 use super::cache::{self, Entry, TokenCache};
 use super::claims::{ClaimError, Claims, RawClaims};
-use super::jws::Compact;
+use super::jws::{Compact, Kind};
 use super::keys::{Key, KeyState};
 use super::Alg;
 use crate::reason::Reason;
@@ -67,6 +68,10 @@ pub enum VerifyError {
     LifetimeTooLong,
     #[error("token revoked: its job has ended")]
     Revoked,
+    #[error("a registry token is valid on registry routes only")]
+    RegistryToken,
+    #[error("the token's type (typ) is not a job token's")]
+    NotAJobToken,
     #[error(transparent)]
     Claim(#[from] ClaimError),
 }
@@ -86,6 +91,7 @@ impl VerifyError {
             VerifyError::WrongAudience => Reason::WrongAudience,
             VerifyError::LifetimeTooLong => Reason::LifetimeTooLong,
             VerifyError::Revoked => Reason::TokenRevoked,
+            VerifyError::RegistryToken | VerifyError::NotAJobToken => Reason::TokenKindNotAllowed,
             VerifyError::Claim(_) => Reason::ClaimInvalid,
         }
     }
@@ -158,6 +164,11 @@ impl Verifier {
     /// Every check, no cache. Returns the issuer's index and the key-set generation used.
     fn verify_uncached(&self, token: &str, now: i64) -> Result<(usize, u64, Claims), VerifyError> {
         let jws = Compact::parse(token)?;
+        match jws.header.kind() {
+            Kind::Job => {}
+            Kind::Registry => return Err(VerifyError::RegistryToken),
+            Kind::Other => return Err(VerifyError::NotAJobToken),
+        }
         let raw: RawClaims = jws.payload()?;
         let index = self
             .issuers

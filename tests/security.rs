@@ -1,0 +1,436 @@
+//! The security regression suite, by class of bypass (issue 11): token kind × family, credential
+//! locations × credential modes × `non_job`, LFS batch routes, bodies before authentication, HEAD
+//! refusals, mounts, id/path mismatches, jobgate's own credential on undecided targets. Every case
+//! runs the real pipeline in-process (`Gateway::handle`) against an upstream that records exactly
+//! what it received, and asserts both the answer and what reached the upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use jobgate::audit::Audit;
+use jobgate::body::Body;
+use jobgate::clock::unix_now;
+use jobgate::config::{AuditSink, Limits, NonJob, Timeouts, Upstreams};
+use jobgate::enforce::NonJobRules;
+use jobgate::forward::Upstream;
+use jobgate::metrics::Metrics;
+use jobgate::policy::Policy;
+use jobgate::proxy::{BodyPeek, Gateway, GatewayParts};
+use jobgate::registry::token::Access;
+use jobgate::registry::RegistryTokens;
+use jobgate::revoke::store::Revocations;
+use jobgate::snapshot::Snapshot;
+use jobgate::token::keys::{KeySet, KeyState};
+use jobgate::token::mint::{JobClaims, Signer};
+use jobgate::token::verify::{Issuer, Verifier};
+use jobgate::token::Alg;
+use tokio::sync::Mutex;
+
+const ISSUER: &str = "https://gitlab.example.com";
+const POLICY: &str = "
+projects:
+  acme/app:
+    id: 42
+    allow:
+      - { from: acme/lib, scopes: [write_repository], refs: protected }
+  acme/lib: { id: 43 }
+  acme/secret: { id: 44 }
+";
+
+/// What the upstream received.
+#[derive(Debug, Clone)]
+struct Seen {
+    target: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+struct Fixture {
+    gateway: Gateway,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    signer: Signer,
+    _dir: tempfile::TempDir,
+}
+
+async fn recording_upstream(seen: Arc<Mutex<Vec<Seen>>>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let headers = parts.headers.iter().map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+                        seen.lock().await.push(Seen { target: parts.uri.to_string(), headers, body });
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"upstream"))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A gateway whose every family goes to one recording upstream in `mode`, with `non_job` everywhere.
+async fn fixture(mode: &str, non_job: NonJob, limits: Limits, timeouts: Timeouts) -> Fixture {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = recording_upstream(seen.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("service-token"), "jobgate-service-secret").unwrap();
+    let replace = format!(", replace: {{ header: PRIVATE-TOKEN, value_file: '{}' }}", dir.path().join("service-token").display());
+    let upstream = format!("{{ url: 'http://{upstream}', credentials: {mode}{} }}", if mode == "replace" { replace.as_str() } else { "" });
+    let upstreams: Upstreams = serde_yaml::from_str(&format!("{{ git: {upstream}, lfs: {upstream}, registry: {upstream}, packages: {upstream}, api: {upstream} }}")).unwrap();
+    let (signer, _) = Signer::generate(Alg::ES256).unwrap();
+    let keys = KeySet::from_jwks("test", signer.jwks("k").to_string().as_bytes()).unwrap();
+    let issuer = Issuer { name: "ci".into(), iss: ISSUER.into(), audiences: vec!["jobgate".into()], algorithms: vec![Alg::ES256], leeway: 30, max_lifetime: 7200, keys: KeyState::fixed(keys) };
+    let (_, pem) = Signer::generate(Alg::RS256).unwrap();
+    std::fs::write(dir.path().join("registry.pem"), pem).unwrap();
+    let registry = RegistryTokens::load(&dir.path().join("registry.pem"), "jobgate", "container_registry", 300).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let gateway = Gateway::new(GatewayParts {
+        snapshot: Snapshot::new(Policy::from_yaml(std::path::Path::new("p.yaml"), POLICY).unwrap(), Vec::new(), 1),
+        verifier: Verifier::new(vec![issuer], 8192, 1000),
+        key_sources: Vec::new(),
+        revocations: Arc::new(Revocations::in_memory()),
+        registry: Some(registry),
+        non_job: NonJobRules::uniform(non_job),
+        upstreams: Upstream::for_families(&upstreams, &metrics).unwrap(),
+        audit: Audit::start(&AuditSink { file: Some(dir.path().join("audit.log")) }, metrics.audit_dropped.clone()).await.unwrap(),
+        peek: BodyPeek::new(&limits, &timeouts),
+        metrics,
+    });
+    Fixture { gateway, seen, signer, _dir: dir }
+}
+
+async fn default_fixture(mode: &str, non_job: NonJob) -> Fixture {
+    fixture(mode, non_job, Limits::default(), Timeouts::default()).await
+}
+
+impl Fixture {
+    fn token(&self, project: &str, id: u64, protected: bool, extra: Vec<(String, serde_json::Value)>) -> String {
+        let claims = JobClaims {
+            iss: ISSUER.into(),
+            aud: "jobgate".into(),
+            project_path: project.into(),
+            project_id: id,
+            user_id: 5,
+            job_id: 900 + id,
+            pipeline_id: 7,
+            git_ref: "main".into(),
+            ref_protected: protected,
+            ttl_secs: 3600,
+            scopes: None,
+            extra,
+        };
+        self.signer.sign("k", &claims.payload(unix_now())).unwrap()
+    }
+
+    fn registry_token(&self, job_token: &str, image: &str, actions: &[&str]) -> String {
+        let claims = self.gateway.verifier().verify(job_token, unix_now()).unwrap().claims.claims().clone();
+        let access = if actions.is_empty() { vec![] } else { vec![Access { kind: "repository".into(), name: image.into(), actions: actions.iter().map(|a| (*a).to_owned()).collect() }] };
+        let snapshot = self.gateway.snapshot();
+        let core = self.gateway.core(&snapshot);
+        core.registry.unwrap().issue(&claims, &access, unix_now()).unwrap()
+    }
+
+    async fn send(&self, request: Request<Body>) -> (u16, String, Vec<Seen>) {
+        self.seen.lock().await.clear();
+        let response = self.gateway.handle(request, "127.0.0.1:9".parse().unwrap()).await;
+        let status = response.status().as_u16();
+        let body = String::from_utf8_lossy(&response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default()).into_owned();
+        let seen = self.seen.lock().await.clone();
+        (status, body, seen)
+    }
+
+    async fn get(&self, target: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<Seen>) {
+        self.send(request("GET", target, headers, Bytes::new())).await
+    }
+}
+
+fn request(method: &str, target: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(target).header("host", "gitlab.example.com");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(jobgate::body::full(body)).unwrap()
+}
+
+fn basic(token: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("gitlab-ci-token:{token}")))
+}
+
+fn reason(body: &str) -> &str {
+    body.split("reason\":\"").nth(1).or_else(|| body.split("reason: ").nth(1)).and_then(|r| r.split(['"', ',']).next()).unwrap_or("")
+}
+
+// ---- token kind × family -------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_tokens_are_valid_on_registry_routes_only() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let job = f.token("acme/lib", 43, true, vec![]);
+    for access in [&[][..], &["pull", "push"][..]] {
+        let registry = format!("Bearer {}", f.registry_token(&job, "acme/lib", access));
+        for target in [
+            "/acme/lib.git/info/refs?service=git-upload-pack",
+            "/acme/app.git/info/refs?service=git-receive-pack",
+            "/acme/lib.git/info/lfs/locks",
+            "/api/v4/projects/43/packages/npm/foo",
+            "/api/v4/projects/43/jobs",
+        ] {
+            let (status, body, seen) = f.get(target, &[("authorization", &registry)]).await;
+            assert_eq!((status, reason(&body)), (401, "token_kind_not_allowed"), "{target} with access {access:?}: {body}");
+            assert!(seen.is_empty(), "{target}: nothing reaches the upstream");
+        }
+    }
+    // On registry routes, every action is checked against the token's access.
+    let pull_only = format!("Bearer {}", f.registry_token(&job, "acme/lib", &["pull"]));
+    let (status, _, seen) = f.get("/v2/acme/lib/manifests/latest", &[("authorization", &pull_only)]).await;
+    assert_eq!((status, seen.len()), (200, 1));
+    let push = request("PUT", "/v2/acme/lib/manifests/latest", &[("authorization", &pull_only)], Bytes::new());
+    let (status, body, seen) = f.send(push).await;
+    assert_eq!((status, reason(&body), seen.len()), (401, "registry_scope_missing", 0), "{body}");
+    let empty = format!("Bearer {}", f.registry_token(&job, "acme/lib", &[]));
+    let (status, body, seen) = f.get("/v2/acme/lib/manifests/latest", &[("authorization", &empty)]).await;
+    assert_eq!((status, reason(&body), seen.len()), (401, "registry_scope_missing", 0), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_token_carries_every_ceiling_of_its_job_token() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let guest = f.token("acme/lib", 43, true, vec![("user_access_level".into(), "guest".into())]);
+    let (status, body, _) = f.get("/acme/lib.git/info/refs?service=git-upload-pack", &[("authorization", &basic(&guest))]).await;
+    assert_eq!((status, reason(&body)), (403, "user_ceiling"), "{body}");
+    let registry = format!("Bearer {}", f.registry_token(&guest, "acme/lib", &["pull"]));
+    let (status, body, seen) = f.get("/v2/acme/lib/manifests/latest", &[("authorization", &registry)]).await;
+    assert_eq!((status, reason(&body), seen.len()), (403, "user_ceiling", 0), "a guest may not pull: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jwt_typed_as_something_else_is_no_job_token() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let payload = serde_json::json!({"iss": ISSUER, "aud": "jobgate", "exp": unix_now() + 600, "iat": unix_now(), "project_id": "43", "project_path": "acme/lib", "job_id": "1"});
+    let typed = f.signer.sign_raw(&serde_json::json!({"alg": "ES256", "kid": "k", "typ": "at+jwt"}), &payload).unwrap();
+    let (status, body, seen) = f.get("/acme/lib.git/info/refs?service=git-upload-pack", &[("authorization", &basic(&typed))]).await;
+    assert_eq!((status, reason(&body), seen.len()), (401, "token_kind_not_allowed", 0), "{body}");
+}
+
+// ---- credential locations × credential modes × non_job --------------------------------------------
+
+const OTHER_PLACES: [&str; 6] = ["private_token", "access_token", "bearer_token", "feed_token", "rss_token", "token"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_credential_anywhere_gitlab_reads_one_is_smuggling() {
+    for non_job in [NonJob::Reject, NonJob::Passthrough] {
+        let f = default_fixture("passthrough", non_job).await;
+        let job = basic(&f.token("acme/lib", 43, false, vec![]));
+        for param in OTHER_PLACES {
+            let target = format!("/acme/lib.git/info/refs?service=git-upload-pack&{param}=glpat-someone-else");
+            let (status, body, seen) = f.get(&target, &[("authorization", &job)]).await;
+            assert_eq!((status, reason(&body), seen.len()), (400, "conflicting_credentials", 0), "{param}: {body}");
+        }
+        for header in ["private-token", "Deploy-Token", "X-Gitlab-Static-Object-Token", "gitlab-agent-api-request"] {
+            let (status, body, seen) = f.get("/acme/lib.git/info/refs?service=git-upload-pack", &[("authorization", &job), (header, "someone-else")]).await;
+            assert_eq!((status, reason(&body), seen.len()), (400, "conflicting_credentials", 0), "{header}: {body}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_token_in_any_place_is_decided_even_under_passthrough() {
+    let f = default_fixture("passthrough", NonJob::Passthrough).await;
+    let job = f.token("acme/lib", 43, false, vec![]);
+    // acme/secret admits nobody: each of these must be refused, not passed through as non-job traffic.
+    for target in [
+        format!("/acme/secret.git/info/refs?service=git-upload-pack&token={job}"),
+        format!("/acme/secret.git/info/refs?service=git-upload-pack&job_token={job}"),
+        format!("/acme/secret.git/info/refs?service=git-upload-pack&x=1;job_token={job}"),
+        format!("/acme/secret.git/info/refs?token=glcbt-{job}&service=git-upload-pack"),
+    ] {
+        let (status, body, seen) = f.get(&target, &[]).await;
+        assert_eq!((status, reason(&body), seen.len()), (403, "not_in_allowlist", 0), "{}: {body}", target.split('?').nth(1).unwrap_or("").split('=').next().unwrap_or(""));
+    }
+    // Spellings that Rack folds onto a credential name are refused, never ignored.
+    for spelling in ["job_token]", "[job_token]", "job_token[]", "token[x]", "private_token]"] {
+        let (status, body, seen) = f.get(&format!("/acme/secret.git/info/refs?service=git-upload-pack&{spelling}={job}"), &[]).await;
+        assert_eq!((status, reason(&body), seen.len()), (400, "bad_request", 0), "{spelling}: {body}");
+    }
+    // A runner-style token in `token` is another credential: non-job traffic, passed through.
+    let (status, _, seen) = f.get("/api/v4/jobs/request?token=glrt-runner", &[]).await;
+    assert_eq!((status, seen.len()), (200, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strip_and_replace_remove_every_credential_gitlab_reads() {
+    for mode in ["strip", "replace"] {
+        let f = default_fixture(mode, NonJob::Passthrough).await;
+        // Non-job traffic with every other credential: none reaches the upstream, and in replace mode
+        // jobgate's own credential is not added either (nothing was decided).
+        let query = OTHER_PLACES.iter().map(|p| format!("{p}=glpat-x")).collect::<Vec<_>>().join("&");
+        let headers = [("private-token", "glpat-x"), ("deploy-token", "gldt-x"), ("x-gitlab-static-object-token", "x"), ("authorization", "Bearer glpat-x")];
+        let (status, _, seen) = f.get(&format!("/api/v4/version?keep=1&{query};rss_token=y"), &headers).await;
+        assert_eq!((status, seen.len()), (200, 1), "{mode}");
+        let seen = &seen[0];
+        assert_eq!(seen.target, "/api/v4/version?keep=1", "{mode}: every credential parameter goes");
+        for (name, _) in headers {
+            assert!(seen.header(name).is_none(), "{mode}: {name} reached the upstream: {:?}", seen.headers);
+        }
+        // A decided job request: the job token goes wherever it was sent; in replace mode jobgate's
+        // credential comes instead.
+        let job = f.token("acme/lib", 43, false, vec![]);
+        let (status, _, seen) = f.get(&format!("/acme/lib.git/info/refs?service=git-upload-pack&token={job}"), &[]).await;
+        assert_eq!((status, seen.len()), (200, 1), "{mode}");
+        assert_eq!(seen[0].target, "/acme/lib.git/info/refs?service=git-upload-pack", "{mode}");
+        let presented = seen[0].header("private-token");
+        assert_eq!(presented, (mode == "replace").then_some("jobgate-service-secret"), "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobgate_presents_its_own_credential_only_on_decided_targets() {
+    let f = default_fixture("replace", NonJob::Reject).await;
+    let job = basic(&f.token("acme/lib", 43, false, vec![]));
+    for target in ["/api/v4/groups/acme/variables", "/api/v4/groups/acme/-/packages/npm/foo", "/api/v4/packages/npm/@acme/foo"] {
+        let (status, body, seen) = f.get(target, &[("authorization", &job)]).await;
+        assert_eq!((status, reason(&body), seen.len()), (403, "unresolved_target", 0), "{target}: {body}");
+    }
+    let (status, _, seen) = f.get("/api/v4/projects/43/jobs", &[("authorization", &job)]).await;
+    assert_eq!((status, seen[0].header("private-token")), (200, Some("jobgate-service-secret")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn method_and_url_overrides_never_reach_the_upstream_and_cookie_crumbs_are_joined() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let job = basic(&f.token("acme/lib", 43, false, vec![]));
+    let headers = [("authorization", job.as_str()), ("x-http-method-override", "DELETE"), ("X-Original-URL", "/acme/app.git"), ("x_rewrite_url", "/x"), ("cookie", "a=1"), ("cookie", "b=2")];
+    let (status, _, seen) = f.get("/acme/lib.git/info/refs?service=git-upload-pack", &headers).await;
+    assert_eq!(status, 200);
+    for name in ["x-http-method-override", "x-original-url", "x-rewrite-url", "x_rewrite_url"] {
+        assert!(seen[0].header(name).is_none(), "{name}: {:?}", seen[0].headers);
+    }
+    assert_eq!(seen[0].headers.iter().filter(|(n, _)| n == "cookie").map(|(_, v)| v.as_str()).collect::<Vec<_>>(), vec!["a=1; b=2"]);
+}
+
+// ---- LFS batch routes and bodies ------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_exact_batch_route_reads_its_operation_from_the_body() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    // acme/lib may read acme/app (cross-project baseline) but not write it from an unprotected ref.
+    let job = basic(&f.token("acme/lib", 43, false, vec![]));
+    let download = Bytes::from_static(br#"{"operation":"download","objects":[]}"#);
+    let upload = request("POST", "/acme/app.git/info/lfs/objects/0a1b/info/lfs/objects/batch", &[("authorization", &job)], download.clone());
+    let (status, body, seen) = f.send(upload).await;
+    assert_eq!((status, seen.len()), (403, 0), "an object upload stays a write whatever its body says: {body}");
+    let batch = request("POST", "/acme/app.git/info/lfs/objects/batch", &[("authorization", &job)], download.clone());
+    let (status, _, seen) = f.send(batch).await;
+    assert_eq!((status, seen.len()), (200, 1));
+    assert_eq!(seen[0].body, download, "the peeked body is replayed unchanged");
+    let batch = request("POST", "/acme/app.git/info/lfs/objects/batch", &[("authorization", &job)], Bytes::from_static(br#"{"operation":"upload"}"#));
+    assert_eq!(f.send(batch).await.0, 403, "an upload batch needs write_repository");
+}
+
+/// A request body that sends nothing, ever.
+struct Stalled;
+
+impl hyper::body::Body for Stalled {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+fn stalled() -> Body {
+    jobgate::body::stream(Stalled)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_bodies_are_read_only_after_authentication_within_a_deadline_and_a_budget() {
+    let timeouts = Timeouts { body_peek_secs: 1, ..Timeouts::default() };
+    let limits = Limits { lfs_batch_bytes: 64 * 1024, peek_budget_bytes: 64 * 1024, ..Limits::default() };
+    let f = Arc::new(fixture("passthrough", NonJob::Reject, limits, timeouts).await);
+    // No credential: refused without waiting for the body (the bounded drain gives up after 2 s).
+    let started = Instant::now();
+    let anonymous = Request::post("/acme/app.git/info/lfs/objects/batch").header("host", "gitlab.example.com").body(stalled()).unwrap();
+    let (status, body, seen) = f.send(anonymous).await;
+    assert_eq!((status, reason(&body), seen.len()), (401, "missing_credential", 0));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    // A verified job's stalled body: refused at the deadline.
+    let job = basic(&f.token("acme/app", 42, false, vec![]));
+    let stalled_batch = || Request::post("/acme/app.git/info/lfs/objects/batch").header("host", "gitlab.example.com").header("authorization", &job).body(stalled()).unwrap();
+    let started = Instant::now();
+    let (status, body, _) = f.send(stalled_batch()).await;
+    assert_eq!((status, reason(&body)), (400, "bad_request"), "{body}");
+    assert!(started.elapsed() >= Duration::from_secs(1) && started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    // The budget holds one 64 KiB body: a second one at the same time is refused at once.
+    let holder = tokio::spawn({
+        let f = f.clone();
+        let request = stalled_batch();
+        async move { f.gateway.handle(request, "127.0.0.1:9".parse().unwrap()).await.status() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = f.gateway.handle(stalled_batch(), "127.0.0.1:9".parse().unwrap()).await;
+    assert_eq!(response.status(), 503, "over the peek budget");
+    assert_eq!(holder.await.unwrap(), 400);
+}
+
+// ---- mounts, ids, HEAD ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_written_with_semicolons_is_refused() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let job = basic(&f.token("acme/lib", 43, true, vec![]));
+    let mount = request("POST", "/v2/acme/lib/blobs/uploads/?mount=sha256:abc;from=acme/secret&from=acme/lib", &[("authorization", &job)], Bytes::new());
+    let (status, body, seen) = f.send(mount).await;
+    assert_eq!((status, reason(&body), seen.len()), (403, "unmatched_request", 0), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_whose_project_id_contradicts_the_policy_is_refused() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    // acme/app is id 42 in the policy; this token says its acme/app is 44 (acme/secret's id).
+    let job = basic(&f.token("acme/app", 44, true, vec![]));
+    let (status, body, seen) = f.get("/api/v4/projects/44/jobs", &[("authorization", &job)]).await;
+    assert_eq!((status, reason(&body), seen.len()), (401, "project_id_mismatch", 0), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn head_refusals_carry_no_body() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let response = f.gateway.handle(request("HEAD", "/v2/acme/lib/manifests/latest", &[], Bytes::new()), "127.0.0.1:9".parse().unwrap()).await;
+    assert_eq!(response.status(), 401);
+    assert!(response.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Bearer realm="));
+    assert!(response.into_body().collect().await.unwrap().to_bytes().is_empty());
+}
+
+#[test]
+fn head_refusals_over_h1_and_h2_reach_the_client_with_their_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = common::Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", common::echo_upstream()), "projects:\n  acme/app: { id: 42 }\n");
+    for protocol in ["--http1.1", "--http2"] {
+        let (status, text) = common::curl(&gw, &[protocol, "-I", &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+        assert_eq!(status, 401, "{protocol}: {text}");
+        assert!(text.to_ascii_lowercase().contains("www-authenticate: basic realm=\"gitlab\""), "{protocol}: {text}");
+    }
+}
