@@ -77,12 +77,15 @@ fn api_and_package_decisions() {
         (&unprotected, "GET", "/api/v4/projects/42/packages/npm/lib", 200),
         (&unprotected, "PUT", "/api/v4/projects/43/packages/generic/tool/1.0/tool.bin", 200),
         (&unprotected, "PUT", "/api/v4/projects/42/packages/generic/tool/1.0/tool.bin", 403),
-        (&unprotected, "GET", "/api/v4/groups/acme/-/packages/npm/@acme/lib", 200),
+        // group and instance reads are not decided on their target: in `replace` mode jobgate's own
+        // credential would answer for them, so they are refused (a passthrough upstream gets them)
+        (&unprotected, "GET", "/api/v4/groups/acme/-/packages/npm/@acme/lib", 403),
         (&unprotected, "PUT", "/api/v4/packages/npm/@acme/lib", 403),
         // everything else under /api is closed to job tokens
         (&protected, "GET", "/api/v4/users", 403),
-        // ...unless the config opens it (reads, decided on the job's own project)
-        (&protected, "GET", "/api/v4/version", 200),
+        // ...unless the config opens it (reads, decided on the job's own project; refused here, in
+        // `replace` mode, for the same reason as group reads)
+        (&protected, "GET", "/api/v4/version", 403),
         (&protected, "POST", "/api/v4/version", 403),
         (&protected, "POST", "/api/graphql", 403),
         (&protected, "GET", "/api/v4/projects/42/../43/issues", 403),
@@ -94,8 +97,8 @@ fn api_and_package_decisions() {
     }
     let reasons = gw.audit_until(|lines| lines.len() >= 19);
     let find = |path: &str| reasons.iter().find(|l| l["path"] == path).map(|l| l["reason"].as_str().unwrap_or("").to_owned());
-    assert_eq!(find("/api/v4/groups/acme/-/packages/npm/@acme/lib").as_deref(), Some("granted_via_own_project"));
+    assert_eq!(find("/api/v4/groups/acme/-/packages/npm/@acme/lib").as_deref(), Some("unresolved_target"));
     assert_eq!(find("/api/v4/packages/npm/@acme/lib").as_deref(), Some("unresolved_target"));
     assert_eq!(find("/api/v4/users").as_deref(), Some("unmatched_request"));
-    assert_eq!(find("/api/v4/version").as_deref(), Some("granted_via_own_project"));
+    assert_eq!(find("/api/v4/version").as_deref(), Some("unresolved_target"));
 }

@@ -19,6 +19,12 @@ fn start(dir: &Path, upstream: u16) -> Gateway {
     Gateway::start_with(dir, &format!("url: 'http://127.0.0.1:{upstream}'"), POLICY, EXTRA)
 }
 
+/// A token of another job of acme/app (the policy's id 42: other ids would contradict it).
+fn job(gw: &Gateway, job_id: u64) -> String {
+    let claims = [("job_id", job_id.to_string()), ("jti", format!("jti-of-{job_id}"))];
+    gw.token_with("acme/app", 42, false, claims.into_iter().map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect())
+}
+
 fn status(gw: &Gateway, token: &str) -> (u16, String) {
     curl(gw, &["-H", &format!("JOB-TOKEN: {token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")])
 }
@@ -63,12 +69,17 @@ fn a_finished_job_loses_its_token_at_once_and_for_good() {
     assert!(text.contains("token_revoked"), "{text}");
 
     // By jti, through the admin API; listing needs the admin token too.
-    let other = gw.token("acme/app", 77, false);
+    let other = job(&gw, 1077);
     assert_eq!(status(&gw, &other).0, 200);
     let payload = base64_payload(&other);
     let jti = payload["jti"].as_str().unwrap();
     let (code, _) = admin_post_json(&gw, "/-/revocations", &[], &format!(r#"{{"jti":"{jti}"}}"#));
     assert_eq!(code, 401);
+    // A revocation that would already have expired is refused, not acknowledged.
+    let past = format!(r#"{{"jti":"{jti}","expires_at":1}}"#);
+    let (code, text) = admin_post_json(&gw, "/-/revocations", &["Authorization: Bearer admin-s3cret"], &past);
+    assert!(code == 400 && text.contains("expires_at is in the past"), "{text}");
+    assert_eq!(status(&gw, &other).0, 200);
     let (code, text) = admin_post_json(&gw, "/-/revocations", &["Authorization: Bearer admin-s3cret"], &format!(r#"{{"jti":"{jti}"}}"#));
     assert_eq!(code, 200, "{text}");
     assert_eq!(status(&gw, &other).0, 401);
@@ -77,7 +88,7 @@ fn a_finished_job_loses_its_token_at_once_and_for_good() {
     assert!(admin_get(&gw, "/metrics").contains("jobgate_revocations 2"));
 
     // kill -9 right after the acknowledgement, then restart on the same files.
-    let third = gw.token("acme/app", 99, false); // job id 1099
+    let third = job(&gw, 1099);
     let (code, _) = job_hook(&gw, "hook-s3cret", 1099, "canceled");
     assert_eq!(code, 200);
     gw.kill();
@@ -87,7 +98,8 @@ fn a_finished_job_loses_its_token_at_once_and_for_good() {
         assert_eq!(code, 401, "{text}");
         assert!(text.contains("token_revoked"), "{text}");
     }
-    assert_eq!(status(&gw, &gw.token("acme/app", 5, false)).0, 200, "other jobs are unaffected");
+    let (code, text) = status(&gw, &job(&gw, 1005));
+    assert_eq!(code, 200, "other jobs are unaffected: {text}");
 }
 
 fn curl_admin(gw: &Gateway, path: &str, token: &str) -> String {

@@ -434,3 +434,43 @@ fn head_refusals_over_h1_and_h2_reach_the_client_with_their_challenge() {
         assert!(text.to_ascii_lowercase().contains("www-authenticate: basic realm=\"gitlab\""), "{protocol}: {text}");
     }
 }
+
+// ---- smaller holes ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_slashes_are_no_path_segments_in_lfs_and_registry_names() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let job = basic(&f.token("acme/app", 42, true, vec![]));
+    for target in ["/acme/app.git/info/lfs/objects/..%2f..%2fsecret", "/acme/app.git/gitlab-lfs/objects/a%2Fb", "/v2/acme/app/manifests/..%2flatest", "/v2/acme%2fsecret/tags/list"] {
+        let (status, body, seen) = f.get(target, &[("authorization", &job)]).await;
+        assert_eq!((status, reason(&body), seen.len()), (403, "unmatched_request", 0), "{target}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_token_dies_with_its_own_jti_and_with_its_job() {
+    use jobgate::revoke::{Revocation, Revoked};
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let job = f.token("acme/lib", 43, true, vec![]);
+    let registry = f.registry_token(&job, "acme/lib", &["pull"]);
+    let bearer = format!("Bearer {registry}");
+    assert_eq!(f.get("/v2/acme/lib/manifests/latest", &[("authorization", &bearer)]).await.0, 200);
+    let payload: serde_json::Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(registry.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let jti = payload["jti"].as_str().unwrap().to_owned();
+    f.gateway.revocations().revoke(Revocation { what: Revoked::Jti { jti }, expires_at: unix_now() + 600 }, unix_now()).await.unwrap();
+    let (status, body, seen) = f.get("/v2/acme/lib/manifests/latest", &[("authorization", &bearer)]).await;
+    assert_eq!((status, reason(&body), seen.len()), (401, "token_revoked", 0), "{body}");
+    // Revoking the job kills every registry token issued to it.
+    let other = format!("Bearer {}", f.registry_token(&job, "acme/lib", &["pull"]));
+    f.gateway.revocations().revoke(Revocation { what: Revoked::Job { job_id: 943 }, expires_at: unix_now() + 600 }, unix_now()).await.unwrap();
+    assert_eq!(f.get("/v2/acme/lib/manifests/latest", &[("authorization", &other)]).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_challenge_never_carries_what_the_client_wrote_in_host() {
+    let f = default_fixture("passthrough", NonJob::Reject).await;
+    let evil = Request::get("/v2/acme/lib/manifests/latest").header("host", "evil\",error=\"x").body(jobgate::body::full(Bytes::new())).unwrap();
+    let response = f.gateway.handle(evil, "127.0.0.1:9".parse().unwrap()).await;
+    let challenge = response.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap().to_owned();
+    assert!(challenge.starts_with("Bearer realm=\"https://localhost/jwt/auth\",service=\"container_registry\""), "{challenge}");
+}

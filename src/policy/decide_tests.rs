@@ -266,3 +266,46 @@ fn the_trace_narrates_the_derivation() {
     assert!(text.contains("projects.acme/app.allow[1]") && text.contains("does not match"), "{text}");
     assert_eq!(decide(&p, &on("acme/app", Scope::WriteRepository), &claims("acme/lib", false)), d, "same answer silent");
 }
+
+fn policy_of(text: &str) -> Policy {
+    Policy::from_yaml(Path::new("t.yaml"), text).unwrap()
+}
+
+#[test]
+fn a_refusal_names_the_condition_of_an_entry_that_would_grant_the_scope() {
+    // The first held-back entry grants read_api only under a ref-name condition; the second would
+    // grant write_repository, held back by `refs: protected`. Asked for write_repository from an
+    // unprotected `dev` ref, the reason is the second entry's.
+    let p = policy_of(
+        "projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [read_api], ref_names: [main] }\n      - { from: acme/lib, scopes: [write_repository], refs: protected }\n",
+    );
+    let dev = Claims { git_ref: Some("dev".into()), ..claims("acme/lib", false) };
+    assert_eq!(reason(decide(&p, &on("acme/app", Scope::WriteRepository), &dev)), Reason::RefNotProtected);
+    let p = policy_of(
+        "projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [read_api], refs: protected }\n      - { from: acme/lib, scopes: [write_repository], ref_names: [main] }\n",
+    );
+    assert_eq!(reason(decide(&p, &on("acme/app", Scope::WriteRepository), &dev)), Reason::ConditionNotMet);
+}
+
+#[test]
+fn the_nearest_mode_written_wins() {
+    let denial = |d: Decision| match d {
+        Decision::Deny(d) => d.enforced,
+        Decision::Allow(_) => panic!("allowed"),
+    };
+    let text = "groups:\n  acme: { mode: audit }\nprojects:\n  acme/strict: { mode: enforce }\n  acme/loose: {}\n";
+    let p = policy_of(text);
+    assert!(denial(decide(&p, &on("acme/strict", Scope::ReadRepository), &claims("other/x", true))), "the project's enforce beats its group's audit");
+    assert!(!denial(decide(&p, &on("acme/loose", Scope::ReadRepository), &claims("other/x", true))), "no mode of its own: the group's audit");
+    let p = policy_of("instance:\n  mode: audit\n  own_project: [read_repository]\n  cross_project: []\nprojects:\n  acme/strict: { mode: enforce }\n");
+    assert!(denial(decide(&p, &on("acme/strict", Scope::ReadRepository), &claims("other/x", true))), "and the instance's audit");
+}
+
+#[test]
+fn without_a_token_role_the_own_projects_members_decide() {
+    let p = policy_of("projects:\n  acme/app:\n    members: [ { user: gus, role: guest } ]\n");
+    let gus = Claims { user_login: Some("gus".into()), ..claims("acme/app", true) };
+    assert_eq!(reason(decide(&p, &on("acme/app", Scope::ReadRepository), &gus)), Reason::UserCeiling);
+    let with_token_role = Claims { user_access_level: Some(Role::Developer), ..gus };
+    assert_eq!(reason(decide(&p, &on("acme/app", Scope::ReadRepository), &with_token_role)), Reason::Granted, "the token's role wins");
+}

@@ -384,6 +384,26 @@ mod tests {
     }
 
     #[test]
+    fn nothing_written_twice_in_one_file_silently_replaces_the_first() {
+        let group = "groups:\n  acme/regulated: { elevation: false }\n  acme/other: {}\n  acme/regulated: { elevation: true }\n";
+        let err = load(group).unwrap_err();
+        assert!(err.line == 4 && err.message.contains("repeated key `acme/regulated` (first at line 2)"), "{err}");
+        let roles = "instance:\n  own_project: []\n  cross_project: []\n  roles:\n    reporter: [read_api]\n    reporter: [api]\n";
+        let err = load(roles).unwrap_err();
+        assert!(err.line == 6 && err.message.contains("repeated key `reporter` (first at line 5)"), "{err}");
+        let members = "projects:\n  acme/app:\n    members: [ { user: ann, role: owner }, { user: Ann, role: guest } ]\n";
+        assert!(load(members).unwrap_err().message.contains("user \"Ann\" is listed twice"));
+        let ids = "projects:\n  acme/app:\n    members: [ { user_id: 7, role: owner }, { user_id: 7, role: guest } ]\n";
+        assert!(load(ids).unwrap_err().message.contains("user_id 7 is listed twice"));
+    }
+
+    #[test]
+    fn an_empty_ref_name_list_is_refused_not_read_as_any_ref() {
+        let err = load("projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [api], ref_names: [] }\n").unwrap_err();
+        assert!(err.message.contains("ref_names lists no name"), "{err}");
+    }
+
+    #[test]
     fn allowlists_are_indexed_by_source_and_its_groups() {
         let p = load("projects:\n  t/x:\n    allow:\n      - from: acme\n      - from: acme/lib\n      - from: other\n").unwrap();
         let list = &p.projects[&ProjectPath::parse("t/x").unwrap()].scoped.allow;
