@@ -101,7 +101,7 @@ fn id_or_path(raw: &str) -> Result<ProjectRef, Unmatched> {
 /// A segment that another parser could split in two (`..%2f`, `a%2Fb`): never part of an LFS object
 /// path or a registry name (API ids are the one place `%2F` belongs, and they are decoded there).
 pub(super) fn is_encoded_slash(segment: &str) -> bool {
-    segment.to_ascii_lowercase().contains("%2f")
+    segment.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
 }
 
 pub(super) fn is_traversal(segment: &str) -> bool {

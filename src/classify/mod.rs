@@ -156,7 +156,15 @@ pub struct Unmatched {
 /// # Errors
 /// [`Unmatched`] for every shape outside the endpoint table.
 pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Classified, Unmatched> {
-    classify_with_mount(method, path, query).map(|(request, _)| request)
+    if let Some(rest) = path.strip_prefix("/api/") {
+        return api::classify(method, rest);
+    }
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        return registry::classify(method, rest, query).map(|r| r.request);
+    }
+    lfs::classify(method, path)
+        .or_else(|| git::classify(method, path, query))
+        .unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
 }
 
 /// [`classify`], plus the source image of a cross-repository registry mount, which must be readable
@@ -165,16 +173,10 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Clas
 /// # Errors
 /// As [`classify`].
 pub fn classify_with_mount(method: &Method, path: &str, query: Option<&str>) -> Result<(Classified, Option<ProjectPath>), Unmatched> {
-    if let Some(rest) = path.strip_prefix("/api/") {
-        return api::classify(method, rest).map(|request| (request, None));
+    match path.strip_prefix("/v2/") {
+        Some(rest) => registry::classify(method, rest, query).map(|r| (r.request, r.mount_from)),
+        None => classify(method, path, query).map(|request| (request, None)),
     }
-    if let Some(rest) = path.strip_prefix("/v2/") {
-        return registry::classify(method, rest, query).map(|r| (r.request, r.mount_from));
-    }
-    lfs::classify(method, path)
-        .or_else(|| git::classify(method, path, query))
-        .unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
-        .map(|request| (request, None))
 }
 
 /// Splits `/<project>[.git]<marker><rest>` at the first `marker`: the project (validated) and the rest.
