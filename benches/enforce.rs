@@ -4,19 +4,20 @@
 //!
 //! Run: `cargo bench --bench enforce` (criterion; results in target/criterion).
 //!
-//! Results, 2026-11-22, 2-core shared x86_64 VM (rust 1.95, release, SHA-NI), criterion medians of one
-//! run (compare within a run; absolute numbers drift on this shared machine):
+//! Results, 2026-12-01, 2-core shared x86_64 VM (rust 1.95, release), criterion medians, two runs
+//! alternating with the 2026-11-22 code (584b9b8) in one session (`--warm-up-time 1 --measurement-time 3`);
+//! compare within a run, absolute numbers drift on this shared machine:
 //!
-//! | bench | time | vs raw ring |
-//! |---|---|---|
-//! | classify | 87 ns | |
-//! | extract (Basic, ~1 KB token) | 1.79 µs | |
-//! | decide | 82 ns | |
-//! | verify uncached RS256 / raw ring | 55.8 / 49.7 µs | 1.12× |
-//! | verify uncached PS256 / raw ring | 63.8 / 52.2 µs | 1.22× |
-//! | verify uncached ES256 / raw ring | 96.6 / 108.5 µs | 0.89× (noise: same ring call) |
-//! | verify cached (SHA-256 + lookup + claims) | 0.99 µs | |
-//! | enforce, cached token (all four stages) | 3.30 µs | |
+//! | bench | 584b9b8 (two runs) | now (two runs) | ratio |
+//! |---|---|---|---|
+//! | classify | 141 / 158 ns | 128 / 127 ns | 0.85 |
+//! | extract (Basic, ~1 KB token) | 848 / 954 ns | 852 / 856 ns | 0.94 |
+//! | decide | 141 / 147 ns | 150 / 149 ns | 1.04 |
+//! | verify cached (no metrics inside any more) | 854 / 828 ns | 677 / 683 ns | 0.81 |
+//! | enforce, cached token (all four stages + revocations) | 2.20 / 2.38 µs | 2.19 / 2.19 µs | 0.96 |
+//!
+//! Uncached verification, same session (issue-10 state): RS256 31.6 / 30.9 µs → 30.5 / 31.2 µs (raw
+//! ring 25 µs), PS256 32.9 / 33.3 → 32.2 / 32.7 µs, ES256 66.9 / 67.3 → 67.4 / 68.5 µs.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a bench fixture may fail loudly
 
 use std::path::Path;
