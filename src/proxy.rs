@@ -148,7 +148,7 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let head = parts.method == Method::HEAD;
         let cx = self.record.start(&parts, snapshot.generation);
-        let (response, outcome) = match self.route(&parts) {
+        let (mut response, outcome) = match self.route(&parts) {
             Route::TokenRealm => self.token_realm(&snapshot, &parts, &cx),
             Route::Jwks => {
                 let jwks = self.registry.as_ref().map(RegistryTokens::jwks).unwrap_or_default();
@@ -156,7 +156,6 @@ impl Gateway {
             }
             Route::Proxy => self.proxy(&snapshot, parts, body, peer, &cx).await,
         };
-        let mut response = response;
         if head {
             // No DATA for a HEAD stream: over HTTP/2 a refusal's body would be a stream error.
             *response.body_mut() = body::empty();

@@ -1,3 +1,6 @@
+//! The key-source state machine against a fake fetcher and a paused clock: single flight, cooldown,
+//! staleness, conditional fetches.
+
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test fixtures may fail loudly
 
 use std::sync::atomic::{AtomicUsize, Ordering};
