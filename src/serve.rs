@@ -31,7 +31,6 @@ use crate::proxy::{BodyPeek, Gateway, GatewayParts};
 use crate::registry::RegistryTokens;
 use crate::reload::Reloader;
 use crate::revoke::store::Revocations;
-use crate::snapshot::Snapshot;
 use crate::tls::{self, CertResolver};
 use crate::token::verify::Verifier;
 
@@ -51,7 +50,7 @@ pub struct Running {
 /// # Errors
 /// Any file that does not load, or an address that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let snapshot = Snapshot::build(&config, 1)?;
+    let snapshot = crate::reload::tested_snapshot(&config, 1).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
     let revocations = Arc::new(match &config.revocations.file {
         Some(path) => Revocations::open(path, crate::clock::unix_now()).await.with_context(|| format!("revocations {}", path.display()))?,

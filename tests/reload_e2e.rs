@@ -99,3 +99,34 @@ async fn reloads_under_load_fail_no_request_and_broken_files_change_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_fails_its_own_tests_never_goes_live() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin-token"), "s3cret-admin\n").unwrap();
+    let upstream = format!("url: 'http://127.0.0.1:{}'", echo_upstream());
+    let gw = tokio::task::block_in_place(|| Gateway::start_with(dir.path(), &upstream, &policy(0), "admin: { token_file: admin-token }"));
+    let tests = dir.path().join("policies/tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    let case = "- name: lib reads app\n  token: { project: acme/lib }\n  request: { method: GET, url: '/acme/app.git/info/refs?service=git-upload-pack' }\n  expect: allow\n";
+    std::fs::write(tests.join("t.yaml"), case).unwrap();
+    let (client, token) = (Client::new(&gw.ca), gw.token("acme/lib", 43, false));
+    let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+    assert_eq!(client.get_bearer(&url, &token).await.0, 200);
+
+    // An edit that closes acme/app to acme/lib contradicts the test: refused, the old policy stays.
+    let closed = "projects:\n  acme/app: {}\n";
+    jobgate::generate::write(&dir.path().join("policies/policy.yaml"), closed).unwrap();
+    let (status, body) = admin_post(&gw, "/-/reload", "s3cret-admin");
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("1 policy test(s) failed") && body.contains("t.yaml: lib reads app: expected Allow, got Deny (not_in_allowlist)"), "{body}");
+    assert_eq!(client.get_bearer(&url, &token).await.0, 200, "the last good policy still decides");
+    let ready = admin_get(&gw, "/-/ready");
+    assert!(ready.contains("policy test(s) failed"), "{ready}");
+
+    // Fixing the test lets the same policy go live.
+    std::fs::write(tests.join("t.yaml"), case.replace("expect: allow", "expect: deny")).unwrap();
+    let (status, body) = admin_post(&gw, "/-/reload", "s3cret-admin");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(client.get_bearer(&url, &token).await.0, 403);
+}
