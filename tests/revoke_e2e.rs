@@ -116,3 +116,22 @@ fn base64_payload(token: &str) -> serde_json::Value {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').nth(1).unwrap()).unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+#[test]
+fn a_second_jobgate_on_the_same_revocations_file_refuses_to_start_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = echo_upstream();
+    let gw = start(dir.path(), upstream);
+    let token = gw.token("acme/app", 42, false); // job id 1042
+    assert_eq!(job_hook(&gw, "hook-s3cret", 1042, "failed").0, 200);
+    assert_eq!(status(&gw, &token).0, 401);
+
+    let second = Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["serve", "--config"]).arg(dir.path().join("jobgate.yaml")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && stderr.contains("in use by another jobgate process"), "{stderr}");
+
+    // The first instance's revocation is still on disk: a restart keeps the token dead.
+    gw.kill();
+    let gw = start(dir.path(), upstream);
+    assert_eq!(status(&gw, &token).0, 401);
+}

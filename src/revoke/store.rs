@@ -1,7 +1,9 @@
 //! The persistent revocation store: JSON lines in an append-only file. Each revocation is applied in
 //! memory at once, then appended and fsynced before it is acknowledged; the file is replayed at start
 //! and compacted (expired entries dropped, written to a temporary file and renamed) at start and
-//! whenever it grows to twice the live set.
+//! whenever it grows to twice the live set. One process owns the file: it holds an exclusive lock on
+//! `<file>.lock` from before the first read until it exits, so a second `jobgate serve` on the same
+//! config refuses to start instead of rewriting the file under the first one.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,12 +17,14 @@ pub struct Revocations {
     set: Arc<RevocationSet>,
     file: Option<(PathBuf, tokio::sync::Mutex<tokio::fs::File>)>,
     lines_on_disk: AtomicUsize,
+    /// The exclusive lock on `<file>.lock`, released when the process ends.
+    _lock: Option<std::fs::File>,
 }
 
 impl Revocations {
     /// An in-memory set (no persistence).
     pub fn in_memory() -> Revocations {
-        Revocations { set: Arc::default(), file: None, lines_on_disk: AtomicUsize::new(0) }
+        Revocations { set: Arc::default(), file: None, lines_on_disk: AtomicUsize::new(0), _lock: None }
     }
 
     /// Replays `path` (if it exists), drops expired entries, rewrites it compacted, and keeps it open
@@ -29,10 +33,12 @@ impl Revocations {
     /// # Errors
     /// The file cannot be read, rewritten or opened.
     pub async fn open(path: &Path, now: i64) -> std::io::Result<Revocations> {
+        let lock = lock(path)?;
         let set = replay(path, now).await?;
         let file = rewrite(path, &set.list(now)).await?;
         let lines_on_disk = AtomicUsize::new(set.len());
-        Ok(Revocations { set: Arc::new(set), file: Some((path.to_owned(), tokio::sync::Mutex::new(file))), lines_on_disk })
+        let file = Some((path.to_owned(), tokio::sync::Mutex::new(file)));
+        Ok(Revocations { set: Arc::new(set), file, lines_on_disk, _lock: Some(lock) })
     }
 
     /// The set `enforce` checks.
@@ -59,6 +65,23 @@ impl Revocations {
             self.lines_on_disk.store(self.set.len(), Ordering::Relaxed);
         }
         Ok(())
+    }
+}
+
+/// Takes the store's exclusive lock, or says who holds it.
+fn lock(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
+            "{} is in use by another jobgate process (lock {}): one process owns a revocations file",
+            path.display(),
+            lock_path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 
@@ -108,6 +131,22 @@ async fn rewrite(path: &Path, entries: &[Revocation]) -> std::io::Result<tokio::
 mod tests {
     use super::*;
     use crate::revoke::Revoked;
+
+    #[tokio::test]
+    async fn a_second_owner_is_refused_and_the_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revocations.log");
+        let first = Revocations::open(&path, 100).await.unwrap();
+        first.revoke(Revocation { what: Revoked::Job { job_id: 7 }, expires_at: 1000 }, 100).await.unwrap();
+        let before = std::fs::metadata(&path).unwrap();
+        let err = Revocations::open(&path, 100).await.err().unwrap().to_string();
+        assert!(err.contains("in use by another jobgate process"), "{err}");
+        let after = std::fs::metadata(&path).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(before.ino(), after.ino(), "not rewritten by the refused opener");
+        drop(first);
+        assert_eq!(Revocations::open(&path, 100).await.unwrap().set().len(), 1, "the owner's revocations survive");
+    }
 
     #[tokio::test]
     async fn persisted_replayed_and_compacted() {
