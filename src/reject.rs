@@ -76,9 +76,9 @@ impl Challenge {
 }
 
 /// Builds the response for `refusal`, in the form the family's clients show their users: one text
-/// line for Git (`remote: …`), JSON with `message` and `error` for the package registries and the API
-/// (npm prints `error`, GitLab's own clients read `message`), the distribution error format for the
-/// registry. A 401 carries `challenge`.
+/// line for Git (`remote: …`), Git LFS's JSON error (`message`, `request_id`), JSON with `message` and
+/// `error` for the package registries and the API (npm prints `error`, GitLab's own clients read
+/// `message`), the distribution error format for the registry. A 401 carries `challenge`.
 pub fn response(refusal: &Refusal, request_id: &str, family: Option<Family>, challenge: &Challenge) -> Response<Body> {
     let reason = refusal.reason();
     let status = status(reason);
@@ -88,6 +88,12 @@ pub fn response(refusal: &Refusal, request_id: &str, family: Option<Family>, cha
             let code = if status == StatusCode::UNAUTHORIZED { "UNAUTHORIZED" } else { "DENIED" };
             let json = serde_json::json!({"errors": [{"code": code, "message": line, "detail": {"reason": reason.id()}}]});
             (format!("{json}\n"), "application/json")
+        }
+        // git-lfs prints `message` from this form (`lfshttp.ClientError`); anything else becomes its
+        // generic "Authorization error".
+        Some(Family::Lfs) => {
+            let json = serde_json::json!({"message": line, "request_id": request_id, "reason": reason.id()});
+            (format!("{json}\n"), "application/vnd.git-lfs+json")
         }
         Some(Family::Packages | Family::Api) => {
             let json = serde_json::json!({

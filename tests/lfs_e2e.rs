@@ -115,6 +115,7 @@ fn lfs_objects_push_and_smudge_through_jobgate_to_giftless() {
     git_ok(&lib_work, &["commit", "--quiet", "-m", "lib's object"]);
     let out = git_in(&lib_work, &["lfs", "push", &lib_url, "HEAD"]);
     assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("jobgate: jobs of acme/lib may not use write_repository on acme/app (reason: scope_not_granted"), "git-lfs shows why: {}", text(&out));
     let new_oid = sha256_hex(b"a new object from acme/lib");
     assert!(!stored_objects(&store).contains(&new_oid), "nothing stored upstream");
     let refused = |l: &serde_json::Value| l["family"] == "lfs" && l["job_id"] == 1043 && l["scope"] == "write_repository" && l["decision"] == "deny";
