@@ -334,22 +334,30 @@ fn authorize_one<T: Trace>(snapshot: &Snapshot, request: &Classified, claims: &C
     }
 }
 
+/// The verified token in plain words, for `explain` (never the token itself).
 fn describe(c: &Claims) -> String {
+    let or = |value: Option<String>, none: &str| value.unwrap_or_else(|| none.to_owned());
+    let user = match (&c.user_login, c.user_id) {
+        (Some(login), Some(id)) => format!("{login} (id {id})"),
+        (Some(login), None) => login.clone(),
+        (None, Some(id)) => format!("id {id}"),
+        (None, None) => "unknown".to_owned(),
+    };
+    let git_ref = c.git_ref.as_ref().map(|r| {
+        let kind = c.ref_type.as_deref().map_or(String::new(), |t| format!("{t} "));
+        format!("{kind}{r}, {}", if c.ref_protected { "protected" } else { "not protected" })
+    });
+    let environment = c.environment.as_ref().map(|e| format!("{e}, {}", if c.environment_protected { "protected" } else { "not protected" }));
     format!(
-        "token: iss {} project {} (id {}) job {} user {:?}/{:?} role {:?} ref {:?} ({:?}, protected {}) environment {:?} (protected {}) scopes {}",
+        "token: issuer {}, project {} (id {}), job {}, user {user}, role {}, ref {}, environment {}, scopes {}",
         c.iss,
         c.project_path,
         c.project_id,
         c.job_id,
-        c.user_login,
-        c.user_id,
-        c.user_access_level,
-        c.git_ref,
-        c.ref_type,
-        c.ref_protected,
-        c.environment,
-        c.environment_protected,
-        c.scopes.map_or("none".to_owned(), |s| format!("[{s}]")),
+        or(c.user_access_level.map(|r| r.to_string()), "not in the token"),
+        or(git_ref, "none"),
+        or(environment, "none"),
+        or(c.scopes.map(|s| format!("[{s}]")), "not limited by the token"),
     )
 }
 

@@ -31,7 +31,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Print the whole policy derivation for one token and one request.
+    /// Print the whole policy derivation for one token and one request; exits 1 when it is a deny
+    /// (enforced or, in audit mode, not).
     Explain {
         #[arg(long)]
         config: PathBuf,
@@ -46,6 +47,9 @@ enum Command {
         /// For an LFS batch call: the operation its body asks for.
         #[arg(long, value_enum)]
         lfs_operation: Option<LfsOperation>,
+        /// Print the derivation and the decision as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Everything local for a first look: certificates, keys, policy, upstream, tokens.
     Demo {
@@ -149,7 +153,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     match run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("jobgate: error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -157,19 +161,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs one command; `explain` exits 1 when its decision is deny.
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let done = |result: anyhow::Result<()>| result.map(|()| std::process::ExitCode::SUCCESS);
     match cli.command {
-        Command::Serve { config } => runtime()?.block_on(serve(&config)),
-        Command::Check { config } => runtime()?.block_on(check(&config)),
-        Command::Explain { config, token, method, url, lfs_operation } => {
+        Command::Serve { config } => done(runtime()?.block_on(serve(&config))),
+        Command::Check { config } => done(runtime()?.block_on(check(&config))),
+        Command::Explain { config, token, method, url, lfs_operation, json } => {
             let batch = lfs_operation.map(|op| BatchOperation(if op == LfsOperation::Download { Action::Read } else { Action::Write }));
-            runtime()?.block_on(explain(&config, &token, &method, &url, batch))
+            runtime()?.block_on(explain(&config, &token, &method, &url, batch, json))
         }
-        Command::Demo { dir, listen, admin_listen } => runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen)),
+        Command::Demo { dir, listen, admin_listen } => done(runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen))),
         Command::Certs { command: CertsCommand::Generate { out } } => {
             let files = jobgate::generate::certs(&out)?;
             println!("wrote {} {} {}", files.ca.display(), files.cert.display(), files.key.display());
-            Ok(())
+            done(Ok(()))
         }
         Command::Keys { command: KeysCommand::Generate { out, alg, registry } } => {
             let files = jobgate::generate::keys(&out, alg)?;
@@ -178,9 +184,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let (key, cert) = jobgate::generate::registry_key(&out)?;
                 println!("wrote {} {}", key.display(), cert.display());
             }
-            Ok(())
+            done(Ok(()))
         }
-        Command::Token { command: TokenCommand::Mint(args) } => mint(args),
+        Command::Token { command: TokenCommand::Mint(args) } => done(mint(args)),
     }
 }
 
@@ -239,7 +245,7 @@ async fn check(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operation: Option<BatchOperation>) -> anyhow::Result<()> {
+async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operation: Option<BatchOperation>, json: bool) -> anyhow::Result<std::process::ExitCode> {
     let config = Config::load(path)?;
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
     let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new()).await?;
@@ -263,10 +269,17 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operatio
     } else {
         token.to_owned()
     };
-    for line in jobgate::explain::explain(&core, &token, method, url, lfs_operation, jobgate::clock::unix_now()).lines {
-        println!("{line}");
+    let explained = jobgate::explain::explain(&core, &token, method, url, lfs_operation, jobgate::clock::unix_now());
+    if json {
+        let summary = explained.summary.map(|s| serde_json::json!({"decision": s.disposition.id(), "enforced": s.enforced, "reason": s.reason.id()}));
+        println!("{:#}", serde_json::json!({"summary": summary, "lines": explained.lines}));
+    } else {
+        for line in &explained.lines {
+            println!("{line}");
+        }
     }
-    Ok(())
+    let allowed = explained.summary.is_some_and(|s| s.disposition != jobgate::enforce::Disposition::Deny);
+    Ok(if allowed { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
 }
 
 fn mint(args: MintArgs) -> anyhow::Result<()> {

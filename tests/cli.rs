@@ -100,10 +100,12 @@ fn explain_prints_the_derivation_without_the_token() {
     let token = token.trim();
     let explain = |url: &str, method: &str| jobgate(&["explain", "--config", "jobgate.yaml", "--token", token, "--method", method, "--url", url], d);
     let (ok, text) = explain("https://gitlab.example.com/acme/app.git/git-receive-pack", "POST");
-    assert!(ok, "{text}");
     assert!(text.contains("classified: family git action write scope write_repository target acme/app"), "{text}");
     assert!(text.contains("holds back [write_repository]: ref_not_protected"), "{text}");
     assert!(text.contains("decision: deny (ref_not_protected)"), "{text}");
+    assert!(!ok, "a deny exits 1");
+    assert!(text.contains("token: issuer jobgate-test, project acme/lib (id 43), job 9, user id"), "{text}");
+    assert!(!text.contains("Some(") && !text.contains("None"), "no Rust debug text: {text}");
     assert!(!text.contains(token), "the token is never printed");
     let (_, text) = explain("/acme/other.git/info/refs?service=git-upload-pack", "GET");
     assert!(text.contains("decision: deny (not_in_allowlist)"), "{text}");
@@ -131,6 +133,11 @@ fn explain_and_check_see_the_api_routes_serve_opens() {
     let explain = || jobgate(&["explain", "--config", "jobgate.yaml", "--token", token.trim(), "--method", "GET", "--url", "/api/v4/version"], d).1;
     let text = explain();
     assert!(text.contains("decision: allow (granted_via_own_project)"), "{text}");
+    let (ok, out) = jobgate(&["explain", "--config", "jobgate.yaml", "--token", token.trim(), "--url", "/api/v4/version", "--json"], d);
+    assert!(ok, "an allow exits 0: {out}");
+    let json: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
+    assert_eq!((json["summary"]["decision"].as_str(), json["summary"]["reason"].as_str()), (Some("allow"), Some("granted_via_own_project")), "{json}");
+    assert!(json["lines"].as_array().is_some_and(|l| l.len() > 3), "{json}");
 
     // Without the route, serve would not match the request: explain and the policy test say so too.
     std::fs::write(d.join("jobgate.yaml"), CONFIG).unwrap();
