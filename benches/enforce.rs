@@ -128,7 +128,7 @@ fn enforce_path(c: &mut Criterion) {
     let classified = classify(&parts.method, parts.uri.path(), parts.uri.query()).unwrap();
     let claims = f.verifier.verify(token, now).unwrap().claims;
     let (revocations, non_job) = (RevocationSet::default(), NonJobRules::uniform(NonJob::Reject));
-    let core = Core { snapshot: &f.snapshot, verifier: &f.verifier, revocations: &revocations, registry: None, non_job: &non_job };
+    let core = Core { snapshot: &f.snapshot, verifier: &f.verifier, revocations: &revocations, registry: None, gitlab: None, non_job: &non_job };
     assert!(matches!(enforce(&core, &parts, None, now, &mut NoTrace).verdict, Verdict::Allow(..)));
 
     c.bench_function("classify", |b| b.iter(|| classify(black_box(&parts.method), black_box(parts.uri.path()), None)));

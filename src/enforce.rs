@@ -23,6 +23,7 @@ use crate::scope::Scope;
 use crate::snapshot::Snapshot;
 use crate::token::claims::Claims;
 use crate::token::extract::{extract, Credential};
+use crate::token::gitlab::{Identity, JobIdentities};
 use crate::token::verify::{VerifiedClaims, Verifier, VerifyError};
 
 /// Everything a decision reads, borrowed for one request.
@@ -33,7 +34,19 @@ pub struct Core<'a> {
     pub revocations: &'a RevocationSet,
     /// jobgate's own registry token issuer, when the registry family is configured.
     pub registry: Option<&'a RegistryTokens>,
+    /// GitLab's answers about its own job tokens, when a `gitlab_job_tokens` issuer is configured.
+    pub gitlab: Option<&'a JobIdentities>,
     pub non_job: &'a NonJobRules,
+}
+
+/// A job token only GitLab can answer for, which `enforce` has no answer for yet: the edge asks
+/// GitLab and decides again. Never printed.
+pub struct LookupToken(pub String);
+
+impl std::fmt::Debug for LookupToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LookupToken(…)")
+    }
 }
 
 /// A classified request and, for a cross-repository registry mount, the image it reads from.
@@ -63,6 +76,8 @@ pub struct Enforced {
     pub verdict: Verdict,
     /// The issuer whose key set lacked the token's `kid`: worth one refetch and a second try.
     pub unknown_kid: Option<usize>,
+    /// A GitLab job token to look up at GitLab before a second try.
+    pub gitlab_lookup: Option<LookupToken>,
     /// How verification went, when a credential reached a verifier.
     pub verified: Option<VerifyStats>,
 }
@@ -142,9 +157,11 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
     let authenticated = check_target(parts)
         .map_err(Refused::from)
         .and_then(|()| authenticate(core, parts, core.non_job.for_family(family), family, now, &mut verified));
+    let mut gitlab_lookup = None;
     let (verdict, unknown_kid) = match authenticated {
         Err(refused) => {
             trace.note(|| format!("credential: refused: {}", refused.refusal.message));
+            gitlab_lookup = refused.lookup;
             (Verdict::Refuse(refused.refusal, None), refused.unknown_kid)
         }
         Ok(Authenticated::NonJob) => {
@@ -164,7 +181,7 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
             (verdict, None)
         }
     };
-    Enforced { request: routed.ok().map(|r| r.request), verdict, unknown_kid, verified }
+    Enforced { request: routed.ok().map(|r| r.request), verdict, unknown_kid, gitlab_lookup, verified }
 }
 
 /// Classification with everything the config adds: the endpoint table, the API routes the config
@@ -204,16 +221,18 @@ pub enum Authenticated {
     NonJob,
 }
 
-/// A credential refused, and the issuer worth a refetch when its key set lacked the token's `kid`.
+/// A credential refused, and what could change that: the issuer worth a refetch when its key set
+/// lacked the token's `kid`, or a GitLab job token to look up first.
 #[derive(Debug)]
 pub struct Refused {
     pub refusal: Refusal,
     pub unknown_kid: Option<usize>,
+    pub lookup: Option<LookupToken>,
 }
 
 impl From<Refusal> for Refused {
     fn from(refusal: Refusal) -> Refused {
-        Refused { refusal, unknown_kid: None }
+        Refused { refusal, unknown_kid: None, lookup: None }
     }
 }
 
@@ -240,7 +259,7 @@ pub fn authenticate(
         Credential::NonJob => return Err(non_job_rejected().into()),
     };
     let started = Instant::now();
-    let (verified, cached) = match core.verifier.verify(&token, now) {
+    let (verified, cached) = match core.verifier.verify(crate::token::strip_prefix(&token), now) {
         Ok(verified) => (Ok(Job { claims: verified.claims, access: None }), Some(verified.cached)),
         Err(VerifyError::RegistryToken) => match core.registry {
             Some(registry) if bearer && family == Some(Family::Registry) => {
@@ -252,6 +271,17 @@ pub fn authenticate(
             }
             _ => (Err(VerifyError::RegistryToken), None),
         },
+        // Not a JWT any configured issuer signed: perhaps one of GitLab's own job tokens.
+        Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken) if !bearer && core.gitlab.is_some() && gitlab_shaped(&token, core.verifier.max_token_bytes) => {
+            match core.gitlab.and_then(|g| g.get(&token, now)) {
+                Some(Identity::Job(claims)) => (Ok(Job { claims: VerifiedClaims::from_arc(claims), access: None }), None),
+                Some(Identity::Refused) => (Err(VerifyError::NotARunningJob), None),
+                None => {
+                    let refusal = Refusal::new(Reason::GitlabUnavailable, "this job token must be looked up at GitLab");
+                    return Err(Refused { refusal, unknown_kid: None, lookup: Some(LookupToken(token.into_owned())) });
+                }
+            }
+        }
         Err(e) => (Err(e), Some(false)),
     };
     *stats = Some(VerifyStats { cached, seconds: started.elapsed().as_secs_f64() });
@@ -265,7 +295,7 @@ pub fn authenticate(
                 VerifyError::UnknownKid { issuer } => issuer,
                 _ => None,
             };
-            return Err(Refused { refusal: e.into(), unknown_kid });
+            return Err(Refused { refusal: e.into(), unknown_kid, lookup: None });
         }
     };
     // Revocations apply to every kind of token, cached ones included: the check is never skipped.
@@ -273,6 +303,12 @@ pub fn authenticate(
         return Err(Refusal::from(VerifyError::Revoked).into());
     }
     Ok(Authenticated::Job(job))
+}
+
+/// Whether a token could be one of GitLab's own job tokens (opaque `glcbt-…` or older, or GitLab's
+/// JWT): within the size limit and made of token characters only, so nothing else reaches GitLab.
+fn gitlab_shaped(token: &str, max: usize) -> bool {
+    (8..=max).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn non_job_rejected() -> Refusal {

@@ -34,6 +34,7 @@ pub mod expect;
 pub mod explain;
 pub mod forward;
 pub mod generate;
+pub mod gitlab;
 pub mod keys;
 pub mod metrics;
 pub mod path;

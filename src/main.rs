@@ -261,7 +261,7 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operatio
         None => jobgate::revoke::RevocationSet::default(),
     };
     let non_job = jobgate::enforce::NonJobRules::new(&config);
-    let core = jobgate::enforce::Core { snapshot: &snapshot, verifier: &verifier, revocations: &revocations, registry: registry.as_ref(), non_job: &non_job };
+    let core = jobgate::enforce::Core { snapshot: &snapshot, verifier: &verifier, revocations: &revocations, registry: registry.as_ref(), gitlab: None, non_job: &non_job };
     let token = if token == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     pub audit_dropped: IntCounter,
     pub certificate_expiry: GaugeVec,
+    pub gitlab_lookups: IntCounterVec,
+    pub gitlab_lookup_seconds: Histogram,
     keys_loaded: IntGaugeVec,
     key_set_fetched: GaugeVec,
     key_fetches: IntCounterVec,
@@ -143,6 +145,12 @@ impl Metrics {
                 r,
                 GaugeVec::new(Opts::new("jobgate_certificate_expiry_timestamp_seconds", "notAfter of each served certificate."), &["listener"])
                     .unwrap_or_else(|_| unreachable_metric("jobgate_certificate_expiry_timestamp_seconds")),
+            ),
+            gitlab_lookups: counter(r, "jobgate_gitlab_lookups_total", "GitLab job-token lookups (GET /api/v4/job) by outcome.", &["outcome"]),
+            gitlab_lookup_seconds: register(
+                r,
+                Histogram::with_opts(HistogramOpts::new("jobgate_gitlab_lookup_duration_seconds", "Time GitLab took to answer a job-token lookup.").buckets(SLOW_BUCKETS.to_vec()))
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_gitlab_lookup_duration_seconds")),
             ),
             keys_loaded: gauge_vec("jobgate_issuer_keys", "Usable keys in the issuer's current key set."),
             key_set_fetched: register(

@@ -16,7 +16,8 @@ use crate::audit::Audit;
 use crate::body::{self, Body, BoxError};
 use crate::classify::{lfs, Family, FamilyMap};
 use crate::clock::unix_now;
-use crate::enforce::{enforce, Core, Disposition, Enforced, NoTrace, NonJobRules, Summary, Verdict};
+use crate::enforce::{enforce, Core, Disposition, Enforced, LookupToken, NoTrace, NonJobRules, Refused, Summary, Verdict};
+use crate::gitlab::GitLab;
 use crate::forward::{ForwardContext, Upstream};
 use crate::keys::KeySource;
 use crate::metrics::Metrics;
@@ -39,6 +40,8 @@ pub struct GatewayParts {
     pub key_sources: Vec<Arc<KeySource>>,
     pub revocations: Arc<Revocations>,
     pub registry: Option<RegistryTokens>,
+    /// The GitLab instance asked about its own job tokens, when configured.
+    pub gitlab: Option<GitLab>,
     pub non_job: NonJobRules,
     /// Families without an upstream of their own share git's.
     pub upstreams: FamilyMap<Arc<Upstream>>,
@@ -69,6 +72,7 @@ pub struct Gateway {
     key_sources: Vec<Arc<KeySource>>,
     revocations: Arc<Revocations>,
     registry: Option<RegistryTokens>,
+    gitlab: Option<GitLab>,
     non_job: NonJobRules,
     upstreams: FamilyMap<Arc<Upstream>>,
     record: Recorder,
@@ -90,6 +94,7 @@ impl Gateway {
             key_sources: parts.key_sources,
             revocations: parts.revocations,
             registry: parts.registry,
+            gitlab: parts.gitlab,
             non_job: parts.non_job,
             upstreams: parts.upstreams,
             record: Recorder::new(parts.audit, &parts.metrics),
@@ -129,7 +134,14 @@ impl Gateway {
 
     /// The decision inputs for one request, against `snapshot`.
     pub fn core<'a>(&'a self, snapshot: &'a Snapshot) -> Core<'a> {
-        Core { snapshot, verifier: &self.verifier, revocations: self.revocations.set(), registry: self.registry.as_ref(), non_job: &self.non_job }
+        Core {
+            snapshot,
+            verifier: &self.verifier,
+            revocations: self.revocations.set(),
+            registry: self.registry.as_ref(),
+            gitlab: self.gitlab.as_ref().map(GitLab::identities),
+            non_job: &self.non_job,
+        }
     }
 
     /// Serves one request end to end. Never fails: every problem becomes a response, and every
@@ -149,7 +161,7 @@ impl Gateway {
         let head = parts.method == Method::HEAD;
         let cx = self.record.start(&parts, snapshot.generation);
         let (mut response, outcome) = match self.route(&parts) {
-            Route::TokenRealm => self.token_realm(&snapshot, &parts, &cx),
+            Route::TokenRealm => self.token_realm(&snapshot, &parts, &cx).await,
             Route::Jwks => {
                 let jwks = self.registry.as_ref().map(RegistryTokens::jwks).unwrap_or_default();
                 (reject::json(&jwks), Outcome { request: None, claims: None, summary: allowed(), verified: None })
@@ -180,9 +192,16 @@ impl Gateway {
         }
     }
 
-    fn token_realm(&self, snapshot: &Snapshot, parts: &Parts, cx: &RequestCx) -> (Response<Body>, Outcome) {
+    async fn token_realm(&self, snapshot: &Snapshot, parts: &Parts, cx: &RequestCx) -> (Response<Body>, Outcome) {
         let mut verified = None;
-        match realm(&self.core(snapshot), parts, unix_now(), &mut verified) {
+        let mut granted = realm(&self.core(snapshot), parts, unix_now(), &mut verified);
+        if let Err(Refused { lookup: Some(token), .. }) = &granted {
+            granted = match self.resolve(token).await {
+                Ok(()) => realm(&self.core(snapshot), parts, unix_now(), &mut verified),
+                Err(refusal) => Err(refusal.into()),
+            };
+        }
+        match granted.map_err(|refused| refused.refusal) {
             Ok(grant) => (reject::json(&grant.body), Outcome { request: None, claims: Some(grant.claims), summary: allowed(), verified }),
             Err(refusal) => {
                 let response = reject::response(&refusal, &cx.id, Some(Family::Registry), &Challenge::Realm);
@@ -247,13 +266,28 @@ impl Gateway {
     }
 
     /// `enforce` at the current time, and once more after a refetch when the token's `kid` was unknown
-    /// (a rotated-in key is usable on the first request that needs it).
+    /// (a rotated-in key is usable on the first request that needs it) or after asking GitLab about
+    /// one of its own job tokens.
     async fn enforce(&self, core: &Core<'_>, parts: &Parts, batch: Option<lfs::BatchOperation>) -> Enforced {
-        let enforced = enforce(core, parts, batch, unix_now(), &mut NoTrace);
-        match enforced.unknown_kid.and_then(|i| self.key_sources.get(i)) {
-            Some(source) if source.refetch_for_unknown_kid().await => enforce(core, parts, batch, unix_now(), &mut NoTrace),
-            _ => enforced,
+        let mut enforced = enforce(core, parts, batch, unix_now(), &mut NoTrace);
+        if let Some(source) = enforced.unknown_kid.and_then(|i| self.key_sources.get(i)) {
+            if source.refetch_for_unknown_kid().await {
+                return enforce(core, parts, batch, unix_now(), &mut NoTrace);
+            }
         }
+        if let Some(token) = enforced.gitlab_lookup.take() {
+            match self.resolve(&token).await {
+                Ok(()) => return enforce(core, parts, batch, unix_now(), &mut NoTrace),
+                Err(refusal) => enforced.verdict = Verdict::Refuse(refusal, None),
+            }
+        }
+        enforced
+    }
+
+    /// Asks GitLab about `token` (the answer lands where `enforce` reads it).
+    async fn resolve(&self, token: &LookupToken) -> Result<(), Refusal> {
+        let gitlab = self.gitlab.as_ref().ok_or_else(|| Refusal::new(Reason::GitlabUnavailable, "no GitLab is configured"))?;
+        gitlab.resolve(&token.0, unix_now()).await.map_err(Refusal::from)
     }
 
     /// Reads an LFS batch body — at most `limits.lfs_batch_bytes`, within `timeouts.body_peek_secs`,

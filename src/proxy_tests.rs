@@ -80,6 +80,7 @@ fn fixture() -> &'static Fixture {
             key_sources: Vec::new(),
             revocations: Arc::new(Revocations::in_memory()),
             registry: Some(registry),
+            gitlab: None,
             non_job: NonJobRules::uniform(NonJob::Reject),
             upstreams: Upstream::for_families(&upstreams, &metrics).unwrap(),
             audit,

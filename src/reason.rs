@@ -55,6 +55,12 @@ pub enum Reason {
     TokenKindNotAllowed,
     /// The token's `project_id` is not the id the policy gives its `project_path`.
     ProjectIdMismatch,
+    /// GitLab knows no running job with this token (a finished job's, or none at all).
+    JobTokenInvalid,
+    /// GitLab could not be asked who a job token belongs to: fail closed.
+    GitlabUnavailable,
+    /// Too many unknown job tokens to look up at GitLab this second.
+    GitlabLookupBudget,
     /// A registry token that does not grant this action: the client must ask the realm again
     /// (answered 401 with a challenge naming the scope, as registries do).
     RegistryScopeMissing,
@@ -90,7 +96,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 38] = [
+    pub const ALL: [Reason; 41] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -114,6 +120,9 @@ impl Reason {
         Reason::TokenRevoked,
         Reason::TokenKindNotAllowed,
         Reason::ProjectIdMismatch,
+        Reason::JobTokenInvalid,
+        Reason::GitlabUnavailable,
+        Reason::GitlabLookupBudget,
         Reason::RegistryScopeMissing,
         Reason::NotInAllowlist,
         Reason::ScopeNotGranted,
@@ -157,6 +166,9 @@ impl Reason {
             Reason::TokenRevoked => "token_revoked",
             Reason::TokenKindNotAllowed => "token_kind_not_allowed",
             Reason::ProjectIdMismatch => "project_id_mismatch",
+            Reason::JobTokenInvalid => "job_token_invalid",
+            Reason::GitlabUnavailable => "gitlab_unavailable",
+            Reason::GitlabLookupBudget => "gitlab_lookup_budget",
             Reason::RegistryScopeMissing => "registry_scope_missing",
             Reason::NotInAllowlist => "not_in_allowlist",
             Reason::ScopeNotGranted => "scope_not_granted",

@@ -18,9 +18,9 @@ pub fn status(reason: Reason) -> StatusCode {
         BadRequest | ConflictingCredentials => StatusCode::BAD_REQUEST,
         MissingCredential | NonJobRejected | TokenTooLarge | MalformedToken | UnknownIssuer | UnknownKid | AlgNotAllowed
         | BadSignature | ClaimInvalid | TokenExpired | TokenNotYetValid | WrongAudience | LifetimeTooLong | TokenRevoked
-        | TokenKindNotAllowed | ProjectIdMismatch | RegistryScopeMissing => StatusCode::UNAUTHORIZED,
+        | TokenKindNotAllowed | ProjectIdMismatch | JobTokenInvalid | RegistryScopeMissing => StatusCode::UNAUTHORIZED,
         UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-        KeySetStale | OverCapacity => StatusCode::SERVICE_UNAVAILABLE,
+        KeySetStale | OverCapacity | GitlabUnavailable | GitlabLookupBudget => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         // Fail closed: anything else, the allow reasons included (a `Refusal` cannot hold those), is a

@@ -66,12 +66,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let certs = Arc::new(CertResolver::new(tls::load_certified_key(&config.tls.cert, &config.tls.key)?));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
     let upstreams = Upstream::for_families(&config.upstreams, &metrics).map_err(anyhow::Error::msg)?;
+    let job_tokens = config.issuers.iter().find_map(|i| i.gitlab_job_tokens.as_ref());
+    let gitlab = match (&config.gitlab, job_tokens) {
+        (Some(gitlab), Some(jobs)) => Some(crate::gitlab::GitLab::new(gitlab, jobs, &metrics).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
     let gateway = Arc::new(Gateway::new(GatewayParts {
         snapshot,
         verifier: Verifier::new(issuers, config.limits.max_token_bytes, config.limits.token_cache_entries),
         key_sources,
         revocations,
         registry,
+        gitlab,
         non_job: NonJobRules::new(&config),
         upstreams,
         audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,

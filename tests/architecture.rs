@@ -17,6 +17,7 @@ const CORE: &[&str] = &[
     "src/token/claims.rs",
     "src/token/cache.rs",
     "src/token/keys.rs",
+    "src/token/gitlab.rs",
     "src/enforce.rs",
     "src/explain.rs",
     "src/scope.rs",

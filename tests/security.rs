@@ -113,6 +113,7 @@ async fn fixture(mode: &str, non_job: NonJob, limits: Limits, timeouts: Timeouts
         key_sources: Vec::new(),
         revocations: Arc::new(Revocations::in_memory()),
         registry: Some(registry),
+        gitlab: None,
         non_job: NonJobRules::uniform(non_job),
         upstreams: Upstream::for_families(&upstreams, &metrics).unwrap(),
         audit: Audit::start(&AuditSink { file: Some(dir.path().join("audit.log")) }, metrics.audit_dropped.clone()).await.unwrap(),

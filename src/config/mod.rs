@@ -33,6 +33,8 @@ pub struct Config {
     pub listen: Listen,
     pub tls: TlsFiles,
     pub issuers: Vec<IssuerConfig>,
+    /// The GitLab instance in front of which jobgate stands (for GitLab's own job tokens).
+    pub gitlab: Option<GitLabConfig>,
     pub policy_dir: PathBuf,
     /// What to do with requests that carry no job credential.
     #[serde(default)]
@@ -125,14 +127,48 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The GitLab instance jobgate fronts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitLabConfig {
+    /// `https://gitlab.example.com`; plain `http://` only for a loopback address.
+    pub url: String,
+    /// PEM CA bundle trusted for `url` instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// How GitLab's job tokens are looked up (`GET /api/v4/job`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitLabJobTokens {
+    /// How long GitLab's answer for a token is trusted (a finished job's token dies within it, or at
+    /// once through the job-events webhook).
+    #[serde(default = "default_gitlab_cache")]
+    pub cache_secs: u64,
+    /// Lookups of tokens not yet known, process-wide, per second; beyond it 503.
+    #[serde(default = "default_gitlab_budget")]
+    pub lookups_per_sec: u32,
+}
+
+fn default_gitlab_cache() -> u64 {
+    60
+}
+fn default_gitlab_budget() -> u32 {
+    50
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssuerConfig {
     /// A short name for logs and metrics.
     pub name: String,
+    /// GitLab's own job tokens, verified by asking the `gitlab:` instance (then no JWT settings).
+    pub gitlab_job_tokens: Option<GitLabJobTokens>,
     /// The exact `iss` claim value.
+    #[serde(default)]
     pub iss: String,
     /// Accepted `aud` values; a token must name at least one.
+    #[serde(default)]
     pub audiences: Vec<String>,
     /// A JWKS file with the issuer's public keys, watched for changes.
     pub jwks_file: Option<PathBuf>,
@@ -299,6 +335,9 @@ impl Config {
             issuer.jwks_file.as_mut().map(resolve);
             issuer.ca_file.as_mut().map(resolve);
         }
+        if let Some(ca) = self.gitlab.as_mut().and_then(|g| g.ca_file.as_mut()) {
+            resolve(ca);
+        }
         if let Some(p) = &mut self.audit.file {
             resolve(p);
         }
@@ -313,12 +352,46 @@ impl Config {
         }
     }
 
+    /// The `gitlab:` block and the issuers that ask it.
+    fn validate_gitlab(&self) -> Result<(), String> {
+        let askers = self.issuers.iter().filter(|i| i.gitlab_job_tokens.is_some()).count();
+        match (&self.gitlab, askers) {
+            (None, 0) => return Ok(()),
+            (None, _) => return Err("issuers: gitlab_job_tokens needs the `gitlab:` block (url of the GitLab instance)".into()),
+            (Some(_), n) if n > 1 => return Err("issuers: at most one gitlab_job_tokens issuer".into()),
+            (Some(_), _) => {}
+        }
+        let Some(gitlab) = &self.gitlab else { return Ok(()) };
+        let uri: Uri = gitlab.url.parse().map_err(|e| format!("gitlab.url {:?}: {e}", gitlab.url))?;
+        let loopback = uri.host().is_some_and(|h| h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if loopback => {}
+            _ => return Err(format!("gitlab.url {:?}: https:// (plain http:// only for a loopback address)", gitlab.url)),
+        }
+        if uri.query().is_some() || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(format!("gitlab.url {:?} must not carry user info or a query", gitlab.url));
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.issuers.is_empty() {
             return Err("issuers: at least one issuer is required".into());
         }
+        self.validate_gitlab()?;
         for (i, issuer) in self.issuers.iter().enumerate() {
             let at = format!("issuers[{i}] ({})", issuer.name);
+            if self.issuers[..i].iter().any(|other| other.name == issuer.name) {
+                return Err(format!("{at}: the name {:?} is configured twice", issuer.name));
+            }
+            if issuer.gitlab_job_tokens.is_some() {
+                let jwt = !issuer.iss.is_empty() || !issuer.audiences.is_empty() || issuer.jwks_file.is_some() || issuer.jwks_url.is_some() || issuer.discovery;
+                if jwt {
+                    return Err(format!("{at}: gitlab_job_tokens issuers ask GitLab; iss, audiences and key sources belong to JWT issuers"));
+                }
+                continue;
+            }
             if issuer.iss.is_empty() {
                 return Err(format!("{at}: iss must not be empty"));
             }
@@ -328,8 +401,8 @@ impl Config {
             if issuer.algorithms.is_empty() {
                 return Err(format!("{at}: algorithms must name at least one algorithm"));
             }
-            if self.issuers[..i].iter().any(|other| other.iss == issuer.iss || other.name == issuer.name) {
-                return Err(format!("{at}: iss {:?} or name {:?} is configured twice", issuer.iss, issuer.name));
+            if self.issuers[..i].iter().any(|other| other.iss == issuer.iss) {
+                return Err(format!("{at}: iss {:?} is configured twice", issuer.iss));
             }
             let sources = [issuer.jwks_file.is_some(), issuer.jwks_url.is_some(), issuer.discovery];
             if sources.iter().filter(|s| **s).count() != 1 {

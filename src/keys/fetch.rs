@@ -13,8 +13,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 use crate::token::keys::{KeySetError, MAX_JWKS_BYTES};
 
@@ -57,23 +55,7 @@ impl HttpsFetch {
     /// # Errors
     /// An unreadable CA file.
     pub fn new(ca_file: Option<&std::path::Path>) -> Result<HttpsFetch, FetchError> {
-        let mut roots = rustls::RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                    .map_err(|e| FetchError::http(path.display(), format!("CA file: {e}")))?;
-                roots.add_parsable_certificates(certs);
-            }
-            None => {
-                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-            }
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| FetchError::http("TLS", e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = crate::tls::client_config(ca_file).map_err(|e| FetchError::http("key source", e))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
         Ok(HttpsFetch { client: Client::builder(TokioExecutor::new()).build(connector) })
     }

@@ -23,7 +23,7 @@ use crate::token::verify::{secs, Issuer};
 pub async fn start(config: &Config, metrics: &Metrics) -> Result<(Vec<Issuer>, Vec<Arc<KeySource>>), FetchError> {
     let mut issuers = Vec::with_capacity(config.issuers.len());
     let mut sources = Vec::with_capacity(config.issuers.len());
-    for issuer in &config.issuers {
+    for issuer in config.issuers.iter().filter(|i| i.gitlab_job_tokens.is_none()) {
         let source = KeySource::start(issuer, metrics.issuer(&issuer.name)).await?;
         issuers.push(Issuer {
             name: issuer.name.clone(),

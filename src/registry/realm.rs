@@ -24,19 +24,20 @@ pub struct Grant {
 /// Serves one realm request at `now`.
 ///
 /// # Errors
-/// A refusal for a bad request target, a missing or invalid job token, or a wrong service.
-pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<VerifyStats>) -> Result<Grant, Refusal> {
-    let Some(registry) = core.registry else { return Err(Refusal::new(Reason::UnmatchedRequest, "no registry token realm is configured")) };
-    check_target(parts)?;
+/// A refusal for a bad request target, a missing or invalid job token, or a wrong service (or a GitLab
+/// job token the edge must look up first).
+pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<VerifyStats>) -> Result<Grant, Refused> {
+    let Some(registry) = core.registry else { return Err(Refusal::new(Reason::UnmatchedRequest, "no registry token realm is configured").into()) };
+    check_target(parts).map_err(Refused::from)?;
     // Job tokens only: a registry token cannot buy another registry token.
-    let job = match authenticate(core, parts, NonJob::Reject, None, now, stats).map_err(|Refused { refusal, .. }| refusal)? {
+    let job = match authenticate(core, parts, NonJob::Reject, None, now, stats)? {
         Authenticated::Job(job) => job,
-        Authenticated::NonJob => return Err(Refusal::new(Reason::NonJobRejected, "the token realm needs a CI job token")),
+        Authenticated::NonJob => return Err(Refusal::new(Reason::NonJobRejected, "the token realm needs a CI job token").into()),
     };
     let claims = job.claims.claims();
     let pairs: Vec<(String, String)> = crate::query::pairs(parts.uri.query()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     if pairs.iter().any(|(k, service)| k == "service" && *service != registry.service) {
-        return Err(Refusal::new(Reason::BadRequest, "unknown registry service"));
+        return Err(Refusal::new(Reason::BadRequest, "unknown registry service").into());
     }
     let mut access = Vec::new();
     for (_, scope) in pairs.iter().filter(|(k, _)| k == "scope") {
@@ -54,7 +55,7 @@ pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<Verify
             .collect();
         access.push(Access { kind: "repository".into(), name: name.to_owned(), actions: granted });
     }
-    let token = registry.issue(claims, &access, now).map_err(|_| Refusal::new(Reason::InternalError, "cannot sign the registry token"))?;
+    let token = registry.issue(claims, &access, now).map_err(|_| Refused::from(Refusal::new(Reason::InternalError, "cannot sign the registry token")))?;
     let body = json!({
         "token": token,
         "access_token": token,

@@ -25,7 +25,7 @@ pub enum Credential<'a> {
     None,
     /// A credential that is not a job token (personal, deploy, OAuth, ...).
     NonJob,
-    /// A job token, `glcbt-` prefix removed.
+    /// A job token, as sent (GitLab needs its `glcbt-` prefix; `verify` takes it off for a JWT).
     Job(Cow<'a, str>),
     /// A JWT presented only as `Authorization: Bearer`: a job token if a configured issuer signed it,
     /// otherwise some other service's credential (an LFS server's transfer token, say).
@@ -115,14 +115,12 @@ impl<'a> Found<'a> {
     }
 
     fn job(&mut self, token: Cow<'a, str>) {
-        let token = match token {
-            Cow::Borrowed(t) => Cow::Borrowed(strip_prefix(t)),
-            Cow::Owned(t) => Cow::Owned(strip_prefix(&t).to_owned()),
-        };
         self.places += 1;
         match &self.job {
-            Some(existing) if *existing != token => self.conflict = true,
-            _ => self.job = Some(token),
+            // The same token with and without GitLab's prefix is one credential.
+            Some(existing) if strip_prefix(existing) != strip_prefix(&token) => self.conflict = true,
+            Some(_) => {}
+            None => self.job = Some(token),
         }
     }
 }
@@ -176,6 +174,9 @@ fn authorization<'a>(value: &'a str, found: &mut Found<'a>) -> Result<(), Extrac
             Some(_) => found.non_job = true,
             None => return Err(ExtractError::Malformed("Basic")),
         }
+    } else if scheme.eq_ignore_ascii_case("bearer") && rest.starts_with("glcbt-") {
+        // GitLab's job-token prefix: a job token whatever follows it.
+        found.job(Cow::Borrowed(rest));
     } else if scheme.eq_ignore_ascii_case("bearer") && looks_like_jwt(rest) {
         found.bearer = true;
         found.job(Cow::Borrowed(rest));
@@ -226,12 +227,14 @@ mod tests {
         let cases: Vec<(HeaderMap, Option<&str>, Result<Credential, ExtractError>)> = vec![
             (headers(&[]), None, Ok(Credential::None)),
             (headers(&[("authorization", &b)]), None, job(JWT)),
-            (headers(&[("authorization", &basic(JOB_USER, &prefixed))]), None, job(JWT)),
+            (headers(&[("authorization", &basic(JOB_USER, &prefixed))]), None, job(&prefixed)),
+            (headers(&[("authorization", &format!("Bearer {prefixed}"))]), None, job(&prefixed)),
+            (headers(&[("authorization", "Bearer glcbt-64_opaque")]), None, job("glcbt-64_opaque")),
             (headers(&[("authorization", &bearer)]), None, Ok(Credential::BearerJwt(Cow::Borrowed(JWT)))),
             (headers(&[("authorization", "bearer glpat-abcdef")]), None, Ok(Credential::NonJob)),
             (headers(&[("authorization", &basic("alice", "pw"))]), None, Ok(Credential::NonJob)),
             (headers(&[("JOB-TOKEN", JWT)]), None, job(JWT)),
-            (headers(&[("job_token", &prefixed)]), None, job(JWT)),
+            (headers(&[("job_token", &prefixed)]), None, job(&prefixed)),
             (headers(&[("Private-Token", "glpat-x")]), None, Ok(Credential::NonJob)),
             (headers(&[]), Some(&query), job(JWT)),
             (headers(&[]), Some(&encoded_query), job(JWT)),

@@ -4,6 +4,7 @@
 pub mod cache;
 pub mod claims;
 pub mod extract;
+pub mod gitlab;
 pub mod jws;
 pub mod keys;
 pub mod mint;

@@ -72,6 +72,8 @@ pub enum VerifyError {
     RegistryToken,
     #[error("the token's type (typ) is not a job token's")]
     NotAJobToken,
+    #[error("GitLab knows no running job with this token")]
+    NotARunningJob,
     #[error(transparent)]
     Claim(#[from] ClaimError),
 }
@@ -92,6 +94,7 @@ impl VerifyError {
             VerifyError::LifetimeTooLong => Reason::LifetimeTooLong,
             VerifyError::Revoked => Reason::TokenRevoked,
             VerifyError::RegistryToken | VerifyError::NotAJobToken => Reason::TokenKindNotAllowed,
+            VerifyError::NotARunningJob => Reason::JobTokenInvalid,
             VerifyError::Claim(_) => Reason::ClaimInvalid,
         }
     }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use jobgate::token::mint::{JobClaims, Signer};
 use jobgate::token::Alg;
 
+pub mod gitlab;
 pub mod net;
 
 pub const ISSUER: &str = "https://gitlab.test";
@@ -201,6 +202,17 @@ impl Gateway {
         let signer = Signer::from_pem(&std::fs::read_to_string(keys.join("signing-key.pem")).unwrap()).unwrap();
         let kid = signer.thumbprint();
         (signer, kid)
+    }
+
+    /// As [`Gateway::start_with`], also accepting GitLab's own job tokens by asking the GitLab API at
+    /// `gitlab_url` (answers trusted `cache_secs`, `budget` lookups per second).
+    pub fn start_with_gitlab(dir: &Path, upstream_fields: &str, policy: &str, gitlab_url: &str, cache_secs: u64, budget: u32, extra_config: &str) -> Gateway {
+        // The second issuer closes the first one's flow mapping and opens its own.
+        let issuers = format!(
+            "name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json }}\n  - {{ name: gitlab-jobs, gitlab_job_tokens: {{ cache_secs: {cache_secs}, lookups_per_sec: {budget} }}"
+        );
+        let extra = format!("gitlab: {{ url: '{gitlab_url}' }}\n{extra_config}");
+        Gateway::start_full(dir, &format!("git: {{ {upstream_fields} }}"), &issuers, policy, &extra)
     }
 
     /// The default issuer, with the `upstreams:` entries given whole (one family per line).

@@ -1,0 +1,176 @@
+//! The GitLab instance jobgate fronts, asked who a job token belongs to: `GET {url}/api/v4/job` with
+//! the token in `JOB-TOKEN` answers the running job (`lib/api/ci/jobs.rb`), or 401. The edge half of
+//! GitLab job tokens: one lookup per token at a time (single flight), answers kept for `cache_secs`
+//! (refusals briefly), and a process-wide budget of lookups per second for tokens not yet known, so
+//! random tokens cannot turn jobgate into a load amplifier against GitLab. GitLab unreachable or
+//! answering 5xx fails closed. The token and GitLab's answer are never logged.
+
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{header, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus::{Histogram, IntCounterVec};
+
+use crate::config::{GitLabConfig, GitLabJobTokens};
+use crate::reason::Reason;
+use crate::refusal::Refusal;
+use crate::token::cache::{digest, TokenDigest};
+use crate::token::gitlab::{job_claims, Identity, JobDocError, JobIdentities};
+
+/// The largest answer read from GitLab (an `Entities::Ci::Job` is a few KiB).
+const MAX_ANSWER: usize = 256 * 1024;
+/// How long GitLab's "no such running job" is believed.
+const REFUSED_SECS: i64 = 10;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why no answer could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("GitLab could not be asked who this job token belongs to: {0}")]
+    Unavailable(String),
+    #[error("too many unknown job tokens to look up at GitLab this second; retry")]
+    OverBudget,
+}
+
+impl From<LookupError> for Refusal {
+    fn from(e: LookupError) -> Refusal {
+        let reason = match e {
+            LookupError::Unavailable(_) => Reason::GitlabUnavailable,
+            LookupError::OverBudget => Reason::GitlabLookupBudget,
+        };
+        Refusal::new(reason, e.to_string())
+    }
+}
+
+/// A fixed one-second window of lookups.
+struct Budget {
+    per_second: u32,
+    second: AtomicI64,
+    used: AtomicU32,
+}
+
+impl Budget {
+    fn take(&self, now: i64) -> bool {
+        if self.second.swap(now, Ordering::AcqRel) != now {
+            self.used.store(0, Ordering::Release);
+        }
+        self.used.fetch_add(1, Ordering::AcqRel) < self.per_second
+    }
+}
+
+/// Lookups at one GitLab instance, and the answers they brought.
+pub struct GitLab {
+    base: String,
+    job_uri: Uri,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    identities: JobIdentities,
+    cache_secs: i64,
+    budget: Budget,
+    inflight: DashMap<TokenDigest, Arc<tokio::sync::Mutex<()>>>,
+    lookups: IntCounterVec,
+    seconds: Histogram,
+}
+
+impl GitLab {
+    /// # Errors
+    /// An unusable URL or CA file.
+    pub fn new(config: &GitLabConfig, jobs: &GitLabJobTokens, metrics: &crate::metrics::Metrics) -> Result<GitLab, String> {
+        let base = config.url.trim_end_matches('/').to_owned();
+        let job_uri: Uri = format!("{base}/api/v4/job").parse().map_err(|e| format!("gitlab.url {:?}: {e}", config.url))?;
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+        Ok(GitLab {
+            base,
+            job_uri,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            identities: JobIdentities::new(100_000),
+            cache_secs: i64::try_from(jobs.cache_secs.max(1)).unwrap_or(60),
+            budget: Budget { per_second: jobs.lookups_per_sec, second: AtomicI64::new(0), used: AtomicU32::new(0) },
+            inflight: DashMap::new(),
+            lookups: metrics.gitlab_lookups.clone(),
+            seconds: metrics.gitlab_lookup_seconds.clone(),
+        })
+    }
+
+    /// GitLab's answers, as the decision core reads them.
+    pub fn identities(&self) -> &JobIdentities {
+        &self.identities
+    }
+
+    /// Makes sure GitLab's answer for `token` is in [`GitLab::identities`]: asks GitLab unless it is
+    /// there, once per token however many requests wait for it.
+    ///
+    /// # Errors
+    /// GitLab unreachable, slow or answering neither a job nor 401; or over the lookup budget.
+    pub async fn resolve(&self, token: &str, now: i64) -> Result<(), LookupError> {
+        if self.identities.get(token, now).is_some() {
+            return Ok(());
+        }
+        let key = digest(token);
+        let gate = self.inflight.entry(key).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone();
+        let result = {
+            let _held = gate.lock().await;
+            if self.identities.get(token, now).is_some() {
+                Ok(())
+            } else if !self.budget.take(now) {
+                self.lookups.with_label_values(&["over_budget"]).inc();
+                Err(LookupError::OverBudget)
+            } else {
+                self.ask(token, now).await
+            }
+        };
+        // Waiters still holding the gate find the answer in the cache when they get it.
+        self.inflight.remove(&key);
+        result
+    }
+
+    async fn ask(&self, token: &str, now: i64) -> Result<(), LookupError> {
+        let started = std::time::Instant::now();
+        let answer = tokio::time::timeout(TIMEOUT, self.get_job(token)).await.unwrap_or_else(|_| Err("no answer in time".to_owned()));
+        self.seconds.observe(started.elapsed().as_secs_f64());
+        let (status, body) = answer.map_err(|e| {
+            self.lookups.with_label_values(&["unavailable"]).inc();
+            LookupError::Unavailable(e)
+        })?;
+        let (identity, until, outcome) = match status {
+            StatusCode::OK => match job_claims(&body, &self.base, now + self.cache_secs) {
+                Ok(claims) => (Identity::Job(Arc::new(claims)), now + self.cache_secs, "job"),
+                Err(JobDocError::NotRunning) => (Identity::Refused, now + REFUSED_SECS, "not_running"),
+                Err(e) => {
+                    self.lookups.with_label_values(&["invalid"]).inc();
+                    return Err(LookupError::Unavailable(e.to_string()));
+                }
+            },
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => (Identity::Refused, now + REFUSED_SECS, "refused"),
+            other => {
+                self.lookups.with_label_values(&["unavailable"]).inc();
+                return Err(LookupError::Unavailable(format!("GitLab answered {other}")));
+            }
+        };
+        self.lookups.with_label_values(&[outcome]).inc();
+        self.identities.insert(token, identity, until, now);
+        Ok(())
+    }
+
+    async fn get_job(&self, token: &str) -> Result<(StatusCode, Bytes), String> {
+        let mut value = HeaderValue::from_str(token).map_err(|_| "the token is not a header value".to_owned())?;
+        value.set_sensitive(true);
+        let request = Request::get(self.job_uri.clone())
+            .header("job-token", value)
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let response = self.client.request(request).await.map_err(|e| format!("{}: {e}", self.job_uri))?;
+        let status = response.status();
+        let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| format!("reading GitLab's answer: {e}"))?.to_bytes();
+        Ok((status, body))
+    }
+}

@@ -1,0 +1,188 @@
+//! GitLab's own job tokens (`$CI_JOB_TOKEN`: opaque `glcbt-…` or GitLab's unpublished-key JWT), which
+//! only GitLab can verify: `GET /api/v4/job` with the token answers the running job it belongs to.
+//! This file is the pure half — turning that answer into the same [`Claims`] the JWT path builds, and
+//! the cache of answers `enforce` reads (hits, and recent refusals). The lookup itself (HTTP, single
+//! flight, budget) is `crate::gitlab`'s.
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::Deserialize;
+
+use super::cache::{digest, TokenDigest};
+use super::claims::Claims;
+use crate::path::ProjectPath;
+
+/// The fields of GitLab's `Entities::Ci::Job` jobgate reads (`lib/api/entities/ci/job_basic.rb`,
+/// `job.rb`; `pipeline` is `Entities::Ci::PipelineBasic`, `user` `Entities::User`). Unknown fields are
+/// ignored: GitLab adds them over time.
+#[derive(Debug, Deserialize)]
+struct JobDoc {
+    id: u64,
+    status: String,
+    #[serde(rename = "ref")]
+    git_ref: String,
+    tag: bool,
+    pipeline: PipelineDoc,
+    user: Option<UserDoc>,
+    /// `…/<full project path>/-/jobs/<id>`: the only place the answer names the project's path.
+    web_url: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PipelineDoc {
+    id: u64,
+    project_id: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserDoc {
+    id: u64,
+    username: String,
+}
+
+/// Why GitLab's answer cannot be used (never carries the token or the answer itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JobDocError {
+    #[error("GitLab's job answer is not the documented Entities::Ci::Job shape")]
+    Shape,
+    #[error("the job is not running (only a running job's token is valid)")]
+    NotRunning,
+    #[error("GitLab's job answer names a web_url outside {0}")]
+    WebUrl(&'static str),
+}
+
+/// The claims of the job GitLab answered for, valid until `exp`. `base_url` is the GitLab instance's
+/// URL (`https://gitlab.example.com`), which `web_url` must lie under.
+///
+/// # Errors
+/// An answer of another shape, a job that is not running, or a `web_url` that names no project of
+/// this instance.
+pub fn job_claims(body: &[u8], base_url: &str, exp: i64) -> Result<Claims, JobDocError> {
+    let job: JobDoc = serde_json::from_slice(body).map_err(|_| JobDocError::Shape)?;
+    if job.status != "running" {
+        return Err(JobDocError::NotRunning);
+    }
+    let project = job
+        .web_url
+        .strip_prefix(base_url.trim_end_matches('/'))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .and_then(|rest| rest.strip_suffix(&format!("/-/jobs/{}", job.id)))
+        .and_then(ProjectPath::parse)
+        .ok_or(JobDocError::WebUrl("the configured GitLab"))?;
+    Ok(Claims {
+        iss: base_url.to_owned(),
+        jti: None,
+        exp,
+        iat: None,
+        project_id: job.pipeline.project_id,
+        project_path: project,
+        user_id: job.user.as_ref().map(|u| u.id),
+        user_login: job.user.map(|u| u.username),
+        user_access_level: None,
+        pipeline_id: Some(job.pipeline.id),
+        job_id: job.id,
+        git_ref: Some(job.git_ref),
+        ref_type: Some(if job.tag { "tag" } else { "branch" }.to_owned()),
+        // GitLab's answer does not say; without a protected-ref lookup, destructive actions are denied.
+        ref_protected: false,
+        environment: None,
+        environment_protected: false,
+        scopes: None,
+    })
+}
+
+/// What GitLab said about a token, until `until` (seconds since the epoch).
+#[derive(Debug, Clone)]
+pub enum Identity {
+    Job(Arc<Claims>),
+    /// GitLab refused the token (401): no running job has it.
+    Refused,
+}
+
+/// GitLab's recent answers, by SHA-256 of the token; bounded.
+pub struct JobIdentities {
+    entries: DashMap<TokenDigest, (Identity, i64)>,
+    capacity: usize,
+}
+
+impl JobIdentities {
+    pub fn new(capacity: usize) -> JobIdentities {
+        JobIdentities { entries: DashMap::new(), capacity }
+    }
+
+    /// The live answer for `token`, if any.
+    pub fn get(&self, token: &str, now: i64) -> Option<Identity> {
+        let key = digest(token);
+        let entry = self.entries.get(&key).map(|e| e.clone())?;
+        if entry.1 >= now {
+            return Some(entry.0);
+        }
+        self.entries.remove(&key);
+        None
+    }
+
+    /// Remembers GitLab's answer for `token` until `until`; when full, expired entries go first, and
+    /// if none has expired the answer is simply not kept (the next request asks again).
+    pub fn insert(&self, token: &str, identity: Identity, until: i64, now: i64) {
+        if self.entries.len() >= self.capacity {
+            self.entries.retain(|_, (_, at)| *at >= now);
+            if self.entries.len() >= self.capacity {
+                return;
+            }
+        }
+        self.entries.insert(digest(token), (identity, until));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example answer of gitlab-org/gitlab#508619, trimmed to what matters, with a user.
+    fn answer(status: &str, web_url: &str) -> Vec<u8> {
+        serde_json::json!({
+            "id": 8, "status": status, "stage": "test", "name": "rspec", "ref": "main", "tag": false,
+            "coverage": null, "allow_failure": false, "created_at": "2024-12-10T10:00:00.000Z",
+            "user": {"id": 5, "username": "ann", "name": "Ann", "state": "active"},
+            "pipeline": {"id": 3, "iid": 1, "project_id": 42, "sha": "abc", "ref": "main", "status": "running", "source": "push"},
+            "web_url": web_url, "project": {"ci_job_token_scope_enabled": false}, "artifacts": [], "tag_list": []
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_running_job_becomes_claims() {
+        let claims = job_claims(&answer("running", "https://gitlab.example.com/acme/sub/app/-/jobs/8"), "https://gitlab.example.com", 99).unwrap();
+        assert_eq!((claims.job_id, claims.project_id, claims.project_path.as_str()), (8, 42, "acme/sub/app"));
+        assert_eq!((claims.user_id, claims.user_login.as_deref(), claims.pipeline_id), (Some(5), Some("ann"), Some(3)));
+        assert_eq!((claims.git_ref.as_deref(), claims.ref_type.as_deref(), claims.ref_protected, claims.exp), (Some("main"), Some("branch"), false, 99));
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let base = "https://gitlab.example.com";
+        assert_eq!(job_claims(&answer("success", "https://gitlab.example.com/acme/app/-/jobs/8"), base, 1).err(), Some(JobDocError::NotRunning));
+        for url in ["https://evil.example.com/acme/app/-/jobs/8", "https://gitlab.example.com/acme/app/-/jobs/9", "https://gitlab.example.com/acme/../app/-/jobs/8", "https://gitlab.example.com//-/jobs/8"] {
+            assert!(matches!(job_claims(&answer("running", url), base, 1), Err(JobDocError::WebUrl(_))), "{url}");
+        }
+        for body in [&b"{}"[..], b"not json", br#"{"id": "8"}"#] {
+            assert_eq!(job_claims(body, base, 1).err(), Some(JobDocError::Shape));
+        }
+    }
+
+    #[test]
+    fn answers_die_at_their_time_and_the_cache_stays_bounded() {
+        let cache = JobIdentities::new(2);
+        cache.insert("a", Identity::Refused, 10, 0);
+        assert!(matches!(cache.get("a", 10), Some(Identity::Refused)));
+        assert!(cache.get("a", 11).is_none());
+        cache.insert("b", Identity::Refused, 10, 0);
+        cache.insert("c", Identity::Refused, 10, 0);
+        cache.insert("d", Identity::Refused, 10, 0);
+        assert!(cache.get("d", 0).is_none(), "full of live answers: not kept");
+        cache.insert("e", Identity::Refused, 30, 20);
+        assert!(cache.get("e", 20).is_some(), "expired ones made room");
+    }
+}

@@ -1,0 +1,123 @@
+//! A stand-in for GitLab's REST API — the one test double the suite allows (no GitLab runs here) — for
+//! `GET /api/v4/job`, answered exactly as GitLab documents it:
+//!
+//! - `lib/api/ci/jobs.rb` (gitlabhq): `get '/job'` with `route_setting :authentication,
+//!   job_token_allowed: true` presents `current_authenticated_job` with `Entities::Ci::Job`; a token that
+//!   is no running job's is refused by `Gitlab::Auth::AuthFinders#find_valid_running_job_by_token!`
+//!   → Grape's `unauthorized!` → `401` with `{"message":"401 Unauthorized"}`.
+//! - `lib/api/entities/ci/job_basic.rb` and `job.rb`: the fields and their types below (`pipeline` is
+//!   `Entities::Ci::PipelineBasic`, `user` is `Entities::User`); `web_url` is
+//!   `project_job_url(job.project, job)`, i.e. `<external_url>/<full project path>/-/jobs/<id>`.
+//!
+//! It counts lookups so tests can assert caching, single flight and the budget; jobs can finish and the
+//! whole API can go down (answering 502, as a reverse proxy in front of a dead Rails would).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde_json::{json, Value};
+
+/// One running job of the fixture.
+pub struct Job {
+    pub id: u64,
+    pub project_path: &'static str,
+    pub project_id: u64,
+    pub git_ref: &'static str,
+    pub tag: bool,
+    pub user: (u64, &'static str),
+}
+
+#[derive(Clone)]
+pub struct GitLab {
+    pub port: u16,
+    calls: Arc<AtomicUsize>,
+    jobs: Arc<DashMap<String, (Value, bool)>>,
+    down: Arc<AtomicBool>,
+}
+
+impl GitLab {
+    pub fn start() -> GitLab {
+        let (calls, jobs, down) = (Arc::new(AtomicUsize::new(0)), Arc::new(DashMap::new()), Arc::new(AtomicBool::new(false)));
+        let port = {
+            let (calls, jobs, down) = (calls.clone(), jobs.clone(), down.clone());
+            super::serve_on_thread(move |listener| async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    let (calls, jobs, down) = (calls.clone(), jobs.clone(), down.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                            let answer = answer(&request, &calls, &jobs, &down);
+                            async move { Ok::<_, std::convert::Infallible>(answer) }
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    });
+                }
+            })
+        };
+        GitLab { port, calls, jobs, down }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Lookups answered so far.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// A running job whose token is `token`.
+    pub fn add(&self, token: &str, job: Job) {
+        let (user_id, username) = job.user;
+        let base = self.url();
+        let body = json!({
+            "id": job.id, "status": "running", "stage": "test", "name": "build", "ref": job.git_ref, "tag": job.tag,
+            "coverage": null, "allow_failure": false,
+            "created_at": "2026-12-01T10:00:00.000Z", "started_at": "2026-12-01T10:00:01.000Z",
+            "finished_at": null, "erased_at": null, "duration": 1.5, "queued_duration": 0.2,
+            "user": {"id": user_id, "username": username, "name": username, "state": "active", "locked": false,
+                     "avatar_url": null, "web_url": format!("{base}/{username}")},
+            "commit": {"id": "0123456789abcdef0123456789abcdef01234567", "short_id": "01234567", "title": "change"},
+            "pipeline": {"id": job.id / 10, "iid": 1, "project_id": job.project_id, "sha": "0123456789abcdef0123456789abcdef01234567",
+                         "ref": job.git_ref, "status": "running", "source": "push",
+                         "created_at": "2026-12-01T10:00:00.000Z", "updated_at": "2026-12-01T10:00:01.000Z",
+                         "web_url": format!("{base}/{}/-/pipelines/{}", job.project_path, job.id / 10)},
+            "web_url": format!("{base}/{}/-/jobs/{}", job.project_path, job.id),
+            "project": {"ci_job_token_scope_enabled": false},
+            "artifacts": [], "runner": null, "artifacts_expire_at": null, "archived": false, "tag_list": ["docker"]
+        });
+        self.jobs.insert(token.to_owned(), (body, true));
+    }
+
+    /// The job of `token` ends: GitLab refuses its token from now on.
+    pub fn finish(&self, token: &str) {
+        if let Some(mut job) = self.jobs.get_mut(token) {
+            job.1 = false;
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}
+
+fn answer(request: &http::Request<hyper::body::Incoming>, calls: &AtomicUsize, jobs: &DashMap<String, (Value, bool)>, down: &AtomicBool) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let respond = |status: u16, body: String| {
+        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        response
+    };
+    if request.method() != http::Method::GET || request.uri().path() != "/api/v4/job" {
+        return respond(404, json!({"error": "404 Not Found"}).to_string());
+    }
+    calls.fetch_add(1, Ordering::SeqCst);
+    if down.load(Ordering::SeqCst) {
+        return respond(502, "<html>502 Bad Gateway</html>".into());
+    }
+    let token = request.headers().get("job-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+    match jobs.get(token) {
+        Some(job) if job.1 => respond(200, job.0.to_string()),
+        _ => respond(401, json!({"message": "401 Unauthorized"}).to_string()),
+    }
+}

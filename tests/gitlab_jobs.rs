@@ -1,0 +1,149 @@
+//! GitLab's own job tokens (`$CI_JOB_TOKEN` of an unmodified pipeline) through a real `jobgate serve`,
+//! with the GitLab API stand-in (`common/gitlab.rs`) answering `GET /api/v4/job`: the real git client
+//! with the opaque token in the clone URL exactly as the runner writes it, and the lookup's caching,
+//! single flight, budget and failure semantics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::gitlab::{GitLab, Job};
+use common::net::Client;
+use common::{git_command, GitServer, Gateway};
+
+const POLICY: &str = "
+projects:
+  acme/app:
+    id: 42
+    allow:
+      - { from: acme/lib, scopes: [write_repository], refs: protected }
+  acme/lib: { id: 43 }
+  acme/secret: { id: 44 }
+";
+
+fn job(id: u64, project_path: &'static str, project_id: u64) -> Job {
+    Job { id, project_path, project_id, git_ref: "main", tag: false, user: (5, "ann") }
+}
+
+/// `https://gitlab-ci-token:TOKEN@host/project.git`, as the runner writes `CI_REPOSITORY_URL`.
+fn runner_url(gw: &Gateway, token: &str, project: &str) -> String {
+    format!("https://gitlab-ci-token:{token}@127.0.0.1:{}/{project}.git", gw.port)
+}
+
+#[test]
+fn an_unmodified_pipelines_git_traffic_passes_with_its_ci_job_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let git = GitServer::start(d);
+    for project in ["acme/app", "acme/lib", "acme/secret"] {
+        git.create_repo(project);
+    }
+    let gitlab = GitLab::start();
+    let (app, lib) = ("glcbt-64_AppJobToken_x9x9x9x9x9x9", "glcbt-64_LibJobToken_y8y8y8y8y8y8");
+    gitlab.add(app, job(4200, "acme/app", 42));
+    gitlab.add(lib, job(4300, "acme/lib", 43));
+    let gw = Gateway::start_with_gitlab(d, &format!("url: 'http://127.0.0.1:{}'", git.port), POLICY, &gitlab.url(), 60, 50, "");
+    let clone = |token: &str, project: &str, into: &str| git_command(d, Some(&gw.ca)).args(["clone", "--quiet", &runner_url(&gw, token, project), into]).output().unwrap();
+
+    let out = clone(app, "acme/app", "own");
+    assert!(out.status.success(), "own project: {}", String::from_utf8_lossy(&out.stderr));
+    let out = clone(lib, "acme/app", "admitted");
+    assert!(out.status.success(), "admitted cross-project read: {}", String::from_utf8_lossy(&out.stderr));
+    let out = clone(lib, "acme/secret", "refused");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not_in_allowlist"), "{}", String::from_utf8_lossy(&out.stderr));
+    // GitLab's answer says nothing about protection: without a protected-ref lookup a job counts as
+    // on an unprotected ref, so a grant that needs one does not apply.
+    let work = d.join("admitted");
+    std::fs::write(work.join("change.txt"), "from lib").unwrap();
+    assert!(git_command(&work, None).args(["add", "change.txt"]).status().unwrap().success());
+    assert!(git_command(&work, None).args(["commit", "--quiet", "-m", "lib change"]).status().unwrap().success());
+    let push = git_command(&work, Some(&gw.ca)).args(["push", "--quiet", &runner_url(&gw, lib, "acme/app"), "HEAD:main"]).output().unwrap();
+    assert!(!push.status.success() && String::from_utf8_lossy(&push.stderr).contains("ref_not_protected"), "{}", String::from_utf8_lossy(&push.stderr));
+    assert!(gitlab.calls() <= 2, "one lookup per token, then the cache: {}", gitlab.calls());
+
+    // A token GitLab does not know is refused, never passed on.
+    let out = clone("glcbt-64_NoSuchJob_zzzzzzzzzzzz", "acme/app", "unknown");
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("job_token_invalid"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn gateway_with(cache_secs: u64, dir: &std::path::Path, gitlab: &GitLab) -> Arc<Gateway> {
+    let upstream = format!("url: 'http://127.0.0.1:{}'", common::echo_upstream());
+    Arc::new(tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir, &upstream, POLICY, &gitlab.url(), cache_secs, 20, "")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lookups_are_cached_shared_budgeted_and_fail_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = GitLab::start();
+    let token = "glcbt-64_CachedJobToken_aaaaaaaa";
+    gitlab.add(token, job(4201, "acme/app", 42));
+    let gw = gateway_with(60, dir.path(), &gitlab).await;
+    let client = Client::new(&gw.ca);
+    let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+
+    // 50 concurrent first requests with one token: one lookup.
+    let first: Vec<_> = (0..50)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get_with(&url, "JOB-TOKEN", token).await.0 })
+        })
+        .collect();
+    for request in first {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(gitlab.calls(), 1, "single flight");
+    // 1,000 more: still one.
+    for _ in 0..1000 {
+        assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200);
+    }
+    assert_eq!(gitlab.calls(), 1, "cached");
+
+    // GitLab down: the cached identity keeps working, a new token gets 503 with its reason.
+    gitlab.set_down(true);
+    assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200, "cached identity");
+    let (status, body) = client.get_with(&url, "JOB-TOKEN", "glcbt-64_NewWhileDown_cccccccc").await;
+    assert!(status == 503 && body.contains("gitlab_unavailable"), "{status}: {body}");
+    gitlab.set_down(false);
+
+    // 200 random tokens in a burst: at most the budget (20 a second) reaches GitLab; the rest get 503
+    // with their own reason, and the known token keeps working throughout.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let before = gitlab.calls();
+    let started = std::time::Instant::now();
+    let mut over_budget = 0;
+    for i in 0..200 {
+        let (status, body) = client.get_with(&url, "JOB-TOKEN", &format!("glcbt-64_random{i:06}_bbbbbbbb")).await;
+        assert!(status == 401 || status == 503, "{status}: {body}");
+        over_budget += usize::from(status == 503 && body.contains("gitlab_lookup_budget"));
+        if i % 50 == 0 {
+            assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200);
+        }
+    }
+    let (asked, seconds) = (gitlab.calls() - before, started.elapsed().as_secs() + 1);
+    assert!(over_budget > 0 && asked as u64 <= 20 * seconds, "{asked} lookups in {seconds} s, {over_budget} over budget");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_jobs_token_dies_within_cache_secs() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = GitLab::start();
+    let token = "glcbt-64_EndingJobToken_dddddddd";
+    gitlab.add(token, job(4202, "acme/app", 42));
+    let gw = gateway_with(1, dir.path(), &gitlab).await;
+    let client = Client::new(&gw.ca);
+    let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+    assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200);
+    gitlab.finish(token);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = client.get_with(&url, "JOB-TOKEN", token).await;
+        if status == 401 {
+            assert!(body.contains("job_token_invalid"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a finished job's token still works: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
