@@ -35,6 +35,7 @@ use jobgate::policy::{decide, Policy};
 use jobgate::revoke::RevocationSet;
 use jobgate::snapshot::Snapshot;
 use jobgate::token::extract::extract;
+use jobgate::token::gitlab::{Identity, JobIdentities};
 use jobgate::token::keys::{KeySet, KeyState};
 use jobgate::token::mint::{JobClaims, Signer};
 use jobgate::token::verify::{Issuer, Verifier};
@@ -145,6 +146,17 @@ fn enforce_path(c: &mut Criterion) {
     }
     c.bench_function("verify_cached", |b| b.iter(|| f.verifier.verify(black_box(token), now).is_ok()));
     c.bench_function("enforce_cached", |b| b.iter(|| enforce(&core, black_box(&parts), None, now, &mut NoTrace).verdict.claims().is_some()));
+
+    // The same request with GitLab's own opaque job token, whose identity GitLab answered earlier.
+    let opaque = "glcbt-64_0123456789abcdefABCDEF_xyz";
+    let identities = JobIdentities::new(1000);
+    identities.insert(opaque, Identity::Job(std::sync::Arc::new(claims.claims().clone())), now + 60, now);
+    let mut gitlab_parts = parts.clone();
+    let basic = format!("Basic {}", STANDARD.encode(format!("gitlab-ci-token:{opaque}")));
+    gitlab_parts.headers.insert("authorization", basic.parse().unwrap());
+    let core = Core { gitlab: Some(&identities), ..core };
+    assert!(matches!(enforce(&core, &gitlab_parts, None, now, &mut NoTrace).verdict, Verdict::Allow(..)));
+    c.bench_function("enforce_cached_gitlab_job_token", |b| b.iter(|| enforce(&core, black_box(&gitlab_parts), None, now, &mut NoTrace).verdict.claims().is_some()));
 }
 
 criterion_group!(benches, enforce_path);

@@ -23,7 +23,8 @@ use crate::config::{GitLabConfig, GitLabJobTokens};
 use crate::reason::Reason;
 use crate::refusal::Refusal;
 use crate::token::cache::{digest, TokenDigest};
-use crate::token::gitlab::{job_claims, Identity, JobDocError, JobIdentities};
+use crate::token::claims::Claims;
+use crate::token::gitlab::{is_protected, job_claims, member_role, Identity, JobDocError, JobIdentities};
 
 /// The largest answer read from GitLab (an `Entities::Ci::Job` is a few KiB).
 const MAX_ANSWER: usize = 256 * 1024;
@@ -69,7 +70,8 @@ impl Budget {
 /// Lookups at one GitLab instance, and the answers they brought.
 pub struct GitLab {
     base: String,
-    job_uri: Uri,
+    /// jobgate's own read-only API token, for protected refs and roles.
+    api_token: Option<HeaderValue>,
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     identities: JobIdentities,
     cache_secs: i64,
@@ -84,12 +86,22 @@ impl GitLab {
     /// An unusable URL or CA file.
     pub fn new(config: &GitLabConfig, jobs: &GitLabJobTokens, metrics: &crate::metrics::Metrics) -> Result<GitLab, String> {
         let base = config.url.trim_end_matches('/').to_owned();
-        let job_uri: Uri = format!("{base}/api/v4/job").parse().map_err(|e| format!("gitlab.url {:?}: {e}", config.url))?;
+        let _: Uri = format!("{base}/api/v4/job").parse().map_err(|e| format!("gitlab.url {:?}: {e}", config.url))?;
         let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+        let api_token = config
+            .api_token_file
+            .as_ref()
+            .map(|file| {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("gitlab.api_token_file {}: {e}", file.display()))?;
+                let mut value = HeaderValue::from_str(text.trim()).map_err(|_| format!("gitlab.api_token_file {}: not a header value", file.display()))?;
+                value.set_sensitive(true);
+                Ok::<_, String>(value)
+            })
+            .transpose()?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Ok(GitLab {
             base,
-            job_uri,
+            api_token,
             client: Client::builder(TokioExecutor::new()).build(connector),
             identities: JobIdentities::new(100_000),
             cache_secs: i64::try_from(jobs.cache_secs.max(1)).unwrap_or(60),
@@ -134,15 +146,15 @@ impl GitLab {
 
     async fn ask(&self, token: &str, now: i64) -> Result<(), LookupError> {
         let started = std::time::Instant::now();
-        let answer = tokio::time::timeout(TIMEOUT, self.get_job(token)).await.unwrap_or_else(|_| Err("no answer in time".to_owned()));
+        let answer = self.get_job(token).await;
         self.seconds.observe(started.elapsed().as_secs_f64());
-        let (status, body) = answer.map_err(|e| {
+        let (status, body) = answer.map(|(status, _, body)| (status, body)).map_err(|e| {
             self.lookups.with_label_values(&["unavailable"]).inc();
             LookupError::Unavailable(e)
         })?;
         let (identity, until, outcome) = match status {
             StatusCode::OK => match job_claims(&body, &self.base, now + self.cache_secs) {
-                Ok(claims) => (Identity::Job(Arc::new(claims)), now + self.cache_secs, "job"),
+                Ok(claims) => (Identity::Job(Arc::new(self.completed(claims).await?)), now + self.cache_secs, "job"),
                 Err(JobDocError::NotRunning) => (Identity::Refused, now + REFUSED_SECS, "not_running"),
                 Err(e) => {
                     self.lookups.with_label_values(&["invalid"]).inc();
@@ -160,17 +172,58 @@ impl GitLab {
         Ok(())
     }
 
-    async fn get_job(&self, token: &str) -> Result<(StatusCode, Bytes), String> {
+    /// With jobgate's API token: the job's `ref_protected` from the project's protected branches or
+    /// tags, and the user's role in the project from its members (`user_access_level`).
+    async fn completed(&self, mut claims: Claims) -> Result<Claims, LookupError> {
+        let Some(api_token) = &self.api_token else { return Ok(claims) };
+        let unavailable = |what: &str| {
+            self.lookups.with_label_values(&["unavailable"]).inc();
+            LookupError::Unavailable(what.to_owned())
+        };
+        let kind = if claims.ref_type.as_deref() == Some("tag") { "protected_tags" } else { "protected_branches" };
+        let git_ref = claims.git_ref.clone().unwrap_or_default();
+        let mut page = Some("1".to_owned());
+        let mut protected = false;
+        // Follow GitLab's `x-next-page` (offset pagination), bounded.
+        for _ in 0..20 {
+            let Some(n) = page.take() else { break };
+            let path = format!("/api/v4/projects/{}/{kind}?per_page=100&page={n}", claims.project_id);
+            let (status, headers, body) = self.get(&path, "private-token", api_token.clone()).await.map_err(|e| unavailable(&e))?;
+            if status != StatusCode::OK {
+                return Err(unavailable(&format!("GitLab answered {status} for the project's {kind}")));
+            }
+            protected |= is_protected(&body, &git_ref).map_err(|e| unavailable(&e.to_string()))?;
+            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
+        }
+        claims.ref_protected = protected;
+        if let Some(user) = claims.user_id {
+            let path = format!("/api/v4/projects/{}/members/all/{user}", claims.project_id);
+            let (status, _, body) = self.get(&path, "private-token", api_token.clone()).await.map_err(|e| unavailable(&e))?;
+            claims.user_access_level = match status {
+                StatusCode::OK => member_role(&body).map_err(|e| unavailable(&e.to_string()))?,
+                StatusCode::NOT_FOUND => None,
+                other => return Err(unavailable(&format!("GitLab answered {other} for the user's membership"))),
+            };
+        }
+        Ok(claims)
+    }
+
+    async fn get_job(&self, token: &str) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
         let mut value = HeaderValue::from_str(token).map_err(|_| "the token is not a header value".to_owned())?;
         value.set_sensitive(true);
-        let request = Request::get(self.job_uri.clone())
-            .header("job-token", value)
-            .header(header::ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|e| e.to_string())?;
-        let response = self.client.request(request).await.map_err(|e| format!("{}: {e}", self.job_uri))?;
-        let status = response.status();
-        let body = Limited::new(response.into_body(), MAX_ANSWER).collect().await.map_err(|e| format!("reading GitLab's answer: {e}"))?.to_bytes();
-        Ok((status, body))
+        self.get("/api/v4/job", "job-token", value).await
+    }
+
+    /// One GET of GitLab's API with a credential header; the answer bounded.
+    async fn get(&self, path: &str, credential: &'static str, value: HeaderValue) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|e| format!("{path}: {e}"))?;
+        let request = Request::get(uri).header(credential, value).header(header::ACCEPT, "application/json").body(Empty::new()).map_err(|e| e.to_string())?;
+        let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| format!("{}{path}: no answer in time", self.base))?
+            .map_err(|e| format!("{}{path}: {e}", self.base))?;
+        let (parts, body) = response.into_parts();
+        let body = Limited::new(body, MAX_ANSWER).collect().await.map_err(|e| format!("reading GitLab's answer: {e}"))?.to_bytes();
+        Ok((parts.status, parts.headers, body))
     }
 }

@@ -44,7 +44,7 @@ fn an_unmodified_pipelines_git_traffic_passes_with_its_ci_job_token() {
     let (app, lib) = ("glcbt-64_AppJobToken_x9x9x9x9x9x9", "glcbt-64_LibJobToken_y8y8y8y8y8y8");
     gitlab.add(app, job(4200, "acme/app", 42));
     gitlab.add(lib, job(4300, "acme/lib", 43));
-    let gw = Gateway::start_with_gitlab(d, &format!("url: 'http://127.0.0.1:{}'", git.port), POLICY, &gitlab.url(), 60, 50, "");
+    let gw = Gateway::start_with_gitlab(d, &format!("url: 'http://127.0.0.1:{}'", git.port), POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, "");
     let clone = |token: &str, project: &str, into: &str| git_command(d, Some(&gw.ca)).args(["clone", "--quiet", &runner_url(&gw, token, project), into]).output().unwrap();
 
     let out = clone(app, "acme/app", "own");
@@ -70,7 +70,7 @@ fn an_unmodified_pipelines_git_traffic_passes_with_its_ci_job_token() {
 
 async fn gateway_with(cache_secs: u64, dir: &std::path::Path, gitlab: &GitLab) -> Arc<Gateway> {
     let upstream = format!("url: 'http://127.0.0.1:{}'", common::echo_upstream());
-    Arc::new(tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir, &upstream, POLICY, &gitlab.url(), cache_secs, 20, "")))
+    Arc::new(tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir, &upstream, POLICY, &format!("url: '{}'", gitlab.url()), cache_secs, 20, "")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -146,4 +146,30 @@ async fn a_finished_jobs_token_dies_within_cache_secs() {
         assert!(std::time::Instant::now() < deadline, "a finished job's token still works: {status}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("gitlab-token"), format!("{}\n", common::gitlab::API_TOKEN)).unwrap();
+    let gitlab = GitLab::start();
+    let (on_main, on_feature, guest) = ("glcbt-64_LibOnMain_eeeeeeeeeeee", "glcbt-64_LibOnFeature_ffffffffff", "glcbt-64_GuestJob_gggggggggggg");
+    gitlab.add(on_main, job(4301, "acme/lib", 43));
+    gitlab.add(on_feature, Job { git_ref: "feature", ..job(4302, "acme/lib", 43) });
+    gitlab.add(guest, Job { user: (6, "gus"), ..job(4401, "acme/secret", 44) });
+    gitlab.protect_branches(43, vec!["main", "release/*"]);
+    gitlab.member(43, 5, 30);
+    gitlab.member(44, 6, 10);
+    let upstream = format!("url: 'http://127.0.0.1:{}'", common::echo_upstream());
+    let fields = format!("url: '{}', api_token_file: gitlab-token", gitlab.url());
+    let gw = tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 60, 50, ""));
+    let client = Client::new(&gw.ca);
+    // acme/app grants acme/lib write_repository on protected refs only.
+    let push = gw.url("/acme/app.git/info/refs?service=git-receive-pack");
+    assert_eq!(client.get_with(&push, "JOB-TOKEN", on_main).await.0, 200, "main is protected in acme/lib");
+    let (status, body) = client.get_with(&push, "JOB-TOKEN", on_feature).await;
+    assert!(status == 403 && body.contains("ref_not_protected"), "{status}: {body}");
+    // The user's role in the job's own project is GitLab's: a guest may not even read the repository.
+    let (status, body) = client.get_with(&gw.url("/acme/secret.git/info/refs?service=git-upload-pack"), "JOB-TOKEN", guest).await;
+    assert!(status == 403 && body.contains("user_ceiling"), "{status}: {body}");
 }

@@ -135,6 +135,10 @@ pub struct GitLabConfig {
     pub url: String,
     /// PEM CA bundle trusted for `url` instead of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// jobgate's own read-only API token (`read_api`): with it, a GitLab job token's `ref_protected`
+    /// comes from the project's protected branches and tags, and the user's role in the job's project
+    /// from its members. Without it, every ref counts as unprotected and roles come from the policy.
+    pub api_token_file: Option<PathBuf>,
 }
 
 /// How GitLab's job tokens are looked up (`GET /api/v4/job`).
@@ -335,8 +339,9 @@ impl Config {
             issuer.jwks_file.as_mut().map(resolve);
             issuer.ca_file.as_mut().map(resolve);
         }
-        if let Some(ca) = self.gitlab.as_mut().and_then(|g| g.ca_file.as_mut()) {
-            resolve(ca);
+        if let Some(gitlab) = self.gitlab.as_mut() {
+            gitlab.ca_file.as_mut().map(resolve);
+            gitlab.api_token_file.as_mut().map(resolve);
         }
         if let Some(p) = &mut self.audit.file {
             resolve(p);

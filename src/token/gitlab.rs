@@ -92,6 +92,45 @@ pub fn job_claims(body: &[u8], base_url: &str, exp: i64) -> Result<Claims, JobDo
     })
 }
 
+/// One entry of GitLab's `GET /projects/:id/protected_branches` or `/protected_tags` answer (docs:
+/// api/protected_branches.md, api/protected_tags.md): a name or a wildcard (`*` any run of characters).
+#[derive(Debug, Deserialize)]
+struct ProtectedRefDoc {
+    name: String,
+}
+
+/// Whether `git_ref` is one of the protected names of a `protected_branches`/`protected_tags` answer.
+///
+/// # Errors
+/// An answer that is not a list of `{name}` objects.
+pub fn is_protected(answer: &[u8], git_ref: &str) -> Result<bool, JobDocError> {
+    let refs: Vec<ProtectedRefDoc> = serde_json::from_slice(answer).map_err(|_| JobDocError::Shape)?;
+    Ok(refs.iter().any(|r| crate::policy::glob::Glob::new(&r.name).matches(git_ref)))
+}
+
+/// The role of GitLab's `GET /projects/:id/members/all/:user_id` answer (`access_level`: 10 guest,
+/// 20 reporter, 30 developer, 40 maintainer, 50 owner; `Gitlab::Access`). Minimal access (5) and
+/// anything unknown give no role.
+///
+/// # Errors
+/// An answer without a numeric `access_level`.
+pub fn member_role(answer: &[u8]) -> Result<Option<crate::scope::Role>, JobDocError> {
+    #[derive(Deserialize)]
+    struct MemberDoc {
+        access_level: u64,
+    }
+    use crate::scope::Role;
+    let member: MemberDoc = serde_json::from_slice(answer).map_err(|_| JobDocError::Shape)?;
+    Ok(match member.access_level {
+        10 => Some(Role::Guest),
+        20 => Some(Role::Reporter),
+        30 => Some(Role::Developer),
+        40 => Some(Role::Maintainer),
+        50 => Some(Role::Owner),
+        _ => None,
+    })
+}
+
 /// What GitLab said about a token, until `until` (seconds since the epoch).
 #[derive(Debug, Clone)]
 pub enum Identity {
@@ -170,6 +209,17 @@ mod tests {
         for body in [&b"{}"[..], b"not json", br#"{"id": "8"}"#] {
             assert_eq!(job_claims(body, base, 1).err(), Some(JobDocError::Shape));
         }
+    }
+
+    #[test]
+    fn protected_names_and_member_roles() {
+        let refs = br#"[{"id":1,"name":"main","push_access_levels":[]},{"id":2,"name":"release/*"}]"#;
+        assert_eq!((is_protected(refs, "main"), is_protected(refs, "release/1.2"), is_protected(refs, "feature")), (Ok(true), Ok(true), Ok(false)));
+        assert_eq!(is_protected(b"{}", "main"), Err(JobDocError::Shape));
+        use crate::scope::Role;
+        assert_eq!(member_role(br#"{"id":5,"access_level":30}"#), Ok(Some(Role::Developer)));
+        assert_eq!(member_role(br#"{"id":5,"access_level":5}"#), Ok(None), "minimal access is no role");
+        assert_eq!(member_role(br#"{"id":5}"#), Err(JobDocError::Shape));
     }
 
     #[test]

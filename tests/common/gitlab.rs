@@ -9,8 +9,14 @@
 //!   `Entities::Ci::PipelineBasic`, `user` is `Entities::User`); `web_url` is
 //!   `project_job_url(job.project, job)`, i.e. `<external_url>/<full project path>/-/jobs/<id>`.
 //!
-//! It counts lookups so tests can assert caching, single flight and the budget; jobs can finish and the
-//! whole API can go down (answering 502, as a reverse proxy in front of a dead Rails would).
+//! - `GET /projects/:id/protected_branches` and `/protected_tags` (docs: api/protected_branches.md,
+//!   api/protected_tags.md): a list of `{name, …access_levels}` (names may be wildcards such as
+//!   `release/*`), paginated with `x-next-page`; `GET /projects/:id/members/all/:user_id` (docs:
+//!   api/members.md): the member with a numeric `access_level` (10 … 50), or 404
+//!   `{"message":"404 Not found"}`. These need an API token (`PRIVATE-TOKEN`): 401 without it.
+//!
+//! It counts job lookups so tests can assert caching, single flight and the budget; jobs can finish and
+//! the whole API can go down (answering 502, as a reverse proxy in front of a dead Rails would).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -28,33 +34,38 @@ pub struct Job {
     pub user: (u64, &'static str),
 }
 
+/// The API token the stand-in accepts for protected refs and members.
+pub const API_TOKEN: &str = "glpat-jobgate-read-api";
+
 #[derive(Clone)]
 pub struct GitLab {
     pub port: u16,
     calls: Arc<AtomicUsize>,
     jobs: Arc<DashMap<String, (Value, bool)>>,
     down: Arc<AtomicBool>,
+    /// `protected_branches` / `protected_tags` per project id, and `access_level` per (project, user).
+    refs: Arc<DashMap<(u64, &'static str), Vec<&'static str>>>,
+    members: Arc<DashMap<(u64, u64), u64>>,
 }
 
 impl GitLab {
     pub fn start() -> GitLab {
         let (calls, jobs, down) = (Arc::new(AtomicUsize::new(0)), Arc::new(DashMap::new()), Arc::new(AtomicBool::new(false)));
-        let port = {
-            let (calls, jobs, down) = (calls.clone(), jobs.clone(), down.clone());
-            super::serve_on_thread(move |listener| async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let (calls, jobs, down) = (calls.clone(), jobs.clone(), down.clone());
-                    tokio::spawn(async move {
-                        let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                            let answer = answer(&request, &calls, &jobs, &down);
-                            async move { Ok::<_, std::convert::Infallible>(answer) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+        let (refs, members) = (Arc::new(DashMap::new()), Arc::new(DashMap::new()));
+        let state = State { calls: calls.clone(), jobs: jobs.clone(), down: down.clone(), refs: refs.clone(), members: members.clone() };
+        let port = super::serve_on_thread(move |listener| async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                        let answer = state.answer(&request);
+                        async move { Ok::<_, std::convert::Infallible>(answer) }
                     });
-                }
-            })
-        };
-        GitLab { port, calls, jobs, down }
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        GitLab { port, calls, jobs, down, refs, members }
     }
 
     pub fn url(&self) -> String {
@@ -99,25 +110,76 @@ impl GitLab {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
     }
+
+    /// The project's protected branch names (wildcards allowed).
+    pub fn protect_branches(&self, project_id: u64, names: Vec<&'static str>) {
+        self.refs.insert((project_id, "protected_branches"), names);
+    }
+
+    /// The user's `access_level` in the project (10 guest … 50 owner).
+    pub fn member(&self, project_id: u64, user_id: u64, access_level: u64) {
+        self.members.insert((project_id, user_id), access_level);
+    }
 }
 
-fn answer(request: &http::Request<hyper::body::Incoming>, calls: &AtomicUsize, jobs: &DashMap<String, (Value, bool)>, down: &AtomicBool) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-    let respond = |status: u16, body: String| {
-        let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
-        *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
-        response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-        response
-    };
-    if request.method() != http::Method::GET || request.uri().path() != "/api/v4/job" {
-        return respond(404, json!({"error": "404 Not Found"}).to_string());
-    }
-    calls.fetch_add(1, Ordering::SeqCst);
-    if down.load(Ordering::SeqCst) {
-        return respond(502, "<html>502 Bad Gateway</html>".into());
-    }
-    let token = request.headers().get("job-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-    match jobs.get(token) {
-        Some(job) if job.1 => respond(200, job.0.to_string()),
-        _ => respond(401, json!({"message": "401 Unauthorized"}).to_string()),
+#[derive(Clone)]
+struct State {
+    calls: Arc<AtomicUsize>,
+    jobs: Arc<DashMap<String, (Value, bool)>>,
+    down: Arc<AtomicBool>,
+    refs: Arc<DashMap<(u64, &'static str), Vec<&'static str>>>,
+    members: Arc<DashMap<(u64, u64), u64>>,
+}
+
+type Answer = http::Response<http_body_util::Full<bytes::Bytes>>;
+
+fn respond(status: u16, body: String) -> Answer {
+    let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+impl State {
+    fn answer(&self, request: &http::Request<hyper::body::Incoming>) -> Answer {
+        if request.method() != http::Method::GET {
+            return respond(404, json!({"error": "404 Not Found"}).to_string());
+        }
+        if self.down.load(Ordering::SeqCst) {
+            return respond(502, "<html>502 Bad Gateway</html>".into());
+        }
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let path = request.uri().path();
+        if path == "/api/v4/job" {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            return match self.jobs.get(header("job-token")) {
+                Some(job) if job.1 => respond(200, job.0.to_string()),
+                _ => respond(401, json!({"message": "401 Unauthorized"}).to_string()),
+            };
+        }
+        let Some(rest) = path.strip_prefix("/api/v4/projects/") else { return respond(404, json!({"error": "404 Not Found"}).to_string()) };
+        if header("private-token") != API_TOKEN {
+            return respond(401, json!({"message": "401 Unauthorized"}).to_string());
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let project: u64 = segments[0].parse().unwrap_or(0);
+        match segments.as_slice() {
+            [_, kind @ ("protected_branches" | "protected_tags")] => {
+                let names = self.refs.get(&(project, if *kind == "protected_tags" { "protected_tags" } else { "protected_branches" })).map(|n| n.clone()).unwrap_or_default();
+                let list: Vec<Value> = names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, name)| json!({"id": i + 1, "name": name, "push_access_levels": [{"access_level": 40, "access_level_description": "Maintainers"}], "merge_access_levels": [], "allow_force_push": false, "code_owner_approval_required": false}))
+                    .collect();
+                let mut response = respond(200, Value::Array(list).to_string());
+                response.headers_mut().insert("x-next-page", http::HeaderValue::from_static(""));
+                response
+            }
+            [_, "members", "all", user] => match self.members.get(&(project, user.parse().unwrap_or(0))) {
+                Some(level) => respond(200, json!({"id": user.parse::<u64>().unwrap_or(0), "username": "ann", "name": "Ann", "state": "active", "access_level": *level, "expires_at": null}).to_string()),
+                None => respond(404, json!({"message": "404 Not found"}).to_string()),
+            },
+            _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
+        }
     }
 }

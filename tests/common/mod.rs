@@ -204,14 +204,15 @@ impl Gateway {
         (signer, kid)
     }
 
-    /// As [`Gateway::start_with`], also accepting GitLab's own job tokens by asking the GitLab API at
-    /// `gitlab_url` (answers trusted `cache_secs`, `budget` lookups per second).
-    pub fn start_with_gitlab(dir: &Path, upstream_fields: &str, policy: &str, gitlab_url: &str, cache_secs: u64, budget: u32, extra_config: &str) -> Gateway {
+    /// As [`Gateway::start_with`], also accepting GitLab's own job tokens by asking the GitLab API
+    /// (`gitlab_fields`: the `gitlab:` block's fields; answers trusted `cache_secs`, `budget` lookups
+    /// per second).
+    pub fn start_with_gitlab(dir: &Path, upstream_fields: &str, policy: &str, gitlab_fields: &str, cache_secs: u64, budget: u32, extra_config: &str) -> Gateway {
         // The second issuer closes the first one's flow mapping and opens its own.
         let issuers = format!(
             "name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json }}\n  - {{ name: gitlab-jobs, gitlab_job_tokens: {{ cache_secs: {cache_secs}, lookups_per_sec: {budget} }}"
         );
-        let extra = format!("gitlab: {{ url: '{gitlab_url}' }}\n{extra_config}");
+        let extra = format!("gitlab: {{ {gitlab_fields} }}\n{extra_config}");
         Gateway::start_full(dir, &format!("git: {{ {upstream_fields} }}"), &issuers, policy, &extra)
     }
 
