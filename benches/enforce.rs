@@ -16,6 +16,10 @@
 //! | verify cached (no metrics inside any more) | 854 / 828 ns | 677 / 683 ns | 0.81 |
 //! | enforce, cached token (all four stages + revocations) | 2.20 / 2.38 µs | 2.19 / 2.19 µs | 0.96 |
 //!
+//! GitLab's own opaque job token whose identity is cached (`enforce_cached_gitlab_job_token`), same
+//! run as `enforce_cached` with a JWT: 1.16 µs vs 2.18 µs (a shorter Basic header to decode; the JWT
+//! verifier turns the opaque token away before any crypto, then one lookup in GitLab's answers).
+//!
 //! Uncached verification, same session (issue-10 state): RS256 31.6 / 30.9 µs → 30.5 / 31.2 µs (raw
 //! ring 25 µs), PS256 32.9 / 33.3 → 32.2 / 32.7 µs, ES256 66.9 / 67.3 → 67.4 / 68.5 µs.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a bench fixture may fail loudly
