@@ -173,3 +173,30 @@ async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
     let (status, body) = client.get_with(&gw.url("/acme/secret.git/info/refs?service=git-upload-pack"), "JOB-TOKEN", guest).await;
     assert!(status == 403 && body.contains("user_ceiling"), "{status}: {body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_events_webhook_kills_a_gitlab_job_token_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("webhook-secret"), "hook-s3cret\n").unwrap();
+    let gitlab = GitLab::start();
+    let token = "glcbt-64_WebhookJobToken_hhhhhhhh";
+    gitlab.add(token, job(4203, "acme/app", 42));
+    let upstream = format!("url: 'http://127.0.0.1:{}'", common::echo_upstream());
+    let fields = format!("url: '{}'", gitlab.url());
+    let extra = "admin: { webhook_secret_file: webhook-secret }";
+    let gw = tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 600, 50, extra));
+    let client = Client::new(&gw.ca);
+    let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+    assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200);
+    // GitLab still answers for the job (its answer is cached for 10 minutes), but the job has ended.
+    let hook = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "X-Gitlab-Event: Job Hook", "-H", "X-Gitlab-Token: hook-s3cret"])
+        .args(["--data-binary", r#"{"object_kind":"build","build_id":4203,"build_status":"success","project_id":42}"#])
+        .arg(format!("http://127.0.0.1:{}/-/hooks/gitlab", gw.admin_port))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&hook.stdout), "200");
+    let (status, body) = client.get_with(&url, "JOB-TOKEN", token).await;
+    assert!(status == 401 && body.contains("token_revoked"), "{status}: {body}");
+    assert_eq!(gitlab.calls(), 1, "no second lookup was needed");
+}
