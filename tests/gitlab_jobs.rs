@@ -44,7 +44,7 @@ fn an_unmodified_pipelines_git_traffic_passes_with_its_ci_job_token() {
     let (app, lib) = ("glcbt-64_AppJobToken_x9x9x9x9x9x9", "glcbt-64_LibJobToken_y8y8y8y8y8y8");
     gitlab.add(app, job(4200, "acme/app", 42));
     gitlab.add(lib, job(4300, "acme/lib", 43));
-    let gw = Gateway::start_with_gitlab(d, &format!("url: 'http://127.0.0.1:{}'", git.port), POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, "");
+    let gw = Gateway::start_with_gitlab(d, &format!("git: {{ url: 'http://127.0.0.1:{}' }}", git.port), POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, "");
     let clone = |token: &str, project: &str, into: &str| git_command(d, Some(&gw.ca)).args(["clone", "--quiet", &runner_url(&gw, token, project), into]).output().unwrap();
 
     let out = clone(app, "acme/app", "own");
@@ -69,7 +69,7 @@ fn an_unmodified_pipelines_git_traffic_passes_with_its_ci_job_token() {
 }
 
 async fn gateway_with(cache_secs: u64, dir: &std::path::Path, gitlab: &GitLab) -> Arc<Gateway> {
-    let upstream = format!("url: 'http://127.0.0.1:{}'", common::echo_upstream());
+    let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", common::echo_upstream());
     Arc::new(tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir, &upstream, POLICY, &format!("url: '{}'", gitlab.url()), cache_secs, 20, "")))
 }
 
@@ -160,7 +160,7 @@ async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
     gitlab.protect_branches(43, vec!["main", "release/*"]);
     gitlab.member(43, 5, 30);
     gitlab.member(44, 6, 10);
-    let upstream = format!("url: 'http://127.0.0.1:{}'", common::echo_upstream());
+    let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", common::echo_upstream());
     let fields = format!("url: '{}', api_token_file: gitlab-token", gitlab.url());
     let gw = tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 60, 50, ""));
     let client = Client::new(&gw.ca);
@@ -181,7 +181,7 @@ async fn the_job_events_webhook_kills_a_gitlab_job_token_at_once() {
     let gitlab = GitLab::start();
     let token = "glcbt-64_WebhookJobToken_hhhhhhhh";
     gitlab.add(token, job(4203, "acme/app", 42));
-    let upstream = format!("url: 'http://127.0.0.1:{}'", common::echo_upstream());
+    let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", common::echo_upstream());
     let fields = format!("url: '{}'", gitlab.url());
     let extra = "admin: { webhook_secret_file: webhook-secret }";
     let gw = tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 600, 50, extra));

@@ -169,6 +169,34 @@ fn gateway_keeping_key(dir: &Path, registry_port: u16) -> Gateway {
 }
 
 #[test]
+fn skopeo_with_an_unmodified_pipelines_ci_job_token() {
+    use common::gitlab::{GitLab, Job};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, store, _registry) = registry(d, "");
+    let gitlab = GitLab::start();
+    let (app, lib) = ("glcbt-64_AppRegistryJob_111111111111", "glcbt-64_LibRegistryJob_222222222222");
+    gitlab.add(app, Job { id: 5200, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.add(lib, Job { id: 5300, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
+    jobgate::generate::registry_key(&d.join("keys")).unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\nregistry: {{ url: 'http://127.0.0.1:{port}', credentials: strip }}");
+    let registry_auth = "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }";
+    let gw = Gateway::start_with_gitlab(d, &upstreams, POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, registry_auth);
+    let (layout, skopeo) = (image(d), Skopeo::new(d, &gw));
+    // `docker login -u gitlab-ci-token -p $CI_JOB_TOKEN`, as the documented pipelines do: the realm
+    // asks GitLab who the token is and issues a registry token for what the policy allows.
+    let out = skopeo.push(&layout, &gw, app, "acme/app/img:1");
+    assert!(out.status.success(), "own project pushes with CI_JOB_TOKEN: {}", text(&out));
+    assert!(store.join("docker/registry/v2/repositories/acme/app/img/_manifests/tags/1").exists());
+    let out = skopeo.pull(&gw, lib, "acme/app/img:1", &d.join("pulled"));
+    assert!(out.status.success(), "an admitted project pulls: {}", text(&out));
+    let out = skopeo.push(&layout, &gw, lib, "acme/app/img:2");
+    assert!(!out.status.success(), "another project's push is denied");
+    assert!(!store.join("docker/registry/v2/repositories/acme/app/img/_manifests/tags/2").exists());
+    assert!(gitlab.calls() <= 4, "GitLab is asked once per token (realm and registry share the answer): {}", gitlab.calls());
+}
+
+#[test]
 fn oras_pushes_and_pulls_an_artifact_through_jobgate() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

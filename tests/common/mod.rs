@@ -204,16 +204,16 @@ impl Gateway {
         (signer, kid)
     }
 
-    /// As [`Gateway::start_with`], also accepting GitLab's own job tokens by asking the GitLab API
+    /// As [`Gateway::start_upstreams`], also accepting GitLab's own job tokens by asking the GitLab API
     /// (`gitlab_fields`: the `gitlab:` block's fields; answers trusted `cache_secs`, `budget` lookups
     /// per second).
-    pub fn start_with_gitlab(dir: &Path, upstream_fields: &str, policy: &str, gitlab_fields: &str, cache_secs: u64, budget: u32, extra_config: &str) -> Gateway {
+    pub fn start_with_gitlab(dir: &Path, upstreams: &str, policy: &str, gitlab_fields: &str, cache_secs: u64, budget: u32, extra_config: &str) -> Gateway {
         // The second issuer closes the first one's flow mapping and opens its own.
         let issuers = format!(
             "name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json }}\n  - {{ name: gitlab-jobs, gitlab_job_tokens: {{ cache_secs: {cache_secs}, lookups_per_sec: {budget} }}"
         );
         let extra = format!("gitlab: {{ {gitlab_fields} }}\n{extra_config}");
-        Gateway::start_full(dir, &format!("git: {{ {upstream_fields} }}"), &issuers, policy, &extra)
+        Gateway::start_full(dir, upstreams, &issuers, policy, &extra)
     }
 
     /// The default issuer, with the `upstreams:` entries given whole (one family per line).
