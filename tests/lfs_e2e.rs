@@ -12,7 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{git_command, git_ok, run, serve_on_free_port, GitServer, Gateway, Process};
+use common::gitlab::Tokens;
+use common::{git_command, git_ok, run, serve_on_free_port, GitServer, Process};
 
 const POLICY: &str = "
 projects:
@@ -75,19 +76,28 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn lfs_objects_push_and_smudge_through_jobgate_to_giftless() {
+    scenario(&Tokens::Jwt);
+}
+
+#[test]
+fn lfs_with_an_unmodified_pipelines_ci_job_token() {
+    scenario(&Tokens::gitlab(&[("acme/app", 42), ("acme/lib", 43), ("acme/other", 44)]));
+}
+
+fn scenario(tokens: &Tokens) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let git = GitServer::start(d);
     git.create_repo("acme/app");
     let (lfs_port, store, _giftless) = giftless(d);
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:{}' }}\nlfs: {{ url: 'http://127.0.0.1:{lfs_port}', non_job: passthrough }}", git.port);
-    let gw = Gateway::start_upstreams(d, &upstreams, POLICY, "");
+    let gw = tokens.gateway(d, &upstreams, POLICY, "");
     let ca = gw.ca.clone();
     let git_in = |cwd: &Path, args: &[&str]| run(git_command(cwd, Some(&ca)).args(args));
     assert!(git_in(d, &["lfs", "install", "--skip-repo"]).status.success(), "git-lfs is installed");
 
     // Own project: push a 20 MB LFS object.
-    let app_url = gw.git_url(&gw.token("acme/app", 42, true), "acme/app");
+    let app_url = gw.git_url(&tokens.token(&gw, "acme/app", 42, true), "acme/app");
     let work = d.join("app");
     assert!(git_in(d, &["clone", "--quiet", &app_url]).status.success() || git_in(d, &["clone", "--quiet", &app_url, work.to_str().unwrap()]).status.success());
     let work = if work.exists() { work } else { d.join("app") };
@@ -103,7 +113,7 @@ fn lfs_objects_push_and_smudge_through_jobgate_to_giftless() {
     assert!(stored_objects(&store).contains(&oid), "giftless stored {oid}: {:?}", stored_objects(&store));
 
     // An admitted project clones with smudge: the object arrives intact.
-    let lib_url = gw.git_url(&gw.token("acme/lib", 43, false), "acme/app");
+    let lib_url = gw.git_url(&tokens.token(&gw, "acme/lib", 43, false), "acme/app");
     let lib_work = d.join("lib-clone");
     let out = git_in(d, &["clone", "--quiet", &lib_url, lib_work.to_str().unwrap()]);
     assert!(out.status.success(), "admitted clone: {}", text(&out));
@@ -122,7 +132,7 @@ fn lfs_objects_push_and_smudge_through_jobgate_to_giftless() {
     assert!(gw.audit_until(|lines| lines.iter().any(refused)).iter().any(refused), "refused at the batch call");
 
     // Batch bodies jobgate cannot read are refused before anything is forwarded.
-    let token = gw.token("acme/app", 42, true);
+    let token = tokens.token(&gw, "acme/app", 42, true);
     let batch = gw.url("/acme/app.git/info/lfs/objects/batch");
     for body in ["not json", r#"{"objects":[]}"#, r#"{"operation":"delete","objects":[]}"#] {
         let (status, text) = common::curl(&gw, &["-X", "POST", "-H", &format!("JOB-TOKEN: {token}"), "--data-binary", body, &batch]);
@@ -131,7 +141,7 @@ fn lfs_objects_push_and_smudge_through_jobgate_to_giftless() {
     }
 
     // A project that is not admitted cannot fetch the object.
-    let other_url = gw.git_url(&gw.token("acme/other", 44, false), "acme/app");
+    let other_url = gw.git_url(&tokens.token(&gw, "acme/other", 44, false), "acme/app");
     let out = git_in(d, &["clone", "--quiet", &other_url, d.join("other-clone").to_str().unwrap()]);
     assert!(!out.status.success());
 }

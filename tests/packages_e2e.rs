@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::gitlab::{GitLab, Job};
+use common::gitlab::Tokens;
 use common::{run, serve_on_free_port, Gateway, Process};
 
 /// acme/app (id 42) publishes to its own registry; acme/lib (43) may read it; acme/other (44) nothing.
@@ -30,47 +30,14 @@ fn tool(env: &str, default: &str) -> PathBuf {
 }
 
 fn gateway(dir: &Path, packages: &str) -> Gateway {
-    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ {packages} }}");
-    Gateway::start_upstreams(dir, &upstreams, POLICY, "")
+    Gateway::start_upstreams(dir, &upstreams(packages), POLICY, "")
 }
 
-/// Which job tokens a scenario's clients hold: the test issuer's JWTs, or GitLab's own opaque
-/// `CI_JOB_TOKEN`s, answered by the GitLab API stand-in.
-enum Tokens {
-    Jwt,
-    GitLab(GitLab),
-}
+const PROJECTS: [(&str, u64); 3] = [("acme/app", 42), ("acme/lib", 43), ("acme/other", 44)];
 
-impl Tokens {
-    fn gitlab() -> Tokens {
-        let gitlab = GitLab::start();
-        for (project, id) in [("acme/app", 42), ("acme/lib", 43), ("acme/other", 44)] {
-            gitlab.add(&opaque(project, id), Job { id: 1000 + id, project_path: project, project_id: id, git_ref: "main", tag: false, user: (5, "ann") });
-        }
-        Tokens::GitLab(gitlab)
-    }
-
-    fn gateway(&self, dir: &Path, packages: &str) -> Gateway {
-        match self {
-            Tokens::Jwt => gateway(dir, packages),
-            Tokens::GitLab(gitlab) => {
-                let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ {packages} }}");
-                Gateway::start_with_gitlab(dir, &upstreams, POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, "")
-            }
-        }
-    }
-
-    /// The token of a job of `project` (job id 1000 + `id` either way).
-    fn token(&self, gw: &Gateway, project: &str, id: u64) -> String {
-        match self {
-            Tokens::Jwt => gw.token(project, id, false),
-            Tokens::GitLab(_) => opaque(project, id),
-        }
-    }
-}
-
-fn opaque(project: &str, id: u64) -> String {
-    format!("glcbt-64_{}{id}_0123456789abcdef", project.replace('/', ""))
+/// The `upstreams:` of these tests: packages go to `packages`' fields.
+fn upstreams(packages: &str) -> String {
+    format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ {packages} }}")
 }
 
 fn text(out: &Output) -> String {
@@ -121,7 +88,7 @@ fn npm_publish_and_install_through_jobgate_to_verdaccio() {
 
 #[test]
 fn npm_with_an_unmodified_pipelines_ci_job_token() {
-    npm_scenario(&Tokens::gitlab());
+    npm_scenario(&Tokens::gitlab(&PROJECTS));
 }
 
 fn npm_scenario(tokens: &Tokens) {
@@ -145,13 +112,13 @@ fn npm_scenario(tokens: &Tokens) {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e} (run scripts/test.sh)", verdaccio.display()))
     });
-    let gw = tokens.gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip, strip_prefix: /api/v4/projects/*/packages/npm"));
+    let gw = tokens.gateway(d, &upstreams(&format!("url: 'http://127.0.0.1:{port}', credentials: strip, strip_prefix: /api/v4/projects/*/packages/npm")), POLICY, "");
 
-    let app = Npm::new(&gw, d, &tokens.token(&gw, "acme/app", 42));
+    let app = Npm::new(&gw, d, &tokens.token(&gw, "acme/app", 42, false));
     let out = app.run(&package(d, "jobgate-e2e-pkg", "1.0.0"), &["publish"]);
     assert!(out.status.success(), "own project publishes: {}", text(&out));
 
-    let lib = Npm::new(&gw, d, &tokens.token(&gw, "acme/lib", 43));
+    let lib = Npm::new(&gw, d, &tokens.token(&gw, "acme/lib", 43, false));
     let out = lib.run(&package(d, "jobgate-e2e-pkg", "2.0.0"), &["publish"]);
     assert!(!out.status.success());
     let shown = text(&out);
@@ -167,7 +134,7 @@ fn npm_scenario(tokens: &Tokens) {
     let installed = std::fs::read_to_string(consumer.join("node_modules/jobgate-e2e-pkg/index.js")).unwrap();
     assert_eq!(installed, "module.exports = 'jobgate-e2e-pkg@1.0.0';\n");
 
-    let other = Npm::new(&gw, d, &tokens.token(&gw, "acme/other", 44));
+    let other = Npm::new(&gw, d, &tokens.token(&gw, "acme/other", 44, false));
     let elsewhere = d.join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::write(elsewhere.join("package.json"), r#"{"name":"elsewhere","version":"0.0.0","private":true}"#).unwrap();
@@ -218,7 +185,7 @@ fn twine_upload_and_pip_install_through_jobgate_to_pypiserver() {
 
 #[test]
 fn twine_and_pip_with_an_unmodified_pipelines_ci_job_token() {
-    python_scenario(&Tokens::gitlab());
+    python_scenario(&Tokens::gitlab(&PROJECTS));
 }
 
 fn python_scenario(tokens: &Tokens) {
@@ -236,7 +203,7 @@ fn python_scenario(tokens: &Tokens) {
             .spawn()
             .expect("the venv's python (run scripts/test.sh)")
     });
-    let gw = tokens.gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip"));
+    let gw = tokens.gateway(d, &upstreams(&format!("url: 'http://127.0.0.1:{port}', credentials: strip")), POLICY, "");
     let upload_url = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/pypi", gw.port);
     let twine = |token: &str, wheel: &Path| {
         run(python_env(&mut Command::new(python_tools().join("twine")), &gw)
@@ -244,9 +211,9 @@ fn python_scenario(tokens: &Tokens) {
             .arg(wheel))
     };
 
-    let out = twine(&tokens.token(&gw, "acme/app", 42), &wheel(d, "jobgate-e2e", "1.0.0"));
+    let out = twine(&tokens.token(&gw, "acme/app", 42, false), &wheel(d, "jobgate-e2e", "1.0.0"));
     assert!(out.status.success(), "own project uploads: {}", text(&out));
-    let out = twine(&tokens.token(&gw, "acme/lib", 43), &wheel(d, "jobgate-e2e", "2.0.0"));
+    let out = twine(&tokens.token(&gw, "acme/lib", 43, false), &wheel(d, "jobgate-e2e", "2.0.0"));
     assert!(!out.status.success());
     let shown = text(&out);
     assert!(shown.contains("403") && shown.contains("scope_not_granted"), "twine shows why: {shown}");
@@ -260,12 +227,12 @@ fn python_scenario(tokens: &Tokens) {
             .arg(target)
             .arg("jobgate-e2e==1.0.0"))
     };
-    let out = pip(&tokens.token(&gw, "acme/lib", 43), &d.join("site-lib"));
+    let out = pip(&tokens.token(&gw, "acme/lib", 43, false), &d.join("site-lib"));
     assert!(out.status.success(), "an admitted project installs: {}", text(&out));
     assert_eq!(std::fs::read_to_string(d.join("site-lib/jobgate_e2e/__init__.py")).unwrap(), "VERSION = '1.0.0'\n");
     // pip reports a refused index as "no matching distribution" (the 403 shows with -v); the audit
     // line says why.
-    let out = pip(&tokens.token(&gw, "acme/other", 44), &d.join("site-other"));
+    let out = pip(&tokens.token(&gw, "acme/other", 44, false), &d.join("site-other"));
     assert!(!out.status.success() && text(&out).contains("No matching distribution"), "{}", text(&out));
     let refused = |l: &serde_json::Value| l["job_id"] == 1044 && l["reason"] == "not_in_allowlist";
     assert!(gw.audit_until(|lines| lines.iter().any(refused)).iter().any(refused));

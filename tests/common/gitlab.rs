@@ -183,3 +183,52 @@ impl State {
         }
     }
 }
+
+/// Which job tokens a scenario's clients hold: the test issuer's JWTs, or GitLab's own opaque
+/// `CI_JOB_TOKEN`s answered by this stand-in (with jobgate's API token, so protected refs come from
+/// GitLab too: `main` is protected in every project, `feature` is not).
+pub enum Tokens {
+    Jwt,
+    GitLab(GitLab),
+}
+
+impl Tokens {
+    /// Opaque tokens for jobs of `projects` (path, id): on `main` (job 3000 + id) and on `feature`
+    /// (job 1000 + id, the JWT tokens' job id).
+    pub fn gitlab(projects: &[(&'static str, u64)]) -> Tokens {
+        let gitlab = GitLab::start();
+        for (path, id) in projects {
+            let job = |job_id, git_ref| Job { id: job_id, project_path: path, project_id: *id, git_ref, tag: false, user: (5, "ann") };
+            gitlab.add(&opaque(path, *id, true), job(3000 + id, "main"));
+            gitlab.add(&opaque(path, *id, false), job(1000 + id, "feature"));
+            gitlab.protect_branches(*id, vec!["main"]);
+            gitlab.member(*id, 5, 40);
+        }
+        Tokens::GitLab(gitlab)
+    }
+
+    /// A gateway with `upstreams` (one family per line) that accepts these tokens.
+    pub fn gateway(&self, dir: &std::path::Path, upstreams: &str, policy: &str, extra: &str) -> super::Gateway {
+        match self {
+            Tokens::Jwt => super::Gateway::start_upstreams(dir, upstreams, policy, extra),
+            Tokens::GitLab(gitlab) => {
+                std::fs::write(dir.join("gitlab-token"), format!("{API_TOKEN}\n")).unwrap();
+                let fields = format!("url: '{}', api_token_file: gitlab-token", gitlab.url());
+                super::Gateway::start_with_gitlab(dir, upstreams, policy, &fields, 60, 50, extra)
+            }
+        }
+    }
+
+    /// The token of a job of `project` on a protected ref or not.
+    pub fn token(&self, gw: &super::Gateway, project: &str, id: u64, protected: bool) -> String {
+        match self {
+            Tokens::Jwt => gw.token(project, id, protected),
+            Tokens::GitLab(_) => opaque(project, id, protected),
+        }
+    }
+}
+
+/// An opaque job token in GitLab's `glcbt-<partition>_<random>` form.
+fn opaque(project: &str, id: u64, protected: bool) -> String {
+    format!("glcbt-64_{}{id}{}_0123456789abcdef", project.replace('/', ""), if protected { "main" } else { "feature" })
+}
