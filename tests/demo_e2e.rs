@@ -47,7 +47,7 @@ fn the_demo_walkthrough_behaves_as_printed() {
         }
     }
     assert!(!ready.is_empty(), "the demo did not start");
-    assert_eq!(commands.len(), 6, "{commands:?}");
+    assert_eq!(commands.len(), 7, "{commands:?}");
 
     let env: Vec<(String, String)> = std::fs::read_to_string(demo_dir.join("tokens.env"))
         .unwrap()
@@ -60,8 +60,9 @@ fn the_demo_walkthrough_behaves_as_printed() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
 
-    // Expected: clone own ok, clone admitted ok, clone secret refused, commit ok, push refused, push ok.
-    let expected = [true, true, false, true, false, true];
+    // Expected: clone own ok, clone admitted ok, clone secret refused, commit ok, push refused, push ok,
+    // clone with GitLab's opaque job token ok.
+    let expected = [true, true, false, true, false, true, true];
     for (command, want) in commands.iter().zip(expected) {
         let words: Vec<String> = command.split(' ').map(expand).collect();
         let out = run(git_command(dir.path(), Some(ca.as_ref())).args(&words[1..]));

@@ -96,7 +96,11 @@ fn config_text(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> S
         "# Written by `jobgate demo`; relative paths are relative to this file.
 listen: {{ public: \"{listen}\", admin: \"{admin}\" }}
 tls: {{ cert: certs/server.pem, key: certs/server-key.pem }}
+# The built-in upstream also answers GitLab's GET /api/v4/job for the demo's opaque job token.
+gitlab: {{ url: \"http://{upstream}\" }}
 issuers:
+  - name: gitlab-jobs
+    gitlab_job_tokens: {{ cache_secs: 60, lookups_per_sec: 20 }}
   - name: demo
     iss: {ISSUER}
     audiences: [{AUDIENCE}]
@@ -182,7 +186,8 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     let lib = token("demo/lib", 2, 201, "feature", false)?;
     let lib_protected = token("demo/lib", 2, 202, "main", true)?;
     let env = format!(
-        "export JOBGATE_CA={ca}\nexport APP_TOKEN={app}\nexport LIB_TOKEN={lib}\nexport LIB_PROTECTED_TOKEN={lib_protected}\n",
+        "export JOBGATE_CA={ca}\nexport APP_TOKEN={app}\nexport LIB_TOKEN={lib}\nexport LIB_PROTECTED_TOKEN={lib_protected}\nexport CI_JOB_TOKEN={}\n",
+        upstream::DEMO_JOB_TOKEN,
         ca = ca.display()
     );
     generate::write(&dir.join("tokens.env"), &env)?;
@@ -208,6 +213,8 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_TOKEN", "demo/app"));
     println!("  # 5. the same push from a job on a protected ref: allowed");
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_PROTECTED_TOKEN", "demo/app"));
+    println!("  # 6. an unmodified pipeline's opaque CI_JOB_TOKEN, looked up at the built-in GitLab stand-in: allowed");
+    println!("  git clone {} {w}/unmodified", url("CI_JOB_TOKEN", "demo/app"));
     let curl = format!("curl -s --cacert $JOBGATE_CA https://{public}");
     println!("  # packages and the API (routed to the echo upstream, which shows what arrived):");
     println!("  {curl}/api/v4/projects/1/packages/generic/tool/1.0/tool.bin -H \"JOB-TOKEN: $APP_TOKEN\"     # allowed: own project read");

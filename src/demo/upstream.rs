@@ -1,5 +1,6 @@
 //! The demo's built-in upstream: Git smart HTTP through `git http-backend` (run as CGI, bodies
-//! streamed both ways) when `git` is installed, and an echo (method, path, query and headers as JSON)
+//! streamed both ways) when `git` is installed, GitLab's `GET /api/v4/job` for the demo's one opaque
+//! job token ([`DEMO_JOB_TOKEN`], a running job of `demo/app`), and an echo (method, path, query and headers as JSON)
 //! for every other request. For `jobgate demo` only; tests use real servers.
 
 use std::convert::Infallible;
@@ -24,13 +25,15 @@ use crate::body::{self, Body, BoxError};
 /// Serves the demo upstream on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, git_root: Option<PathBuf>) {
     let git_root = Arc::new(git_root);
+    let base = Arc::new(listener.local_addr().map(|a| format!("http://{a}")).unwrap_or_default());
     while let Ok((stream, _)) = listener.accept().await {
-        let git_root = git_root.clone();
+        let (git_root, base) = (git_root.clone(), base.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let git_root = git_root.clone();
+                let (git_root, base) = (git_root.clone(), base.clone());
                 async move {
                     let response = match git_root.as_deref() {
+                        _ if request.uri().path() == "/api/v4/job" => job(&request, &base),
                         Some(root) if is_git(request.uri().path()) => git_cgi(root, request).await,
                         _ => echo(request),
                     };
@@ -40,6 +43,29 @@ pub async fn serve(listener: TcpListener, git_root: Option<PathBuf>) {
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
+}
+
+/// The demo's GitLab-style job token (`$CI_JOB_TOKEN` of an unmodified pipeline).
+pub const DEMO_JOB_TOKEN: &str = "glcbt-64_demoAppJob_0123456789abcdef";
+
+/// GitLab's `GET /api/v4/job` (`Entities::Ci::Job`, trimmed to what jobgate reads) for the demo token,
+/// `401 {"message":"401 Unauthorized"}` for any other.
+fn job(request: &Request<Incoming>, base: &str) -> Response<Body> {
+    let known = request.headers().get("job-token").is_some_and(|t| t.as_bytes() == DEMO_JOB_TOKEN.as_bytes());
+    let (status, json) = if known {
+        let body = serde_json::json!({
+            "id": 103, "status": "running", "stage": "build", "name": "build", "ref": "main", "tag": false,
+            "user": {"id": 1, "username": "demo", "name": "Demo", "state": "active"},
+            "pipeline": {"id": 1, "project_id": 1, "ref": "main", "status": "running", "source": "push"},
+            "web_url": format!("{base}/demo/app/-/jobs/103"),
+        });
+        (http::StatusCode::OK, body)
+    } else {
+        (http::StatusCode::UNAUTHORIZED, serde_json::json!({"message": "401 Unauthorized"}))
+    };
+    let mut response = Response::new(body::full(json.to_string()));
+    *response.status_mut() = status;
+    response
 }
 
 fn is_git(path: &str) -> bool {
