@@ -153,7 +153,7 @@ fn enforce_path(c: &mut Criterion) {
 
     // The same request with GitLab's own opaque job token, whose identity GitLab answered earlier.
     let opaque = "glcbt-64_0123456789abcdefABCDEF_xyz";
-    let identities = JobIdentities::new(1000);
+    let identities = JobIdentities::new(1000, "https://gitlab.example.com", false);
     identities.insert(opaque, Identity::Job(std::sync::Arc::new(claims.claims().clone())), now + 60, now);
     let mut gitlab_parts = parts.clone();
     let basic = format!("Basic {}", STANDARD.encode(format!("gitlab-ci-token:{opaque}")));

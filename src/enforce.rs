@@ -9,11 +9,11 @@ use std::time::Instant;
 use http::request::Parts;
 use http::{header, Version};
 
-use crate::classify::{classify_with_mount, lfs, Action, Classified, Family, FamilyMap, Target, Unmatched};
+use crate::classify::{classify_with_mount, lfs, Action, Classified, Family, FamilyMap, ProjectRef, Target, Unmatched};
 use crate::config::{ApiRoute, Config, NonJob};
 use crate::path::ProjectPath;
 pub use crate::policy::decide::{NoTrace, Trace};
-use crate::policy::decide::{decide_traced, Decision};
+use crate::policy::decide::{decide_with_role, Decision};
 use crate::policy::Permit;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
@@ -23,7 +23,7 @@ use crate::scope::Scope;
 use crate::snapshot::Snapshot;
 use crate::token::claims::Claims;
 use crate::token::extract::{extract, Credential};
-use crate::token::gitlab::{Identity, JobIdentities};
+use crate::token::gitlab::{Identity, JobIdentities, RoleKey};
 use crate::token::verify::{VerifiedClaims, Verifier, VerifyError};
 
 /// Everything a decision reads, borrowed for one request.
@@ -39,13 +39,21 @@ pub struct Core<'a> {
     pub non_job: &'a NonJobRules,
 }
 
-/// A job token only GitLab can answer for, which `enforce` has no answer for yet: the edge asks
-/// GitLab and decides again. Never printed.
-pub struct LookupToken(pub String);
+/// A question only GitLab can answer, which `enforce` has no answer for yet: the edge asks GitLab and
+/// decides again. A token is never printed.
+pub enum Lookup {
+    /// Whose job token is this?
+    Token(String),
+    /// The user's role in another project than their job's.
+    Role(RoleKey),
+}
 
-impl std::fmt::Debug for LookupToken {
+impl std::fmt::Debug for Lookup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LookupToken(…)")
+        match self {
+            Lookup::Token(_) => f.write_str("Lookup::Token(…)"),
+            Lookup::Role(key) => write!(f, "Lookup::Role({key:?})"),
+        }
     }
 }
 
@@ -77,7 +85,7 @@ pub struct Enforced {
     /// The issuer whose key set lacked the token's `kid`: worth one refetch and a second try.
     pub unknown_kid: Option<usize>,
     /// A GitLab job token to look up at GitLab before a second try.
-    pub gitlab_lookup: Option<LookupToken>,
+    pub gitlab_lookup: Option<Lookup>,
     /// How verification went, when a credential reached a verifier.
     pub verified: Option<VerifyStats>,
 }
@@ -170,9 +178,18 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
         }
         Ok(Authenticated::Job(job)) => {
             trace.note(|| describe(job.claims.claims()));
+            let roles = core.gitlab.map(|g| (g, now));
+            let unknown_role = match (core.gitlab, &routed) {
+                (Some(gitlab), Ok(r)) => role_key(core.snapshot, gitlab, &r.request, job.claims.claims()).filter(|key| gitlab.role(key, now).is_none()),
+                _ => None,
+            };
             let verdict = match &routed {
                 Err(unmatched) => Verdict::Refuse(Refusal::from(*unmatched), Some(job.claims)),
-                Ok(routed) => match authorize(core.snapshot, routed, job.claims.claims(), job.access.as_deref(), trace) {
+                Ok(_) if unknown_role.is_some() => {
+                    gitlab_lookup = unknown_role.map(Lookup::Role);
+                    Verdict::Refuse(Refusal::new(Reason::GitlabUnavailable, "the user's role in the target must be looked up at GitLab"), Some(job.claims))
+                }
+                Ok(routed) => match authorize(core.snapshot, routed, job.claims.claims(), job.access.as_deref(), roles, trace) {
                     Ruling::Allow(permit) => Verdict::Allow(job.claims, permit),
                     Ruling::Deny { refusal, enforced: true } => Verdict::Refuse(refusal, Some(job.claims)),
                     Ruling::Deny { refusal, enforced: false } => Verdict::WouldDeny(job.claims, refusal),
@@ -227,7 +244,7 @@ pub enum Authenticated {
 pub struct Refused {
     pub refusal: Refusal,
     pub unknown_kid: Option<usize>,
-    pub lookup: Option<LookupToken>,
+    pub lookup: Option<Lookup>,
 }
 
 impl From<Refusal> for Refused {
@@ -274,11 +291,12 @@ pub fn authenticate(
         // Not a JWT any configured issuer signed: perhaps one of GitLab's own job tokens.
         Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken) if !bearer && core.gitlab.is_some() && gitlab_shaped(&token, core.verifier.max_token_bytes) => {
             match core.gitlab.and_then(|g| g.get(&token, now)) {
-                Some(Identity::Job(claims)) => (Ok(Job { claims: VerifiedClaims::from_arc(claims), access: None }), None),
-                Some(Identity::Refused) => (Err(VerifyError::NotARunningJob), None),
+                // Answered from GitLab's cached answers: a token-cache hit (misses are lookups).
+                Some(Identity::Job(claims)) => (Ok(Job { claims: VerifiedClaims::from_arc(claims), access: None }), Some(true)),
+                Some(Identity::Refused) => (Err(VerifyError::NotARunningJob), Some(true)),
                 None => {
                     let refusal = Refusal::new(Reason::GitlabUnavailable, "this job token must be looked up at GitLab");
-                    return Err(Refused { refusal, unknown_kid: None, lookup: Some(LookupToken(token.into_owned())) });
+                    return Err(Refused { refusal, unknown_kid: None, lookup: Some(Lookup::Token(token.into_owned())) });
                 }
             }
         }
@@ -332,26 +350,53 @@ impl Ruling {
     }
 }
 
+/// Where GitLab must say the user's role before `authorize`: a project other than the job's own,
+/// for a job GitLab verified, when jobgate may ask (it holds an API token). Image, group and instance
+/// targets keep the policy's `members`.
+fn role_key(snapshot: &Snapshot, gitlab: &JobIdentities, request: &Classified, claims: &Claims) -> Option<RoleKey> {
+    if !gitlab.asks_roles_for(claims) {
+        return None;
+    }
+    let user = claims.user_id?;
+    let project = match &request.target {
+        Target::Project(ProjectRef::Id(id)) if *id != claims.project_id => id.to_string(),
+        Target::Project(ProjectRef::Path(path)) if *path != claims.project_path => match snapshot.policy.projects.get(path).and_then(|p| p.id) {
+            Some(id) => id.to_string(),
+            None => percent_encoding::utf8_percent_encode(path.as_str(), percent_encoding::NON_ALPHANUMERIC).to_string(),
+        },
+        _ => return None,
+    };
+    Some((project, user))
+}
+
 /// The policy decision for a verified job, plus what registry requests add: a registry token must
 /// grant the action, and a cross-repository mount must also be allowed to pull from its source.
-pub fn authorize<T: Trace>(snapshot: &Snapshot, routed: &Routed, claims: &Claims, access: Option<&[Access]>, trace: &mut T) -> Ruling {
+/// `roles` (GitLab's answers, at `now`) give the user's role in another target project, when known.
+pub fn authorize<T: Trace>(snapshot: &Snapshot, routed: &Routed, claims: &Claims, access: Option<&[Access]>, roles: Option<(&JobIdentities, i64)>, trace: &mut T) -> Ruling {
     // The token names its project twice; the policy's ids resolve API requests, so both must agree.
     if snapshot.policy.projects.get(&claims.project_path).and_then(|p| p.id).is_some_and(|id| id != claims.project_id) {
         trace.note(|| format!("token: project_id {} is not the policy's id for {}", claims.project_id, claims.project_path));
         let refusal = Refusal::new(Reason::ProjectIdMismatch, format!("the token's project_id is not the policy's id for {}", claims.project_path));
         return Ruling::Deny { refusal, enforced: true };
     }
-    let ruling = authorize_one(snapshot, &routed.request, claims, access, trace);
+    let ruling = authorize_one(snapshot, &routed.request, claims, access, roles, trace);
     let (Ruling::Allow(_), Some(from)) = (&ruling, &routed.mount_from) else { return ruling };
     trace.note(|| format!("mount: the source image {from} must be readable too"));
     let pull = Classified { target: Target::Image(from.clone()), action: Action::Read, scope: Scope::ReadRegistry, destructive: false, ..routed.request.clone() };
-    match authorize_one(snapshot, &pull, claims, access, trace) {
+    match authorize_one(snapshot, &pull, claims, access, roles, trace) {
         Ruling::Allow(_) => ruling,
         refused => refused,
     }
 }
 
-fn authorize_one<T: Trace>(snapshot: &Snapshot, request: &Classified, claims: &Claims, access: Option<&[Access]>, trace: &mut T) -> Ruling {
+fn authorize_one<T: Trace>(
+    snapshot: &Snapshot,
+    request: &Classified,
+    claims: &Claims,
+    access: Option<&[Access]>,
+    roles: Option<(&JobIdentities, i64)>,
+    trace: &mut T,
+) -> Ruling {
     if let (Some(access), Target::Image(name)) = (access, &request.target) {
         let action = match (request.action, request.destructive) {
             (Action::Read, _) => "pull",
@@ -364,7 +409,11 @@ fn authorize_one<T: Trace>(snapshot: &Snapshot, request: &Classified, claims: &C
             return Ruling::Deny { refusal, enforced: true };
         }
     }
-    match decide_traced(&snapshot.policy, request, claims, trace) {
+    let target_role = roles.and_then(|(gitlab, now)| role_key(snapshot, gitlab, request, claims).and_then(|key| gitlab.role(&key, now))).flatten();
+    if let Some(role) = target_role {
+        trace.note(|| format!("user role in the target, from GitLab: {role}"));
+    }
+    match decide_with_role(&snapshot.policy, request, claims, target_role, trace) {
         Decision::Allow(permit) => Ruling::Allow(permit),
         Decision::Deny(denial) => Ruling::Deny { refusal: Refusal::denied(&denial, claims, request), enforced: denial.enforced },
     }

@@ -147,7 +147,7 @@ pub fn decide_case(snapshot: &Snapshot, claims: &Claims, method: &str, url: &str
         return Ok(deny(refusal));
     }
     Ok(match classify_request(snapshot, &parts, batch) {
-        Ok(routed) => authorize(snapshot, &routed, claims, None, &mut NoTrace).summary(),
+        Ok(routed) => authorize(snapshot, &routed, claims, None, None, &mut NoTrace).summary(),
         Err(unmatched) => deny(unmatched.into()),
     })
 }

@@ -24,7 +24,7 @@ use crate::reason::Reason;
 use crate::refusal::Refusal;
 use crate::token::cache::{digest, TokenDigest};
 use crate::token::claims::Claims;
-use crate::token::gitlab::{is_protected, job_claims, member_role, Identity, JobDocError, JobIdentities};
+use crate::token::gitlab::{is_protected, job_claims, member_role, Identity, JobDocError, JobIdentities, RoleKey};
 
 /// The largest answer read from GitLab (an `Entities::Ci::Job` is a few KiB).
 const MAX_ANSWER: usize = 256 * 1024;
@@ -79,6 +79,8 @@ pub struct GitLab {
     inflight: DashMap<TokenDigest, Arc<tokio::sync::Mutex<()>>>,
     lookups: IntCounterVec,
     seconds: Histogram,
+    /// When GitLab last failed to answer and why (cleared by the next answer), for `/-/ready`.
+    last_error: arc_swap::ArcSwapOption<(std::time::SystemTime, String)>,
 }
 
 impl GitLab {
@@ -99,17 +101,33 @@ impl GitLab {
             })
             .transpose()?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+        let identities = JobIdentities::new(100_000, &base, api_token.is_some());
         Ok(GitLab {
             base,
             api_token,
             client: Client::builder(TokioExecutor::new()).build(connector),
-            identities: JobIdentities::new(100_000),
+            identities,
             cache_secs: i64::try_from(jobs.cache_secs.max(1)).unwrap_or(60),
             budget: Budget { per_second: jobs.lookups_per_sec, second: AtomicI64::new(0), used: AtomicU32::new(0) },
             inflight: DashMap::new(),
             lookups: metrics.gitlab_lookups.clone(),
             seconds: metrics.gitlab_lookup_seconds.clone(),
+            last_error: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// What `/-/ready` shows: the instance and its last failure to answer, if the last lookup failed.
+    pub fn status(&self) -> serde_json::Value {
+        let error = self.last_error.load_full().map(|e| serde_json::json!({"at": crate::clock::rfc3339(e.0), "error": e.1}));
+        serde_json::json!({"url": self.base, "asks_roles": self.api_token.is_some(), "last_error": error})
+    }
+
+    fn record(&self, result: &Result<(), LookupError>) {
+        match result {
+            Ok(()) => self.last_error.store(None),
+            Err(LookupError::Unavailable(e)) => self.last_error.store(Some(Arc::new((std::time::SystemTime::now(), e.clone())))),
+            Err(LookupError::OverBudget) => {}
+        }
     }
 
     /// GitLab's answers, as the decision core reads them.
@@ -136,11 +154,49 @@ impl GitLab {
                 self.lookups.with_label_values(&["over_budget"]).inc();
                 Err(LookupError::OverBudget)
             } else {
-                self.ask(token, now).await
+                let asked = self.ask(token, now).await;
+                self.record(&asked);
+                asked
             }
         };
         // Waiters still holding the gate find the answer in the cache when they get it.
         self.inflight.remove(&key);
+        result
+    }
+
+    /// Makes sure the user's role in another project is in [`GitLab::identities`]
+    /// (`GET /projects/:id/members/all/:user_id`, with jobgate's API token), once per key at a time.
+    ///
+    /// # Errors
+    /// GitLab unreachable or answering neither the member nor 404.
+    pub async fn resolve_role(&self, key: &RoleKey, now: i64) -> Result<(), LookupError> {
+        if self.identities.role(key, now).is_some() {
+            return Ok(());
+        }
+        let Some(api_token) = &self.api_token else { return Err(LookupError::Unavailable("no gitlab.api_token_file to ask roles with".into())) };
+        let gate_key = digest(&format!("role {} {}", key.0, key.1));
+        let gate = self.inflight.entry(gate_key).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone();
+        let result = {
+            let _held = gate.lock().await;
+            if self.identities.role(key, now).is_some() {
+                Ok(())
+            } else {
+                let path = format!("/api/v4/projects/{}/members/all/{}", key.0, key.1);
+                match self.get(&path, "private-token", api_token.clone()).await {
+                    Ok((StatusCode::OK, _, body)) => member_role(&body).map_err(|e| LookupError::Unavailable(e.to_string())).map(|role| {
+                        self.identities.insert_role(key.clone(), role, now + self.cache_secs, now);
+                    }),
+                    Ok((StatusCode::NOT_FOUND, _, _)) => {
+                        self.identities.insert_role(key.clone(), None, now + self.cache_secs, now);
+                        Ok(())
+                    }
+                    Ok((status, _, _)) => Err(LookupError::Unavailable(format!("GitLab answered {status} for the user's membership"))),
+                    Err(e) => Err(LookupError::Unavailable(e)),
+                }
+            }
+        };
+        self.record(&result);
+        self.inflight.remove(&gate_key);
         result
     }
 

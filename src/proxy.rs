@@ -16,7 +16,7 @@ use crate::audit::Audit;
 use crate::body::{self, Body, BoxError};
 use crate::classify::{lfs, Family, FamilyMap};
 use crate::clock::unix_now;
-use crate::enforce::{enforce, Core, Disposition, Enforced, LookupToken, NoTrace, NonJobRules, Refused, Summary, Verdict};
+use crate::enforce::{enforce, Core, Disposition, Enforced, Lookup, NoTrace, NonJobRules, Refused, Summary, Verdict};
 use crate::gitlab::GitLab;
 use crate::forward::{ForwardContext, Upstream};
 use crate::keys::KeySource;
@@ -126,6 +126,10 @@ impl Gateway {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    pub fn gitlab(&self) -> Option<&GitLab> {
+        self.gitlab.as_ref()
     }
 
     pub fn audit(&self) -> &Audit {
@@ -275,19 +279,31 @@ impl Gateway {
                 return enforce(core, parts, batch, unix_now(), &mut NoTrace);
             }
         }
-        if let Some(token) = enforced.gitlab_lookup.take() {
-            match self.resolve(&token).await {
-                Ok(()) => return enforce(core, parts, batch, unix_now(), &mut NoTrace),
-                Err(refusal) => enforced.verdict = Verdict::Refuse(refusal, None),
+        // At most two questions: whose token it is, then the user's role in the target.
+        for _ in 0..2 {
+            let Some(lookup) = enforced.gitlab_lookup.take() else { break };
+            match self.resolve(&lookup).await {
+                Ok(()) => enforced = enforce(core, parts, batch, unix_now(), &mut NoTrace),
+                Err(refusal) => {
+                    enforced.verdict = Verdict::Refuse(refusal, None);
+                    break;
+                }
             }
+        }
+        if enforced.gitlab_lookup.is_some() {
+            enforced.verdict = Verdict::Refuse(Refusal::new(Reason::GitlabUnavailable, "GitLab's answers did not settle"), None);
         }
         enforced
     }
 
-    /// Asks GitLab about `token` (the answer lands where `enforce` reads it).
-    async fn resolve(&self, token: &LookupToken) -> Result<(), Refusal> {
+    /// Asks GitLab what `enforce` needs to know (the answer lands where `enforce` reads it).
+    async fn resolve(&self, lookup: &Lookup) -> Result<(), Refusal> {
         let gitlab = self.gitlab.as_ref().ok_or_else(|| Refusal::new(Reason::GitlabUnavailable, "no GitLab is configured"))?;
-        gitlab.resolve(&token.0, unix_now()).await.map_err(Refusal::from)
+        match lookup {
+            Lookup::Token(token) => gitlab.resolve(token, unix_now()).await,
+            Lookup::Role(key) => gitlab.resolve_role(key, unix_now()).await,
+        }
+        .map_err(Refusal::from)
     }
 
     /// Reads an LFS batch body — at most `limits.lfs_batch_bytes`, within `timeouts.body_peek_secs`,

@@ -169,6 +169,7 @@ impl Reloader {
                 "certificate": certificate,
                 "issuers": issuers,
                 "revocations": { "held": self.gateway.revocations().set().len() },
+                "gitlab": self.gateway.gitlab().map(crate::gitlab::GitLab::status),
             },
             "ready": self.ready(),
             "generation": snapshot.generation,

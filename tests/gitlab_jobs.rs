@@ -105,6 +105,10 @@ async fn lookups_are_cached_shared_budgeted_and_fail_closed() {
     assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200, "cached identity");
     let (status, body) = client.get_with(&url, "JOB-TOKEN", "glcbt-64_NewWhileDown_cccccccc").await;
     assert!(status == 503 && body.contains("gitlab_unavailable"), "{status}: {body}");
+    let ready = common::admin_get(&gw, "/-/ready");
+    assert!(ready.contains("\"gitlab\"") && ready.contains("GitLab answered 502"), "/-/ready shows it: {ready}");
+    let metrics = common::admin_get(&gw, "/metrics");
+    assert!(metrics.contains("jobgate_gitlab_lookups_total{outcome=\"unavailable\"} 1"), "{metrics}");
     gitlab.set_down(false);
 
     // 200 random tokens in a burst: at most the budget (20 a second) reaches GitLab; the rest get 503
@@ -157,6 +161,9 @@ async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
     gitlab.add(on_main, job(4301, "acme/lib", 43));
     gitlab.add(on_feature, Job { git_ref: "feature", ..job(4302, "acme/lib", 43) });
     gitlab.add(guest, Job { user: (6, "gus"), ..job(4401, "acme/secret", 44) });
+    let reporter = "glcbt-64_ReporterOnMain_iiiiiiiiii";
+    gitlab.add(reporter, Job { user: (8, "rita"), ..job(4303, "acme/lib", 43) });
+    gitlab.member(42, 8, 20);
     gitlab.protect_branches(43, vec!["main", "release/*"]);
     gitlab.member(43, 5, 30);
     gitlab.member(44, 6, 10);
@@ -169,6 +176,11 @@ async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
     assert_eq!(client.get_with(&push, "JOB-TOKEN", on_main).await.0, 200, "main is protected in acme/lib");
     let (status, body) = client.get_with(&push, "JOB-TOKEN", on_feature).await;
     assert!(status == 403 && body.contains("ref_not_protected"), "{status}: {body}");
+    // The user's role in the target is GitLab's too: a reporter in acme/app may not push there, whatever
+    // acme/app grants acme/lib's jobs (user 5 is no member of acme/app: GitLab gives no role, the
+    // policy's members none, so the grant alone decides above).
+    let (status, body) = client.get_with(&push, "JOB-TOKEN", reporter).await;
+    assert!(status == 403 && body.contains("user_ceiling"), "{status}: {body}");
     // The user's role in the job's own project is GitLab's: a guest may not even read the repository.
     let (status, body) = client.get_with(&gw.url("/acme/secret.git/info/refs?service=git-upload-pack"), "JOB-TOKEN", guest).await;
     assert!(status == 403 && body.contains("user_ceiling"), "{status}: {body}");

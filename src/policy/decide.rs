@@ -96,6 +96,12 @@ struct Gathered {
 
 /// [`decide`], narrating each step into `trace`.
 pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &Claims, trace: &mut T) -> Decision {
+    decide_with_role(policy, request, claims, None, trace)
+}
+
+/// [`decide_traced`], with the user's role in the target project as the platform (GitLab) states it:
+/// when known, it is the user ceiling on another project instead of the policy's `members`.
+pub fn decide_with_role<T: Trace>(policy: &Policy, request: &Classified, claims: &Claims, target_role: Option<crate::scope::Role>, trace: &mut T) -> Decision {
     let needed = request.scope;
     let instance = &policy.instance;
     let project_ref = match &request.target {
@@ -149,7 +155,7 @@ pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &C
     trace.note(|| format!("granted by entries: [{}]; held back by conditions: [{}]", g.granted, g.held_back));
 
     let token_ceiling = claims.scopes.unwrap_or(ScopeSet::ALL);
-    let role = if own { claims.user_access_level.or(g.member_role) } else { g.member_role };
+    let role = if own { claims.user_access_level.or(g.member_role) } else { target_role.or(g.member_role) };
     let user_ceiling = role.map_or(ScopeSet::ALL, |r| instance.role_ceiling(r));
     trace.note(|| format!("token ceiling: {}", claims.scopes.map_or("none".to_owned(), |s| format!("[{s}]"))));
     trace.note(|| match role {

@@ -49,7 +49,7 @@ pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<Verify
             .filter(|action| {
                 let Some(request) = for_action(&image, action) else { return false };
                 let routed = Routed { request, mount_from: None };
-                matches!(authorize(core.snapshot, &routed, claims, None, &mut NoTrace), Ruling::Allow(_))
+                matches!(authorize(core.snapshot, &routed, claims, None, None, &mut NoTrace), Ruling::Allow(_))
             })
             .map(str::to_owned)
             .collect();

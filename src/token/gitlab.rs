@@ -139,15 +139,46 @@ pub enum Identity {
     Refused,
 }
 
-/// GitLab's recent answers, by SHA-256 of the token; bounded.
+/// GitLab's recent answers: identities by SHA-256 of the token, and (with jobgate's API token) users'
+/// roles in projects other than their job's; both bounded.
 pub struct JobIdentities {
     entries: DashMap<TokenDigest, (Identity, i64)>,
+    /// (project id or path, user id) → the user's role there (`None`: no membership), until.
+    roles: DashMap<(String, u64), (Option<crate::scope::Role>, i64)>,
     capacity: usize,
+    /// The GitLab URL, which is the `iss` of every identity from here.
+    issuer: String,
+    /// Whether roles in other projects can be asked (jobgate holds an API token).
+    asks_roles: bool,
 }
 
+/// A project other than the job's own, in the form GitLab's API takes (`42` or `acme%2Fapp`), and a user.
+pub type RoleKey = (String, u64);
+
 impl JobIdentities {
-    pub fn new(capacity: usize) -> JobIdentities {
-        JobIdentities { entries: DashMap::new(), capacity }
+    pub fn new(capacity: usize, issuer: &str, asks_roles: bool) -> JobIdentities {
+        JobIdentities { entries: DashMap::new(), roles: DashMap::new(), capacity, issuer: issuer.to_owned(), asks_roles }
+    }
+
+    /// Whether `claims` came from GitLab's answer and their user's roles elsewhere can be asked.
+    pub fn asks_roles_for(&self, claims: &Claims) -> bool {
+        self.asks_roles && claims.iss == self.issuer && claims.user_id.is_some()
+    }
+
+    /// The user's role in a project, if GitLab was asked recently (`Some(None)`: not a member).
+    pub fn role(&self, key: &RoleKey, now: i64) -> Option<Option<crate::scope::Role>> {
+        let entry = *self.roles.get(key)?;
+        (entry.1 >= now).then_some(entry.0)
+    }
+
+    pub fn insert_role(&self, key: RoleKey, role: Option<crate::scope::Role>, until: i64, now: i64) {
+        if self.roles.len() >= self.capacity {
+            self.roles.retain(|_, (_, at)| *at >= now);
+            if self.roles.len() >= self.capacity {
+                return;
+            }
+        }
+        self.roles.insert(key, (role, until));
     }
 
     /// The live answer for `token`, if any.
@@ -224,7 +255,7 @@ mod tests {
 
     #[test]
     fn answers_die_at_their_time_and_the_cache_stays_bounded() {
-        let cache = JobIdentities::new(2);
+        let cache = JobIdentities::new(2, "https://gitlab.example.com", false);
         cache.insert("a", Identity::Refused, 10, 0);
         assert!(matches!(cache.get("a", 10), Some(Identity::Refused)));
         assert!(cache.get("a", 11).is_none());

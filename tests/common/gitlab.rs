@@ -46,13 +46,15 @@ pub struct GitLab {
     /// `protected_branches` / `protected_tags` per project id, and `access_level` per (project, user).
     refs: Arc<DashMap<(u64, &'static str), Vec<&'static str>>>,
     members: Arc<DashMap<(u64, u64), u64>>,
+    /// Project path → id, for API calls that name the project by its URL-encoded path.
+    paths: Arc<DashMap<String, u64>>,
 }
 
 impl GitLab {
     pub fn start() -> GitLab {
         let (calls, jobs, down) = (Arc::new(AtomicUsize::new(0)), Arc::new(DashMap::new()), Arc::new(AtomicBool::new(false)));
-        let (refs, members) = (Arc::new(DashMap::new()), Arc::new(DashMap::new()));
-        let state = State { calls: calls.clone(), jobs: jobs.clone(), down: down.clone(), refs: refs.clone(), members: members.clone() };
+        let (refs, members, paths) = (Arc::new(DashMap::new()), Arc::new(DashMap::new()), Arc::new(DashMap::new()));
+        let state = State { calls: calls.clone(), jobs: jobs.clone(), down: down.clone(), refs: refs.clone(), members: members.clone(), paths: paths.clone() };
         let port = super::serve_on_thread(move |listener| async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = state.clone();
@@ -65,7 +67,7 @@ impl GitLab {
                 });
             }
         });
-        GitLab { port, calls, jobs, down, refs, members }
+        GitLab { port, calls, jobs, down, refs, members, paths }
     }
 
     pub fn url(&self) -> String {
@@ -98,6 +100,7 @@ impl GitLab {
             "artifacts": [], "runner": null, "artifacts_expire_at": null, "archived": false, "tag_list": ["docker"]
         });
         self.jobs.insert(token.to_owned(), (body, true));
+        self.paths.insert(job.project_path.to_owned(), job.project_id);
     }
 
     /// The job of `token` ends: GitLab refuses its token from now on.
@@ -129,6 +132,8 @@ struct State {
     down: Arc<AtomicBool>,
     refs: Arc<DashMap<(u64, &'static str), Vec<&'static str>>>,
     members: Arc<DashMap<(u64, u64), u64>>,
+    /// Project path → id, for API calls that name the project by its URL-encoded path.
+    paths: Arc<DashMap<String, u64>>,
 }
 
 type Answer = http::Response<http_body_util::Full<bytes::Bytes>>;
@@ -162,7 +167,8 @@ impl State {
             return respond(401, json!({"message": "401 Unauthorized"}).to_string());
         }
         let segments: Vec<&str> = rest.split('/').collect();
-        let project: u64 = segments[0].parse().unwrap_or(0);
+        let decoded = percent_encoding::percent_decode_str(segments[0]).decode_utf8_lossy().into_owned();
+        let project: u64 = segments[0].parse().ok().or_else(|| self.paths.get(&decoded).map(|id| *id)).unwrap_or(0);
         match segments.as_slice() {
             [_, kind @ ("protected_branches" | "protected_tags")] => {
                 let names = self.refs.get(&(project, if *kind == "protected_tags" { "protected_tags" } else { "protected_branches" })).map(|n| n.clone()).unwrap_or_default();
