@@ -24,7 +24,7 @@ use crate::reason::Reason;
 use crate::refusal::Refusal;
 use crate::token::cache::{digest, TokenDigest};
 use crate::token::claims::Claims;
-use crate::token::gitlab::{is_protected, job_claims, member_role, Identity, JobDocError, JobIdentities, RoleKey};
+use crate::token::gitlab::{is_protected, job_claims, member_role, protected_names, Identity, JobDocError, JobIdentities, RoleKey};
 
 /// The largest answer read from GitLab (an `Entities::Ci::Job` is a few KiB).
 const MAX_ANSWER: usize = 256 * 1024;
@@ -79,6 +79,8 @@ pub struct GitLab {
     inflight: DashMap<TokenDigest, Arc<tokio::sync::Mutex<()>>>,
     lookups: IntCounterVec,
     seconds: Histogram,
+    /// Each project's protected branch or tag names (`protected_branches`/`protected_tags`), until.
+    protected: DashMap<(u64, &'static str), (Arc<Vec<String>>, i64)>,
     /// When GitLab last failed to answer and why (cleared by the next answer), for `/-/ready`.
     last_error: arc_swap::ArcSwapOption<(std::time::SystemTime, String)>,
 }
@@ -113,6 +115,7 @@ impl GitLab {
             lookups: metrics.gitlab_lookups.clone(),
             seconds: metrics.gitlab_lookup_seconds.clone(),
             last_error: arc_swap::ArcSwapOption::empty(),
+            protected: DashMap::new(),
         })
     }
 
@@ -237,31 +240,44 @@ impl GitLab {
             LookupError::Unavailable(what.to_owned())
         };
         let kind = if claims.ref_type.as_deref() == Some("tag") { "protected_tags" } else { "protected_branches" };
-        let git_ref = claims.git_ref.clone().unwrap_or_default();
-        let mut page = Some("1".to_owned());
-        let mut protected = false;
-        // Follow GitLab's `x-next-page` (offset pagination), bounded.
-        for _ in 0..20 {
-            let Some(n) = page.take() else { break };
-            let path = format!("/api/v4/projects/{}/{kind}?per_page=100&page={n}", claims.project_id);
-            let (status, headers, body) = self.get(&path, "private-token", api_token.clone()).await.map_err(|e| unavailable(&e))?;
-            if status != StatusCode::OK {
-                return Err(unavailable(&format!("GitLab answered {status} for the project's {kind}")));
-            }
-            protected |= is_protected(&body, &git_ref).map_err(|e| unavailable(&e.to_string()))?;
-            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
-        }
+        let names = self.protected_names(claims.project_id, kind, api_token).await.map_err(|e| unavailable(&e))?;
+        let protected = is_protected(&names, claims.git_ref.as_deref().unwrap_or(""));
         claims.ref_protected = protected;
         if let Some(user) = claims.user_id {
-            let path = format!("/api/v4/projects/{}/members/all/{user}", claims.project_id);
-            let (status, _, body) = self.get(&path, "private-token", api_token.clone()).await.map_err(|e| unavailable(&e))?;
-            claims.user_access_level = match status {
-                StatusCode::OK => member_role(&body).map_err(|e| unavailable(&e.to_string()))?,
-                StatusCode::NOT_FOUND => None,
-                other => return Err(unavailable(&format!("GitLab answered {other} for the user's membership"))),
-            };
+            let key = (claims.project_id.to_string(), user);
+            let now = crate::clock::unix_now();
+            self.resolve_role(&key, now).await?;
+            claims.user_access_level = self.identities.role(&key, now).flatten();
         }
         Ok(claims)
+    }
+
+    /// A project's protected branch or tag names, from the cache or every page of GitLab's answer
+    /// (`x-next-page`, at most 20 pages of 100).
+    async fn protected_names(&self, project: u64, kind: &'static str, api_token: &HeaderValue) -> Result<Arc<Vec<String>>, String> {
+        let now = crate::clock::unix_now();
+        if let Some(entry) = self.protected.get(&(project, kind)).filter(|e| e.1 >= now) {
+            return Ok(entry.0.clone());
+        }
+        let (mut names, mut page) = (Vec::new(), Some("1".to_owned()));
+        for _ in 0..20 {
+            let Some(n) = page.take() else { break };
+            let path = format!("/api/v4/projects/{project}/{kind}?per_page=100&page={n}");
+            let (status, headers, body) = self.get(&path, "private-token", api_token.clone()).await?;
+            if status != StatusCode::OK {
+                return Err(format!("GitLab answered {status} for the project's {kind}"));
+            }
+            names.extend(protected_names(&body).map_err(|e| e.to_string())?);
+            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
+        }
+        let names = Arc::new(names);
+        if self.protected.len() >= 10_000 {
+            self.protected.retain(|_, (_, until)| *until >= now);
+        }
+        if self.protected.len() < 10_000 {
+            self.protected.insert((project, kind), (names.clone(), now + self.cache_secs));
+        }
+        Ok(names)
     }
 
     async fn get_job(&self, token: &str) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {

@@ -68,6 +68,36 @@ fn an_unmodified_pipelines_git_traffic_passes_with_its_ci_job_token() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("job_token_invalid"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+#[test]
+fn a_push_passes_from_a_ref_gitlab_says_is_protected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let git = GitServer::start(d);
+    git.create_repo("acme/app");
+    std::fs::write(d.join("gitlab-token"), format!("{}\n", common::gitlab::API_TOKEN)).unwrap();
+    let gitlab = GitLab::start();
+    let (main, feature) = ("glcbt-64_LibMainPush_jjjjjjjjjjjj", "glcbt-64_LibFeaturePush_kkkkkkkkkk");
+    gitlab.add(main, job(4310, "acme/lib", 43));
+    gitlab.add(feature, Job { git_ref: "feature", ..job(4311, "acme/lib", 43) });
+    gitlab.protect_branches(43, vec!["main"]);
+    let fields = format!("url: '{}', api_token_file: gitlab-token", gitlab.url());
+    let gw = Gateway::start_with_gitlab(d, &format!("git: {{ url: 'http://127.0.0.1:{}' }}", git.port), POLICY, &fields, 60, 50, "");
+    let out = git_command(d, Some(&gw.ca)).args(["clone", "--quiet", &runner_url(&gw, main, "acme/app"), "work"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let work = d.join("work");
+    std::fs::write(work.join("change.txt"), "from lib").unwrap();
+    assert!(git_command(&work, None).args(["add", "change.txt"]).status().unwrap().success());
+    assert!(git_command(&work, None).args(["commit", "--quiet", "-m", "lib change"]).status().unwrap().success());
+    let push = |token: &str| git_command(&work, Some(&gw.ca)).args(["push", "--quiet", &runner_url(&gw, token, "acme/app"), "HEAD:main"]).output().unwrap();
+    let out = push(feature);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ref_not_protected"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = push(main);
+    assert!(out.status.success(), "a job on a protected ref pushes: {}", String::from_utf8_lossy(&out.stderr));
+    let bare = git.root.join("acme/app.git");
+    let head = String::from_utf8_lossy(&git_command(&bare, None).args(["log", "-1", "--format=%s", "main"]).output().unwrap().stdout).trim().to_owned();
+    assert_eq!(head, "lib change", "the push arrived");
+}
+
 async fn gateway_with(cache_secs: u64, dir: &std::path::Path, gitlab: &GitLab) -> Arc<Gateway> {
     let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", common::echo_upstream());
     Arc::new(tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir, &upstream, POLICY, &format!("url: '{}'", gitlab.url()), cache_secs, 20, "")))
@@ -111,17 +141,17 @@ async fn lookups_are_cached_shared_budgeted_and_fail_closed() {
     assert!(metrics.contains("jobgate_gitlab_lookups_total{outcome=\"unavailable\"} 1"), "{metrics}");
     gitlab.set_down(false);
 
-    // 200 random tokens in a burst: at most the budget (20 a second) reaches GitLab; the rest get 503
+    // 2,000 random tokens in a burst: at most the budget (20 a second) reaches GitLab; the rest get 503
     // with their own reason, and the known token keeps working throughout.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = gitlab.calls();
     let started = std::time::Instant::now();
     let mut over_budget = 0;
-    for i in 0..200 {
+    for i in 0..2000 {
         let (status, body) = client.get_with(&url, "JOB-TOKEN", &format!("glcbt-64_random{i:06}_bbbbbbbb")).await;
         assert!(status == 401 || status == 503, "{status}: {body}");
         over_budget += usize::from(status == 503 && body.contains("gitlab_lookup_budget"));
-        if i % 50 == 0 {
+        if i % 200 == 0 {
             assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200);
         }
     }

@@ -33,7 +33,8 @@ pub async fn serve(listener: TcpListener, git_root: Option<PathBuf>) {
                 let (git_root, base) = (git_root.clone(), base.clone());
                 async move {
                     let response = match git_root.as_deref() {
-                        _ if request.uri().path() == "/api/v4/job" => job(&request, &base),
+                        // GitLab's job lookup, as jobgate makes it (with `JOB-TOKEN`); anything else echoes.
+                        _ if request.uri().path() == "/api/v4/job" && request.headers().contains_key("job-token") => job(&request, &base),
                         Some(root) if is_git(request.uri().path()) => git_cgi(root, request).await,
                         _ => echo(request),
                     };

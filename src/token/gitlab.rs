@@ -99,13 +99,18 @@ struct ProtectedRefDoc {
     name: String,
 }
 
-/// Whether `git_ref` is one of the protected names of a `protected_branches`/`protected_tags` answer.
+/// The protected names (or wildcards) of one page of a `protected_branches`/`protected_tags` answer.
 ///
 /// # Errors
 /// An answer that is not a list of `{name}` objects.
-pub fn is_protected(answer: &[u8], git_ref: &str) -> Result<bool, JobDocError> {
+pub fn protected_names(answer: &[u8]) -> Result<Vec<String>, JobDocError> {
     let refs: Vec<ProtectedRefDoc> = serde_json::from_slice(answer).map_err(|_| JobDocError::Shape)?;
-    Ok(refs.iter().any(|r| crate::policy::glob::Glob::new(&r.name).matches(git_ref)))
+    Ok(refs.into_iter().map(|r| r.name).collect())
+}
+
+/// Whether `git_ref` is one of the protected `names` (`*` matches any run of characters).
+pub fn is_protected(names: &[String], git_ref: &str) -> bool {
+    names.iter().any(|name| crate::policy::glob::Glob::new(name).matches(git_ref))
 }
 
 /// The role of GitLab's `GET /projects/:id/members/all/:user_id` answer (`access_level`: 10 guest,
@@ -244,9 +249,9 @@ mod tests {
 
     #[test]
     fn protected_names_and_member_roles() {
-        let refs = br#"[{"id":1,"name":"main","push_access_levels":[]},{"id":2,"name":"release/*"}]"#;
-        assert_eq!((is_protected(refs, "main"), is_protected(refs, "release/1.2"), is_protected(refs, "feature")), (Ok(true), Ok(true), Ok(false)));
-        assert_eq!(is_protected(b"{}", "main"), Err(JobDocError::Shape));
+        let names = protected_names(br#"[{"id":1,"name":"main","push_access_levels":[]},{"id":2,"name":"release/*"}]"#).unwrap();
+        assert_eq!((is_protected(&names, "main"), is_protected(&names, "release/1.2"), is_protected(&names, "feature")), (true, true, false));
+        assert_eq!(protected_names(b"{}"), Err(JobDocError::Shape));
         use crate::scope::Role;
         assert_eq!(member_role(br#"{"id":5,"access_level":30}"#), Ok(Some(Role::Developer)));
         assert_eq!(member_role(br#"{"id":5,"access_level":5}"#), Ok(None), "minimal access is no role");
