@@ -51,6 +51,9 @@ impl From<LookupError> for Refusal {
     }
 }
 
+/// A project's protected names and until when they are believed.
+type ProtectedNames = (Arc<Vec<String>>, i64);
+
 /// A fixed one-second window of lookups.
 struct Budget {
     per_second: u32,
@@ -80,7 +83,7 @@ pub struct GitLab {
     lookups: IntCounterVec,
     seconds: Histogram,
     /// Each project's protected branch or tag names (`protected_branches`/`protected_tags`), until.
-    protected: DashMap<(u64, &'static str), (Arc<Vec<String>>, i64)>,
+    protected: DashMap<(u64, &'static str), ProtectedNames>,
     /// When GitLab last failed to answer and why (cleared by the next answer), for `/-/ready`.
     last_error: arc_swap::ArcSwapOption<(std::time::SystemTime, String)>,
 }
