@@ -18,7 +18,7 @@ const CORE: &[&str] = &[
     "src/token/cache.rs",
     "src/token/keys.rs",
     "src/token/gitlab.rs",
-    "src/enforce.rs",
+    "src/enforce",
     "src/explain.rs",
     "src/scope.rs",
     "src/refusal.rs",
