@@ -12,13 +12,15 @@
 //! ```
 //!
 //! The decision core — `classify`, `token` (extract, jws, verify, claims, cache, keys), `policy`,
-//! `revoke` (the set), `registry` (tokens, realm) and `enforce` — is synchronous and does no I/O;
+//! `revoke` (the set), `registry` (tokens, realm), `token::gitlab` (GitLab's job answers) and
+//! `enforce` — is synchronous and does no I/O;
 //! `tests/architecture.rs` keeps it that way. `enforce` is the ONE composition of the stages:
 //! `proxy::Gateway::handle` (serve), `explain` (narrating the same call through a trace), `expect`
 //! (the policy tests of `jobgate check`) and `registry::realm` all call it. The edges around it:
 //! `proxy` (route, LFS batch peek, unknown-kid refetch, forward | refuse), `forward`, `reject` (the
 //! only place that picks status, challenge and body), `record` (every exit ends there), `keys` (key
-//! sets kept fresh: polling, refetch, staleness), `revoke::store`, `reload`, `admin`, `serve`.
+//! sets kept fresh: polling, refetch, staleness), `gitlab` (asking GitLab about its own job tokens and
+//! users' roles), `revoke::store`, `reload`, `admin`, `serve`.
 //! Policy and API routes live in one [`snapshot::Snapshot`] swapped whole; each issuer's key set in
 //! its own [`token::keys::KeyState`], loaded once per verification.
 
