@@ -115,7 +115,7 @@ impl Upstream {
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
             .pool_timer(TokioTimer::new())
             .build(connector);
         Ok(Upstream {

@@ -169,3 +169,56 @@ fn audit_lines_never_carry_tokens_authorization_or_query_values() {
         assert!(!text.contains(secret), "the audit log contains {secret:?}:\n{text}");
     }
 }
+
+/// An upstream that, like lighttpd after `server.max-keep-alive-idle`, drops a keep-alive connection
+/// idle for longer than `idle` when the next request arrives on it (without answering).
+fn impatient_upstream(idle: std::time::Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut last = std::time::Instant::now();
+                let mut buffer = [0u8; 8192];
+                let mut head = Vec::new();
+                loop {
+                    let Ok(n) = stream.read(&mut buffer) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    if last.elapsed() > idle {
+                        return; // too late for this connection: closed, the request unanswered
+                    }
+                    head.extend_from_slice(&buffer[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        head.clear();
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                        last = std::time::Instant::now();
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn pooled_connections_are_not_reused_past_the_upstreams_keep_alive() {
+    let upstream = impatient_upstream(std::time::Duration::from_millis(1500));
+    let fetch_twice = |pool_idle_secs: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{upstream}', pool_idle_timeout_secs: {pool_idle_secs}"), POLICY, "");
+        let token = gw.token("acme/app", 42, false);
+        let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+        let first = curl(&gw, &["--http1.1", "-H", &format!("JOB-TOKEN: {token}"), &url]).0;
+        std::thread::sleep(std::time::Duration::from_millis(2200));
+        let second = curl(&gw, &["--http1.1", "-H", &format!("JOB-TOKEN: {token}"), &url]).0;
+        (first, second)
+    };
+    // Idle connections kept 1 s, under the upstream's 1.5 s: the second request gets a fresh one.
+    assert_eq!(fetch_twice(1), (200, 200));
+    // Kept longer than the upstream keeps them: the reused connection is dropped under the request.
+    assert_eq!(fetch_twice(60), (200, 502), "the race the timeout avoids");
+}

@@ -68,6 +68,11 @@ pub struct UpstreamConfig {
     pub response_timeout_secs: u64,
     #[serde(default = "default_pool_idle")]
     pub pool_max_idle_per_host: usize,
+    /// How long an idle pooled connection may be reused. Keep it below the upstream's own keep-alive
+    /// timeout (lighttpd and Apache: 5 s, puma: 20 s, nginx: 75 s): a connection the upstream closes
+    /// just as a request with a streamed body goes out cannot be retried.
+    #[serde(default = "default_pool_idle_timeout")]
+    pub pool_idle_timeout_secs: u64,
     /// With `credentials: replace`: the header to set and the file holding its value.
     pub replace: Option<ReplaceCredential>,
     /// This family's treatment of non-job traffic, overriding the top-level `non_job` (e.g.
@@ -93,6 +98,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_response_timeout() -> u64 {
     300
+}
+fn default_pool_idle_timeout() -> u64 {
+    4
 }
 fn default_pool_idle() -> usize {
     64
