@@ -59,10 +59,6 @@ impl<T> FamilyMap<T> {
     pub fn from_fn(mut f: impl FnMut(Family) -> T) -> FamilyMap<T> {
         FamilyMap(Family::ALL.map(&mut f))
     }
-
-    pub fn iter(&self) -> impl Iterator<Item = (Family, &T)> {
-        Family::ALL.into_iter().zip(self.0.iter())
-    }
 }
 
 impl<T> std::ops::Index<Family> for FamilyMap<T> {
