@@ -40,24 +40,17 @@ pub const API_TOKEN: &str = "glpat-jobgate-read-api";
 #[derive(Clone)]
 pub struct GitLab {
     pub port: u16,
-    calls: Arc<AtomicUsize>,
-    jobs: Arc<DashMap<String, (Value, bool)>>,
-    down: Arc<AtomicBool>,
-    /// `protected_branches` / `protected_tags` per project id, and `access_level` per (project, user).
-    refs: Arc<DashMap<(u64, &'static str), Vec<&'static str>>>,
-    members: Arc<DashMap<(u64, u64), u64>>,
-    /// Project path → id, for API calls that name the project by its URL-encoded path.
-    paths: Arc<DashMap<String, u64>>,
+    /// Shared with the server thread.
+    state: State,
 }
 
 impl GitLab {
     pub fn start() -> GitLab {
-        let (calls, jobs, down) = (Arc::new(AtomicUsize::new(0)), Arc::new(DashMap::new()), Arc::new(AtomicBool::new(false)));
-        let (refs, members, paths) = (Arc::new(DashMap::new()), Arc::new(DashMap::new()), Arc::new(DashMap::new()));
-        let state = State { calls: calls.clone(), jobs: jobs.clone(), down: down.clone(), refs: refs.clone(), members: members.clone(), paths: paths.clone() };
+        let state = State::default();
+        let served = state.clone();
         let port = super::serve_on_thread(move |listener| async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let state = state.clone();
+                let state = served.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
                         let answer = state.answer(&request);
@@ -67,7 +60,7 @@ impl GitLab {
                 });
             }
         });
-        GitLab { port, calls, jobs, down, refs, members, paths }
+        GitLab { port, state }
     }
 
     pub fn url(&self) -> String {
@@ -76,7 +69,7 @@ impl GitLab {
 
     /// Lookups answered so far.
     pub fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
+        self.state.calls.load(Ordering::SeqCst)
     }
 
     /// A running job whose token is `token`.
@@ -99,37 +92,38 @@ impl GitLab {
             "project": {"ci_job_token_scope_enabled": false},
             "artifacts": [], "runner": null, "artifacts_expire_at": null, "archived": false, "tag_list": ["docker"]
         });
-        self.jobs.insert(token.to_owned(), (body, true));
-        self.paths.insert(job.project_path.to_owned(), job.project_id);
+        self.state.jobs.insert(token.to_owned(), (body, true));
+        self.state.paths.insert(job.project_path.to_owned(), job.project_id);
     }
 
     /// The job of `token` ends: GitLab refuses its token from now on.
     pub fn finish(&self, token: &str) {
-        if let Some(mut job) = self.jobs.get_mut(token) {
+        if let Some(mut job) = self.state.jobs.get_mut(token) {
             job.1 = false;
         }
     }
 
     pub fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
+        self.state.down.store(down, Ordering::SeqCst);
     }
 
     /// The project's protected branch names (wildcards allowed).
     pub fn protect_branches(&self, project_id: u64, names: Vec<&'static str>) {
-        self.refs.insert((project_id, "protected_branches"), names);
+        self.state.refs.insert((project_id, "protected_branches"), names);
     }
 
     /// The user's `access_level` in the project (10 guest … 50 owner).
     pub fn member(&self, project_id: u64, user_id: u64, access_level: u64) {
-        self.members.insert((project_id, user_id), access_level);
+        self.state.members.insert((project_id, user_id), access_level);
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct State {
     calls: Arc<AtomicUsize>,
     jobs: Arc<DashMap<String, (Value, bool)>>,
     down: Arc<AtomicBool>,
+    /// `protected_branches` / `protected_tags` per project id, and `access_level` per (project, user).
     refs: Arc<DashMap<(u64, &'static str), Vec<&'static str>>>,
     members: Arc<DashMap<(u64, u64), u64>>,
     /// Project path → id, for API calls that name the project by its URL-encoded path.
