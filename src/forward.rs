@@ -161,7 +161,7 @@ impl Upstream {
         let result = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Err(_) => Err(ForwardError::Timeout),
             Ok(Err(e)) => {
-                tracing::warn!(request_id = ctx.request_id, error = %causes(&e), "upstream request failed");
+                tracing::warn!(request_id = ctx.request_id, error = %crate::error::chain(&e), "upstream request failed");
                 Err(if e.is_connect() { ForwardError::Connect } else { ForwardError::Failed })
             }
             Ok(Ok(response)) => Ok(response),
@@ -259,18 +259,6 @@ fn replacement(replace: &ReplaceCredential) -> Result<(HeaderName, HeaderValue),
 
 fn bad<E>(_: E) -> ForwardError {
     ForwardError::Internal
-}
-
-/// An error and every cause below it, in one line (hyper's client errors hide the cause otherwise).
-fn causes(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    line
 }
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.

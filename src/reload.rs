@@ -49,16 +49,17 @@ impl SourceStatus {
 
 /// Reads the policy folder and runs the policy's own tests (`policies/tests/*.yaml`, as `jobgate
 /// check` does) against it: a policy whose tests fail never goes live, at start or on reload.
+/// Returns the snapshot and how many tests passed.
 ///
 /// # Errors
 /// A file that does not load (file and line), or the failing tests, each named.
-pub fn tested_snapshot(config: &Config, generation: u64) -> Result<Snapshot, String> {
+pub fn tested_snapshot(config: &Config, generation: u64) -> Result<(Snapshot, usize), String> {
     let snapshot = Snapshot::build(config, generation).map_err(|e| e.to_string())?;
     let report = crate::expect::run(&snapshot, &config.policy_dir).map_err(|e| e.to_string())?;
     if !report.failures.is_empty() {
         return Err(format!("{} policy test(s) failed: {}", report.failures.len(), report.failures.join("; ")));
     }
-    Ok(snapshot)
+    Ok((snapshot, report.passed))
 }
 
 /// Owns the reload sources and remembers how the last attempt of each went.
@@ -104,7 +105,7 @@ impl Reloader {
         }
         // Generations are never reused, even by concurrent reloads (watch, SIGHUP, admin).
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let policy = tested_snapshot(&self.config, generation).map(|snapshot| self.gateway.swap_policy(snapshot));
+        let policy = tested_snapshot(&self.config, generation).map(|(snapshot, _)| self.gateway.swap_policy(snapshot));
         errors.extend(SourceStatus::record(&self.policy, policy));
         let result = if errors.is_empty() { "ok" } else { "failed" };
         self.gateway.metrics().reloads.with_label_values(&[source, result]).inc();

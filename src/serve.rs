@@ -21,14 +21,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{Admin, Secret};
+use crate::admin::Admin;
 use crate::audit::Audit;
 use crate::config::{Config, Limits, Timeouts};
 use crate::enforce::NonJobRules;
-use crate::forward::Upstream;
 use crate::metrics::Metrics;
 use crate::proxy::{BodyPeek, Gateway, GatewayParts};
-use crate::registry::RegistryTokens;
 use crate::reload::Reloader;
 use crate::revoke::store::Revocations;
 use crate::tls::{self, CertResolver};
@@ -50,37 +48,32 @@ pub struct Running {
 /// # Errors
 /// Any file that does not load, or an address that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let snapshot = crate::reload::tested_snapshot(&config, 1).map_err(anyhow::Error::msg)?;
     let metrics = Arc::new(Metrics::new());
+    let loaded = crate::preflight::load(&config, &metrics, true).await.map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     let revocations = Arc::new(match &config.revocations.file {
-        Some(path) => Revocations::open(path, crate::clock::unix_now()).await.with_context(|| format!("revocations {}", path.display()))?,
+        Some(path) => Revocations::open(path, crate::clock::unix_now()).await.with_context(|| format!("revocations.file {}", path.display()))?,
         None => Revocations::in_memory(),
     });
     metrics.revocations.set(i64::try_from(revocations.set().len()).unwrap_or(i64::MAX));
-    let (issuers, key_sources) = crate::keys::start(&config, &metrics).await?;
-    let registry = config
-        .registry_auth
-        .as_ref()
-        .map(|r| RegistryTokens::load(&r.signing_key, &r.issuer, &r.service, r.token_ttl_secs).map(|t| t.with_realm(r.realm.clone())))
-        .transpose()?;
-    let certs = Arc::new(CertResolver::new(tls::load_certified_key(&config.tls.cert, &config.tls.key)?));
+    let certs = Arc::new(CertResolver::new(loaded.certified_key));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
-    let upstreams = Upstream::for_families(&config.upstreams, &metrics).map_err(anyhow::Error::msg)?;
-    let job_tokens = config.issuers.iter().find_map(|i| i.gitlab_job_tokens.as_ref());
-    let gitlab = match (&config.gitlab, job_tokens) {
-        (Some(gitlab), Some(jobs)) => Some(crate::gitlab::GitLab::new(gitlab, jobs, &metrics).map_err(anyhow::Error::msg)?),
-        _ => None,
-    };
+    let audit = Audit::start(&config.audit, metrics.audit_dropped.clone()).await.with_context(|| match &config.audit.file {
+        Some(file) => format!("opening the audit log {}", file.display()),
+        None => "opening the audit log (standard output)".to_owned(),
+    })?;
     let gateway = Arc::new(Gateway::new(GatewayParts {
-        snapshot,
-        verifier: Verifier::new(issuers, config.limits.max_token_bytes, config.limits.token_cache_entries),
-        key_sources,
+        snapshot: loaded.snapshot,
+        verifier: Verifier::new(loaded.issuers, config.limits.max_token_bytes, config.limits.token_cache_entries),
+        key_sources: loaded.key_sources,
         revocations,
-        registry,
-        gitlab,
+        registry: loaded.registry,
+        gitlab: loaded.gitlab,
         non_job: NonJobRules::new(&config),
-        upstreams,
-        audit: Audit::start(&config.audit, metrics.audit_dropped.clone()).await.context("opening the audit log")?,
+        upstreams: loaded.upstreams,
+        audit,
         metrics: metrics.clone(),
         peek: BodyPeek::new(&config.limits, &config.timeouts),
     }));
@@ -94,11 +87,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
     reloader.record_certificate_expiry();
-    let admin_state = Arc::new(Admin {
-        reloader: reloader.clone(),
-        token: Secret::load(config.admin.token_file.as_deref()).map_err(anyhow::Error::msg)?,
-        webhook_secret: Secret::load(config.admin.webhook_secret_file.as_deref()).map_err(anyhow::Error::msg)?,
-    });
+    let admin_state = Arc::new(Admin { reloader: reloader.clone(), token: loaded.admin_token, webhook_secret: loaded.webhook_secret });
     let watcher = crate::watch::start(&config, reloader.clone()).context("watching files for changes")?;
     Ok(Running {
         _watcher: watcher,

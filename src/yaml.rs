@@ -1,5 +1,7 @@
 //! The YAML files jobgate reads — the process config, policy files, policy tests — parsed with
-//! serde_yaml, whose errors are turned into ones that name the file and the line.
+//! serde_yaml, whose errors are turned into ones that name the file and the line. A key written
+//! twice is an error everywhere (serde refuses repeated struct fields, [`UniqueMap`] repeated map
+//! keys), naming both lines.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -87,7 +89,8 @@ where
 /// For a repeated key in the mapping serde_yaml reports at `line` (where the mapping starts): the lines
 /// of its first two appearances as a key from there on.
 fn repeated_lines(text: &str, message: &str, line: usize) -> Option<(usize, usize)> {
-    let key = message.split(REPEATED).nth(1)?.split('`').nth(1)?;
+    // Ours for maps, serde's for struct fields.
+    let key = [REPEATED, "duplicate field "].iter().find_map(|prefix| message.split(prefix).nth(1))?.split('`').nth(1)?;
     let as_key = format!("{key}:");
     let mut at = text.lines().enumerate().skip(line.saturating_sub(1)).filter(|(_, l)| {
         let code = l.split(" #").next().unwrap_or("");

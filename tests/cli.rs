@@ -5,6 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn jobgate(args: &[&str], cwd: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_jobgate")).args(args).current_dir(cwd).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -144,4 +146,126 @@ fn explain_and_check_see_the_api_routes_serve_opens() {
     let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
     assert!(!ok && text.contains("expected Allow (granted_via_own_project), got Deny (unmatched_request)"), "{text}");
     assert!(explain().contains("decision: deny (unmatched_request)"));
+}
+
+/// Runs `jobgate serve` until it reports its listeners (then stops it) or exits; returns whether it
+/// started and what it printed.
+fn serve_starts(cwd: &Path) -> (bool, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jobgate"))
+        .args(["serve", "--config", "jobgate.yaml"])
+        .current_dir(cwd)
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut text = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("jobgate listening") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (true, text);
+        }
+    }
+    let _ = child.wait();
+    (false, text)
+}
+
+/// `check` passes exactly when `serve` starts: every file serve loads, every folder it writes in,
+/// and a key set that cannot verify the issuer's algorithms. All problems are reported at once.
+#[test]
+fn check_reports_every_problem_serve_would_refuse_and_serve_refuses_them_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
+    assert!(jobgate(&["keys", "generate", "--out", "keys", "--alg", "RS256"], d).0);
+    std::fs::create_dir_all(d.join("policies")).unwrap();
+    std::fs::create_dir_all(d.join("secrets")).unwrap();
+    std::fs::write(d.join("policies/p.yaml"), "projects:\n  acme/app: {}\n").unwrap();
+    std::fs::write(d.join("secrets/admin-token"), "  \n").unwrap();
+    let broken = "listen: { public: 127.0.0.1:0, admin: 127.0.0.1:0 }
+tls: { cert: certs/server.pem, key: certs/server-key.pem }
+issuers:
+  - { name: ci, iss: jobgate-test, audiences: [jobgate], jwks_file: keys/jwks.json, algorithms: [ES256] }
+policy_dir: policies
+upstreams:
+  git: { url: 'http://127.0.0.1:8080', credentials: replace, replace: { header: PRIVATE-TOKEN, value_file: secrets/upstream-token } }
+registry_auth: { signing_key: keys/registry-key.pem }
+admin: { token_file: secrets/admin-token, webhook_secret_file: secrets/webhook-secret }
+revocations: { file: state/revocations.log }
+audit: { file: logs/audit.log }
+";
+    std::fs::write(d.join("jobgate.yaml"), broken).unwrap();
+    let problems = [
+        "registry-key.pem",
+        "secrets/upstream-token",
+        "admin.token_file",
+        "empty secret",
+        "admin.webhook_secret_file",
+        "revocations.file",
+        "audit.file",
+        "can verify algorithms [ES256]",
+    ];
+    let (ok, checked) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(!ok, "{checked}");
+    assert!(checked.contains("7 problem(s); serve would not start"), "{checked}");
+    let (started, served) = serve_starts(d);
+    assert!(!started, "{served}");
+    for problem in problems {
+        assert!(checked.contains(problem), "check misses {problem:?}: {checked}");
+        assert!(served.contains(problem), "serve misses {problem:?}: {served}");
+    }
+    assert!(checked.contains("state: No such file or directory") || checked.contains("the folder") , "the folder is named: {checked}");
+
+    // Fixed one by one, the same config is accepted by both.
+    assert!(jobgate(&["keys", "generate", "--out", "keys", "--registry"], d).0);
+    for (file, text) in [("secrets/admin-token", "admin"), ("secrets/webhook-secret", "hook"), ("secrets/upstream-token", "glpat-x")] {
+        std::fs::write(d.join(file), text).unwrap();
+    }
+    std::fs::create_dir(d.join("state")).unwrap();
+    std::fs::create_dir(d.join("logs")).unwrap();
+    std::fs::write(d.join("jobgate.yaml"), broken.replace("algorithms: [ES256]", "algorithms: [RS256]")).unwrap();
+    let (ok, checked) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(ok, "{checked}");
+    let (started, served) = serve_starts(d);
+    assert!(started, "{served}");
+}
+
+/// A key set that cannot be fetched is a warning for both (serve starts, refuses the issuer's tokens
+/// and retries), with the real cause: an untrusted certificate and a refused port read differently.
+/// `--offline` fetches nothing.
+#[test]
+fn key_fetch_failures_name_their_cause_and_offline_fetches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
+    std::fs::create_dir(d.join("policies")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(common::net::JwksServer::start(d, "{\"keys\": []}".into(), 60));
+    let with_url = |url: &str| CONFIG.replace("jwks_file: keys/jwks.json", &format!("jwks_url: '{url}'"));
+
+    std::fs::write(d.join("jobgate.yaml"), with_url(&server.url())).unwrap();
+    let (ok, untrusted) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(ok, "serve would start: {untrusted}");
+    assert!(untrusted.contains("warning: issuer ci: key set not fetched") && untrusted.contains("UnknownIssuer"), "{untrusted}");
+    assert!(!untrusted.contains("keeping the last good one"), "there is no last good one: {untrusted}");
+
+    std::fs::write(d.join("jobgate.yaml"), with_url("https://127.0.0.1:9/jwks")).unwrap();
+    let (ok, refused) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(ok && refused.contains("Connection refused"), "{refused}");
+
+    let fetches = server.fetches();
+    std::fs::write(d.join("jobgate.yaml"), with_url(&server.url())).unwrap();
+    let (ok, offline) = jobgate(&["check", "--config", "jobgate.yaml", "--offline"], d);
+    assert!(ok && offline.contains("key set not fetched (offline)"), "{offline}");
+    assert_eq!(server.fetches(), fetches, "offline fetches nothing");
+
+    // A key set file that is not JSON: its problem is said once.
+    std::fs::write(d.join("jwks.json"), "{not json").unwrap();
+    std::fs::write(d.join("jobgate.yaml"), CONFIG.replace("keys/jwks.json", "jwks.json")).unwrap();
+    let (ok, garbage) = jobgate(&["check", "--config", "jobgate.yaml"], d);
+    assert!(!ok && garbage.matches("not a JWKS document").count() == 1, "{garbage}");
 }

@@ -24,8 +24,9 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Parse(#[from] crate::yaml::YamlError),
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    /// Every problem found, each line naming the file.
+    #[error("{}", problems.iter().map(|p| format!("{}: {p}", path.display())).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: PathBuf, problems: Vec<String> },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -248,7 +249,10 @@ impl Config {
         let mut config: Config = crate::yaml::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
-        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { path: path.to_owned(), problems });
+        }
         Ok(config)
     }
 
@@ -306,68 +310,75 @@ impl Config {
         Ok(())
     }
 
-    fn validate(&self) -> Result<(), String> {
+    /// Every problem of the file, not only the first.
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.issuers.is_empty() {
-            return Err("issuers: at least one issuer is required".into());
+            problems.push("issuers: at least one issuer is required".into());
         }
-        self.validate_gitlab()?;
+        problems.extend(self.validate_gitlab().err());
         for (i, issuer) in self.issuers.iter().enumerate() {
-            let at = format!("issuers[{i}] ({})", issuer.name);
-            if self.issuers[..i].iter().any(|other| other.name == issuer.name) {
-                return Err(format!("{at}: the name {:?} is configured twice", issuer.name));
-            }
-            if issuer.gitlab_job_tokens.is_some() {
-                let jwt = !issuer.iss.is_empty() || !issuer.audiences.is_empty() || issuer.jwks_file.is_some() || issuer.jwks_url.is_some() || issuer.discovery;
-                if jwt {
-                    return Err(format!("{at}: gitlab_job_tokens issuers ask GitLab; iss, audiences and key sources belong to JWT issuers"));
-                }
-                continue;
-            }
-            if issuer.iss.is_empty() {
-                return Err(format!("{at}: iss must not be empty"));
-            }
-            if issuer.audiences.is_empty() {
-                return Err(format!("{at}: audiences must name at least one audience"));
-            }
-            if issuer.algorithms.is_empty() {
-                return Err(format!("{at}: algorithms must name at least one algorithm"));
-            }
-            if self.issuers[..i].iter().any(|other| other.iss == issuer.iss) {
-                return Err(format!("{at}: iss {:?} is configured twice", issuer.iss));
-            }
-            let sources = [issuer.jwks_file.is_some(), issuer.jwks_url.is_some(), issuer.discovery];
-            if sources.iter().filter(|s| **s).count() != 1 {
-                return Err(format!("{at}: name exactly one key source: jwks_file, jwks_url or discovery: true"));
-            }
-            if let Some(url) = &issuer.jwks_url {
-                if !url.starts_with("https://") {
-                    return Err(format!("{at}: jwks_url must be an https:// URL"));
-                }
-            }
-            if issuer.discovery && !issuer.iss.starts_with("https://") {
-                return Err(format!("{at}: discovery needs an https:// iss"));
-            }
+            problems.extend(issuer.validate(&self.issuers[..i]).err().map(|e| format!("issuers[{i}] ({}): {e}", issuer.name)));
         }
         for (family, upstream) in self.upstreams.all() {
             let name = family.id();
-            parse_upstream_url(&upstream.url).map_err(|e| format!("upstreams.{name}.url: {e}"))?;
+            problems.extend(parse_upstream_url(&upstream.url).err().map(|e| format!("upstreams.{name}.url: {e}")));
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
-                return Err(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
+                problems.push(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
             }
         }
         if let Some(realm) = self.registry_auth.as_ref().and_then(|r| r.realm.as_ref()) {
             let ok = realm.parse::<Uri>().is_ok_and(|u| u.scheme() == Some(&Scheme::HTTPS) && u.authority().is_some()) && !realm.contains('"');
             if !ok {
-                return Err(format!("registry_auth.realm: {realm:?} is not an https:// URL"));
+                problems.push(format!("registry_auth.realm: {realm:?} is not an https:// URL"));
             }
         }
         for (i, route) in self.api_routes.iter().enumerate() {
             if !matches!(route.method.as_str(), "GET" | "HEAD") || !route.path.starts_with("/api/") {
-                return Err(format!("api_routes[{i}]: only GET or HEAD of a path under /api/ can be opened"));
+                problems.push(format!("api_routes[{i}]: only GET or HEAD of a path under /api/ can be opened"));
             }
         }
         if self.limits.max_header_bytes < 8192 {
-            return Err("limits.max_header_bytes: must be at least 8192".into());
+            problems.push("limits.max_header_bytes: must be at least 8192".into());
+        }
+        problems
+    }
+}
+
+impl IssuerConfig {
+    /// This issuer's own settings, against the issuers listed before it.
+    fn validate(&self, before: &[IssuerConfig]) -> Result<(), String> {
+        if before.iter().any(|other| other.name == self.name) {
+            return Err(format!("the name {:?} is configured twice", self.name));
+        }
+        if self.gitlab_job_tokens.is_some() {
+            let jwt = !self.iss.is_empty() || !self.audiences.is_empty() || self.jwks_file.is_some() || self.jwks_url.is_some() || self.discovery;
+            if jwt {
+                return Err("gitlab_job_tokens issuers ask GitLab; iss, audiences and key sources belong to JWT issuers".into());
+            }
+            return Ok(());
+        }
+        if self.iss.is_empty() {
+            return Err("iss must not be empty".into());
+        }
+        if self.audiences.is_empty() {
+            return Err("audiences must name at least one audience".into());
+        }
+        if self.algorithms.is_empty() {
+            return Err("algorithms must name at least one algorithm".into());
+        }
+        if before.iter().any(|other| other.iss == self.iss) {
+            return Err(format!("iss {:?} is configured twice", self.iss));
+        }
+        let sources = [self.jwks_file.is_some(), self.jwks_url.is_some(), self.discovery];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err("name exactly one key source: jwks_file, jwks_url or discovery: true".into());
+        }
+        if self.jwks_url.as_ref().is_some_and(|url| !url.starts_with("https://")) {
+            return Err("jwks_url must be an https:// URL".into());
+        }
+        if self.discovery && !self.iss.starts_with("https://") {
+            return Err("discovery needs an https:// iss".into());
         }
         Ok(())
     }
@@ -434,6 +445,29 @@ upstreams:
         }
         let (_dir, path) = write(&MINIMAL.replace("jwks_file: keys/jwks.json", "discovery: true"));
         assert!(Config::load(&path).is_ok());
+    }
+
+    #[test]
+    fn every_problem_is_reported_not_only_the_first() {
+        let text = MINIMAL.replace("audiences: [jobgate]", "audiences: []").replace("http://127.0.0.1:8080", "ftp://x") + "limits: { max_header_bytes: 10 }\n";
+        let (_dir, path) = write(&text);
+        let err = Config::load(&path).unwrap_err().to_string();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(lines.iter().all(|l| l.contains("jobgate.yaml: ")), "{err}");
+        assert!(err.contains("issuers[0] (ci): audiences") && err.contains("upstreams.git.url") && err.contains("limits.max_header_bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_key_written_twice_is_an_error_naming_both_lines() {
+        for (text, line, first) in [
+            (MINIMAL.replace("policy_dir: policies", "policy_dir: policies\npolicy_dir: other"), 9, 8),
+            (MINIMAL.replace("    audiences: [jobgate]", "    audiences: [jobgate]\n    audiences: [other]"), 7, 6),
+        ] {
+            let (_dir, path) = write(&text);
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("jobgate.yaml:{line}: ")) && err.contains("duplicate field") && err.contains(&format!("(first at line {first})")), "{err}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::token::keys::{KeySetError, MAX_JWKS_BYTES};
 /// Why a fetch failed (the last good set stays).
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{0}")]
+    #[error(transparent)]
     Keys(#[from] KeySetError),
     #[error("{url}: {message}")]
     Http { url: String, message: String },
@@ -69,12 +69,12 @@ impl Fetch for HttpsFetch {
                 request = request.header(header::IF_NONE_MATCH, etag);
             }
             let request = request.body(Empty::new()).map_err(|e| FetchError::http(url, e.to_string()))?;
-            let response = self.client.request(request).await.map_err(|e| FetchError::http(url, e.to_string()))?;
+            let response = self.client.request(request).await.map_err(|e| FetchError::http(url, crate::error::chain(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_JWKS_BYTES)
                 .collect()
                 .await
-                .map_err(|e| FetchError::http(url, format!("reading the body: {e}")))?
+                .map_err(|e| FetchError::http(url, format!("reading the body: {}", crate::error::chain(&*e))))?
                 .to_bytes();
             Ok(Fetched { status: parts.status, etag: parts.headers.get(header::ETAG).cloned(), max_age: max_age(&parts.headers), body })
         })

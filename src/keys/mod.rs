@@ -15,16 +15,23 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::token::verify::{secs, Issuer};
 
-/// Builds every configured issuer and loads (or first fetches) its keys: the issuers `verify` reads,
-/// and, in the same order, the sources that keep them fresh.
+/// Builds every configured issuer and loads (or, with `fetch`, first fetches) its keys: the issuers
+/// `verify` reads, and, in the same order, the sources that keep them fresh.
 ///
 /// # Errors
-/// A JWKS file that does not load, or an unreadable CA file.
-pub async fn start(config: &Config, metrics: &Metrics) -> Result<(Vec<Issuer>, Vec<Arc<KeySource>>), FetchError> {
+/// Every JWKS file that does not load and every unreadable CA file, one line each.
+pub async fn start(config: &Config, metrics: &Metrics, fetch: bool) -> Result<(Vec<Issuer>, Vec<Arc<KeySource>>), Vec<String>> {
     let mut issuers = Vec::with_capacity(config.issuers.len());
     let mut sources = Vec::with_capacity(config.issuers.len());
+    let mut errors = Vec::new();
     for issuer in config.issuers.iter().filter(|i| i.gitlab_job_tokens.is_none()) {
-        let source = KeySource::start(issuer, metrics.issuer(&issuer.name)).await?;
+        let source = match KeySource::start(issuer, metrics.issuer(&issuer.name), fetch).await {
+            Ok(source) => source,
+            Err(e) => {
+                errors.push(format!("issuer {}: {}", issuer.name, crate::error::chain(&e)));
+                continue;
+            }
+        };
         issuers.push(Issuer {
             name: issuer.name.clone(),
             iss: issuer.iss.clone(),
@@ -36,5 +43,9 @@ pub async fn start(config: &Config, metrics: &Metrics) -> Result<(Vec<Issuer>, V
         });
         sources.push(source);
     }
-    Ok((issuers, sources))
+    if errors.is_empty() {
+        Ok((issuers, sources))
+    } else {
+        Err(errors)
+    }
 }

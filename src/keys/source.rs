@@ -41,12 +41,13 @@ pub struct KeySource {
 }
 
 impl KeySource {
-    /// Builds the source and loads it once: a file must load; a URL that cannot be fetched yet starts
-    /// empty (every token fails closed) and is retried by [`KeySource::poll`].
+    /// Builds the source and loads it once: a file must load; a URL is fetched when `fetch` says so,
+    /// and one that cannot be fetched yet starts empty (every token fails closed) and is retried by
+    /// [`KeySource::poll`].
     ///
     /// # Errors
     /// An unreadable or unusable JWKS file, or an unreadable CA file.
-    pub async fn start(config: &IssuerConfig, stats: IssuerStats) -> Result<Arc<KeySource>, FetchError> {
+    pub async fn start(config: &IssuerConfig, stats: IssuerStats, fetch: bool) -> Result<Arc<KeySource>, FetchError> {
         let (kind, fetcher): (Kind, Option<Box<dyn Fetch>>) = match (&config.jwks_file, &config.jwks_url) {
             (Some(path), _) => (Kind::File(path.clone()), None),
             (None, Some(url)) => (Kind::Url(parse_https(url)?), Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?))),
@@ -57,8 +58,9 @@ impl KeySource {
         };
         let source = Arc::new(KeySource::new(config, kind, fetcher, stats));
         if source.is_polled() {
-            if let Err(e) = source.fetch().await {
-                tracing::error!(issuer = %source.name, "initial key-set fetch failed (retrying): {e}");
+            if fetch {
+                // A failure is logged by `record`; `poll` retries.
+                let _ = source.fetch().await;
             }
         } else {
             source.reload_file()?;
@@ -179,7 +181,13 @@ impl KeySource {
             }
             Err((outcome, message)) => {
                 self.stats.fetched(outcome);
-                tracing::warn!(issuer = %self.name, "key set not updated, keeping the last good one: {message}");
+                // A file's error goes to whoever reloads it (start, or the reload that reports it).
+                let never_loaded = self.state.current().generation == 0;
+                match (self.is_polled(), never_loaded) {
+                    (false, _) => {}
+                    (true, true) => tracing::error!(issuer = %self.name, "no key set loaded yet, every token of this issuer is refused until one loads: {message}"),
+                    (true, false) => tracing::warn!(issuer = %self.name, "key set not updated, keeping the last good one: {message}"),
+                }
                 self.last_error.store(Arc::new(Some(message)));
             }
         }

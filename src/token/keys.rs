@@ -116,6 +116,11 @@ impl KeySet {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+
+    /// Whether any key may verify a token signed with one of `algorithms`.
+    pub fn fits_any(&self, algorithms: &[Alg]) -> bool {
+        self.keys.values().any(|key| algorithms.iter().any(|alg| key.fits(*alg)))
+    }
 }
 
 /// Key-set generations are unique across issuers, so a cached token names exactly the set it was
