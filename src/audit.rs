@@ -2,10 +2,13 @@
 //! channel. A full channel drops the line and counts the drop; it never blocks a request. Lines carry
 //! no token, no `Authorization` value and no query string: the record type has no field for them.
 
+use std::io::Write;
 use std::time::SystemTime;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::config::AuditSink;
@@ -49,32 +52,31 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 pub struct Audit {
     sender: mpsc::Sender<AuditRecord>,
     dropped: prometheus::IntCounter,
+    /// Set by [`Audit::reopen`]; the writer reopens its file before the next batch.
+    reopen: Arc<AtomicBool>,
 }
 
 impl Audit {
-    /// Starts the writer task for `sink`.
+    /// Opens `sink` and starts its writer: one thread of its own with plain blocking writes, so a
+    /// batch costs no hop through the runtime's blocking pool.
     ///
     /// # Errors
-    /// The audit file cannot be opened for appending.
+    /// The audit file cannot be opened for appending, or the thread cannot start.
     pub async fn start(sink: &AuditSink, dropped: prometheus::IntCounter) -> std::io::Result<Audit> {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        match &sink.file {
-            None => {
-                tokio::spawn(write_lines(receiver, tokio::io::stdout()));
-            }
-            Some(path) => {
-                let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
-                tokio::spawn(write_lines(receiver, file));
-            }
-        }
-        Ok(Audit { sender, dropped })
+        let reopen = Arc::new(AtomicBool::new(false));
+        let out = Output::open(sink.file.clone())?;
+        let flag = reopen.clone();
+        std::thread::Builder::new().name("jobgate-audit".into()).spawn(move || write_lines(receiver, out, &flag))?;
+        Ok(Audit { sender, dropped, reopen })
     }
 
     /// An audit whose lines a test reads from the returned receiver.
     #[cfg(test)]
     pub(crate) fn channel() -> (Audit, mpsc::Receiver<AuditRecord>) {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        (Audit { sender, dropped: prometheus::IntCounter::new("dropped", "test").unwrap_or_else(|_| unreachable!()) }, receiver)
+        let dropped = prometheus::IntCounter::new("dropped", "test").unwrap_or_else(|_| unreachable!());
+        (Audit { sender, dropped, reopen: Arc::default() }, receiver)
     }
 
     /// Queues a line; drops it (and counts) when the writer is behind.
@@ -87,18 +89,64 @@ impl Audit {
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
     }
+
+    /// After logrotate moved the file away (SIGHUP): the next lines go to a new file at the path.
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+    }
 }
 
-async fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: impl tokio::io::AsyncWrite + Unpin) {
-    let mut batch = Vec::with_capacity(64);
+/// Where lines go: standard output, or a file kept by its path so it can be reopened.
+enum Output {
+    Stdout(std::io::Stdout),
+    File { path: PathBuf, file: std::fs::File },
+}
+
+impl Output {
+    fn open(path: Option<PathBuf>) -> std::io::Result<Output> {
+        Ok(match path {
+            None => Output::Stdout(std::io::stdout()),
+            Some(path) => Output::File { file: append(&path)?, path },
+        })
+    }
+
+    fn reopen(&mut self) {
+        if let Output::File { path, file } = self {
+            match append(path) {
+                Ok(reopened) => *file = reopened,
+                Err(e) => tracing::error!(error = %e, "reopening the audit log {} failed; writing on to the old file", path.display()),
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Output::Stdout(out) => {
+                let mut out = out.lock();
+                out.write_all(bytes).and_then(|()| out.flush())
+            }
+            Output::File { file, .. } => file.write_all(bytes),
+        }
+    }
+}
+
+fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: Output, reopen: &AtomicBool) {
+    let mut batch = Vec::with_capacity(256);
     let mut buffer = Vec::with_capacity(64 * 1024);
-    while receiver.recv_many(&mut batch, 256).await > 0 {
+    while receiver.blocking_recv_many(&mut batch, 256) > 0 {
+        if reopen.swap(false, Ordering::AcqRel) {
+            out.reopen();
+        }
         for record in batch.drain(..) {
             if serde_json::to_writer(&mut buffer, &record).is_ok() {
                 buffer.push(b'\n');
             }
         }
-        if let Err(e) = out.write_all(&buffer).await.and(out.flush().await) {
+        if let Err(e) = out.write(&buffer) {
             tracing::error!(error = %e, "audit log write failed");
         }
         buffer.clear();

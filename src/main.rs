@@ -17,6 +17,30 @@ use jobgate::token::Alg;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on standard error: `text` (coloured only on a terminal), `json` (one object per
+    /// line), or `auto`: text on a terminal, JSON otherwise (journald, `kubectl logs`, files). The
+    /// level comes from `RUST_LOG` (default `info`; e.g. `RUST_LOG=jobgate=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber: ANSI colour only on a terminal (and never with `NO_COLOR`).
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match (format, terminal) {
+        (LogFormat::Json, _) | (LogFormat::Auto, false) => logs.json().with_current_span(false).init(),
+        _ => logs.with_ansi(terminal && std::env::var_os("NO_COLOR").is_none()).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -153,10 +177,7 @@ fn parse_alg(s: &str) -> Result<Alg, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    init_logs(cli.log_format);
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

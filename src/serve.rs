@@ -108,7 +108,7 @@ impl Running {
         let _ = self.admin.await;
     }
 
-    /// Serves until SIGTERM or Ctrl-C; SIGHUP reloads.
+    /// Serves until SIGTERM or Ctrl-C; SIGHUP reopens the audit file (after logrotate) and reloads.
     ///
     /// # Errors
     /// Signal handlers could not be installed.
@@ -118,7 +118,10 @@ impl Running {
         let mut terminate = signal(SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = hangup.recv() => { let _ = self.reloader.reload("sighup"); }
+                _ = hangup.recv() => {
+                    self.reloader.gateway().audit().reopen();
+                    let _ = self.reloader.reload("sighup");
+                }
                 _ = terminate.recv() => break,
                 _ = tokio::signal::ctrl_c() => break,
             }

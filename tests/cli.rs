@@ -269,3 +269,27 @@ fn key_fetch_failures_name_their_cause_and_offline_fetches_nothing() {
     let (ok, garbage) = jobgate(&["check", "--config", "jobgate.yaml"], d);
     assert!(!ok && garbage.matches("not a JWKS document").count() == 1, "{garbage}");
 }
+
+/// Off a terminal, log lines are JSON objects by default and never carry ANSI colour; `--log-format
+/// text` gives plain text.
+#[test]
+fn logs_off_a_terminal_are_json_or_plain_text_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
+    std::fs::create_dir(d.join("policies")).unwrap();
+    // An unreachable key set makes serve log an error before it listens.
+    std::fs::write(d.join("jobgate.yaml"), CONFIG.replace("jwks_file: keys/jwks.json", "jwks_url: 'https://127.0.0.1:9/jwks'")).unwrap();
+    let (started, text) = serve_starts(d);
+    assert!(started, "{text}");
+    let logs: Vec<&str> = text.lines().filter(|l| !l.starts_with("jobgate listening")).collect();
+    assert!(!logs.is_empty() && !text.contains('\u{1b}'), "{text}");
+    for line in &logs {
+        let json: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(json["level"].is_string() && json["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(logs.iter().any(|l| l.contains("no key set loaded yet") && l.contains("Connection refused")), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["--log-format", "text", "check", "--config", "jobgate.yaml"]).current_dir(d).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains(" ERROR ") && !text.contains('\u{1b}') && !text.trim_start().starts_with('{'), "{text}");
+}

@@ -125,3 +125,24 @@ async fn an_idle_http2_client_does_not_hold_the_drain() {
     assert!(started.elapsed() < Duration::from_secs(5), "an idle h2 connection held the drain for {:?}", started.elapsed());
     let _ = tokio::time::timeout(Duration::from_secs(2), held).await;
 }
+
+/// logrotate moves the audit file away and sends SIGHUP: the next lines go to a new file at the
+/// configured path, none to the moved one.
+#[test]
+fn sighup_reopens_the_audit_log_after_logrotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", common::echo_upstream()), "projects: {}\n");
+    let lines = |path: &Path| std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0);
+    let (status, _) = common::curl(&gw, &[&gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 401);
+    wait_until("the first line is written", || lines(&gw.audit) == 1);
+    let rotated = dir.path().join("audit.log.1");
+    std::fs::rename(&gw.audit, &rotated).unwrap();
+    let status = Command::new("kill").args(["-HUP", &gw.pid().to_string()]).status().unwrap();
+    assert!(status.success());
+    // The reopen happens before the next batch the writer takes; give the signal a moment to land.
+    std::thread::sleep(Duration::from_millis(300));
+    common::curl(&gw, &[&gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    wait_until("a line lands in the new file", || lines(&gw.audit) == 1);
+    assert_eq!(lines(&rotated), 1, "nothing more goes to the rotated file");
+}
