@@ -288,7 +288,7 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operatio
     };
     let explained = jobgate::explain::explain(&core, &token, method, url, lfs_operation, jobgate::clock::unix_now());
     if json {
-        let summary = explained.summary.map(|s| serde_json::json!({"decision": s.disposition.id(), "enforced": s.enforced, "reason": s.reason.id()}));
+        let summary = explained.summary.map(|s| serde_json::json!({"decision": s.decision(), "enforced": s.enforced, "reason": s.reason.id()}));
         println!("{:#}", serde_json::json!({"summary": summary, "lines": explained.lines}));
     } else {
         for line in &explained.lines {

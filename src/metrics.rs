@@ -7,6 +7,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// What can ask for a reload: the file watcher, SIGHUP, `POST /-/reload`.
+pub const RELOAD_SOURCES: [&str; 3] = ["watch", "sighup", "admin"];
+
 /// Every metric jobgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -14,6 +17,9 @@ pub struct Metrics {
     pub request_seconds: HistogramVec,
     pub token_cache: IntCounterVec,
     pub reloads: IntCounterVec,
+    /// 1 when the last reload of any source went live, 0 while the last one failed.
+    pub config_last_reload_successful: IntGauge,
+    pub config_last_reload_success: Gauge,
     pub revocations: IntGauge,
     pub verify_seconds: Histogram,
     pub upstream_seconds: HistogramVec,
@@ -105,7 +111,12 @@ impl Metrics {
             register(r, IntGaugeVec::new(Opts::new(name, help), &["issuer"]).unwrap_or_else(|_| unreachable_metric(name)))
         };
         let metrics = Metrics {
-            requests: counter(r, "jobgate_requests_total", "Requests by family, action, decision and reason id.", &["family", "action", "decision", "reason"]),
+            requests: counter(
+                r,
+                "jobgate_requests_total",
+                "Requests by family, action, decision (allow, deny, passthrough, or challenge: the 401 that asks a client for its credential), reason id and status class.",
+                &["family", "action", "decision", "reason", "status"],
+            ),
             request_seconds: register(
                 r,
                 HistogramVec::new(
@@ -117,6 +128,12 @@ impl Metrics {
             ),
             token_cache: counter(r, "jobgate_token_cache_total", "Verified-token cache lookups by result.", &["result"]),
             reloads: counter(r, "jobgate_reloads_total", "Reloads by source and result.", &["source", "result"]),
+            config_last_reload_successful: gauge(r, "jobgate_config_last_reload_successful", "Whether the last reload went live (1) or failed and the last good configuration serves (0)."),
+            config_last_reload_success: register(
+                r,
+                Gauge::new("jobgate_config_last_reload_success_timestamp_seconds", "When the configuration last went live (start or reload).")
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_config_last_reload_success_timestamp_seconds")),
+            ),
             revocations: gauge(r, "jobgate_revocations", "Revocations held (jti and job ids)."),
             verify_seconds: register(
                 r,
@@ -163,6 +180,13 @@ impl Metrics {
             unknown_kid_suppressed: counter(r, "jobgate_issuer_unknown_kid_suppressed_total", "Unknown kids refused without fetching (cooldown).", &["issuer"]),
             registry,
         };
+        // Series an alert watches exist from the start, so the first failure is an increase.
+        for (source, result) in RELOAD_SOURCES.iter().flat_map(|s| [(s, "ok"), (s, "failed")]) {
+            metrics.reloads.with_label_values(&[source, result]);
+        }
+        for kind in ["error", "timeout"] {
+            metrics.tls_handshake_failures.with_label_values(&[kind]);
+        }
         let build = IntGaugeVec::new(Opts::new("jobgate_build_info", "Build information."), &["version"]).unwrap_or_else(|_| unreachable_metric("jobgate_build_info"));
         register(&metrics.registry, build).with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         metrics
@@ -209,5 +233,7 @@ mod tests {
         assert!(text.contains("jobgate_issuer_key_fetches_total{issuer=\"gitlab\",outcome=\"updated\"} 1"), "{text}");
         assert!(text.contains("jobgate_token_cache_total{result=\"hit\"} 1"), "{text}");
         assert!(text.contains("jobgate_build_info{version="), "{text}");
+        assert!(text.contains("jobgate_reloads_total{result=\"failed\",source=\"watch\"} 0"), "pre-initialised: {text}");
+        assert!(text.contains("jobgate_tls_handshake_failures_total{kind=\"timeout\"} 0"), "pre-initialised: {text}");
     }
 }

@@ -144,7 +144,7 @@ fn summary_of(record: &AuditRecord) -> (&'static str, bool, &'static str) {
 }
 
 fn ids(summary: Summary) -> (&'static str, bool, &'static str) {
-    (summary.disposition.id(), summary.enforced, summary.reason.id())
+    (summary.decision(), summary.enforced, summary.reason.id())
 }
 
 fn paths() -> impl Strategy<Value = String> {
@@ -281,7 +281,7 @@ fn a_refused_lfs_batch_has_a_request_id_and_is_counted() {
     assert_eq!(id, record.request_id);
     assert_eq!((record.family, record.reason), (Some("lfs"), "bad_request"));
     let metrics = fixture().gateway.metrics().render();
-    assert!(metrics.contains(r#"jobgate_requests_total{action="write",decision="deny",family="lfs",reason="bad_request"}"#), "{metrics}");
+    assert!(metrics.contains(r#"jobgate_requests_total{action="write",decision="deny",family="lfs",reason="bad_request",status="4xx"}"#), "{metrics}");
 }
 
 #[test]
@@ -294,10 +294,11 @@ fn token_realm_requests_are_recorded_and_counted() {
     let (response, record) = serve("", "GET", "/jwt/auth?service=container_registry", b"");
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()[http::header::WWW_AUTHENTICATE], "Basic realm=\"jobgate registry\"");
-    assert_eq!((record.decision, record.reason), ("deny", "missing_credential"));
+    // The usual first round trip of a client that sends its credential only when asked.
+    assert_eq!((record.decision, record.reason), ("challenge", "missing_credential"));
     let metrics = fixture().gateway.metrics().render();
-    for reason in ["granted", "missing_credential"] {
-        let line = format!(r#"jobgate_requests_total{{action="none",decision="{}",family="none",reason="{reason}"}}"#, if reason == "granted" { "allow" } else { "deny" });
+    for (decision, reason, class) in [("allow", "granted", "2xx"), ("challenge", "missing_credential", "4xx")] {
+        let line = format!(r#"jobgate_requests_total{{action="none",decision="{decision}",family="none",reason="{reason}",status="{class}"}}"#);
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 }

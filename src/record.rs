@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Instant, SystemTime};
 
 use http::request::Parts;
-use http::{HeaderValue, Response};
+use http::{HeaderValue, Response, StatusCode};
 use prometheus::{Histogram, IntCounter, IntCounterVec};
 
 use crate::audit::{Audit, AuditRecord};
@@ -79,9 +79,14 @@ impl Outcome {
 
 const FAMILIES: usize = Family::ALL.len() + 1;
 const ACTIONS: usize = 3;
-const DISPOSITIONS: usize = 3;
+/// allow, passthrough, deny ([`Disposition`] order), challenge.
+const DECISIONS: usize = 4;
+/// 1xx to 5xx.
+const CLASSES: usize = 5;
+const CLASS_IDS: [&str; CLASSES] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
-/// `jobgate_requests_total` handles, one slot per (family, action, decision, reason).
+/// `jobgate_requests_total` handles, one slot per (family, action, decision, reason, status class),
+/// each resolved on first use.
 struct RequestCounters {
     vec: IntCounterVec,
     slots: Box<[OnceLock<IntCounter>]>,
@@ -89,22 +94,24 @@ struct RequestCounters {
 
 impl RequestCounters {
     fn new(vec: IntCounterVec) -> RequestCounters {
-        let slots = (0..FAMILIES * ACTIONS * DISPOSITIONS * Reason::ALL.len()).map(|_| OnceLock::new()).collect();
+        let slots = (0..FAMILIES * ACTIONS * DECISIONS * Reason::ALL.len() * CLASSES).map(|_| OnceLock::new()).collect();
         RequestCounters { vec, slots }
     }
 
-    fn inc(&self, family: Option<Family>, action: Option<Action>, disposition: Disposition, reason: Reason) {
+    fn inc(&self, family: Option<Family>, action: Option<Action>, summary: Summary, status: StatusCode) {
         let f = family.map_or(Family::ALL.len(), Family::index);
         let a = match action {
             None => 0,
             Some(Action::Read) => 1,
             Some(Action::Write) => 2,
         };
-        let d = disposition as usize;
-        let index = ((f * ACTIONS + a) * DISPOSITIONS + d) * Reason::ALL.len() + reason as usize;
+        let d = if summary.is_challenge() { DECISIONS - 1 } else { summary.disposition as usize };
+        let c = usize::from(status.as_u16() / 100).clamp(1, CLASSES) - 1;
+        let reason = summary.reason;
+        let index = (((f * ACTIONS + a) * DECISIONS + d) * Reason::ALL.len() + reason as usize) * CLASSES + c;
         let Some(slot) = self.slots.get(index) else { return };
         slot.get_or_init(|| {
-            let labels = [family.map_or("none", Family::id), action.map_or("none", Action::id), disposition.id(), reason.id()];
+            let labels = [family.map_or("none", Family::id), action.map_or("none", Action::id), summary.decision(), reason.id(), CLASS_IDS[c]];
             self.vec.with_label_values(&labels)
         })
         .inc();
@@ -153,8 +160,8 @@ impl Recorder {
         }
         let request = outcome.request.as_ref();
         let (family, action) = (request.map(|r| r.family), request.map(|r| r.action));
-        let Summary { disposition, enforced, reason } = outcome.summary;
-        self.requests.inc(family, action, disposition, reason);
+        let summary = outcome.summary;
+        self.requests.inc(family, action, summary, response.status());
         let elapsed = cx.started.elapsed().as_secs_f64();
         if let Some(histogram) = self.seconds.get(family.map_or(Family::ALL.len(), Family::index)) {
             histogram.observe(elapsed);
@@ -180,9 +187,9 @@ impl Recorder {
             job_id: claims.map(|c| c.job_id),
             token_project: claims.map(|c| c.project_path.to_string()),
             user_id: claims.and_then(|c| c.user_id),
-            decision: disposition.id(),
-            enforced,
-            reason: reason.id(),
+            decision: summary.decision(),
+            enforced: summary.enforced,
+            reason: summary.reason.id(),
             status: response.status().as_u16(),
             duration_ms: elapsed * 1000.0,
             generation: cx.generation,

@@ -76,6 +76,8 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(config: Config, gateway: Arc<Gateway>, certs: Arc<CertResolver>, generation: u64) -> Self {
+        gateway.metrics().config_last_reload_successful.set(1);
+        gateway.metrics().config_last_reload_success.set(crate::clock::unix_now() as f64);
         Reloader {
             config,
             gateway,
@@ -108,7 +110,12 @@ impl Reloader {
         let policy = tested_snapshot(&self.config, generation).map(|(snapshot, _)| self.gateway.swap_policy(snapshot));
         errors.extend(SourceStatus::record(&self.policy, policy));
         let result = if errors.is_empty() { "ok" } else { "failed" };
-        self.gateway.metrics().reloads.with_label_values(&[source, result]).inc();
+        let metrics = self.gateway.metrics();
+        metrics.reloads.with_label_values(&[source, result]).inc();
+        metrics.config_last_reload_successful.set(i64::from(errors.is_empty()));
+        if errors.is_empty() {
+            metrics.config_last_reload_success.set(crate::clock::unix_now() as f64);
+        }
         if errors.is_empty() {
             tracing::info!(generation, source, "reloaded");
             self.last_error.store(None);

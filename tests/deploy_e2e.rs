@@ -23,7 +23,7 @@ fn ok(command: &mut Command) -> String {
 fn promtool_accepts_the_scrape_config_and_every_alert_passes_its_tests() {
     ok(Command::new("promtool").args(["check", "config", "deploy/prometheus/prometheus.yml"]));
     let rules = ok(Command::new("promtool").args(["check", "rules", "deploy/prometheus/alerts.yml"]));
-    assert!(rules.contains("7 rules found"), "{rules}");
+    assert!(rules.contains("8 rules found"), "{rules}");
     let tests = ok(Command::new("promtool").args(["test", "rules", "deploy/prometheus/alerts_test.yml"]));
     assert!(tests.contains("SUCCESS"), "{tests}");
     let rules_text = std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap();
@@ -127,7 +127,11 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
         std::thread::sleep(Duration::from_millis(250));
     };
     assert_eq!(denied, 3.0);
-    assert_eq!(value("sum(jobgate_requests_total{decision=\"allow\",reason=\"granted\"})"), Some(3.0));
+    assert_eq!(value("sum(jobgate_requests_total{decision=\"allow\",reason=\"granted\",status=\"2xx\"})"), Some(3.0));
+    assert_eq!(value("sum(jobgate_requests_total{decision=\"deny\",status=\"4xx\"})"), Some(3.0));
+    // Alerts see the first failure: the reload series exist from the start, the gauge says 1.
+    assert_eq!(value("count(jobgate_reloads_total{result=\"failed\"} == 0)"), Some(3.0));
+    assert_eq!(value("jobgate_config_last_reload_successful"), Some(1.0));
     assert_eq!(value("up{job=\"jobgate\"}"), Some(1.0));
     assert_eq!(value("jobgate_issuer_keys{issuer=\"ci\"}"), Some(1.0));
     assert_eq!(value("count(jobgate_build_info)"), Some(1.0));

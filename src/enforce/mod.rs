@@ -108,6 +108,24 @@ pub struct Summary {
     pub reason: Reason,
 }
 
+impl Summary {
+    /// A refusal for want of any credential: the usual first round trip of git, npm and docker,
+    /// which send their credential only when asked.
+    pub fn is_challenge(&self) -> bool {
+        self.disposition == Disposition::Deny && self.reason == Reason::MissingCredential
+    }
+
+    /// The decision as audit lines, metrics and `explain --json` name it: `allow`, `passthrough`,
+    /// `deny`, or `challenge` (kept apart so that denial rates mean denials).
+    pub fn decision(&self) -> &'static str {
+        if self.is_challenge() {
+            "challenge"
+        } else {
+            self.disposition.id()
+        }
+    }
+}
+
 impl Verdict {
     pub fn summary(&self) -> Summary {
         let (disposition, enforced, reason) = match self {
