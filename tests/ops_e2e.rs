@@ -146,3 +146,38 @@ fn sighup_reopens_the_audit_log_after_logrotate() {
     wait_until("a line lands in the new file", || lines(&gw.audit) == 1);
     assert_eq!(lines(&rotated), 1, "nothing more goes to the rotated file");
 }
+
+/// A certificate mounted from a Kubernetes Secret: the kubelet's files are symlinks into `..data`,
+/// which an update swaps by one atomic rename; no event names the certificate file itself.
+#[test]
+fn a_kubernetes_secret_update_rotates_the_certificate() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", sink_upstream()), "{}");
+    let certs = dir.path().join("certs");
+    let original = file_fingerprint(&certs.join("server.pem"));
+    // The kubelet's layout, holding the same pair.
+    std::fs::create_dir(certs.join("..2026_12_01_a")).unwrap();
+    for file in ["server.pem", "server-key.pem"] {
+        std::fs::copy(certs.join(file), certs.join("..2026_12_01_a").join(file)).unwrap();
+    }
+    symlink("..2026_12_01_a", certs.join("..data")).unwrap();
+    for file in ["server.pem", "server-key.pem"] {
+        symlink(format!("..data/{file}"), certs.join(format!("{file}.link"))).unwrap();
+        std::fs::rename(certs.join(format!("{file}.link")), certs.join(file)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(served_fingerprint(gw.port), original);
+
+    // cert-manager renews; the kubelet writes the new pair and swaps `..data`.
+    let next = dir.path().join("next");
+    jobgate::generate::certs(&next).unwrap();
+    std::fs::create_dir(certs.join("..2026_12_01_b")).unwrap();
+    for file in ["server.pem", "server-key.pem"] {
+        std::fs::copy(next.join(file), certs.join("..2026_12_01_b").join(file)).unwrap();
+    }
+    symlink("..2026_12_01_b", certs.join("..data_tmp")).unwrap();
+    std::fs::rename(certs.join("..data_tmp"), certs.join("..data")).unwrap();
+    let rotated = file_fingerprint(&next.join("server.pem"));
+    wait_until("the renewed certificate is served", || served_fingerprint(gw.port) == rotated);
+}
