@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{git_command, run, Process};
+use common::Process;
 
 #[test]
 fn the_demo_walkthrough_behaves_as_printed() {
@@ -28,59 +28,79 @@ fn the_demo_walkthrough_behaves_as_printed() {
             let _ = tx.send(line);
         }
     });
-    let mut commands = Vec::new();
-    let mut curls = Vec::new();
+    // Every command the demo prints after "in another shell:", as printed.
+    let mut printed = Vec::new();
     let mut ready = String::new();
+    let mut listing = false;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
         if line.contains("jobgate demo is serving") {
             ready = line.clone();
         }
+        listing |= line.contains("in another shell:");
         let line = line.trim();
-        if line.starts_with("git ") {
-            commands.push(line.to_owned());
-        }
-        if line.starts_with("curl -s --cacert") && (line.contains("JOB-TOKEN") || line.contains("gitlab-ci-token")) {
-            curls.push(line.to_owned());
+        if listing && !line.is_empty() && !line.starts_with('#') && !line.starts_with('(') && !line.contains("in another shell") {
+            printed.push(line.to_owned());
         }
         if line.starts_with("tail ") {
             break;
         }
     }
     assert!(!ready.is_empty(), "the demo did not start");
-    assert_eq!(commands.len(), 7, "{commands:?}");
+    let (setup, commands) = (&printed[0], &printed[1..]);
+    assert!(setup.starts_with("source ") && setup.ends_with("export GIT_SSL_CAINFO=$JOBGATE_CA"), "{printed:?}");
 
-    let env: Vec<(String, String)> = std::fs::read_to_string(demo_dir.join("tokens.env"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.strip_prefix("export ")?.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-        .collect();
-    let ca = env.iter().find(|(k, _)| k == "JOBGATE_CA").map(|(_, v)| v.clone()).unwrap();
-    let expand = |s: &str| env.iter().fold(s.to_owned(), |acc, (k, v)| acc.replace(&format!("${k}"), v));
-    let work = std::env::temp_dir().join("jobgate-demo-work");
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
+    // A newcomer's shell: the system PATH, nothing from cargo's target folder; git with a clean home.
+    let path: Vec<String> = std::env::var("PATH").unwrap().split(':').filter(|p| !p.contains("target")).map(str::to_owned).collect();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let shell = |command: &str| {
+        let script = format!("{setup}\n{command}");
+        Command::new("bash")
+            .args(["-c", &script])
+            .env("PATH", path.join(":"))
+            .env("HOME", &home)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env_remove("CURL_CA_BUNDLE")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(commands[0].starts_with("rm -rf ") && shell(&commands[0]).status.success(), "{printed:?}");
+    let commands = &commands[1..];
 
-    // Expected: clone own ok, clone admitted ok, clone secret refused, commit ok, push refused, push ok,
+    // git: clone own ok, clone admitted ok, clone secret refused, commit ok, push refused, push ok,
     // clone with GitLab's opaque job token ok.
+    let git: Vec<&String> = commands.iter().filter(|c| c.starts_with("git ")).collect();
     let expected = [true, true, false, true, false, true, true];
-    for (command, want) in commands.iter().zip(expected) {
-        let words: Vec<String> = command.split(' ').map(expand).collect();
-        let out = run(git_command(dir.path(), Some(ca.as_ref())).args(&words[1..]));
+    assert_eq!(git.len(), expected.len(), "{git:?}");
+    for (command, want) in git.iter().zip(expected) {
+        let out = shell(command);
         assert_eq!(out.status.success(), want, "{command}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    // The package and API examples answer as their comments say.
+    // The package, API, LFS and registry examples answer as their comments say.
+    let curls: Vec<&String> = commands.iter().filter(|c| c.starts_with("curl -s --cacert")).collect();
     assert_eq!(curls.len(), 8, "{curls:?}");
     for line in &curls {
         let (command, comment) = line.split_once('#').unwrap();
         let want = if comment.contains("denied") { "403" } else { "200" };
-        let out = Command::new("sh")
-            .args(["-c", &format!("{command} -o /dev/null -w '%{{http_code}}'")])
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env_remove("CURL_CA_BUNDLE")
-            .output()
-            .unwrap();
+        let out = shell(&format!("{command} -o /dev/null -w '%{{http_code}}'"));
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{line}");
     }
+    // explain, metrics, reload, the audit tail: each works as printed.
+    let rest: Vec<&String> = commands.iter().filter(|c| !c.starts_with("git ") && !c.starts_with("curl -s --cacert")).collect();
+    assert_eq!(rest.len(), 4, "{rest:?}");
+    let outputs: Vec<(bool, String)> = rest
+        .iter()
+        .map(|command| {
+            let out = shell(command);
+            (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        })
+        .collect();
+    assert!(!outputs[0].0 && outputs[0].1.contains("decision: deny (ref_not_protected)"), "{}: {}", rest[0], outputs[0].1);
+    assert!(outputs[1].0 && outputs[1].1.contains("jobgate_requests_total{"), "{}: {}", rest[1], outputs[1].1);
+    assert!(outputs[2].0 && outputs[2].1.contains("\"reloaded\": true"), "{}: {}", rest[2], outputs[2].1);
+    assert!(outputs[3].0 && outputs[3].1.lines().count() == 5, "{}: {}", rest[3], outputs[3].1);
     let audit = std::fs::read_to_string(demo_dir.join("audit.log")).unwrap();
     assert!(audit.contains("\"not_in_allowlist\"") && audit.contains("\"ref_not_protected\""), "{audit}");
 }

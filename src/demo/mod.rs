@@ -197,8 +197,8 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("\njobgate demo is serving https://{public} (admin http://{admin}/-/ready)");
     println!("config {}, audit log {}", dir.join("jobgate.yaml").display(), dir.join("audit.log").display());
     println!("tokens are valid for {} hours; in another shell:\n", TOKEN_TTL_SECS / 3600);
-    println!("  source {}", dir.join("tokens.env").display());
-    println!("  export GIT_SSL_CAINFO=$JOBGATE_CA; rm -rf {w}; mkdir -p {w}\n");
+    println!("  source {}; export GIT_SSL_CAINFO=$JOBGATE_CA", dir.join("tokens.env").display());
+    println!("  rm -rf {w}; mkdir -p {w}\n");
     if !git {
         println!("  (git is not installed: Git requests reach the echo upstream instead of repositories)");
     }
@@ -227,7 +227,9 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  {curl}/jwt/auth?service=container_registry\\&scope=repository:demo/app/img:pull,push -u gitlab-ci-token:$LIB_TOKEN   # a token granting pull only");
     println!("  {curl}/v2/demo/secret/img/tags/list -u gitlab-ci-token:$LIB_TOKEN   # denied: not_in_allowlist");
     println!("  # why, step by step (policy edits in {} apply on save; a broken edit shows on /-/ready):", dir.join("policies").display());
-    println!("  jobgate explain --config {} --token $LIB_TOKEN --method POST --url /demo/app.git/git-receive-pack", dir.join("jobgate.yaml").display());
+    // The binary that runs now, by its full path: after `cargo run`, `jobgate` is not on PATH.
+    let jobgate = std::env::current_exe().map_or_else(|_| "jobgate".to_owned(), |p| p.display().to_string());
+    println!("  {jobgate} explain --config {} --token $LIB_TOKEN --method POST --url /demo/app.git/git-receive-pack", dir.join("jobgate.yaml").display());
     println!("  curl -s http://{admin}/metrics | grep jobgate_requests_total");
     println!("  curl -s -X POST -H \"Authorization: Bearer $(cat {})\" http://{admin}/-/reload", dir.join("admin-token").display());
     println!("  # the reason for each refusal is in the audit log:");
