@@ -13,15 +13,15 @@ use common::Process;
 fn the_demo_walkthrough_behaves_as_printed() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("demo");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jobgate"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--dir"])
-        .arg(&demo_dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _process = Process { child };
+    // The demo runs git http-backend for each Git request: its process group goes with it.
+    let mut process = Process::spawn(
+        Command::new(env!("CARGO_BIN_EXE_jobgate"))
+            .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--dir"])
+            .arg(&demo_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let stdout = process.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {

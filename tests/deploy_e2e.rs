@@ -103,14 +103,14 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
     std::fs::write(prom.join("prometheus.yml"), config).unwrap();
     std::fs::copy("deploy/prometheus/alerts.yml", prom.join("alerts.yml")).unwrap();
     let (port, _prometheus) = common::serve_on_free_port(|port| {
-        Command::new("prometheus")
+        let mut command = Command::new("prometheus");
+        command
             .arg(format!("--config.file={}", prom.join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", prom.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is not installed: run scripts/test.sh")
+            .stderr(Stdio::null());
+        command
     });
 
     let query = |q: &str| -> serde_json::Value {

@@ -104,13 +104,13 @@ fn npm_scenario(tokens: &Tokens) {
             ),
         )
         .unwrap();
-        Command::new(&verdaccio)
+        let mut command = Command::new(&verdaccio);
+        command
             .arg("--config")
             .arg(d.join("verdaccio.yaml"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e} (run scripts/test.sh)", verdaccio.display()))
+            .stderr(Stdio::null());
+        command
     });
     let gw = tokens.gateway(d, &upstreams(&format!("url: 'http://127.0.0.1:{port}', credentials: strip, strip_prefix: /api/v4/projects/*/packages/npm")), POLICY, "");
 
@@ -194,14 +194,14 @@ fn python_scenario(tokens: &Tokens) {
     let packages = d.join("pypi-packages");
     std::fs::create_dir_all(&packages).unwrap();
     let (port, _pypi) = serve_on_free_port(|port| {
-        Command::new(python_tools().join("python"))
+        let mut command = Command::new(python_tools().join("python"));
+        command
             .arg("tests/fixtures/pypi_mounted.py")
             .arg(&packages)
             .args([&port.to_string(), "/api/v4/projects/42/packages/pypi"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the venv's python (run scripts/test.sh)")
+            .stderr(Stdio::null());
+        command
     });
     let gw = tokens.gateway(d, &upstreams(&format!("url: 'http://127.0.0.1:{port}', credentials: strip")), POLICY, "");
     let upload_url = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/pypi", gw.port);
@@ -256,7 +256,9 @@ fn nginx(dir: &Path) -> (u16, PathBuf, Process) {
             ),
         )
         .unwrap();
-        Command::new("nginx").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("nginx (run scripts/test.sh)")
+        let mut command = Command::new("nginx");
+        command.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
+        command
     });
     (port, root, process)
 }
@@ -335,4 +337,19 @@ fn mvn_deploy_and_generic_packages_through_jobgate_to_a_webdav_repository() {
     let (status, body) = common::curl(&gw, &["-H", &format!("JOB-TOKEN: {lib}"), &generic]);
     assert_eq!(status, 200);
     assert!(body.ends_with("generic package bytes"));
+}
+
+/// A stopped server leaves no process behind: nginx's workers go with their master's process group.
+#[test]
+fn a_stopped_nginx_leaves_no_worker_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_port, _root, process) = nginx(dir.path());
+    let group = process.child.id();
+    assert!(common::group_members(group).len() >= 2, "nginx runs a master and a worker: {:?}", common::group_members(group));
+    drop(process);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !common::group_members(group).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "left behind: {:?}", common::group_members(group));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

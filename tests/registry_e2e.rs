@@ -53,7 +53,9 @@ fn registry(dir: &Path, auth: &str) -> (u16, PathBuf, Process) {
             format!("version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: jobgate-test\n{auth}", store.display()),
         )
         .unwrap();
-        Command::new("docker-registry").arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("docker-registry (run scripts/test.sh)")
+        let mut command = Command::new("docker-registry");
+        command.arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null());
+        command
     });
     (port, store, process)
 }

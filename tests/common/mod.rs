@@ -19,13 +19,40 @@ pub mod net;
 pub const ISSUER: &str = "https://gitlab.test";
 pub const AUDIENCE: &str = "jobgate";
 
-/// A child process killed when dropped.
+/// A child process in a process group of its own, the whole group killed when dropped: servers that
+/// fork (nginx's workers, lighttpd's CGI children, gunicorn's workers) leave nothing behind.
 pub struct Process {
     pub child: Child,
 }
 
+impl Process {
+    /// Spawns `command` as the leader of a new process group.
+    pub fn spawn(command: &mut Command) -> Process {
+        use std::os::unix::process::CommandExt;
+        let child = command.process_group(0).spawn();
+        Process { child: child.unwrap_or_else(|e| panic!("cannot start {:?}: {e} (run scripts/test.sh to install it)", command.get_program())) }
+    }
+}
+
+/// The processes in process group `group` (from `/proc/*/stat`, whose 5th field is the group).
+pub fn group_members(group: u32) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // `pid (comm) state ppid pgrp …`; comm may hold spaces, so split after its closing paren.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        if fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(group) && fields.first() != Some(&"Z") {
+            members.push(pid);
+        }
+    }
+    members
+}
+
 impl Drop for Process {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -45,14 +72,15 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Starts a server on a fresh loopback port: `start(port)` writes its config and spawns it. The port
+/// Starts a server on a fresh loopback port: `start(port)` writes its config and returns the command,
+/// spawned in a process group of its own ([`Process`]). The port
 /// from [`free_port`] is free only when it is read; if another process binds it first, the server
 /// exits (or the port answers for someone else), so the server must still be running once the port
 /// answers — else a new port is tried.
-pub fn serve_on_free_port(mut start: impl FnMut(u16) -> Child) -> (u16, Process) {
+pub fn serve_on_free_port(mut start: impl FnMut(u16) -> Command) -> (u16, Process) {
     for _ in 0..5 {
         let port = free_port();
-        let mut process = Process { child: start(port) };
+        let mut process = Process::spawn(&mut start(port));
         let deadline = Instant::now() + Duration::from_secs(20);
         let exited = |p: &mut Process| p.child.try_wait().ok().flatten().is_some();
         while !exited(&mut process) && std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -114,13 +142,13 @@ setenv.set-environment = ( "GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL"
                 ),
             )
             .unwrap();
-            Command::new("lighttpd")
+            let mut command = Command::new("lighttpd");
+            command
                 .arg("-D")
                 .arg("-f")
                 .arg(&conf)
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("lighttpd is not installed: run scripts/test.sh")
+                .stdout(Stdio::null());
+            command
         });
         GitServer { port, root, log: dir.join("lighttpd-error.log"), _process: process }
     }
@@ -247,23 +275,17 @@ audit: {{ file: audit.log }}
             ),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jobgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut process = Process::spawn(
+            Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["serve", "--config"]).arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()),
+        );
         let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
+        let stderr = process.child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[jobgate] {line}");
                 let _ = tx.send(line);
             }
         });
-        let process = Process { child };
         let line = loop {
             let line = rx.recv_timeout(Duration::from_secs(30)).expect("jobgate did not report its addresses");
             if line.starts_with("jobgate listening") {
