@@ -12,7 +12,7 @@ for tool in lighttpd:lighttpd nginx:nginx curl:curl git:git git-lfs:git-lfs open
     python3:python3-venv npm:npm mvn:maven keytool:default-jre-headless; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
-for deb in libmaven-deploy-plugin-java libmaven-install-plugin-java libwagon-http-java docker-registry skopeo umoci; do
+for deb in libmaven-deploy-plugin-java libmaven-install-plugin-java libwagon-http-java docker-registry skopeo umoci buildah; do
     dpkg -s "$deb" >/dev/null 2>&1 || missing+=("$deb")
 done
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)

@@ -223,3 +223,59 @@ fn oras_pushes_and_pulls_an_artifact_through_jobgate() {
     let out = roundtrip(&gw.token("acme/lib", 43, false), "acme/app/artifact:2", &d.join("refused"));
     assert!(!out.status.success(), "another project's push is denied: {}", text(&out));
 }
+
+/// jobgate's own image (`deploy/image/build.sh`, buildah from scratch): unpacked, it runs as its
+/// non-root user with no shell beside it, `check` accepts a config inside it, and skopeo pushes it
+/// through jobgate to the registry.
+#[test]
+fn the_jobgate_image_runs_from_its_unpacked_root_and_is_pushed_through_jobgate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let layout = d.join("image");
+    let version = env!("CARGO_PKG_VERSION");
+    let out = run(Command::new("deploy/image/build.sh").arg("--binary").arg(env!("CARGO_BIN_EXE_jobgate")).arg("--out").arg(&layout));
+    assert!(out.status.success(), "build.sh: {}", text(&out));
+    let bundle = d.join("bundle");
+    let out = run(Command::new("umoci").args(["unpack", "--image", &format!("{}:{version}", layout.display())]).arg(&bundle));
+    assert!(out.status.success(), "umoci unpack: {}", text(&out));
+    let rootfs = bundle.join("rootfs");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["process"]["user"]["uid"].as_u64(), config["process"]["user"]["gid"].as_u64()), (Some(10001), Some(10001)), "{config}");
+    assert_eq!(config["process"]["args"][0], "/usr/local/bin/jobgate", "{config}");
+    for absent in ["bin/sh", "usr/bin", "bin"] {
+        assert!(!rootfs.join(absent).exists(), "{absent} is in the image");
+    }
+    assert!(rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file());
+
+    let inside = |args: &[&str]| run(Command::new("chroot").arg("--userspec=10001:10001").arg(&rootfs).arg("/usr/local/bin/jobgate").args(args));
+    let out = inside(&["--version"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("jobgate {version}"), "{}", text(&out));
+    for args in [["certs", "generate", "--out", "/tmp/t/certs"], ["keys", "generate", "--out", "/tmp/t/keys"]] {
+        let out = inside(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    std::fs::create_dir_all(rootfs.join("tmp/t/policies")).unwrap();
+    std::fs::write(rootfs.join("tmp/t/policies/p.yaml"), POLICY).unwrap();
+    let config = "listen: { public: 127.0.0.1:0, admin: 127.0.0.1:0 }
+tls: { cert: certs/server.pem, key: certs/server-key.pem }
+issuers:
+  - { name: ci, iss: https://gitlab.example.com, audiences: [jobgate], jwks_file: keys/jwks.json }
+policy_dir: policies
+upstreams:
+  git: { url: 'http://gitlab-webservice:8181' }
+";
+    std::fs::write(rootfs.join("tmp/t/jobgate.yaml"), config).unwrap();
+    let out = inside(&["check", "--config", "/tmp/t/jobgate.yaml"]);
+    assert!(out.status.success() && text(&out).contains("ok: /tmp/t/jobgate.yaml"), "{}", text(&out));
+
+    let (port, store, _registry) = registry(d, "");
+    let gw = gateway(d, port, "strip");
+    let skopeo = Skopeo::new(d, &gw);
+    let token = gw.token("acme/app", 42, false);
+    let creds = format!("gitlab-ci-token:{token}");
+    let dest = format!("docker://127.0.0.1:{}/acme/app/jobgate:{version}", gw.port);
+    let out = skopeo.run(&["copy", "--dest-cert-dir", skopeo.certs.to_str().unwrap(), "--dest-creds", &creds, &format!("oci:{}:{version}", layout.display()), &dest]);
+    assert!(out.status.success(), "push: {}", text(&out));
+    assert!(store.join(format!("docker/registry/v2/repositories/acme/app/jobgate/_manifests/tags/{version}")).exists());
+    assert!(skopeo.digest(&gw, &token, &format!("acme/app/jobgate:{version}")).starts_with("sha256:"));
+}
