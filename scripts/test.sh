@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # generic packages; git, curl, openssl, npm and mvn (with Debian's deploy plugins, used offline) are
 # clients; prometheus (with promtool) checks and scrapes deploy/.
 missing=()
-for tool in lighttpd:lighttpd nginx:nginx curl:curl git:git git-lfs:git-lfs openssl:openssl prometheus:prometheus promtool:prometheus \
+for tool in lighttpd:lighttpd nginx:nginx redis-server:redis-server redis-cli:redis-tools curl:curl git:git git-lfs:git-lfs openssl:openssl prometheus:prometheus promtool:prometheus \
     python3:python3-venv npm:npm mvn:maven keytool:default-jre-headless; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use crate::body::{self, Body};
 use crate::clock::unix_now;
 use crate::reload::Reloader;
+use crate::revoke::shared::Sharing;
 use crate::revoke::{is_finished, Revocation, Revoked};
 
 /// Largest admin request body.
@@ -86,7 +87,15 @@ impl Admin {
                 json(status, &self.reloader.status())
             }
             (&Method::GET, "/metrics") => {
-                let mut response = Response::new(body::full(gateway.metrics().render()));
+                let metrics = gateway.metrics();
+                // Revocations arrive from other replicas too: the gauges are read off the state.
+                metrics.revocations.set(i64::try_from(gateway.revocations().set().len()).unwrap_or(i64::MAX));
+                if let Some(shared) = gateway.revocations().shared() {
+                    metrics.revocations_shared_connected.set(i64::from(shared.connected()));
+                    metrics.revocations_queued.set(i64::try_from(shared.queued()).unwrap_or(i64::MAX));
+                    metrics.revocations_received.inc_by(shared.received().saturating_sub(metrics.revocations_received.get()));
+                }
+                let mut response = Response::new(body::full(metrics.render()));
                 response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 response
             }
@@ -149,10 +158,12 @@ impl Admin {
         let now = unix_now();
         let revocation = Revocation { what, expires_at: expires_at.unwrap_or(now + gateway.verifier().max_lifetime()) };
         match gateway.revocations().revoke(revocation.clone(), now).await {
-            Ok(()) => {
+            Ok(sharing) => {
                 gateway.metrics().revocations.set(i64::try_from(gateway.revocations().set().len()).unwrap_or(i64::MAX));
-                tracing::info!(?revocation.what, "revoked");
-                json(StatusCode::OK, &serde_json::json!({"revoked": true, "revocation": revocation}))
+                tracing::info!(?revocation.what, ?sharing, "revoked");
+                // Redis unreachable: this replica holds it at once, the others once the link is back.
+                let shared = sharing.map(|s| if s == Sharing::Stored { "stored" } else { "queued" });
+                json(StatusCode::OK, &serde_json::json!({"revoked": true, "revocation": revocation, "shared": shared}))
             }
             Err(e) => {
                 tracing::error!("revocation not persisted: {e}");

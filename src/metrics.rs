@@ -21,6 +21,9 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     pub config_last_reload_success: Gauge,
     pub revocations: IntGauge,
+    pub revocations_shared_connected: IntGauge,
+    pub revocations_queued: IntGauge,
+    pub revocations_received: IntCounter,
     pub verify_seconds: Histogram,
     pub upstream_seconds: HistogramVec,
     pub upstream_errors: IntCounterVec,
@@ -135,6 +138,13 @@ impl Metrics {
                     .unwrap_or_else(|_| unreachable_metric("jobgate_config_last_reload_success_timestamp_seconds")),
             ),
             revocations: gauge(r, "jobgate_revocations", "Revocations held (jti and job ids)."),
+            revocations_shared_connected: gauge(r, "jobgate_revocations_shared_connected", "Whether this replica follows the shared revocation store (Redis) now."),
+            revocations_queued: gauge(r, "jobgate_revocations_queued", "Revocations made while Redis was unreachable, not yet written to it."),
+            revocations_received: register(
+                r,
+                IntCounter::new("jobgate_revocations_received_total", "Revocations applied from the shared channel (every replica's, this one's included).")
+                    .unwrap_or_else(|_| unreachable_metric("jobgate_revocations_received_total")),
+            ),
             verify_seconds: register(
                 r,
                 Histogram::with_opts(HistogramOpts::new("jobgate_verify_duration_seconds", "Token verification (cache included).").buckets(FAST_BUCKETS.to_vec()))

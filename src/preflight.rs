@@ -66,6 +66,9 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
         keep(&mut errors, writable_folder("revocations.file", file));
         keep(&mut errors, crate::revoke::store::replay(file, crate::clock::unix_now()).await.map(drop).map_err(|e| format!("revocations.file {}: {e}", file.display())));
     }
+    if let Some(redis) = &config.revocations.redis {
+        keep(&mut errors, crate::revoke::shared::Shared::new(redis, Arc::default()).map(drop));
+    }
     if let Some(file) = &config.audit.file {
         keep(&mut errors, writable_folder("audit.file", file));
     }

@@ -139,10 +139,12 @@ impl Reloader {
         &self.gateway
     }
 
-    /// Ready once every issuer has a usable, fresh key set (the policy loaded before we started).
+    /// Ready once every issuer has a usable, fresh key set (the policy loaded before we started), and,
+    /// when revocations are shared, they were replayed and Redis was not lost for too long.
     pub fn ready(&self) -> bool {
         let now = crate::clock::unix_now();
-        self.gateway.key_sources().iter().all(|s| !s.state().is_stale(now) && !s.state().current().set.is_empty())
+        let keys = self.gateway.key_sources().iter().all(|s| !s.state().is_stale(now) && !s.state().current().set.is_empty());
+        keys && self.gateway.revocations().shared().is_none_or(|shared| shared.ready())
     }
 
     /// The state `/-/ready` shows.
@@ -176,7 +178,10 @@ impl Reloader {
                 "policy": policy,
                 "certificate": certificate,
                 "issuers": issuers,
-                "revocations": { "held": self.gateway.revocations().set().len() },
+                "revocations": {
+                    "held": self.gateway.revocations().set().len(),
+                    "shared": self.gateway.revocations().shared().map(|shared| shared.status()),
+                },
                 "gitlab": self.gateway.gitlab().map(crate::gitlab::GitLab::status),
             },
             "ready": self.ready(),

@@ -32,6 +32,10 @@ use crate::revoke::store::Revocations;
 use crate::tls::{self, CertResolver};
 use crate::token::verify::Verifier;
 
+/// How long start waits for the shared revocations' first replay before serving without it (then
+/// not ready until it comes).
+const SHARED_REPLAY_WAIT: Duration = Duration::from_secs(3);
+
 /// A started gateway: bound addresses and the handle to stop it.
 pub struct Running {
     _watcher: notify::RecommendedWatcher,
@@ -53,10 +57,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let revocations = Arc::new(match &config.revocations.file {
+    let mut revocations = match &config.revocations.file {
         Some(path) => Revocations::open(path, crate::clock::unix_now()).await.with_context(|| format!("revocations.file {}", path.display()))?,
         None => Revocations::in_memory(),
-    });
+    };
+    if let Some(redis) = &config.revocations.redis {
+        revocations = revocations.share(redis).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(shared) = revocations.shared() {
+        shared.start(SHARED_REPLAY_WAIT).await;
+    }
+    let revocations = Arc::new(revocations);
     metrics.revocations.set(i64::try_from(revocations.set().len()).unwrap_or(i64::MAX));
     let certs = Arc::new(CertResolver::new(loaded.certified_key));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);

@@ -95,11 +95,37 @@ pub struct ApiRoute {
     pub scope: crate::scope::Scope,
 }
 
-/// Where revocations are persisted; without a file they live in memory only (lost on restart).
+/// Where revocations are persisted; without a file they live in memory only (lost on restart). With
+/// `redis`, they are shared by every replica pointed at the same Redis and prefix.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationsConfig {
     pub file: Option<PathBuf>,
+    pub redis: Option<RedisConfig>,
+}
+
+/// The Redis every replica shares revocations through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://HOST:PORT/DB` or `redis+unix:///PATH`; no password in it (see `password_file`).
+    pub url: String,
+    /// A file holding the Redis password (`AUTH`), when the server wants one.
+    pub password_file: Option<PathBuf>,
+    /// Keys and the channel are named `<key_prefix>:revocations`.
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+    /// A replica that cannot reach Redis for longer than this reports not ready (it keeps enforcing
+    /// what it has, and queues what it revokes meanwhile).
+    #[serde(default = "default_redis_unready")]
+    pub unready_after_secs: u64,
+}
+
+fn default_redis_prefix() -> String {
+    "jobgate".into()
+}
+fn default_redis_unready() -> u64 {
+    30
 }
 
 /// The admin listener's credential for state-changing routes (`POST /-/reload`).
@@ -277,7 +303,9 @@ impl Config {
             resolve(p);
         }
         let registry_key = self.registry_auth.as_mut().map(|r| &mut r.signing_key);
-        for p in [self.admin.token_file.as_mut(), self.admin.webhook_secret_file.as_mut(), self.revocations.file.as_mut(), registry_key].into_iter().flatten() {
+        let redis_password = self.revocations.redis.as_mut().and_then(|r| r.password_file.as_mut());
+        let files = [self.admin.token_file.as_mut(), self.admin.webhook_secret_file.as_mut(), self.revocations.file.as_mut(), registry_key, redis_password];
+        for p in files.into_iter().flatten() {
             resolve(p);
         }
         for family in Family::ALL {
@@ -336,6 +364,17 @@ impl Config {
         for (i, route) in self.api_routes.iter().enumerate() {
             if !matches!(route.method.as_str(), "GET" | "HEAD") || !route.path.starts_with("/api/") {
                 problems.push(format!("api_routes[{i}]: only GET or HEAD of a path under /api/ can be opened"));
+            }
+        }
+        if let Some(redis) = &self.revocations.redis {
+            let scheme = redis.url.split_once("://").map(|(scheme, _)| scheme);
+            if !matches!(scheme, Some("redis" | "redis+unix" | "unix")) {
+                problems.push(format!("revocations.redis.url {:?}: redis://HOST:PORT/DB or redis+unix:///PATH (TLS to Redis is not supported yet)", redis.url));
+            } else if redis.url.split_once("://").is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|a| a.contains('@'))) {
+                problems.push("revocations.redis.url: put the password in password_file, not in the URL".into());
+            }
+            if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
+                problems.push("revocations.redis.key_prefix: a non-empty name without spaces".into());
             }
         }
         if self.limits.max_header_bytes < 8192 {

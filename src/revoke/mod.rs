@@ -3,6 +3,7 @@
 //! `enforce` on every request for every kind of token, cached ones included. It is pure; `store`
 //! persists it.
 
+pub mod shared;
 pub mod store;
 
 use dashmap::DashMap;

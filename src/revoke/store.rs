@@ -3,7 +3,8 @@
 //! and compacted (expired entries dropped, written to a temporary file and renamed) at start and
 //! whenever it grows to twice the live set. One process owns the file: it holds an exclusive lock on
 //! `<file>.lock` from before the first read until it exits, so a second `jobgate serve` on the same
-//! config refuses to start instead of rewriting the file under the first one.
+//! config refuses to start instead of rewriting the file under the first one. With `revocations.redis`
+//! the set is also shared with every replica (`shared`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +12,15 @@ use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
 
+use super::shared::{Shared, Sharing};
 use super::{Revocation, RevocationSet};
+use crate::config::RedisConfig;
 
 pub struct Revocations {
     set: Arc<RevocationSet>,
     file: Option<(PathBuf, tokio::sync::Mutex<tokio::fs::File>)>,
+    /// Redis, when revocations are shared between replicas.
+    shared: Option<Arc<Shared>>,
     lines_on_disk: AtomicUsize,
     /// The exclusive lock on `<file>.lock`, released when the process ends.
     _lock: Option<std::fs::File>,
@@ -24,7 +29,7 @@ pub struct Revocations {
 impl Revocations {
     /// An in-memory set (no persistence).
     pub fn in_memory() -> Revocations {
-        Revocations { set: Arc::default(), file: None, lines_on_disk: AtomicUsize::new(0), _lock: None }
+        Revocations { set: Arc::default(), file: None, shared: None, lines_on_disk: AtomicUsize::new(0), _lock: None }
     }
 
     /// Replays `path` (if it exists), drops expired entries, rewrites it compacted, and keeps it open
@@ -38,7 +43,17 @@ impl Revocations {
         let file = rewrite(path, &set.list(now)).await?;
         let lines_on_disk = AtomicUsize::new(set.len());
         let file = Some((path.to_owned(), tokio::sync::Mutex::new(file)));
-        Ok(Revocations { set: Arc::new(set), file, lines_on_disk, _lock: Some(lock) })
+        Ok(Revocations { set: Arc::new(set), file, shared: None, lines_on_disk, _lock: Some(lock) })
+    }
+
+    /// Shares this set with every replica following the same Redis (see [`Shared`]); the caller
+    /// starts it with [`Shared::start`].
+    ///
+    /// # Errors
+    /// A bad URL or an unreadable password file.
+    pub fn share(mut self, config: &RedisConfig) -> Result<Revocations, String> {
+        self.shared = Some(Shared::new(config, self.set.clone())?);
+        Ok(self)
     }
 
     /// The set `enforce` checks.
@@ -46,15 +61,28 @@ impl Revocations {
         &self.set
     }
 
-    /// Revokes at once in memory, then appends and fsyncs; returns only when the entry is durable.
+    pub fn shared(&self) -> Option<&Arc<Shared>> {
+        self.shared.as_ref()
+    }
+
+    /// Revokes at once in memory, then appends and fsyncs, then shares it; returns only when the
+    /// entry is durable in the file, and says whether Redis has it too (`None`: not shared).
     ///
     /// # Errors
     /// The append or the fsync failed (the revocation still holds in memory until restart).
-    pub async fn revoke(&self, revocation: Revocation, now: i64) -> std::io::Result<()> {
+    pub async fn revoke(&self, revocation: Revocation, now: i64) -> std::io::Result<Option<Sharing>> {
         self.set.insert(&revocation);
+        self.persist(&revocation, now).await?;
+        Ok(match &self.shared {
+            Some(shared) => Some(shared.share(&revocation).await),
+            None => None,
+        })
+    }
+
+    async fn persist(&self, revocation: &Revocation, now: i64) -> std::io::Result<()> {
         let Some((path, file)) = &self.file else { return Ok(()) };
         let mut file = file.lock().await;
-        let mut line = serde_json::to_vec(&revocation).map_err(std::io::Error::other)?;
+        let mut line = serde_json::to_vec(revocation).map_err(std::io::Error::other)?;
         line.push(b'\n');
         file.write_all(&line).await?;
         file.sync_data().await?;
