@@ -21,6 +21,7 @@ use prometheus::{Histogram, IntCounterVec};
 
 use crate::config::{GitLabConfig, GitLabJobTokens};
 use crate::reason::Reason;
+use crate::redis_link::RedisLink;
 use crate::refusal::Refusal;
 use crate::token::cache::{digest, TokenDigest};
 use crate::token::claims::Claims;
@@ -86,6 +87,33 @@ pub struct GitLab {
     protected: DashMap<(u64, &'static str), ProtectedNames>,
     /// When GitLab last failed to answer and why (cleared by the next answer), for `/-/ready`.
     last_error: arc_swap::ArcSwapOption<(std::time::SystemTime, String)>,
+    /// Redis, when replicas share GitLab's answers: a token is looked up once for all of them.
+    shared: Option<RedisLink>,
+}
+
+/// GitLab's answer to a job-token lookup, as kept in Redis for the other replicas: its status, its
+/// body (`Entities::Ci::Job`, never the token) and until when it may be believed. Each replica reads
+/// the body with the same [`job_claims`] as a fresh answer; the deadline never moves.
+struct Answer {
+    status: StatusCode,
+    body: Bytes,
+    until: i64,
+}
+
+impl Answer {
+    fn encode(&self) -> Vec<u8> {
+        let mut value = format!("{} {}\n", self.until, self.status.as_u16()).into_bytes();
+        value.extend_from_slice(&self.body);
+        value
+    }
+
+    fn decode(value: &[u8]) -> Option<Answer> {
+        let split = value.iter().position(|b| *b == b'\n')?;
+        let head = std::str::from_utf8(&value[..split]).ok()?;
+        let (until, status) = head.split_once(' ')?;
+        let status = StatusCode::from_u16(status.parse().ok()?).ok()?;
+        Some(Answer { status, body: Bytes::copy_from_slice(&value[split + 1..]), until: until.parse().ok()? })
+    }
 }
 
 impl GitLab {
@@ -119,7 +147,16 @@ impl GitLab {
             seconds: metrics.gitlab_lookup_seconds.clone(),
             last_error: arc_swap::ArcSwapOption::empty(),
             protected: DashMap::new(),
+            shared: None,
         })
+    }
+
+    /// Shares GitLab's answers with every replica on the same Redis (`<prefix>:gitlab-job:<SHA-256
+    /// of the token>`, expiring when the answer does).
+    #[must_use]
+    pub fn share_answers(mut self, redis: RedisLink) -> GitLab {
+        self.shared = Some(redis);
+        self
     }
 
     /// What `/-/ready` shows: the instance and its last failure to answer, if the last lookup failed.
@@ -207,6 +244,9 @@ impl GitLab {
     }
 
     async fn ask(&self, token: &str, now: i64) -> Result<(), LookupError> {
+        if let Some(answer) = self.shared_answer(token, now).await {
+            return self.believe(token, answer, now, true).await;
+        }
         let started = std::time::Instant::now();
         let answer = self.get_job(token).await;
         self.seconds.observe(started.elapsed().as_secs_f64());
@@ -214,23 +254,45 @@ impl GitLab {
             self.lookups.with_label_values(&["unavailable"]).inc();
             LookupError::Unavailable(e)
         })?;
+        let until = now + if status == StatusCode::OK { self.cache_secs } else { REFUSED_SECS };
+        self.believe(token, Answer { status, body, until }, now, false).await
+    }
+
+    /// The answer another replica got for `token`, if Redis has one (any Redis failure: none).
+    async fn shared_answer(&self, token: &str, now: i64) -> Option<Answer> {
+        let redis = self.shared.as_ref()?;
+        let key = format!("{}:gitlab-job:{}", redis.prefix, hex(&digest(token)));
+        let value: Option<Vec<u8>> = redis.query(redis::cmd("GET").arg(&key)).await.ok()?;
+        Answer::decode(&value?).filter(|answer| answer.until >= now)
+    }
+
+    /// Turns GitLab's answer (its own, or one shared through Redis) into the identity requests read,
+    /// and shares a fresh one.
+    async fn believe(&self, token: &str, answer: Answer, now: i64, shared: bool) -> Result<(), LookupError> {
+        let Answer { status, ref body, until } = answer;
         let (identity, until, outcome) = match status {
-            StatusCode::OK => match job_claims(&body, &self.base, now + self.cache_secs) {
-                Ok(claims) => (Identity::Job(Arc::new(self.completed(claims).await?)), now + self.cache_secs, "job"),
-                Err(JobDocError::NotRunning) => (Identity::Refused, now + REFUSED_SECS, "not_running"),
+            StatusCode::OK => match job_claims(body, &self.base, until) {
+                Ok(claims) => (Identity::Job(Arc::new(self.completed(claims).await?)), until, "job"),
+                Err(JobDocError::NotRunning) => (Identity::Refused, until.min(now + REFUSED_SECS), "not_running"),
                 Err(e) => {
                     self.lookups.with_label_values(&["invalid"]).inc();
                     return Err(LookupError::Unavailable(e.to_string()));
                 }
             },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => (Identity::Refused, now + REFUSED_SECS, "refused"),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => (Identity::Refused, until.min(now + REFUSED_SECS), "refused"),
             other => {
                 self.lookups.with_label_values(&["unavailable"]).inc();
                 return Err(LookupError::Unavailable(format!("GitLab answered {other}")));
             }
         };
-        self.lookups.with_label_values(&[outcome]).inc();
+        self.lookups.with_label_values(&[if shared { "shared" } else { outcome }]).inc();
         self.identities.insert(token, identity, until, now);
+        if let (Some(redis), false) = (&self.shared, shared) {
+            let key = format!("{}:gitlab-job:{}", redis.prefix, hex(&digest(token)));
+            let value = Answer { status, body: answer.body, until }.encode();
+            // Best effort: without Redis every replica asks GitLab itself.
+            let _ = redis.query::<()>(redis::cmd("SET").arg(&key).arg(value).arg("EXAT").arg(until.max(now + 1))).await;
+        }
         Ok(())
     }
 
@@ -300,5 +362,24 @@ impl GitLab {
         let (parts, body) = response.into_parts();
         let body = Limited::new(body, MAX_ANSWER).collect().await.map_err(|e| format!("reading GitLab's answer: {e}"))?.to_bytes();
         Ok((parts.status, parts.headers, body))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_answer_round_trips_and_garbage_is_none() {
+        let answer = Answer { status: StatusCode::OK, body: Bytes::from_static(b"{\"id\": 1}\n{}"), until: 1_800_000_000 };
+        let decoded = Answer::decode(&answer.encode()).unwrap_or_else(|| unreachable!());
+        assert_eq!((decoded.status, decoded.body, decoded.until), (answer.status, answer.body, answer.until));
+        for garbage in [&b""[..], b"x", b"12 999999\n", b"12\n{}", b"a 200\n{}"] {
+            assert!(Answer::decode(garbage).is_none(), "{garbage:?}");
+        }
     }
 }

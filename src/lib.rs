@@ -46,6 +46,7 @@ pub mod preflight;
 pub mod proxy;
 pub mod query;
 pub mod reason;
+pub mod redis_link;
 pub mod record;
 pub mod refusal;
 pub mod reject;

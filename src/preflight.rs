@@ -14,6 +14,7 @@ use crate::forward::Upstream;
 use crate::gitlab::GitLab;
 use crate::keys::KeySource;
 use crate::metrics::Metrics;
+use crate::redis_link::RedisLink;
 use crate::registry::RegistryTokens;
 use crate::snapshot::Snapshot;
 use crate::token::verify::Issuer;
@@ -56,8 +57,12 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
     );
     let upstreams = keep(&mut errors, Upstream::for_families(&config.upstreams, metrics));
     let job_tokens = config.issuers.iter().find_map(|i| i.gitlab_job_tokens.as_ref());
+    // With a shared Redis, replicas share GitLab's answers too.
     let gitlab = keep(&mut errors, match (&config.gitlab, job_tokens) {
-        (Some(gitlab), Some(jobs)) => GitLab::new(gitlab, jobs, metrics).map(Some),
+        (Some(gitlab), Some(jobs)) => GitLab::new(gitlab, jobs, metrics).and_then(|gitlab| match &config.revocations.redis {
+            Some(redis) => Ok(Some(gitlab.share_answers(RedisLink::open(redis)?))),
+            None => Ok(Some(gitlab)),
+        }),
         _ => Ok(None),
     });
     let admin_token = keep(&mut errors, Secret::load(config.admin.token_file.as_deref()).map_err(|e| format!("admin.token_file {e}")));

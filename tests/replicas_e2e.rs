@@ -356,3 +356,44 @@ fn a_second_process_on_one_revocations_file_refuses_to_start_and_the_file_is_int
     assert_eq!(revoke(first.admin_port, 1043), 200);
     assert!(std::fs::read_to_string(&file).unwrap().contains("1043"), "the first keeps appending to the same file");
 }
+
+/// GitLab's own job tokens: the first replica that sees a token asks GitLab, the others take its
+/// answer from Redis; the answer's deadline does not move, and a finished job's webhook reaches all.
+#[test]
+fn replicas_ask_gitlab_once_per_token_between_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let redis = Redis::start(&root.join("redis"));
+    let gitlab = common::gitlab::GitLab::start();
+    let token = "glcbt-64_SharedJobToken_z7z7z7z7z7";
+    gitlab.add(token, common::gitlab::Job { id: 4242, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    let upstream = echo_upstream();
+    let replicas: Vec<Gateway> = ["a", "b", "c"]
+        .iter()
+        .map(|name| {
+            let d = root.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("admin-token"), ADMIN_TOKEN).unwrap();
+            std::fs::write(d.join("webhook-secret"), HOOK_SECRET).unwrap();
+            let extra = format!(
+                "admin: {{ token_file: admin-token, webhook_secret_file: webhook-secret }}\nrevocations: {{ redis: {{ url: 'redis://127.0.0.1:{}', key_prefix: t }} }}",
+                redis.port
+            );
+            Gateway::start_with_gitlab(&d, &format!("git: {{ url: 'http://127.0.0.1:{upstream}' }}"), POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, &extra)
+        })
+        .collect();
+    let status = |gw: &Gateway| curl(gw, &["-H", &format!("JOB-TOKEN: {token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]).0;
+    let before = gitlab.calls();
+    for gw in &replicas {
+        assert_eq!(status(gw), 200);
+    }
+    assert_eq!(gitlab.calls() - before, 1, "one lookup at GitLab for three replicas");
+    for gw in &replicas[1..] {
+        assert!(admin_get(gw, "/metrics").contains("jobgate_gitlab_lookups_total{outcome=\"shared\"} 1"), "{}", admin_get(gw, "/metrics"));
+    }
+    gitlab.finish(token);
+    assert_eq!(job_hook(replicas[1].admin_port, 4242), 200);
+    for gw in &replicas {
+        wait_until("the finished job's token is refused everywhere", Duration::from_secs(1), || status(gw) == 401);
+    }
+}

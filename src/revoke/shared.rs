@@ -7,7 +7,7 @@
 //! Redis unreachable: the replica keeps enforcing what it has; what it revokes meanwhile holds
 //! locally at once and is queued, written when the link is back; after `unready_after_secs` without
 //! Redis it reports not ready. A lost link is found by the connection closing or by a ping that gets
-//! no answer within [`TIMEOUT`].
+//! no answer within [`crate::redis_link::TIMEOUT`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisResult};
+use redis::RedisResult;
 
 use super::{Revocation, RevocationSet, Revoked};
 use crate::config::RedisConfig;
+use crate::redis_link::{within, RedisLink};
 
-/// Connecting, each command, each ping.
-const TIMEOUT: Duration = Duration::from_secs(2);
 const PING_EVERY: Duration = Duration::from_secs(2);
 const RETRY_AFTER: Duration = Duration::from_millis(250);
 
@@ -37,10 +35,9 @@ struct Link {
 }
 
 pub struct Shared {
-    client: Client,
+    redis: RedisLink,
     key: String,
     set: Arc<RevocationSet>,
-    writer: tokio::sync::Mutex<Option<MultiplexedConnection>>,
     /// Revocations made while Redis was unreachable, oldest first (admin path only), and how many.
     queued: tokio::sync::Mutex<Vec<Revocation>>,
     queued_len: AtomicUsize,
@@ -64,17 +61,10 @@ impl Shared {
     /// # Errors
     /// A URL that is not Redis's, or an unreadable password file.
     pub fn new(config: &RedisConfig, set: Arc<RevocationSet>) -> Result<Arc<Shared>, String> {
-        let mut info = config.url.as_str().into_connection_info().map_err(|e| format!("revocations.redis.url {:?}: {e}", config.url))?;
-        if let Some(file) = &config.password_file {
-            let password = std::fs::read_to_string(file).map_err(|e| format!("revocations.redis.password_file {}: {e}", file.display()))?;
-            info.redis.password = Some(password.trim().to_owned());
-        }
-        let client = Client::open(info).map_err(|e| format!("revocations.redis.url {:?}: {e}", config.url))?;
         Ok(Arc::new(Shared {
-            client,
+            redis: RedisLink::open(config)?,
             key: format!("{}:revocations", config.key_prefix),
             set,
-            writer: tokio::sync::Mutex::new(None),
             queued: tokio::sync::Mutex::new(Vec::new()),
             queued_len: AtomicUsize::new(0),
             link: ArcSwap::from_pointee(Link { down_since: Some(Instant::now()), replayed: false, last_error: None }),
@@ -147,10 +137,10 @@ impl Shared {
     }
 
     async fn session(&self) -> RedisResult<()> {
-        let pubsub = within(self.client.get_async_pubsub()).await?;
+        let pubsub = self.redis.pubsub().await?;
         let (mut sink, mut messages) = pubsub.split();
         within(sink.subscribe(&self.key)).await?;
-        let replay: Vec<(String, f64)> = self.query(redis::cmd("ZRANGEBYSCORE").arg(&self.key).arg(crate::clock::unix_now()).arg("+inf").arg("WITHSCORES")).await?;
+        let replay: Vec<(String, f64)> = self.redis.query(redis::cmd("ZRANGEBYSCORE").arg(&self.key).arg(crate::clock::unix_now()).arg("+inf").arg("WITHSCORES")).await?;
         for (member, expires_at) in replay {
             if let Some(revocation) = from_member(&member, expires_at as i64) {
                 self.set.insert(&revocation);
@@ -214,40 +204,7 @@ impl Shared {
             pipe.cmd("PUBLISH").arg(&self.key).arg(message).ignore();
         }
         pipe.cmd("ZREMRANGEBYSCORE").arg(&self.key).arg("-inf").arg(format!("({}", crate::clock::unix_now())).ignore();
-        self.query_pipe(&pipe).await
-    }
-
-    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> RedisResult<T> {
-        let mut connection = self.connection().await?;
-        let result = within(cmd.query_async(&mut connection)).await;
-        self.forget_on_error(&result).await;
-        result
-    }
-
-    async fn query_pipe(&self, pipe: &redis::Pipeline) -> RedisResult<()> {
-        let mut connection = self.connection().await?;
-        let result = within(pipe.query_async::<()>(&mut connection)).await;
-        self.forget_on_error(&result).await;
-        result
-    }
-
-    /// The shared writer connection, made when there is none.
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
-        let mut writer = self.writer.lock().await;
-        // A failed command drops it (`forget_on_error`), so the next one reconnects.
-        if let Some(connection) = writer.as_ref() {
-            return Ok(connection.clone());
-        }
-        let config = AsyncConnectionConfig::new().set_connection_timeout(TIMEOUT).set_response_timeout(TIMEOUT);
-        let connection = within(self.client.get_multiplexed_async_connection_with_config(&config)).await?;
-        *writer = Some(connection.clone());
-        Ok(connection)
-    }
-
-    async fn forget_on_error<T>(&self, result: &RedisResult<T>) {
-        if result.is_err() {
-            *self.writer.lock().await = None;
-        }
+        self.redis.pipe(&pipe).await
     }
 
     fn lost(&self, error: &redis::RedisError) {
@@ -258,11 +215,6 @@ impl Shared {
         let down_since = was.down_since.or_else(|| Some(Instant::now()));
         self.link.store(Arc::new(Link { down_since, replayed: was.replayed, last_error: Some(error.to_string()) }));
     }
-}
-
-/// A future that gives up after [`TIMEOUT`].
-async fn within<T>(future: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
-    tokio::time::timeout(TIMEOUT, future).await.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))))
 }
 
 fn closed() -> redis::RedisError {
