@@ -21,7 +21,7 @@ use prometheus::{Histogram, IntCounterVec};
 
 use crate::config::{GitLabConfig, GitLabJobTokens};
 use crate::reason::Reason;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, Seal};
 use crate::refusal::Refusal;
 use crate::token::cache::{digest, TokenDigest};
 use crate::token::claims::Claims;
@@ -87,8 +87,9 @@ pub struct GitLab {
     protected: DashMap<(u64, &'static str), ProtectedNames>,
     /// When GitLab last failed to answer and why (cleared by the next answer), for `/-/ready`.
     last_error: arc_swap::ArcSwapOption<(std::time::SystemTime, String)>,
-    /// Redis, when replicas share GitLab's answers: a token is looked up once for all of them.
-    shared: Option<RedisLink>,
+    /// Redis and the replicas' seal, when they share GitLab's answers: a token is looked up once for
+    /// all of them.
+    shared: Option<(RedisLink, Seal)>,
 }
 
 /// GitLab's answer to a job-token lookup, as kept in Redis for the other replicas: its status, its
@@ -152,10 +153,11 @@ impl GitLab {
     }
 
     /// Shares GitLab's answers with every replica on the same Redis (`<prefix>:gitlab-job:<SHA-256
-    /// of the token>`, expiring when the answer does).
+    /// of the token>`, expiring when the answer does), sealed so that only a replica's answer is
+    /// believed.
     #[must_use]
-    pub fn share_answers(mut self, redis: RedisLink) -> GitLab {
-        self.shared = Some(redis);
+    pub fn share_answers(mut self, redis: RedisLink, seal: Seal) -> GitLab {
+        self.shared = Some((redis, seal));
         self
     }
 
@@ -260,10 +262,15 @@ impl GitLab {
 
     /// The answer another replica got for `token`, if Redis has one (any Redis failure: none).
     async fn shared_answer(&self, token: &str, now: i64) -> Option<Answer> {
-        let redis = self.shared.as_ref()?;
+        let (redis, seal) = self.shared.as_ref()?;
         let key = format!("{}:gitlab-job:{}", redis.prefix, hex(&digest(token)));
-        let value: Option<Vec<u8>> = redis.query(redis::cmd("GET").arg(&key)).await.ok()?;
-        Answer::decode(&value?).filter(|answer| answer.until >= now)
+        let sealed: Vec<u8> = redis.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&key)).await.ok()??;
+        let Some(value) = seal.open(&key, &sealed) else {
+            self.lookups.with_label_values(&["shared_unsealed"]).inc();
+            tracing::warn!("a shared GitLab answer in Redis is not sealed by a replica: ignored, GitLab is asked");
+            return None;
+        };
+        Answer::decode(value).filter(|answer| answer.until >= now)
     }
 
     /// Turns GitLab's answer (its own, or one shared through Redis) into the identity requests read,
@@ -287,9 +294,9 @@ impl GitLab {
         };
         self.lookups.with_label_values(&[if shared { "shared" } else { outcome }]).inc();
         self.identities.insert(token, identity, until, now);
-        if let (Some(redis), false) = (&self.shared, shared) {
+        if let (Some((redis, seal)), false) = (&self.shared, shared) {
             let key = format!("{}:gitlab-job:{}", redis.prefix, hex(&digest(token)));
-            let value = Answer { status, body: answer.body, until }.encode();
+            let value = seal.seal(&key, &Answer { status, body: answer.body, until }.encode());
             // Best effort: without Redis every replica asks GitLab itself.
             let _ = redis.query::<()>(redis::cmd("SET").arg(&key).arg(value).arg("EXAT").arg(until.max(now + 1))).await;
         }

@@ -14,7 +14,7 @@ use crate::forward::Upstream;
 use crate::gitlab::GitLab;
 use crate::keys::KeySource;
 use crate::metrics::Metrics;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, Seal};
 use crate::registry::RegistryTokens;
 use crate::snapshot::Snapshot;
 use crate::token::verify::Issuer;
@@ -57,11 +57,13 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
     );
     let upstreams = keep(&mut errors, Upstream::for_families(&config.upstreams, metrics));
     let job_tokens = config.issuers.iter().find_map(|i| i.gitlab_job_tokens.as_ref());
-    // With a shared Redis, replicas share GitLab's answers too.
+    // With a shared Redis and the replicas' answers key, replicas share GitLab's answers too.
+    let redis = config.revocations.redis.as_ref();
+    let seal = keep(&mut errors, redis.and_then(|r| r.answers_key_file.as_deref()).map(Seal::load).transpose()).flatten();
     let gitlab = keep(&mut errors, match (&config.gitlab, job_tokens) {
-        (Some(gitlab), Some(jobs)) => GitLab::new(gitlab, jobs, metrics).and_then(|gitlab| match &config.revocations.redis {
-            Some(redis) => Ok(Some(gitlab.share_answers(RedisLink::open(redis)?))),
-            None => Ok(Some(gitlab)),
+        (Some(gitlab), Some(jobs)) => GitLab::new(gitlab, jobs, metrics).and_then(|gitlab| match (redis, seal) {
+            (Some(redis), Some(seal)) => Ok(Some(gitlab.share_answers(RedisLink::open(redis)?, seal))),
+            _ => Ok(Some(gitlab)),
         }),
         _ => Ok(None),
     });

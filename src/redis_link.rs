@@ -20,6 +20,36 @@ pub struct RedisLink {
     writer: tokio::sync::Mutex<Option<MultiplexedConnection>>,
 }
 
+/// HMAC-SHA-256 under the replicas' shared secret: what one replica puts in Redis for the others
+/// to believe carries a tag only a replica can make.
+pub struct Seal(ring::hmac::Key);
+
+impl Seal {
+    /// # Errors
+    /// An unreadable file, or a secret under 32 bytes.
+    pub fn load(file: &std::path::Path) -> Result<Seal, String> {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("revocations.redis.answers_key_file {}: {e}", file.display()))?;
+        let secret = text.trim();
+        if secret.len() < 32 {
+            return Err(format!("revocations.redis.answers_key_file {}: at least 32 bytes of secret", file.display()));
+        }
+        Ok(Seal(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes())))
+    }
+
+    /// `value` with its tag over `key` and `value` in front.
+    pub fn seal(&self, key: &str, value: &[u8]) -> Vec<u8> {
+        let tag = ring::hmac::sign(&self.0, &[key.as_bytes(), b"\0", value].concat());
+        [tag.as_ref(), value].concat()
+    }
+
+    /// The value, when its tag is this secret's for `key`.
+    pub fn open<'a>(&self, key: &str, sealed: &'a [u8]) -> Option<&'a [u8]> {
+        let (tag, value) = sealed.split_at_checked(32)?;
+        ring::hmac::verify(&self.0, &[key.as_bytes(), b"\0", value].concat(), tag).ok()?;
+        Some(value)
+    }
+}
+
 impl RedisLink {
     /// # Errors
     /// A URL that is not Redis's, or an unreadable password file.
@@ -74,4 +104,30 @@ impl RedisLink {
 /// A Redis step that gives up after [`TIMEOUT`].
 pub async fn within<T>(future: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
     tokio::time::timeout(TIMEOUT, future).await.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_value_opens_only_under_its_key_and_secret() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        std::fs::write(&one, "0123456789abcdef0123456789abcdef").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&two, "fedcba9876543210fedcba9876543210").unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (Seal::load(&one).unwrap_or_else(|e| panic!("{e}")), Seal::load(&two).unwrap_or_else(|e| panic!("{e}")));
+        let sealed = a.seal("k", b"value");
+        assert_eq!(a.open("k", &sealed), Some(&b"value"[..]));
+        assert_eq!(a.open("other", &sealed), None, "bound to its key");
+        assert_eq!(b.open("k", &sealed), None, "another secret");
+        let mut forged = sealed.clone();
+        if let Some(last) = forged.last_mut() {
+            *last ^= 1;
+        }
+        assert_eq!(a.open("k", &forged), None);
+        assert_eq!(a.open("k", b"short"), None);
+        std::fs::write(&two, "short").unwrap_or_else(|e| panic!("{e}"));
+        assert!(Seal::load(&two).is_err());
+    }
 }

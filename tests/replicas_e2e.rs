@@ -375,8 +375,9 @@ fn replicas_ask_gitlab_once_per_token_between_them() {
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("admin-token"), ADMIN_TOKEN).unwrap();
             std::fs::write(d.join("webhook-secret"), HOOK_SECRET).unwrap();
+            std::fs::write(d.join("answers-key"), "the replicas' shared answers secret, 32+ bytes").unwrap();
             let extra = format!(
-                "admin: {{ token_file: admin-token, webhook_secret_file: webhook-secret }}\nrevocations: {{ redis: {{ url: 'redis://127.0.0.1:{}', key_prefix: t }} }}",
+                "admin: {{ token_file: admin-token, webhook_secret_file: webhook-secret }}\nrevocations: {{ redis: {{ url: 'redis://127.0.0.1:{}', key_prefix: t, answers_key_file: answers-key }} }}",
                 redis.port
             );
             Gateway::start_with_gitlab(&d, &format!("git: {{ url: 'http://127.0.0.1:{upstream}' }}"), POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, &extra)
@@ -391,6 +392,17 @@ fn replicas_ask_gitlab_once_per_token_between_them() {
     for gw in &replicas[1..] {
         assert!(admin_get(gw, "/metrics").contains("jobgate_gitlab_lookups_total{outcome=\"shared\"} 1"), "{}", admin_get(gw, "/metrics"));
     }
+    // An answer written into Redis by anyone but a replica is not believed: GitLab is asked (and
+    // refuses the made-up token).
+    let forged = "glcbt-64_ForgedJobToken_f0f0f0f0f0";
+    let digest: String = jobgate::token::cache::sha256(forged.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let body = format!("{}{} 200\n{}", "x".repeat(32), jobgate::clock::unix_now() + 600, gitlab.job_body(token));
+    let out = common::run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "SET", &format!("t:gitlab-job:{digest}"), &body]));
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let forged_status = curl(&replicas[2], &["-H", &format!("JOB-TOKEN: {forged}"), &replicas[2].url("/acme/app.git/info/refs?service=git-upload-pack")]).0;
+    assert_eq!(forged_status, 401);
+    assert!(admin_get(&replicas[2], "/metrics").contains("jobgate_gitlab_lookups_total{outcome=\"shared_unsealed\"} 1"));
+
     gitlab.finish(token);
     assert_eq!(job_hook(replicas[1].admin_port, 4242), 200);
     for gw in &replicas {

@@ -119,6 +119,10 @@ pub struct RedisConfig {
     /// what it has, and queues what it revokes meanwhile).
     #[serde(default = "default_redis_unready")]
     pub unready_after_secs: u64,
+    /// A secret every replica holds (at least 32 bytes): with it, replicas also share GitLab's
+    /// job-token answers, each one sealed with HMAC-SHA-256 under it, so whoever can write to Redis
+    /// still cannot make a replica believe an identity. Without it, answers are not shared.
+    pub answers_key_file: Option<PathBuf>,
 }
 
 fn default_redis_prefix() -> String {
@@ -303,8 +307,11 @@ impl Config {
             resolve(p);
         }
         let registry_key = self.registry_auth.as_mut().map(|r| &mut r.signing_key);
-        let redis_password = self.revocations.redis.as_mut().and_then(|r| r.password_file.as_mut());
-        let files = [self.admin.token_file.as_mut(), self.admin.webhook_secret_file.as_mut(), self.revocations.file.as_mut(), registry_key, redis_password];
+        let (redis_password, answers_key) = match self.revocations.redis.as_mut() {
+            Some(redis) => (redis.password_file.as_mut(), redis.answers_key_file.as_mut()),
+            None => (None, None),
+        };
+        let files = [self.admin.token_file.as_mut(), self.admin.webhook_secret_file.as_mut(), self.revocations.file.as_mut(), registry_key, redis_password, answers_key];
         for p in files.into_iter().flatten() {
             resolve(p);
         }

@@ -96,6 +96,11 @@ impl GitLab {
         self.state.paths.insert(job.project_path.to_owned(), job.project_id);
     }
 
+    /// The body GitLab answers `GET /api/v4/job` with for `token`.
+    pub fn job_body(&self, token: &str) -> String {
+        self.state.jobs.get(token).map(|entry| entry.0.to_string()).unwrap_or_default()
+    }
+
     /// The job of `token` ends: GitLab refuses its token from now on.
     pub fn finish(&self, token: &str) {
         if let Some(mut job) = self.state.jobs.get_mut(token) {
