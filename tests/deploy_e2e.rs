@@ -23,7 +23,7 @@ fn ok(command: &mut Command) -> String {
 fn promtool_accepts_the_scrape_config_and_every_alert_passes_its_tests() {
     ok(Command::new("promtool").args(["check", "config", "deploy/prometheus/prometheus.yml"]));
     let rules = ok(Command::new("promtool").args(["check", "rules", "deploy/prometheus/alerts.yml"]));
-    assert!(rules.contains("8 rules found"), "{rules}");
+    assert!(rules.contains("9 rules found"), "{rules}");
     let tests = ok(Command::new("promtool").args(["test", "rules", "deploy/prometheus/alerts_test.yml"]));
     assert!(tests.contains("SUCCESS"), "{tests}");
     let rules_text = std::fs::read_to_string("deploy/prometheus/alerts.yml").unwrap();
@@ -38,7 +38,8 @@ fn kubernetes_manifests_validate_against_the_schemas() {
     let validator = std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "target/tools/venv/bin/kubernetes-validate".into());
     let manifests: Vec<PathBuf> = std::fs::read_dir("deploy/kubernetes").unwrap().map(|e| e.unwrap().path()).collect();
     let out = ok(Command::new(&validator).arg("--strict").args(&manifests));
-    for kind in ["deployment/jobgate", "service/jobgate", "configmap/jobgate-config", "secret/jobgate-tls", "poddisruptionbudget/jobgate", "horizontalpodautoscaler/jobgate"] {
+    let kinds = ["deployment/jobgate", "service/jobgate", "configmap/jobgate-config", "secret/jobgate-tls", "poddisruptionbudget/jobgate", "horizontalpodautoscaler/jobgate", "statefulset/jobgate-redis", "networkpolicy/jobgate-redis"];
+    for kind in kinds {
         assert!(out.contains(&format!("passed for resource {kind}")), "{kind} was not validated:\n{out}");
     }
 }
