@@ -82,9 +82,11 @@ impl Shared {
         let _ = tokio::time::timeout(wait, replayed).await;
     }
 
-    /// Stores `revocation` in Redis and tells every replica; queues it when Redis cannot be reached.
+    /// Stores `revocation` in Redis and tells every replica; queues it when Redis cannot be reached
+    /// (at once while the link is known to be down: the answer does not wait for a timeout).
     pub async fn share(&self, revocation: &Revocation) -> Sharing {
-        match self.write(std::slice::from_ref(revocation)).await {
+        let written = if self.connected() { self.write(std::slice::from_ref(revocation)).await } else { Err(closed()) };
+        match written {
             Ok(()) => Sharing::Stored,
             Err(e) => {
                 self.lost(&e);
@@ -218,7 +220,7 @@ impl Shared {
 }
 
 fn closed() -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::IoError, "the subscription connection closed"))
+    redis::RedisError::from((redis::ErrorKind::IoError, "the connection to Redis is closed"))
 }
 
 fn member(what: &Revoked) -> String {
