@@ -134,10 +134,14 @@ fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
+/// After each write the writer rests this long, so lines gather into batches instead of each request
+/// waking the thread (a futex wake-up per line under load); a line waits at most this much longer.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
+
 fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: Output, reopen: &AtomicBool) {
-    let mut batch = Vec::with_capacity(256);
-    let mut buffer = Vec::with_capacity(64 * 1024);
-    while receiver.blocking_recv_many(&mut batch, 256) > 0 {
+    let mut batch = Vec::with_capacity(1024);
+    let mut buffer = Vec::with_capacity(256 * 1024);
+    while receiver.blocking_recv_many(&mut batch, 1024) > 0 {
         if reopen.swap(false, Ordering::AcqRel) {
             out.reopen();
         }
@@ -150,5 +154,6 @@ fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: Output, reope
             tracing::error!(error = %e, "audit log write failed");
         }
         buffer.clear();
+        std::thread::sleep(GATHER);
     }
 }

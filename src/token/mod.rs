@@ -84,9 +84,42 @@ pub fn strip_prefix(token: &str) -> &str {
     token.strip_prefix("glcbt-").unwrap_or(token)
 }
 
-/// True for the shape of a JWS compact serialisation: three base64url parts.
+/// True for the shape of a JWS compact serialisation: three base64url parts. One pass over the
+/// token (it runs on every request that carries one).
 pub fn looks_like_jwt(token: &str) -> bool {
-    let token = strip_prefix(token);
-    token.bytes().filter(|b| *b == b'.').count() == 2
-        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    /// 1 for a base64url byte, 2 for `.`, 0 for anything else.
+    const CLASS: [u8; 256] = {
+        let mut class = [0u8; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            class[b] = if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' { 1 } else if c == b'.' { 2 } else { 0 };
+            b += 1;
+        }
+        class
+    };
+    let mut dots = 0u32;
+    for b in strip_prefix(token).bytes() {
+        match CLASS[usize::from(b)] {
+            0 => return false,
+            2 => dots += 1,
+            _ => {}
+        }
+    }
+    dots == 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_jwt;
+
+    #[test]
+    fn the_shape_of_a_compact_jws() {
+        for yes in ["a.b.c", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln-_x", "glcbt-aa.bb.cc", "..", "A-_.0.9"] {
+            assert!(looks_like_jwt(yes), "{yes}");
+        }
+        for no in ["a.b", "a.b.c.d", "a.b.c=", "a.b.c ", "a+b.c.d", "glpat-abc", "", "a.b.\u{e9}"] {
+            assert!(!looks_like_jwt(no), "{no}");
+        }
+    }
 }
