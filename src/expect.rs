@@ -168,7 +168,7 @@ fn claims(snapshot: &Snapshot, token: &TokenDoc) -> Result<Claims, String> {
         pipeline_id: None,
         job_id: 1,
         git_ref: token.git_ref.clone(),
-        ref_type: token.ref_type.clone(),
+        ref_type: token.ref_type.clone().map(crate::token::claims::ref_type),
         ref_protected: token.ref_protected,
         environment: token.environment.clone(),
         environment_protected: token.environment_protected,

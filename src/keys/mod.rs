@@ -34,7 +34,7 @@ pub async fn start(config: &Config, metrics: &Metrics, fetch: bool) -> Result<(V
         };
         issuers.push(Issuer {
             name: issuer.name.clone(),
-            iss: issuer.iss.clone(),
+            iss: issuer.iss.as_str().into(),
             audiences: issuer.audiences.clone(),
             algorithms: issuer.algorithms.clone(),
             leeway: secs(issuer.leeway_secs),

@@ -87,7 +87,7 @@ fn claims(project: &str, protected: bool) -> Claims {
 }
 
 fn on_ref(project: &str, git_ref: &str, ref_type: &str) -> Claims {
-    Claims { git_ref: Some(git_ref.into()), ref_type: Some(ref_type.into()), ..claims(project, true) }
+    Claims { git_ref: Some(git_ref.into()), ref_type: Some(ref_type.to_owned().into()), ..claims(project, true) }
 }
 
 fn in_env(project: &str, environment: Option<&str>, protected: bool) -> Claims {

@@ -134,13 +134,13 @@ impl RegistryTokens {
             user_id: claims.user_id,
             user_login: claims.user_login.clone(),
             git_ref: claims.git_ref.clone(),
-            ref_type: claims.ref_type.clone(),
+            ref_type: claims.ref_type.as_deref().map(str::to_owned),
             ref_protected: claims.ref_protected,
             environment: claims.environment.clone(),
             environment_protected: claims.environment_protected,
             scopes: claims.scopes.map(|s| s.iter().collect()),
             user_access_level: claims.user_access_level,
-            iss: claims.iss.clone(),
+            iss: claims.iss.to_string(),
             exp: claims.exp,
         };
         let mut random = [0u8; 12];
@@ -190,7 +190,7 @@ impl RegistryTokens {
         }
         let job = payload.job;
         let claims = Claims {
-            iss: job.iss,
+            iss: job.iss.into(),
             jti: job.jti,
             exp: job.exp,
             iat: None,
@@ -202,7 +202,7 @@ impl RegistryTokens {
             pipeline_id: None,
             job_id: job.job_id,
             git_ref: job.git_ref,
-            ref_type: job.ref_type,
+            ref_type: job.ref_type.map(crate::token::claims::ref_type),
             ref_protected: job.ref_protected,
             environment: job.environment,
             environment_protected: job.environment_protected,

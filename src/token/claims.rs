@@ -2,6 +2,9 @@
 //! GitLab sends numeric ids as JSON strings and booleans as "true"/"false"; both forms parse here,
 //! every date is range-checked, and nothing in this file can panic on a token's content.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use serde::Deserialize;
 
 use crate::path::ProjectPath;
@@ -13,7 +16,9 @@ const MAX_DATE: i64 = 253_402_300_799;
 /// Claims of a verified job token. Only `verify` hands these out for requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
-    pub iss: String,
+    /// Shared with the issuer it was verified against (one allocation per issuer, not per token:
+    /// the verified-token cache holds up to `limits.token_cache_entries` of these).
+    pub iss: Arc<str>,
     pub jti: Option<String>,
     pub exp: i64,
     pub iat: Option<i64>,
@@ -26,7 +31,8 @@ pub struct Claims {
     pub pipeline_id: Option<u64>,
     pub job_id: u64,
     pub git_ref: Option<String>,
-    pub ref_type: Option<String>,
+    /// `branch` and `tag` are not allocated.
+    pub ref_type: Option<Cow<'static, str>>,
     pub ref_protected: bool,
     pub environment: Option<String>,
     pub environment_protected: bool,
@@ -119,6 +125,15 @@ impl Flex {
     }
 }
 
+/// GitLab's two ref types without an allocation; anything else as sent.
+pub fn ref_type(value: String) -> Cow<'static, str> {
+    match value.as_str() {
+        "branch" => Cow::Borrowed("branch"),
+        "tag" => Cow::Borrowed("tag"),
+        _ => Cow::Owned(value),
+    }
+}
+
 fn required<T>(value: Option<T>, name: &'static str) -> Result<T, ClaimError> {
     value.ok_or(ClaimError(name))
 }
@@ -146,7 +161,7 @@ impl RawClaims {
             s.iter().flat_map(|one| one.split(' ')).filter_map(Scope::parse).collect::<ScopeSet>()
         });
         Ok(Claims {
-            iss: required(self.iss, "iss")?,
+            iss: required(self.iss, "iss")?.into(),
             jti: self.jti,
             exp,
             iat,
@@ -159,7 +174,7 @@ impl RawClaims {
             pipeline_id: optional(&self.pipeline_id, "pipeline_id", Flex::id)?,
             job_id,
             git_ref: self.git_ref,
-            ref_type: self.ref_type,
+            ref_type: self.ref_type.map(ref_type),
             ref_protected: optional(&self.ref_protected, "ref_protected", Flex::flag)?.unwrap_or(false),
             environment: self.environment,
             environment_protected: optional(&self.environment_protected, "environment_protected", Flex::flag)?

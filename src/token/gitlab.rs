@@ -71,7 +71,7 @@ pub fn job_claims(body: &[u8], base_url: &str, exp: i64) -> Result<Claims, JobDo
         .and_then(ProjectPath::parse)
         .ok_or(JobDocError::WebUrl("the configured GitLab"))?;
     Ok(Claims {
-        iss: base_url.to_owned(),
+        iss: base_url.into(),
         jti: None,
         exp,
         iat: None,
@@ -83,7 +83,7 @@ pub fn job_claims(body: &[u8], base_url: &str, exp: i64) -> Result<Claims, JobDo
         pipeline_id: Some(job.pipeline.id),
         job_id: job.id,
         git_ref: Some(job.git_ref),
-        ref_type: Some(if job.tag { "tag" } else { "branch" }.to_owned()),
+        ref_type: Some(std::borrow::Cow::Borrowed(if job.tag { "tag" } else { "branch" })),
         // GitLab's answer does not say; without a protected-ref lookup, destructive actions are denied.
         ref_protected: false,
         environment: None,
@@ -167,7 +167,7 @@ impl JobIdentities {
 
     /// Whether `claims` came from GitLab's answer and their user's roles elsewhere can be asked.
     pub fn asks_roles_for(&self, claims: &Claims) -> bool {
-        self.asks_roles && claims.iss == self.issuer && claims.user_id.is_some()
+        self.asks_roles && *claims.iss == *self.issuer && claims.user_id.is_some()
     }
 
     /// The user's role in a project, if GitLab was asked recently (`Some(None)`: not a member).

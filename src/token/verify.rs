@@ -103,7 +103,7 @@ impl VerifyError {
 /// One configured issuer and its key set.
 pub struct Issuer {
     pub name: String,
-    pub iss: String,
+    pub iss: std::sync::Arc<str>,
     pub audiences: Vec<String>,
     pub algorithms: Vec<Alg>,
     pub leeway: i64,
@@ -176,7 +176,7 @@ impl Verifier {
         let index = self
             .issuers
             .iter()
-            .position(|i| raw.iss.as_deref() == Some(i.iss.as_str()))
+            .position(|i| raw.iss.as_deref() == Some(&*i.iss))
             .ok_or(VerifyError::UnknownIssuer)?;
         let issuer = &self.issuers[index];
         if issuer.keys.is_stale(now) {
@@ -224,7 +224,8 @@ fn check(issuer: &Issuer, raw: RawClaims, now: i64) -> Result<Claims, VerifyErro
     if !aud_ok {
         return Err(VerifyError::WrongAudience);
     }
-    Ok(claims)
+    // The same text as the issuer's: share its allocation.
+    Ok(Claims { iss: issuer.iss.clone(), ..claims })
 }
 
 #[cfg(test)]
