@@ -66,4 +66,5 @@ fi
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 # The side-by-side benchmark once, briefly: it must work (every target checked), not be fast.
+cargo build --locked --bin jobgate --example loadgen
 ENVOY="$envoy_tools/bin/envoy" benches/sidebyside.sh --smoke --bin-dir target/debug
