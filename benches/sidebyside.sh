@@ -20,16 +20,16 @@
 # --- last full run (written by this script) ---
 # 2026-12-01, 2 cores:
 # 3 round(s) x 5 s, 16 connections, HTTPS/1.1 keep-alive, RS256; medians; load generator errors: 0
-# | target | (a) one token req/s | vs HAProxy plain | vs HAProxy+jwt | (b) never-seen req/s | vs HAProxy+jwt (b) | (c) p50 / p99 / p99.9 ms at 7312 req/s |
+# | target | (a) one token req/s | vs HAProxy plain | vs HAProxy+jwt | (b) never-seen req/s | vs HAProxy+jwt (b) | (c) p50 / p99 / p99.9 ms at 7617 req/s |
 # |---|---:|---:|---:|---:|---:|---|
-# | HAProxy 2.6 plain TLS proxy | 25,949 | 1.00 | 1.77 | — | — | 1.36 / 3.10 / 26.02 |
-# | HAProxy 2.6 + jwt_verify | 14,625 | 0.56 | 1.00 | 15,651 | 1.00 | 1.67 / 5.10 / 29.34 |
-# | Envoy 1.40 + jwt_authn | 7,881 | 0.30 | 0.54 | 8,126 | 0.52 | 2.88 / 22.63 / 35.12 |
-# | jobgate, enforcing | 16,913 | 0.65 | 1.16 | 10,952 | 0.70 | 1.53 / 4.14 / 21.92 |
-# goal (a) jobgate >= 1.0x HAProxy plain, cached token: 0.65 -> NOT met
-# goal (b) jobgate >= 1.0x HAProxy + jwt_verify, never-seen tokens: 0.70 -> NOT met
-# goal (c) jobgate p99 <= HAProxy + jwt_verify p99 at 7312 req/s: 4.14 vs 5.10 ms -> met
-# goal (d) jobgate RSS <= 64 MiB at 100,000 cached tokens: 77.0 MiB with 100,000 tokens in the cache -> NOT met
+# | HAProxy 2.6 plain TLS proxy | 26,551 | 1.00 | 1.74 | — | — | 1.46 / 4.06 / 27.87 |
+# | HAProxy 2.6 + jwt_verify | 15,236 | 0.57 | 1.00 | 14,386 | 1.00 | 1.72 / 9.30 / 34.18 |
+# | Envoy 1.40 + jwt_authn | 8,085 | 0.30 | 0.53 | 8,005 | 0.56 | 4.74 / 32.05 / 37.89 |
+# | jobgate, enforcing | 17,749 | 0.67 | 1.16 | 11,454 | 0.80 | 1.62 / 5.97 / 23.55 |
+# goal (a) jobgate >= 1.0x HAProxy plain, cached token: 0.67 -> NOT met
+# goal (b) jobgate >= 1.0x HAProxy + jwt_verify, never-seen tokens: 0.80 -> NOT met
+# goal (c) jobgate p99 <= HAProxy + jwt_verify p99 at 7617 req/s: 5.97 vs 9.30 ms -> met
+# goal (d) jobgate RSS <= 64 MiB at 100,000 cached tokens: 64.6 MiB with 100,000 tokens in the cache -> NOT met
 # --- end of last full run ---
 set -euo pipefail
 cd "$(dirname "$0")/.."
