@@ -314,7 +314,7 @@ fn describe(c: &Claims) -> String {
     let or = |value: Option<String>, none: &str| value.unwrap_or_else(|| none.to_owned());
     let user = match (&c.user_login, c.user_id) {
         (Some(login), Some(id)) => format!("{login} (id {id})"),
-        (Some(login), None) => login.clone(),
+        (Some(login), None) => login.to_string(),
         (None, Some(id)) => format!("id {id}"),
         (None, None) => "unknown".to_owned(),
     };

@@ -19,22 +19,22 @@ pub struct Claims {
     /// Shared with the issuer it was verified against (one allocation per issuer, not per token:
     /// the verified-token cache holds up to `limits.token_cache_entries` of these).
     pub iss: Arc<str>,
-    pub jti: Option<String>,
+    pub jti: Option<Box<str>>,
     pub exp: i64,
     pub iat: Option<i64>,
     pub project_id: u64,
     pub project_path: ProjectPath,
     pub user_id: Option<u64>,
-    pub user_login: Option<String>,
+    pub user_login: Option<Box<str>>,
     /// The user's role in the job's own project, when the token says.
     pub user_access_level: Option<Role>,
     pub pipeline_id: Option<u64>,
     pub job_id: u64,
-    pub git_ref: Option<String>,
+    pub git_ref: Option<Box<str>>,
     /// `branch` and `tag` are not allocated.
     pub ref_type: Option<Cow<'static, str>>,
     pub ref_protected: bool,
-    pub environment: Option<String>,
+    pub environment: Option<Box<str>>,
     pub environment_protected: bool,
     /// The token's own ceiling, when the issuer granted scopes.
     pub scopes: Option<ScopeSet>,
@@ -162,21 +162,21 @@ impl RawClaims {
         });
         Ok(Claims {
             iss: required(self.iss, "iss")?.into(),
-            jti: self.jti,
+            jti: self.jti.map(String::into_boxed_str),
             exp,
             iat,
             project_id,
             project_path,
             user_id: optional(&self.user_id, "user_id", Flex::id)?,
-            user_login: self.user_login,
+            user_login: self.user_login.map(String::into_boxed_str),
             // A level GitLab adds later (e.g. "planner") is treated as the lowest role: fail closed.
             user_access_level: self.user_access_level.map(|l| Role::parse(&l).unwrap_or(Role::Guest)),
             pipeline_id: optional(&self.pipeline_id, "pipeline_id", Flex::id)?,
             job_id,
-            git_ref: self.git_ref,
+            git_ref: self.git_ref.map(String::into_boxed_str),
             ref_type: self.ref_type.map(ref_type),
             ref_protected: optional(&self.ref_protected, "ref_protected", Flex::flag)?.unwrap_or(false),
-            environment: self.environment,
+            environment: self.environment.map(String::into_boxed_str),
             environment_protected: optional(&self.environment_protected, "environment_protected", Flex::flag)?
                 .unwrap_or(false),
             scopes,

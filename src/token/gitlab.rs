@@ -78,11 +78,11 @@ pub fn job_claims(body: &[u8], base_url: &str, exp: i64) -> Result<Claims, JobDo
         project_id: job.pipeline.project_id,
         project_path: project,
         user_id: job.user.as_ref().map(|u| u.id),
-        user_login: job.user.map(|u| u.username),
+        user_login: job.user.map(|u| u.username).map(Into::into),
         user_access_level: None,
         pipeline_id: Some(job.pipeline.id),
         job_id: job.id,
-        git_ref: Some(job.git_ref),
+        git_ref: Some(job.git_ref.into()),
         ref_type: Some(std::borrow::Cow::Borrowed(if job.tag { "tag" } else { "branch" })),
         // GitLab's answer does not say; without a protected-ref lookup, destructive actions are denied.
         ref_protected: false,
