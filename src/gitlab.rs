@@ -263,7 +263,7 @@ impl GitLab {
     /// The answer another replica got for `token`, if Redis has one (any Redis failure: none).
     async fn shared_answer(&self, token: &str, now: i64) -> Option<Answer> {
         let (redis, seal) = self.shared.as_ref()?;
-        let key = format!("{}:gitlab-job:{}", redis.prefix, hex(&digest(token)));
+        let key = answer_key(redis, token);
         let sealed: Vec<u8> = redis.query::<Option<Vec<u8>>>(redis::cmd("GET").arg(&key)).await.ok()??;
         let Some(value) = seal.open(&key, &sealed) else {
             self.lookups.with_label_values(&["shared_unsealed"]).inc();
@@ -295,7 +295,7 @@ impl GitLab {
         self.lookups.with_label_values(&[if shared { "shared" } else { outcome }]).inc();
         self.identities.insert(token, identity, until, now);
         if let (Some((redis, seal)), false) = (&self.shared, shared) {
-            let key = format!("{}:gitlab-job:{}", redis.prefix, hex(&digest(token)));
+            let key = answer_key(redis, token);
             let value = seal.seal(&key, &Answer { status, body: answer.body, until }.encode());
             // Best effort: without Redis every replica asks GitLab itself.
             let _ = redis.query::<()>(redis::cmd("SET").arg(&key).arg(value).arg("EXAT").arg(until.max(now + 1))).await;
@@ -372,8 +372,9 @@ impl GitLab {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Where a token's shared answer is kept: named by the token's SHA-256, never the token.
+fn answer_key(redis: &RedisLink, token: &str) -> String {
+    format!("{}:gitlab-job:{}", redis.prefix, data_encoding::HEXLOWER.encode(&digest(token)))
 }
 
 #[cfg(test)]
