@@ -14,17 +14,11 @@ for tool in wrk nginx redis-server curl; do command -v "$tool" >/dev/null || { e
 
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 up=$(port) redis=$(port)
 
-mkdir -p "$dir/nginx-tmp" "$dir/policies"
-cat > "$dir/nginx.conf" <<NGINX
-user root; worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/nginx.err;
-events {}
-http { access_log off; client_body_temp_path $dir/nginx-tmp;
-  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } } }
-NGINX
-nginx -c "$dir/nginx.conf" &
+mkdir -p "$dir/policies"
+start_nginx "$dir" "$up"
 redis-server --bind 127.0.0.1 --port "$redis" --save "" --appendonly yes --appendfsync always --dir "$dir" >/dev/null &
 
 "$bin" certs generate --out "$dir/certs" >/dev/null

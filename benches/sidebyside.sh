@@ -58,7 +58,7 @@ for tool in haproxy nginx openssl python3; do command -v "$tool" >/dev/null || {
 
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. benches/common.sh
 up=$(port) hp=$(port) hj=$(port) ev=$(port) jg=$(port) jga=$(port)
 
 # --- the shared parts: one key, one certificate, one upstream ---
@@ -66,14 +66,8 @@ up=$(port) hp=$(port) hj=$(port) ev=$(port) jg=$(port) jga=$(port)
 "$jobgate" keys generate --out "$dir/keys" --alg RS256 >/dev/null
 openssl pkey -in "$dir/keys/signing-key.pem" -pubout -out "$dir/keys/public.pem" 2>/dev/null
 cat "$dir/certs/server.pem" "$dir/certs/server-key.pem" > "$dir/haproxy.pem"
-mkdir -p "$dir/nginx-tmp" "$dir/policies"
-cat > "$dir/nginx.conf" <<NGINX
-user root; worker_processes 1; daemon off; pid $dir/nginx.pid; error_log $dir/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path $dir/nginx-tmp; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$up; location / { return 200 "ok\n"; } } }
-NGINX
-nginx -c "$dir/nginx.conf" &
+mkdir -p "$dir/policies"
+start_nginx "$dir" "$up"
 
 # --- HAProxy: plain, and verifying the JWT as jobgate does (alg, signature, iss, aud, exp) ---
 cat > "$dir/haproxy.cfg" <<HAPROXY
