@@ -20,7 +20,9 @@
 //! `proxy` (route, LFS batch peek, unknown-kid refetch, forward | refuse), `forward`, `reject` (the
 //! only place that picks status, challenge and body), `record` (every exit ends there), `keys` (key
 //! sets kept fresh: polling, refetch, staleness), `gitlab` (asking GitLab about its own job tokens and
-//! users' roles), `revoke::store`, `reload`, `admin`, `serve`.
+//! users' roles), `revoke::store` and `revoke::shared` (a file; Redis between replicas, through
+//! `redis_link`), `preflight` (what `serve` loads and `check` validates), `reload`, `watch`, `admin`,
+//! `serve`.
 //! Policy and API routes live in one [`snapshot::Snapshot`] swapped whole; each issuer's key set in
 //! its own [`token::keys::KeyState`], loaded once per verification.
 
