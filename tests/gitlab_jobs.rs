@@ -13,15 +13,7 @@ use common::gitlab::{GitLab, Job};
 use common::net::Client;
 use common::{git_command, GitServer, Gateway};
 
-const POLICY: &str = "
-projects:
-  acme/app:
-    id: 42
-    allow:
-      - { from: acme/lib, scopes: [write_repository], refs: protected }
-  acme/lib: { id: 43 }
-  acme/secret: { id: 44 }
-";
+use common::POLICY;
 
 fn job(id: u64, project_path: &'static str, project_id: u64) -> Job {
     Job { id, project_path, project_id, git_ref: "main", tag: false, user: (5, "ann") }

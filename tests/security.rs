@@ -36,15 +36,7 @@ use jobgate::token::Alg;
 use tokio::sync::Mutex;
 
 const ISSUER: &str = "https://gitlab.example.com";
-const POLICY: &str = "
-projects:
-  acme/app:
-    id: 42
-    allow:
-      - { from: acme/lib, scopes: [write_repository], refs: protected }
-  acme/lib: { id: 43 }
-  acme/secret: { id: 44 }
-";
+use common::POLICY;
 
 /// What the upstream received.
 #[derive(Debug, Clone)]

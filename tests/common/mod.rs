@@ -19,6 +19,18 @@ pub mod net;
 pub const ISSUER: &str = "https://gitlab.test";
 pub const AUDIENCE: &str = "jobgate";
 
+/// Three projects: acme/app admits acme/lib, which may push to it from a protected ref; acme/secret
+/// admits nobody.
+pub const POLICY: &str = "
+projects:
+  acme/app:
+    id: 42
+    allow:
+      - { from: acme/lib, scopes: [write_repository], refs: protected }
+  acme/lib: { id: 43 }
+  acme/secret: { id: 44 }
+";
+
 /// A child process in a process group of its own, the whole group killed when dropped: servers that
 /// fork (nginx's workers, lighttpd's CGI children, gunicorn's workers) leave nothing behind.
 pub struct Process {
