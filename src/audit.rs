@@ -33,7 +33,12 @@ pub struct AuditRecord {
     pub job_id: Option<u64>,
     pub token_project: Option<String>,
     pub user_id: Option<u64>,
-    /// `allow`, `deny` or `passthrough`.
+    /// The job's ref and whether it is protected (what `refs: protected` and destructive actions
+    /// depend on; `policy suggest` reads them).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub ref_protected: Option<bool>,
+    /// `allow`, `deny`, `passthrough` or `challenge` (a request without a credential asked for one).
     pub decision: &'static str,
     /// False for a policy denial in `mode: audit`: recorded, not enforced (the request passed).
     pub enforced: bool,

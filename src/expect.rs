@@ -107,15 +107,24 @@ pub fn run(snapshot: &Snapshot, dir: &Path) -> Result<Report, PolicyError> {
     for file in files {
         let text = std::fs::read_to_string(&file)
             .map_err(|e| PolicyError { path: file.clone(), line: 0, message: format!("cannot read: {e}") })?;
-        let cases: Vec<Case> = crate::yaml::parse(&file, &text).map_err(PolicyError::from)?;
-        for case in cases {
-            match check(snapshot, &case) {
-                Ok(()) => report.passed += 1,
-                Err(why) => report.failures.push(format!("{}: {}: {why}", file.display(), case.name)),
-            }
-        }
+        run_text(snapshot, &file, &text, &mut report)?;
     }
     Ok(report)
+}
+
+/// Runs the cases of one test file's `text` (read from `file`) into `report`.
+///
+/// # Errors
+/// The text does not parse (file and line).
+pub fn run_text(snapshot: &Snapshot, file: &Path, text: &str, report: &mut Report) -> Result<(), PolicyError> {
+    let cases: Vec<Case> = crate::yaml::parse(file, text).map_err(PolicyError::from)?;
+    for case in cases {
+        match check(snapshot, &case) {
+            Ok(()) => report.passed += 1,
+            Err(why) => report.failures.push(format!("{}: {}: {why}", file.display(), case.name)),
+        }
+    }
+    Ok(())
 }
 
 fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {

@@ -58,6 +58,7 @@ pub mod revoke;
 pub mod scope;
 pub mod serve;
 pub mod snapshot;
+pub mod suggest;
 pub mod tls;
 pub mod token;
 pub mod watch;

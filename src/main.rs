@@ -80,6 +80,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Policy tools for rolling out: suggestions from audit lines, GitLab's allowlists imported.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Everything local for a first look: certificates, keys, policy, upstream, tokens.
     Demo {
         #[arg(long, default_value = "jobgate-demo")]
@@ -103,6 +108,27 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Suggest allowlist entries that admit the job traffic the policy denied (or, in audit mode,
+    /// would have denied), with policy tests pinning each entry to a request it came from.
+    Suggest {
+        /// The config whose policy the suggestions complement.
+        #[arg(long)]
+        config: PathBuf,
+        /// Audit files (JSON lines; rotated `.gz` files too).
+        #[arg(long, required = true, num_args = 1..)]
+        audit: Vec<PathBuf>,
+        /// Only lines at or after this time: RFC 3339, or a duration before now (`24h`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Write `suggested.yaml` and `tests/suggested.yaml` here (the policy folder, or a copy to
+        /// review); without it the policy is printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -201,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let batch = lfs_operation.map(|op| BatchOperation(if op == LfsOperation::Download { Action::Read } else { Action::Write }));
             runtime()?.block_on(explain(&config, &token, &method, &url, batch, json))
         }
+        Command::Policy { command: PolicyCommand::Suggest { config, audit, since, out } } => done(suggest(&config, &audit, since.as_deref(), out.as_deref())),
         Command::Demo { dir, listen, admin_listen } => done(runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen))),
         Command::Certs { command: CertsCommand::Generate { out } } => {
             let files = jobgate::generate::certs(&out)?;
@@ -301,6 +328,40 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operatio
     }
     let allowed = explained.summary.is_some_and(|s| s.disposition != jobgate::enforce::Disposition::Deny);
     Ok(if allowed { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE })
+}
+
+fn suggest(path: &Path, audit: &[PathBuf], since: Option<&str>, out: Option<&Path>) -> anyhow::Result<()> {
+    use jobgate::suggest::{self, POLICY_FILE};
+    let config = Config::load(path)?;
+    let since = since.map(suggest::since).transpose().map_err(anyhow::Error::msg)?;
+    // A previous suggestion in the policy folder is replaced by this one, not built upon.
+    let dir = &config.policy_dir;
+    let policy = jobgate::policy::Policy::load_dir_with(dir, &[(dir.join(POLICY_FILE), "{}".to_owned())])?;
+    let snapshot = jobgate::snapshot::Snapshot::new(policy, config.api_routes.clone(), 1);
+    let read = suggest::read(audit, since).map_err(anyhow::Error::msg)?;
+    let found = suggest::suggest(&snapshot, dir, &read.lines);
+    for line in &read.unreadable {
+        eprintln!("skipped {line}");
+    }
+    eprintln!("{} audit line(s) read; {} entr(ies) suggested", read.lines.len(), found.entries);
+    for existing in &found.for_existing {
+        eprintln!("for {existing}");
+    }
+    for why in &found.left_out {
+        eprintln!("left out {why}");
+    }
+    let (Some(policy), Some(tests)) = (found.policy, found.tests) else { return Ok(()) };
+    match out {
+        None => print!("{policy}"),
+        Some(out) => {
+            let (policy_file, tests_file) = (out.join(POLICY_FILE), out.join("tests").join(POLICY_FILE));
+            std::fs::create_dir_all(out.join("tests")).with_context(|| format!("creating {}", out.join("tests").display()))?;
+            std::fs::write(&policy_file, policy).with_context(|| format!("writing {}", policy_file.display()))?;
+            std::fs::write(&tests_file, tests).with_context(|| format!("writing {}", tests_file.display()))?;
+            eprintln!("wrote {} {}", policy_file.display(), tests_file.display());
+        }
+    }
+    Ok(())
 }
 
 fn mint(args: MintArgs) -> anyhow::Result<()> {

@@ -187,6 +187,8 @@ impl Recorder {
             job_id: claims.map(|c| c.job_id),
             token_project: claims.map(|c| c.project_path.to_string()),
             user_id: claims.and_then(|c| c.user_id),
+            git_ref: claims.and_then(|c| c.git_ref.as_deref().map(str::to_owned)),
+            ref_protected: claims.map(|c| c.ref_protected),
             decision: summary.decision(),
             enforced: summary.enforced,
             reason: summary.reason.id(),

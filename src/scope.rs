@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One token scope, GitLab's vocabulary plus the two package scopes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     ReadRepository,

@@ -163,11 +163,22 @@ impl Policy {
     /// # Errors
     /// The first problem found, with file and line.
     pub fn load_dir(dir: &Path) -> Result<Policy, PolicyError> {
+        Policy::load_dir_with(dir, &[])
+    }
+
+    /// [`Policy::load_dir`] with `extra` documents (name, text) added after the folder's files, as
+    /// if they were in it; each replaces a file of the same name there (`policy suggest` checks its
+    /// output against the running policy).
+    ///
+    /// # Errors
+    /// As [`Policy::load_dir`].
+    pub fn load_dir_with(dir: &Path, extra: &[(PathBuf, String)]) -> Result<Policy, PolicyError> {
         let error = |path: &Path, message: String| PolicyError { path: path.to_owned(), line: 0, message };
         let entries = std::fs::read_dir(dir).map_err(|e| error(dir, format!("cannot read policy folder: {e}")))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .filter(|p| extra.iter().all(|(name, _)| name != p))
             .collect();
         files.sort();
         let mut builder = Builder::default();
@@ -175,8 +186,12 @@ impl Policy {
             let text = std::fs::read_to_string(file).map_err(|e| error(file, format!("cannot read: {e}")))?;
             builder.add(file, &text)?;
         }
+        for (name, text) in extra {
+            builder.add(name, text)?;
+        }
         let mut policy = builder.policy;
         policy.files = files;
+        policy.files.extend(extra.iter().map(|(name, _)| name.clone()));
         Ok(policy)
     }
 
