@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: lighttpd serves git http-backend; nginx is the WebDAV repository for Maven and
 # generic packages; git, curl, openssl, npm and mvn (with Debian's deploy plugins, used offline) are
-# clients; prometheus (with promtool) checks and scrapes deploy/.
+# clients; prometheus (with promtool) checks and scrapes deploy/; chromium (headless) tests the decision view.
 missing=()
-for tool in lighttpd:lighttpd nginx:nginx haproxy:haproxy redis-server:redis-server redis-cli:redis-tools curl:curl git:git git-lfs:git-lfs openssl:openssl prometheus:prometheus promtool:prometheus \
+for tool in lighttpd:lighttpd nginx:nginx chromium:chromium haproxy:haproxy redis-server:redis-server redis-cli:redis-tools curl:curl git:git git-lfs:git-lfs openssl:openssl prometheus:prometheus promtool:prometheus \
     python3:python3-venv npm:npm mvn:maven keytool:default-jre-headless; do
     command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done

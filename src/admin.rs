@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default, plain HTTP): liveness, readiness, metrics, reload,
 //! revocations and the GitLab job-event webhook. Everything that changes or lists state needs
 //! `Authorization: Bearer <token>` (token from `admin.token_file`; refused when none is configured);
-//! the webhook needs GitLab's `X-Gitlab-Token` secret (from `admin.webhook_secret_file`).
+//! the webhook needs GitLab's `X-Gitlab-Token` secret (from `admin.webhook_secret_file`). The
+//! decision view (`/-/decisions`, [`crate::view`]) takes the admin token as a browser sends it too:
+//! as the password of Basic authentication.
 
 use std::sync::Arc;
 
@@ -10,7 +12,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+
 use crate::body::{self, Body};
+use crate::classify::lfs::BatchOperation;
+use crate::classify::Action;
+use crate::{explain, view};
 use crate::clock::unix_now;
 use crate::reload::Reloader;
 use crate::revoke::shared::Sharing;
@@ -81,6 +89,29 @@ impl Admin {
         let authorized = self.token.matches(header("authorization").and_then(|v| v.strip_prefix("Bearer ")));
         let gateway = self.reloader.gateway();
         match (&parts.method, parts.uri.path()) {
+            (&Method::GET, "/-/decisions") | (&Method::POST, "/-/decisions/explain") if !(authorized || self.basic_authorized(header("authorization"))) => {
+                let mut response = text(StatusCode::UNAUTHORIZED, "admin token required (admin.token_file): as the password of Basic authentication, or a Bearer token\n");
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobgate admin\", charset=\"UTF-8\""));
+                response
+            }
+            (&Method::GET, "/-/decisions") => self.decision_page(parts.uri.query(), &view::ExplainForm::default(), None),
+            (&Method::POST, "/-/decisions/explain") => {
+                // The page's own form only: a browser holding Basic credentials for this listener
+                // must not run explanations for another site's page.
+                let host = header("host").unwrap_or_default();
+                if header("origin").is_some_and(|origin| origin != format!("http://{host}")) {
+                    return text(StatusCode::FORBIDDEN, "the explain form is only accepted from this page (Origin does not match Host)\n");
+                }
+                let body = match Limited::new(incoming, MAX_BODY).collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(e) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": format!("reading the body: {e}")})),
+                };
+                let (token, form) = view::explain_form(&body);
+                let batch = form.lfs_operation.as_deref().map(|op| BatchOperation(if op == "download" { Action::Read } else { Action::Write }));
+                let snapshot = gateway.snapshot();
+                let explained = explain::explain(&gateway.core(&snapshot), &token, &form.method, &form.url, batch, unix_now());
+                self.decision_page(None, &form, Some(&explained))
+            }
             (&Method::GET, "/-/healthy") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/-/ready") => {
                 let status = if self.reloader.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -111,11 +142,33 @@ impl Admin {
                 json(StatusCode::OK, &serde_json::json!({ "revocations": gateway.revocations().set().list(unix_now()) }))
             }
             (&Method::POST, "/-/revocations") => self.revoke(incoming).await,
-            (_, "/-/healthy" | "/-/ready" | "/metrics" | "/-/reload" | "/-/revocations" | "/-/hooks/gitlab") => {
+            (_, "/-/healthy" | "/-/ready" | "/metrics" | "/-/reload" | "/-/revocations" | "/-/hooks/gitlab" | "/-/decisions" | "/-/decisions/explain") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// Basic authentication whose password is the admin token (what a browser sends), any user name.
+    fn basic_authorized(&self, authorization: Option<&str>) -> bool {
+        let decoded = authorization.and_then(|v| v.strip_prefix("Basic ")).and_then(|b| STANDARD.decode(b.trim()).ok());
+        let password = decoded.as_deref().and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| d.split_once(':')).map(|(_, p)| p);
+        self.token.matches(password)
+    }
+
+    /// The decision view, filtered by `query`, with an explanation when one was asked for.
+    fn decision_page(&self, query: Option<&str>, form: &view::ExplainForm, explained: Option<&explain::Explained>) -> Response<Body> {
+        let gateway = self.reloader.gateway();
+        let filter = view::filter(query);
+        let shown = gateway.audit().decisions().view(&filter, view::SHOWN);
+        let mut response = Response::new(body::full(view::page(&shown, &filter, gateway.snapshot().generation, form, explained)));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(view::CONTENT_SECURITY_POLICY));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+        response
     }
 
     async fn revoke(&self, incoming: Incoming) -> Response<Body> {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::AuditSink;
+use crate::decisions::DecisionLog;
 
 const CHANNEL_CAPACITY: usize = 8192;
 
@@ -59,6 +60,8 @@ pub struct Audit {
     dropped: prometheus::IntCounter,
     /// Set by [`Audit::reopen`]; the writer reopens its file before the next batch.
     reopen: Arc<AtomicBool>,
+    /// What the writer wrote, for the decision view.
+    decisions: Arc<DecisionLog>,
 }
 
 impl Audit {
@@ -71,9 +74,10 @@ impl Audit {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let reopen = Arc::new(AtomicBool::new(false));
         let out = Output::open(sink.file.clone())?;
-        let flag = reopen.clone();
-        std::thread::Builder::new().name("jobgate-audit".into()).spawn(move || write_lines(receiver, out, &flag))?;
-        Ok(Audit { sender, dropped, reopen })
+        let (flag, decisions) = (reopen.clone(), Arc::new(DecisionLog::default()));
+        let log = decisions.clone();
+        std::thread::Builder::new().name("jobgate-audit".into()).spawn(move || write_lines(receiver, out, &flag, &log))?;
+        Ok(Audit { sender, dropped, reopen, decisions })
     }
 
     /// An audit whose lines a test reads from the returned receiver.
@@ -81,7 +85,7 @@ impl Audit {
     pub(crate) fn channel() -> (Audit, mpsc::Receiver<AuditRecord>) {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         let dropped = prometheus::IntCounter::new("dropped", "test").unwrap_or_else(|_| unreachable!());
-        (Audit { sender, dropped, reopen: Arc::default() }, receiver)
+        (Audit { sender, dropped, reopen: Arc::default(), decisions: Arc::default() }, receiver)
     }
 
     /// Queues a line; drops it (and counts) when the writer is behind.
@@ -93,6 +97,11 @@ impl Audit {
 
     pub fn dropped(&self) -> u64 {
         self.dropped.get()
+    }
+
+    /// The recent decisions and the access matrix, as written.
+    pub fn decisions(&self) -> &DecisionLog {
+        &self.decisions
     }
 
     /// After logrotate moved the file away (SIGHUP): the next lines go to a new file at the path.
@@ -143,15 +152,15 @@ fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 /// waking the thread (a futex wake-up per line under load); a line waits at most this much longer.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: Output, reopen: &AtomicBool) {
+fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: Output, reopen: &AtomicBool, decisions: &DecisionLog) {
     let mut batch = Vec::with_capacity(1024);
     let mut buffer = Vec::with_capacity(256 * 1024);
     while receiver.blocking_recv_many(&mut batch, 1024) > 0 {
         if reopen.swap(false, Ordering::AcqRel) {
             out.reopen();
         }
-        for record in batch.drain(..) {
-            if serde_json::to_writer(&mut buffer, &record).is_ok() {
+        for record in &batch {
+            if serde_json::to_writer(&mut buffer, record).is_ok() {
                 buffer.push(b'\n');
             }
         }
@@ -159,6 +168,7 @@ fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: Output, reope
             tracing::error!(error = %e, "audit log write failed");
         }
         buffer.clear();
+        decisions.add(batch.drain(..));
         std::thread::sleep(GATHER);
     }
 }

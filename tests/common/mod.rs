@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use jobgate::token::mint::{JobClaims, Signer};
 use jobgate::token::Alg;
 
+pub mod browser;
 pub mod gitlab;
 pub mod net;
 
