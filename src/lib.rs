@@ -41,6 +41,7 @@ pub mod explain;
 pub mod forward;
 pub mod generate;
 pub mod gitlab;
+pub mod import;
 pub mod keys;
 pub mod metrics;
 pub mod path;

@@ -130,6 +130,20 @@ enum PolicyCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write policy equivalent to GitLab's CI/CD job token allowlists, read through its API
+    /// (`gitlab.url`, `gitlab.api_token_file` of the config): one file per top-level group.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
+        /// Import the projects of this group and its subgroups (repeatable); without it, every
+        /// project the API token sees.
+        #[arg(long)]
+        group: Vec<String>,
+        /// Where the files go; defaults to the config's policy folder. They are written only when the
+        /// folder with them loads and its policy tests pass.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -228,6 +242,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             runtime()?.block_on(explain(&config, &token, &method, &url, batch, json))
         }
         Command::Policy { command: PolicyCommand::Suggest { config, audit, since, out } } => done(suggest(&config, &audit, since.as_deref(), out.as_deref())),
+        Command::Policy { command: PolicyCommand::Import { config, group, out } } => done(runtime()?.block_on(import(&config, &group, out.as_deref()))),
         Command::Demo { dir, listen, admin_listen } => done(runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen))),
         Command::Certs { command: CertsCommand::Generate { out } } => {
             let files = jobgate::generate::certs(&out)?;
@@ -360,6 +375,32 @@ fn suggest(path: &Path, audit: &[PathBuf], since: Option<&str>, out: Option<&Pat
             std::fs::write(&tests_file, tests).with_context(|| format!("writing {}", tests_file.display()))?;
             eprintln!("wrote {} {}", policy_file.display(), tests_file.display());
         }
+    }
+    Ok(())
+}
+
+async fn import(path: &Path, groups: &[String], out: Option<&Path>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let Some(gitlab) = &config.gitlab else { bail!("{}: the import needs a `gitlab:` block (url, api_token_file)", path.display()) };
+    let (settings, problems) = jobgate::import::fetch(gitlab, groups).await.map_err(anyhow::Error::msg)?;
+    let imported = jobgate::import::render(&settings, &gitlab.url);
+    let out = out.unwrap_or(&config.policy_dir);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // The folder as it will be, loaded and tested before anything is written.
+    let files: Vec<(PathBuf, String)> = imported.files.iter().map(|(name, text)| (out.join(name), text.clone())).collect();
+    let policy = jobgate::policy::Policy::load_dir_with(out, &files).context("the imported files do not load with the folder's other files")?;
+    let snapshot = jobgate::snapshot::Snapshot::new(policy, config.api_routes.clone(), 1);
+    let report = jobgate::expect::run(&snapshot, out)?;
+    if !report.failures.is_empty() {
+        bail!("with the imported files, {} policy test(s) of {} fail:\n{}", report.failures.len(), out.display(), report.failures.join("\n"));
+    }
+    for (file, text) in &files {
+        std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
+        println!("wrote {}", file.display());
+    }
+    println!("{} project(s) imported", settings.len());
+    for line in problems.iter().chain(&imported.report) {
+        println!("note: {line}");
     }
     Ok(())
 }

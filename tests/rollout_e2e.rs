@@ -168,3 +168,86 @@ fn a_fixed_audit_file_gives_the_golden_suggestion_read_plain_and_gzipped() {
     golden("suggested.yaml", &std::fs::read_to_string(dir.path().join("policies/suggested.yaml")).unwrap());
     golden("tests.yaml", &std::fs::read_to_string(dir.path().join("policies/tests/suggested.yaml")).unwrap());
 }
+
+#[test]
+fn gitlab_allowlists_import_over_several_pages_as_policy_that_decides_alike_and_again_byte_for_byte() {
+    use common::gitlab::{GitLab, API_TOKEN};
+    let gitlab = GitLab::start();
+    gitlab.page_cap(2);
+    for (id, group) in [(1, "acme"), (2, "acme/tools"), (3, "other")] {
+        gitlab.group(id, group);
+    }
+    for (id, project) in [(42, "acme/app"), (43, "acme/lib"), (44, "acme/tools/a"), (45, "acme/tools/b"), (46, "acme/open"), (47, "acme/locked"), (48, "acme/tools/c"), (50, "other/x")] {
+        gitlab.project(id, project);
+        gitlab.job_token_scope(id, true, false, vec![], vec![]);
+    }
+    gitlab.job_token_scope(42, true, false, vec![43, 44, 45], vec![2, 3]);
+    gitlab.job_token_scope(46, false, true, vec![], vec![]);
+    gitlab.forbid(47);
+
+    let dir = tempfile::tempdir().unwrap();
+    jobgate::generate::certs(&dir.path().join("certs")).unwrap();
+    jobgate::generate::keys(&dir.path().join("keys"), jobgate::token::Alg::RS256).unwrap();
+    std::fs::create_dir_all(dir.path().join("policies/tests")).unwrap();
+    std::fs::write(dir.path().join("policies/instance.yaml"), INSTANCE).unwrap();
+    // What GitLab's allowlists decide, as policy tests: the folder's tests must pass before the import
+    // writes anything.
+    std::fs::write(
+        dir.path().join("policies/tests/allowlists.yaml"),
+        "- { name: an allowlisted project, token: { project: acme/lib }, request: { method: GET, url: /acme/app.git/info/refs?service=git-upload-pack }, expect: allow }
+- { name: a project of an allowlisted group, token: { project: acme/tools/c }, request: { method: GET, url: /acme/app.git/info/refs?service=git-upload-pack }, expect: allow }
+- { name: another top-level group allowlisted, token: { project: other/x }, request: { method: GET, url: /acme/app.git/info/refs?service=git-upload-pack }, expect: allow }
+- { name: not allowlisted, token: { project: acme/lib }, request: { method: GET, url: /acme/tools/a.git/info/refs?service=git-upload-pack }, expect: deny, reason: not_in_allowlist }
+- { name: limit access off, token: { project: other/x }, request: { method: GET, url: /acme/open.git/info/refs?service=git-upload-pack }, expect: allow }
+- { name: the allowlist admits reads only, token: { project: acme/lib }, request: { method: POST, url: /acme/app.git/git-receive-pack }, expect: deny, reason: scope_not_granted }
+- { name: API paths by the imported id, token: { project: acme/lib }, request: { method: GET, url: /api/v4/projects/42/packages/generic/tool/1.0/tool.bin }, expect: allow }
+",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("api-token"), format!("{API_TOKEN}\n")).unwrap();
+    let config = dir.path().join("jobgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: {{ public: 127.0.0.1:0, admin: 127.0.0.1:0 }}\ntls: {{ cert: certs/server.pem, key: certs/server-key.pem }}\n\
+             issuers: [ {{ name: ci, iss: 'https://gitlab.test', audiences: [jobgate], jwks_file: keys/jwks.json }} ]\n\
+             policy_dir: policies\nupstreams: {{ git: {{ url: 'http://127.0.0.1:1' }} }}\ngitlab: {{ url: '{}', api_token_file: api-token }}\n",
+            gitlab.url()
+        ),
+    )
+    .unwrap();
+    let import = || jobgate(&["policy", "import", "--config", config.to_str().unwrap(), "--group", "acme"]);
+    let out = import();
+    let report = output_text(&out);
+    assert!(out.status.success(), "{report}");
+    let file = dir.path().join("policies/gitlab-acme.yaml");
+    let first = std::fs::read_to_string(&file).unwrap();
+    for want in [
+        "\"acme/app\":\n    id: 42\n",
+        "# GitLab allowlist: project acme/lib (id 43)\n      - from: \"acme/lib\"",
+        "- from: \"acme/tools/b\"",
+        "# GitLab groups allowlist: group acme/tools (id 2)\n      - from: \"acme/tools\"",
+        "- from: \"other\"",
+        "\"acme/open\":\n    id: 46\n    # GitLab: \"Limit access to this project\" is off: every project's jobs reach it\n    inbound: open",
+    ] {
+        assert!(first.contains(want), "{want:?} missing:\n{first}");
+    }
+    assert!(!first.contains("- from: \"acme/app\""), "the project's own entry is GitLab's, not an allowlist entry:\n{first}");
+    assert!(!first.contains("acme/locked") && !first.contains("other/x\":"), "{first}");
+    assert!(report.contains("acme/locked: GET /api/v4/projects/47/job_token_scope: 403 Forbidden") && report.contains("not imported"), "{report}");
+    assert!(report.contains("acme/open: GitLab's outbound scope"), "{report}");
+    assert!(report.contains("6 project(s) imported"), "{report}");
+
+    let again = import();
+    assert!(again.status.success(), "{}", output_text(&again));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first, "the same settings give the same bytes");
+    let checked = jobgate(&["check", "--offline", "--config", config.to_str().unwrap()]);
+    assert!(checked.status.success() && output_text(&checked).contains("policy tests: 7 passed"), "{}", output_text(&checked));
+
+    // A project another file already defines: the import refuses and writes nothing.
+    std::fs::write(dir.path().join("policies/mine.yaml"), "projects:\n  acme/open: { id: 46 }\n").unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let refused = import();
+    assert!(!refused.status.success() && output_text(&refused).contains("acme/open"), "{}", output_text(&refused));
+    assert!(!file.exists());
+}

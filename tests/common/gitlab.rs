@@ -15,6 +15,17 @@
 //!   api/members.md): the member with a numeric `access_level` (10 … 50), or 404
 //!   `{"message":"404 Not found"}`. These need an API token (`PRIVATE-TOKEN`): 401 without it.
 //!
+//! - For `jobgate policy import` (docs: api/project_job_token_scopes.md, api/groups.md,
+//!   api/projects.md; lib/api/project_job_token_scope.rb): `GET /projects/:id/job_token_scope`
+//!   → `{"inbound_enabled", "outbound_enabled"}` (403 `{"message":"403 Forbidden"}` for a user who is
+//!   not a Maintainer); `…/job_token_scope/allowlist` → `Entities::BasicProjectDetails`;
+//!   `…/job_token_scope/groups_allowlist` → `Entities::BasicGroupDetails` (`id`, `web_url`, `name`);
+//!   `GET /groups/:id` → `Entities::GroupDetail` (with `full_path`), 404 `{"message":"404 Group Not
+//!   Found"}`; `GET /groups/:id/projects?include_subgroups=true` and `GET /projects`. Lists are
+//!   paginated as api/rest/index.md says: `page`, `per_page` (default 20, at most 100), headers
+//!   `x-page`, `x-per-page`, `x-total`, `x-total-pages`, `x-next-page` (empty on the last page),
+//!   `x-prev-page` and `link`.
+//!
 //! It counts job lookups so tests can assert caching, single flight and the budget; jobs can finish and
 //! the whole API can go down (answering 502, as a reverse proxy in front of a dead Rails would).
 
@@ -121,6 +132,40 @@ impl GitLab {
     pub fn member(&self, project_id: u64, user_id: u64, access_level: u64) {
         self.state.members.insert((project_id, user_id), access_level);
     }
+
+    /// A project of the instance (its group is the path's parent).
+    pub fn project(&self, id: u64, path: &str) {
+        self.state.projects.insert(id, path.to_owned());
+        self.state.paths.insert(path.to_owned(), id);
+    }
+
+    pub fn group(&self, id: u64, full_path: &str) {
+        self.state.groups.insert(id, full_path.to_owned());
+    }
+
+    /// The project's CI/CD job token settings: "Limit access to this project", the deprecated
+    /// outbound scope, and the project and group ids of its allowlists.
+    pub fn job_token_scope(&self, project_id: u64, inbound_enabled: bool, outbound_enabled: bool, projects: Vec<u64>, groups: Vec<u64>) {
+        self.state.scopes.insert(project_id, Scope { inbound_enabled, outbound_enabled, projects, groups });
+    }
+
+    /// The API token's user is not a Maintainer of the project: its settings answer 403.
+    pub fn forbid(&self, project_id: u64) {
+        self.state.forbidden.insert(project_id, ());
+    }
+
+    /// Entries per page at most (GitLab's is 100): a smaller cap shows a client following pages.
+    pub fn page_cap(&self, cap: usize) {
+        self.state.page_cap.store(cap, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone)]
+struct Scope {
+    inbound_enabled: bool,
+    outbound_enabled: bool,
+    projects: Vec<u64>,
+    groups: Vec<u64>,
 }
 
 #[derive(Clone, Default)]
@@ -133,6 +178,13 @@ struct State {
     members: Arc<DashMap<(u64, u64), u64>>,
     /// Project path → id, for API calls that name the project by its URL-encoded path.
     paths: Arc<DashMap<String, u64>>,
+    /// The instance's projects (id → path) and groups (id → full path).
+    projects: Arc<DashMap<u64, String>>,
+    groups: Arc<DashMap<u64, String>>,
+    scopes: Arc<DashMap<u64, Scope>>,
+    forbidden: Arc<DashMap<u64, ()>>,
+    /// 0: GitLab's 100.
+    page_cap: Arc<AtomicUsize>,
 }
 
 type Answer = http::Response<http_body_util::Full<bytes::Bytes>>;
@@ -161,10 +213,40 @@ impl State {
                 _ => respond(401, json!({"message": "401 Unauthorized"}).to_string()),
             };
         }
-        let Some(rest) = path.strip_prefix("/api/v4/projects/") else { return respond(404, json!({"error": "404 Not Found"}).to_string()) };
+        if !path.starts_with("/api/v4/projects") && !path.starts_with("/api/v4/groups/") {
+            return respond(404, json!({"error": "404 Not Found"}).to_string());
+        }
         if header("private-token") != API_TOKEN {
             return respond(401, json!({"message": "401 Unauthorized"}).to_string());
         }
+        let query = request.uri().query().unwrap_or_default();
+        if path == "/api/v4/projects" {
+            let mut all: Vec<(u64, String)> = self.projects.iter().map(|e| (*e.key(), e.value().clone())).collect();
+            all.sort();
+            return self.page(all.iter().map(|(id, path)| self.project_entity(*id, path)).collect(), query);
+        }
+        if let Some(rest) = path.strip_prefix("/api/v4/groups/") {
+            let segments: Vec<&str> = rest.split('/').collect();
+            let decoded = percent_encoding::percent_decode_str(segments[0]).decode_utf8_lossy().into_owned();
+            let group = self.groups.iter().find(|g| g.key().to_string() == decoded || *g.value() == decoded).map(|g| (*g.key(), g.value().clone()));
+            let Some((id, full_path)) = group else { return respond(404, json!({"message": "404 Group Not Found"}).to_string()) };
+            return match segments.as_slice() {
+                [_] => respond(200, self.group_detail(id, &full_path).to_string()),
+                [_, "projects"] => {
+                    let subgroups = query.split('&').any(|p| p == "include_subgroups=true");
+                    let mut below: Vec<(u64, String)> = self
+                        .projects
+                        .iter()
+                        .filter(|p| p.value().rsplit_once('/').is_some_and(|(parent, _)| parent == full_path || (subgroups && parent.starts_with(&format!("{full_path}/")))))
+                        .map(|p| (*p.key(), p.value().clone()))
+                        .collect();
+                    below.sort();
+                    self.page(below.iter().map(|(id, path)| self.project_entity(*id, path)).collect(), query)
+                }
+                _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
+            };
+        }
+        let rest = path.trim_start_matches("/api/v4/projects/");
         let segments: Vec<&str> = rest.split('/').collect();
         let decoded = percent_encoding::percent_decode_str(segments[0]).decode_utf8_lossy().into_owned();
         let project: u64 = segments[0].parse().ok().or_else(|| self.paths.get(&decoded).map(|id| *id)).unwrap_or(0);
@@ -184,8 +266,81 @@ impl State {
                 Some(level) => respond(200, json!({"id": user.parse::<u64>().unwrap_or(0), "username": "ann", "name": "Ann", "state": "active", "access_level": *level, "expires_at": null}).to_string()),
                 None => respond(404, json!({"message": "404 Not found"}).to_string()),
             },
+            [_, "job_token_scope", rest @ ..] => {
+                if self.forbidden.contains_key(&project) {
+                    return respond(403, json!({"message": "403 Forbidden"}).to_string());
+                }
+                let Some(scope) = self.scopes.get(&project).map(|s| s.clone()) else { return respond(404, json!({"message": "404 Project Not Found"}).to_string()) };
+                match rest {
+                    [] => respond(200, json!({"inbound_enabled": scope.inbound_enabled, "outbound_enabled": scope.outbound_enabled}).to_string()),
+                    ["allowlist"] => {
+                        // GitLab lists the project itself first: its own jobs always reach it.
+                        let ids = std::iter::once(project).chain(scope.projects.iter().copied());
+                        let items = ids.filter_map(|id| self.projects.get(&id).map(|p| self.project_entity(id, p.value()))).collect();
+                        self.page(items, query)
+                    }
+                    ["groups_allowlist"] => {
+                        let items = scope.groups.iter().filter_map(|id| self.groups.get(id).map(|g| self.group_basic(*id, g.value()))).collect();
+                        self.page(items, query)
+                    }
+                    _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
+                }
+            }
             _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
         }
+    }
+
+    /// One page of `items` for the request's `page` and `per_page`, with GitLab's pagination headers.
+    fn page(&self, items: Vec<Value>, query: &str) -> Answer {
+        let param = |name: &str| query.split('&').find_map(|p| p.strip_prefix(&format!("{name}="))).and_then(|v| v.parse::<usize>().ok());
+        let cap = match self.page_cap.load(Ordering::SeqCst) {
+            0 => 100,
+            cap => cap,
+        };
+        let per_page = param("per_page").unwrap_or(20).clamp(1, cap);
+        let page = param("page").unwrap_or(1).max(1);
+        let total = items.len();
+        let pages = total.div_ceil(per_page).max(1);
+        let shown: Vec<Value> = items.into_iter().skip((page - 1) * per_page).take(per_page).collect();
+        let mut response = respond(200, Value::Array(shown).to_string());
+        let next = if page < pages { (page + 1).to_string() } else { String::new() };
+        let prev = if page > 1 { (page - 1).to_string() } else { String::new() };
+        for (name, value) in [("x-page", page.to_string()), ("x-per-page", per_page.to_string()), ("x-total", total.to_string()), ("x-total-pages", pages.to_string()), ("x-next-page", next.clone()), ("x-prev-page", prev)] {
+            response.headers_mut().insert(name, http::HeaderValue::from_str(&value).unwrap());
+        }
+        if !next.is_empty() {
+            let link = format!("<http://gitlab.test/api/v4?page={next}&per_page={per_page}>; rel=\"next\"");
+            response.headers_mut().insert("link", http::HeaderValue::from_str(&link).unwrap());
+        }
+        response
+    }
+
+    /// `Entities::BasicProjectDetails`.
+    fn project_entity(&self, id: u64, path: &str) -> Value {
+        let (namespace, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let namespace_id = self.groups.iter().find(|g| g.value() == namespace).map_or(0, |g| *g.key());
+        json!({
+            "id": id, "description": null, "name": name, "name_with_namespace": path.replace('/', " / "), "path": name,
+            "path_with_namespace": path, "created_at": "2026-01-05T10:00:00.000Z", "default_branch": "main", "tag_list": [], "topics": [],
+            "ssh_url_to_repo": format!("git@gitlab.test:{path}.git"), "http_url_to_repo": format!("http://gitlab.test/{path}.git"),
+            "web_url": format!("http://gitlab.test/{path}"), "readme_url": null, "forks_count": 0, "avatar_url": null, "star_count": 0,
+            "last_activity_at": "2026-12-01T10:00:00.000Z",
+            "namespace": {"id": namespace_id, "name": namespace.rsplit('/').next().unwrap_or_default(), "path": namespace.rsplit('/').next().unwrap_or_default(),
+                          "kind": "group", "full_path": namespace, "parent_id": null, "avatar_url": null, "web_url": format!("http://gitlab.test/groups/{namespace}")}
+        })
+    }
+
+    /// `Entities::BasicGroupDetails`: no path, only the web URL.
+    fn group_basic(&self, id: u64, full_path: &str) -> Value {
+        json!({"id": id, "web_url": format!("http://gitlab.test/groups/{full_path}"), "name": full_path.rsplit('/').next().unwrap_or_default()})
+    }
+
+    /// `Entities::GroupDetail` (without projects: `with_projects=false`).
+    fn group_detail(&self, id: u64, full_path: &str) -> Value {
+        let name = full_path.rsplit('/').next().unwrap_or_default();
+        json!({"id": id, "web_url": format!("http://gitlab.test/groups/{full_path}"), "name": name, "path": name, "description": "",
+               "visibility": "private", "full_name": full_path.replace('/', " / "), "full_path": full_path, "parent_id": null,
+               "created_at": "2026-01-05T10:00:00.000Z", "shared_with_groups": []})
     }
 }
 
