@@ -21,8 +21,9 @@
 //! only place that picks status, challenge and body), `record` (every exit ends there), `keys` (key
 //! sets kept fresh: polling, refetch, staleness), `gitlab` (asking GitLab about its own job tokens and
 //! users' roles), `revoke::store` and `revoke::shared` (a file; Redis between replicas, through
-//! `redis_link`), `preflight` (what `serve` loads and `check` validates), `reload`, `watch`, `admin`,
-//! `serve`.
+//! `redis_link`), `preflight` (what `serve` loads and `check` validates), `reload`, `watch`, `admin`
+//! (with the decision page: `decisions`, fed by `audit`'s writer, and `view`), `serve`. Rolling out:
+//! `suggest` (audit lines → allowlist entries) and `import` (GitLab's allowlists → policy).
 //! Policy and API routes live in one [`snapshot::Snapshot`] swapped whole; each issuer's key set in
 //! its own [`token::keys::KeyState`], loaded once per verification.
 

@@ -41,7 +41,7 @@ fn the_demo_walkthrough_behaves_as_printed() {
         if listing && !line.is_empty() && !line.starts_with('#') && !line.starts_with('(') && !line.contains("in another shell") {
             printed.push(line.to_owned());
         }
-        if line.starts_with("tail ") {
+        if line.contains("/-/decisions?") {
             break;
         }
     }
@@ -87,9 +87,9 @@ fn the_demo_walkthrough_behaves_as_printed() {
         let out = shell(&format!("{command} -o /dev/null -w '%{{http_code}}'"));
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{line}");
     }
-    // explain, metrics, reload, the audit tail: each works as printed.
+    // explain, metrics, reload, the audit tail, the decision view: each works as printed.
     let rest: Vec<&String> = commands.iter().filter(|c| !c.starts_with("git ") && !c.starts_with("curl -s --cacert")).collect();
-    assert_eq!(rest.len(), 4, "{rest:?}");
+    assert_eq!(rest.len(), 5, "{rest:?}");
     let outputs: Vec<(bool, String)> = rest
         .iter()
         .map(|command| {
@@ -101,6 +101,7 @@ fn the_demo_walkthrough_behaves_as_printed() {
     assert!(outputs[1].0 && outputs[1].1.contains("jobgate_requests_total{"), "{}: {}", rest[1], outputs[1].1);
     assert!(outputs[2].0 && outputs[2].1.contains("\"reloaded\": true"), "{}: {}", rest[2], outputs[2].1);
     assert!(outputs[3].0 && outputs[3].1.lines().count() == 5, "{}: {}", rest[3], outputs[3].1);
+    assert!(outputs[4].0 && outputs[4].1.trim() == "demo/lib → demo/secret", "{}: {}", rest[4], outputs[4].1);
     let audit = std::fs::read_to_string(demo_dir.join("audit.log")).unwrap();
     assert!(audit.contains("\"not_in_allowlist\"") && audit.contains("\"ref_not_protected\""), "{audit}");
 }

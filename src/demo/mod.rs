@@ -233,6 +233,9 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  curl -s http://{admin}/metrics | grep jobgate_requests_total");
     println!("  curl -s -X POST -H \"Authorization: Bearer $(cat {})\" http://{admin}/-/reload", dir.join("admin-token").display());
     println!("  # the reason for each refusal is in the audit log:");
-    println!("  tail -n 5 {}\n", dir.join("audit.log").display());
+    println!("  tail -n 5 {}", dir.join("audit.log").display());
+    println!("  # the decision view — recent decisions, the access matrix, an explain form — in a browser at");
+    println!("  # http://{admin}/-/decisions (any user name; the password is the admin token), or:");
+    println!("  curl -s -u ops:$(cat {}) 'http://{admin}/-/decisions?reason=not_in_allowlist' | grep -o 'demo/lib → demo/secret' | head -n 1\n", dir.join("admin-token").display());
     Ok(())
 }
