@@ -2,8 +2,8 @@
 //! recent decisions, filters by project, job and reason, the access matrix (job project × target)
 //! and a form that runs `explain` for a pasted request against the live policy
 //! (`POST /-/decisions/explain`). No script, no external asset; the page's policy forbids both.
-//! Everything shown is escaped; the pasted token is never written back, nor anything derived from it
-//! but what `explain` prints (which never holds the token).
+//! Everything shown is escaped; the pasted token is never written back (nor a credential parameter of
+//! the pasted URL), nor anything derived from it but what `explain` prints (which never holds it).
 
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -187,7 +187,7 @@ fn explain(out: &mut String, form: &ExplainForm, explained: Option<&Explained>) 
         let selected = if form.method == method { " selected" } else { "" };
         let _ = write!(out, "<option{selected}>{method}</option>");
     }
-    let _ = write!(out, "</select> URL <input type=\"text\" name=\"url\" value=\"{}\"> LFS batch <select name=\"lfs_operation\"><option value=\"\">—</option>", esc(&form.url));
+    let _ = write!(out, "</select> URL <input type=\"text\" name=\"url\" value=\"{}\"> LFS batch <select name=\"lfs_operation\"><option value=\"\">—</option>", esc(&without_credentials(&form.url)));
     for op in ["download", "upload"] {
         let selected = if form.lfs_operation.as_deref() == Some(op) { " selected" } else { "" };
         let _ = write!(out, "<option{selected}>{op}</option>");
@@ -206,6 +206,18 @@ fn explain(out: &mut String, form: &ExplainForm, explained: Option<&Explained>) 
             out.push('\n');
         }
         out.push_str("</pre>\n");
+    }
+}
+
+/// `url` with every query parameter GitLab reads a credential from left out: a token pasted in the
+/// URL is used for the explanation, never written back.
+fn without_credentials(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let kept: Vec<&str> = query.split('&').filter(|pair| crate::token::extract::credential_param(pair.split('=').next().unwrap_or_default()).is_none()).collect();
+    if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
     }
 }
 
@@ -236,6 +248,13 @@ mod tests {
     #[test]
     fn markup_in_any_shown_text_is_escaped() {
         assert_eq!(esc("<script>alert('x')</script>&\""), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;");
+    }
+
+    #[test]
+    fn a_credential_in_the_pasted_url_is_not_written_back() {
+        assert_eq!(without_credentials("/p/-/jobs/artifacts/main/download?job=build&job%5Ftoken=secret&private_token=x"), "/p/-/jobs/artifacts/main/download?job=build");
+        assert_eq!(without_credentials("/a.git/info/refs?token=abc"), "/a.git/info/refs");
+        assert_eq!(without_credentials("/a.git/info/refs?service=git-upload-pack"), "/a.git/info/refs?service=git-upload-pack");
     }
 
     #[test]
