@@ -137,6 +137,12 @@ impl Upstream {
         self.replacement.is_some()
     }
 
+    /// Whether the client's credentials reach the upstream as sent (`credentials: passthrough`):
+    /// otherwise they are taken out of headers and query, which a body's cannot be.
+    pub fn passes_credentials(&self) -> bool {
+        self.credentials == CredentialMode::Passthrough
+    }
+
     /// One upstream per family: each configured one, git's for the others.
     ///
     /// # Errors

@@ -30,6 +30,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod body_credentials;
 pub mod classify;
 pub mod clock;
 pub mod config;

@@ -14,6 +14,7 @@ use http::{Method, Request, Response};
 
 use crate::audit::Audit;
 use crate::body::{self, Body, BoxError};
+use crate::body_credentials;
 use crate::classify::{lfs, Family, FamilyMap};
 use crate::clock::unix_now;
 use crate::enforce::{enforce, Core, Disposition, Enforced, Lookup, NoTrace, NonJobRules, Refused, Summary, Verdict};
@@ -50,9 +51,11 @@ pub struct GatewayParts {
     pub peek: BodyPeek,
 }
 
-/// How much of a request body jobgate reads before forwarding (LFS batch calls only).
+/// How much of a request body jobgate reads before forwarding: LFS batch calls, and API bodies GitLab
+/// reads credentials from.
 pub struct BodyPeek {
     pub bytes_per_request: usize,
+    pub credential_bytes: usize,
     /// All bodies being peeked at once, in KiB: beyond it, 503.
     pub budget: Arc<tokio::sync::Semaphore>,
     pub deadline: std::time::Duration,
@@ -61,7 +64,7 @@ pub struct BodyPeek {
 impl BodyPeek {
     pub fn new(limits: &crate::config::Limits, timeouts: &crate::config::Timeouts) -> BodyPeek {
         let budget = tokio::sync::Semaphore::new((limits.peek_budget_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS));
-        BodyPeek { bytes_per_request: limits.lfs_batch_bytes, budget: Arc::new(budget), deadline: timeouts.body_peek() }
+        BodyPeek { bytes_per_request: limits.lfs_batch_bytes, credential_bytes: limits.body_credential_bytes, budget: Arc::new(budget), deadline: timeouts.body_peek() }
     }
 }
 
@@ -218,8 +221,16 @@ impl Gateway {
     /// and enforce again → forward | refuse.
     async fn proxy(&self, snapshot: &Snapshot, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
         let core = self.core(snapshot);
-        let mut enforced = self.enforce(&core, &parts, None).await;
-        let mut body = body;
+        // Credentials GitLab reads from an API body are decided like those of the query string.
+        let (mut body, in_body) = match self.body_credentials(&parts, body).await {
+            Ok(read) => read,
+            Err(refusal) => {
+                let response = reject::response(&refusal, &cx.id, None, &Challenge::GitLab);
+                return (response, Outcome::refused(&refusal, None, None));
+            }
+        };
+        let decided_on = in_body.as_ref().and_then(|b| b.decided_on.as_ref());
+        let mut enforced = self.enforce(&core, decided_on.unwrap_or(&parts), None).await;
         // The credential is checked before any body is read: only a verified job's batch is peeked.
         if lfs::is_batch(&parts.method, parts.uri.path()) && enforced.verdict.claims().is_some() {
             match self.peek_lfs_batch(body).await {
@@ -239,6 +250,9 @@ impl Gateway {
         let upstream = &self.upstreams[family.unwrap_or(Family::Git)];
         let refusal = match &enforced.verdict {
             Verdict::Refuse(refusal, _) => Some(refusal.clone()),
+            _ if decided_on.is_some() && !upstream.passes_credentials() => {
+                Some(Refusal::new(Reason::CredentialInBody, "a credential in the request body cannot be taken out before forwarding (credentials: strip or replace); send it in a header"))
+            }
             // jobgate's own credential is presented only where the policy decided the actual target.
             Verdict::Allow(..) | Verdict::WouldDeny(..) if upstream.presents_own_credential() && !enforced.request.as_ref().is_some_and(|r| r.target.is_single()) => {
                 Some(Refusal::new(Reason::UnresolvedTarget, "group and instance targets are not decided, so jobgate's own upstream credential is not presented for them"))
@@ -261,8 +275,13 @@ impl Gateway {
         match forwarded {
             Ok(response) => (response, Outcome::enforced(enforced, summary)),
             Err(e) => {
-                // 502, 504 or 500: no challenge applies.
-                let refusal = Refusal::from(e);
+                // 502, 504 or 500: no challenge applies; or the body was cut off at a credential.
+                let refusal = match in_body.as_ref().and_then(|b| b.cut.as_ref()) {
+                    Some(cut) if cut.load(std::sync::atomic::Ordering::Acquire) => {
+                        Refusal::new(Reason::CredentialInBody, "a credential past the inspected bytes of the body: the body was cut off, the request not completed")
+                    }
+                    _ => Refusal::from(e),
+                };
                 let response = reject::response(&refusal, &cx.id, family, &Challenge::GitLab);
                 (response, Outcome::enforced(enforced, Summary { reason: refusal.reason(), ..summary }))
             }
@@ -306,33 +325,89 @@ impl Gateway {
         .map_err(Refusal::from)
     }
 
+    /// For an API request with a body GitLab reads parameters from: reads it (bounded like the LFS
+    /// peek) for credential parameters. Returns the body to forward and, when it held credentials,
+    /// the request to decide on (the credentials as query parameters) and, for a body larger than
+    /// the bound, the flag its scanner sets when it cuts the rest off at a further credential.
+    async fn body_credentials(&self, parts: &Parts, body: Body) -> Result<(Body, Option<InBody>), Refusal> {
+        use hyper::body::Body as _;
+        let kind = match body_credentials::kind(parts) {
+            Ok(Some(kind)) if !body.is_end_stream() => kind,
+            Ok(_) => return Ok((body, None)),
+            Err(why) => return Err(Refusal::new(Reason::BadRequest, why)),
+        };
+        let limit = self.peek.credential_bytes;
+        let mut body = body;
+        let (bytes, ended) = self.read_prefix(&mut body, limit, "API request body").await?;
+        let uninspected = |why: String| Refusal::new(Reason::BodyNotInspected, format!("the body may hold a credential GitLab would read: {why}"));
+        let (body, found, cut) = if ended {
+            let found = body_credentials::params(&kind, &bytes).map_err(|why| Refusal::new(Reason::BadRequest, why))?;
+            (body::full(bytes), found, None)
+        } else {
+            let mut scanner = body_credentials::Streaming::new(&kind).ok_or_else(|| uninspected(format!("a form body larger than {limit} bytes (limits.body_credential_bytes)")))?;
+            scanner.feed(&bytes).map_err(uninspected)?;
+            let found = scanner.decided().map_err(uninspected)?;
+            let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let scanned = body_credentials::Scanned { head: Some(bytes), rest: body, scanner, cut: cut.clone() };
+            (http_body_util::BodyExt::boxed(scanned), found, Some(cut))
+        };
+        let decided_on = if found.is_empty() { None } else { Some(with_params(parts, &found)?) };
+        Ok((body, Some(InBody { decided_on, cut })))
+    }
+
+    /// Reads `body` up to `limit` bytes (the frame that crosses it included), within the peek
+    /// deadline and the process-wide budget: the bytes, and whether the body ended within them.
+    async fn read_prefix(&self, body: &mut Body, limit: usize, what: &str) -> Result<(Bytes, bool), Refusal> {
+        use http_body_util::BodyExt;
+        let kib = u32::try_from(limit.div_ceil(1024)).unwrap_or(u32::MAX);
+        let _budget = self.peek.budget.clone().try_acquire_many_owned(kib).map_err(|_| Refusal::new(Reason::OverCapacity, format!("too many bodies being read ({what}); retry later")))?;
+        let read = async {
+            let mut bytes = bytes::BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map_err(|_| Refusal::new(Reason::BadRequest, format!("{what} unreadable")))?.into_data() {
+                    bytes.extend_from_slice(&data);
+                    if bytes.len() > limit {
+                        return Ok((bytes.freeze(), false));
+                    }
+                }
+            }
+            Ok((bytes.freeze(), true))
+        };
+        tokio::time::timeout(self.peek.deadline, read).await.map_err(|_| Refusal::new(Reason::BadRequest, format!("{what} not received in time")))?
+    }
+
     /// Reads an LFS batch body — at most `limits.lfs_batch_bytes`, within `timeouts.body_peek_secs`,
     /// and only while the process-wide peek budget lasts — and finds its operation. The bytes are
     /// replayed upstream unchanged.
     async fn peek_lfs_batch(&self, mut body: Body) -> Result<(Body, lfs::BatchOperation), Refusal> {
-        use http_body_util::BodyExt;
         let limit = self.peek.bytes_per_request;
-        let kib = u32::try_from(limit.div_ceil(1024)).unwrap_or(u32::MAX);
-        let _budget = self.peek.budget.clone().try_acquire_many_owned(kib).map_err(|_| Refusal::new(Reason::OverCapacity, "too many LFS batch bodies in flight; retry later"))?;
-        let unreadable = || Refusal::new(Reason::BadRequest, format!("LFS batch body unreadable or larger than {limit} bytes"));
-        let read = async {
-            let mut bytes = bytes::BytesMut::new();
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.map_err(|_| unreadable())?.into_data() {
-                    if bytes.len() + data.len() > limit {
-                        return Err(unreadable());
-                    }
-                    bytes.extend_from_slice(&data);
-                }
-            }
-            Ok(bytes.freeze())
-        };
-        let bytes = tokio::time::timeout(self.peek.deadline, read)
-            .await
-            .map_err(|_| Refusal::new(Reason::BadRequest, "LFS batch body not received in time"))??;
+        let (bytes, ended) = self.read_prefix(&mut body, limit, "LFS batch body").await?;
+        if !ended {
+            return Err(Refusal::new(Reason::BadRequest, format!("LFS batch body larger than {limit} bytes")));
+        }
         let operation = lfs::batch_operation(&bytes).map_err(|why| Refusal::new(Reason::BadRequest, why))?;
         Ok((body::full(bytes), operation))
     }
+}
+
+/// What an API body held: the request to decide on (its credentials as query parameters), and the
+/// flag set when the rest of a large body was cut off at a further credential.
+struct InBody {
+    decided_on: Option<Parts>,
+    cut: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// `parts` with `params` (encoded `name=value` pairs) added to its query string: the request as
+/// GitLab's `params` see it, for the decision only (the forwarded request is unchanged).
+fn with_params(parts: &Parts, params: &[String]) -> Result<Parts, Refusal> {
+    let added = params.join("&");
+    let query = parts.uri.query().map_or_else(|| added.clone(), |q| format!("{q}&{added}"));
+    let mut uri = parts.uri.clone().into_parts();
+    uri.path_and_query = Some(format!("{}?{query}", parts.uri.path()).parse().map_err(|_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter"))?);
+    let uri = http::Uri::from_parts(uri).map_err(|_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter"))?;
+    let mut request = Request::builder().method(parts.method.clone()).version(parts.version).uri(uri).body(()).map_err(|_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter"))?;
+    *request.headers_mut() = parts.headers.clone();
+    Ok(request.into_parts().0)
 }
 
 fn allowed() -> Summary {

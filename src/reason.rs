@@ -22,6 +22,12 @@ pub enum Reason {
     ConflictingCredentials,
     /// The request itself is malformed (duplicated `Host`, absolute-form target, ...).
     BadRequest,
+    /// An API request whose body GitLab reads credentials from is larger than jobgate reads
+    /// (`limits.body_credential_bytes`), or cannot be read: its credential is unknown, so it is refused.
+    BodyNotInspected,
+    /// A credential in a request body where jobgate cannot take it out (the upstream gets jobgate's
+    /// own credential), or one found past the inspected bytes of a multipart body.
+    CredentialInBody,
     /// The request shape is not one jobgate knows; unknown shapes are denied, not guessed.
     UnmatchedRequest,
     /// The token is larger than the configured limit.
@@ -96,7 +102,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 41] = [
+    pub const ALL: [Reason; 43] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -104,6 +110,8 @@ impl Reason {
         Reason::NonJobRejected,
         Reason::ConflictingCredentials,
         Reason::BadRequest,
+        Reason::BodyNotInspected,
+        Reason::CredentialInBody,
         Reason::UnmatchedRequest,
         Reason::TokenTooLarge,
         Reason::MalformedToken,
@@ -150,6 +158,8 @@ impl Reason {
             Reason::NonJobRejected => "non_job_rejected",
             Reason::ConflictingCredentials => "conflicting_credentials",
             Reason::BadRequest => "bad_request",
+            Reason::BodyNotInspected => "body_not_inspected",
+            Reason::CredentialInBody => "credential_in_body",
             Reason::UnmatchedRequest => "unmatched_request",
             Reason::TokenTooLarge => "token_too_large",
             Reason::MalformedToken => "malformed_token",

@@ -22,10 +22,11 @@ pub fn status(reason: Reason) -> StatusCode {
         UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         KeySetStale | OverCapacity | GitlabUnavailable | GitlabLookupBudget => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        BodyNotInspected => StatusCode::PAYLOAD_TOO_LARGE,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         // Fail closed: anything else, the allow reasons included (a `Refusal` cannot hold those), is a
         // plain refusal.
-        UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
+        CredentialInBody | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
         | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | UnresolvedTarget | Granted
         | GrantedViaOwnProject | NonJobPassthrough => StatusCode::FORBIDDEN,
     }

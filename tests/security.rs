@@ -467,3 +467,93 @@ async fn the_registry_challenge_never_carries_what_the_client_wrote_in_host() {
     let challenge = response.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap().to_owned();
     assert!(challenge.starts_with("Bearer realm=\"https://localhost/jwt/auth\",service=\"container_registry\""), "{challenge}");
 }
+
+// ---- credentials in API bodies -------------------------------------------------------------------
+
+fn multipart(parts: &[(&str, &str)]) -> String {
+    let mut body: String = parts.iter().map(|(name, value)| format!("--XyZ\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n")).collect();
+    body.push_str("--XyZ--\r\n");
+    body
+}
+
+/// `bytes` as a streamed body of `size`-byte frames, as a client sends a large upload.
+fn in_chunks(bytes: Vec<u8>, size: usize) -> Body {
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, jobgate::body::BoxError>> = bytes.chunks(size).map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c)))).collect();
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
+}
+
+const MULTIPART: (&str, &str) = ("content-type", "multipart/form-data; boundary=XyZ");
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_in_an_api_body_is_decided_like_one_in_the_query() {
+    let f = default_fixture("passthrough", NonJob::Passthrough).await;
+    let lib = f.token("acme/lib", 43, false, vec![]);
+    let trigger = "/api/v4/projects/acme%2Fsecret/trigger/pipeline";
+    // Every body GitLab's `params` are read from: multipart (`curl --form token=…`), a form, a POST
+    // without Content-Type (a form to Rack), JSON. acme/secret admits nobody: refused, not passed
+    // through as non-job traffic.
+    for (headers, body) in [
+        (&[MULTIPART][..], multipart(&[("ref", "main"), ("token", &lib)])),
+        (&[("content-type", "application/x-www-form-urlencoded")][..], format!("ref=main&job_token={lib}")),
+        (&[][..], format!("ref=main&token={lib}")),
+        (&[("content-type", "application/json; charset=utf-8")][..], format!("{{\"ref\":\"main\",\"token\":\"{lib}\"}}")),
+    ] {
+        let (status, text, seen) = f.send(request("POST", trigger, headers, Bytes::from(body))).await;
+        assert_eq!((status, reason(&text), seen.len()), (403, "not_in_allowlist", 0), "{headers:?}: {text}");
+    }
+    // A body credential next to a different header credential is smuggling; an odd spelling is refused.
+    let app = f.token("acme/app", 42, false, vec![]);
+    let (status, text, seen) = f.send(request("POST", trigger, &[MULTIPART, ("job-token", &app)], Bytes::from(multipart(&[("job_token", &lib)])))).await;
+    assert_eq!((status, reason(&text), seen.len()), (400, "conflicting_credentials", 0), "{text}");
+    let (status, text, seen) = f.send(request("POST", trigger, &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(format!("job_token[]={lib}")))).await;
+    assert_eq!((status, reason(&text), seen.len()), (400, "bad_request", 0), "{text}");
+    // Allowed: forwarded with its body unchanged.
+    let body = format!("job_token={lib}&x=1");
+    let (status, text, seen) = f.send(request("GET", "/api/v4/projects/acme%2Flib", &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(body.clone()))).await;
+    assert_eq!((status, seen.len()), (200, 1), "{text}");
+    assert_eq!(seen[0].body, body.as_bytes());
+    // A body without a credential under a person's token: non-job traffic as before.
+    let (status, _, seen) = f.send(request("POST", trigger, &[MULTIPART, ("private-token", "glpat-x")], Bytes::from(multipart(&[("ref", "main")])))).await;
+    assert_eq!((status, seen.len()), (200, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_api_body_is_refused_or_cut_off_before_a_credential_past_the_bound_leaves() {
+    let limits = Limits { body_credential_bytes: 1024, ..Limits::default() };
+    let f = fixture("passthrough", NonJob::Passthrough, limits, Timeouts::default()).await;
+    let lib = f.token("acme/lib", 43, false, vec![]);
+    let trigger = "/api/v4/projects/acme%2Fsecret/trigger/pipeline";
+    let big = "x".repeat(4000);
+    // A form body larger than the bound: its credential is unknown, so it is refused.
+    let (status, text, seen) = f.send(request("POST", trigger, &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(format!("a={big}&token={lib}")))).await;
+    assert_eq!((status, reason(&text), seen.len()), (413, "body_not_inspected", 0), "{text}");
+    let json = ("content-type", "application/json");
+    for (headers, upload, credential_first, credential_after) in [
+        (MULTIPART, multipart(&[("file", &big)]), multipart(&[("token", &lib), ("file", &big)]), multipart(&[("file", &big), ("token", &lib)])),
+        (json, format!("{{\"a\":\"{big}\"}}"), format!("{{\"token\":\"{lib}\",\"a\":\"{big}\"}}"), format!("{{\"a\":\"{big}\",\"token\":\"{lib}\"}}")),
+    ] {
+        // A large upload without a credential streams through whole.
+        let (status, _, seen) = f.send(request("POST", trigger, &[headers, ("private-token", "glpat-x")], Bytes::from(upload.clone()))).await;
+        assert_eq!((status, seen.len()), (200, 1), "{headers:?}");
+        assert_eq!(seen[0].body, upload.as_bytes());
+        // A credential in its first bytes decides; one after them cuts the body off: the upstream
+        // never gets the token, the client a refusal.
+        let (status, text, _) = f.send(request("POST", trigger, &[headers], Bytes::from(credential_first))).await;
+        assert_eq!((status, reason(&text)), (403, "not_in_allowlist"), "{headers:?}: {text}");
+        let mut cut = request("POST", trigger, &[headers, ("private-token", "glpat-x")], Bytes::new());
+        *cut.body_mut() = in_chunks(credential_after.into_bytes(), 512);
+        let (status, text, seen) = f.send(cut).await;
+        assert_eq!((status, reason(&text)), (403, "credential_in_body"), "{headers:?}: {text}");
+        assert!(seen.iter().all(|s| !String::from_utf8_lossy(&s.body).contains(&lib)), "{headers:?}: the token reached the upstream");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_credential_is_refused_where_the_upstream_must_not_see_the_job_token() {
+    for mode in ["strip", "replace"] {
+        let f = default_fixture(mode, NonJob::Passthrough).await;
+        let lib = f.token("acme/lib", 43, false, vec![]);
+        let (status, text, seen) = f.send(request("GET", "/api/v4/projects/acme%2Flib", &[("content-type", "application/x-www-form-urlencoded")], Bytes::from(format!("job_token={lib}")))).await;
+        assert_eq!((status, reason(&text), seen.len()), (403, "credential_in_body", 0), "{mode}: {text}");
+    }
+}

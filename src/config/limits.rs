@@ -19,7 +19,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest LFS batch body jobgate reads to find its `operation` (it is then replayed upstream).
     pub lfs_batch_bytes: usize,
-    /// All LFS batch bodies being read at once, process-wide; beyond it, 503.
+    /// Largest API request body jobgate reads for credentials when GitLab would read them there
+    /// (form, multipart and JSON bodies; see README *Security*). A larger form body is refused (413
+    /// `body_not_inspected`); a larger multipart or JSON body is decided on its first bytes and the
+    /// rest is scanned as it streams (cut off at a further credential).
+    pub body_credential_bytes: usize,
+    /// All bodies being read at once (LFS batches and API bodies), process-wide; beyond it, 503.
     pub peek_budget_bytes: usize,
 }
 
@@ -31,6 +36,7 @@ impl Default for Limits {
             token_cache_entries: 100_000,
             max_connections: 10_000,
             lfs_batch_bytes: 1024 * 1024,
+            body_credential_bytes: 1024 * 1024,
             peek_budget_bytes: 64 * 1024 * 1024,
         }
     }
