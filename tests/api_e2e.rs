@@ -102,3 +102,25 @@ fn api_and_package_decisions() {
     assert_eq!(find("/api/v4/users").as_deref(), Some("unmatched_request"));
     assert_eq!(find("/api/v4/version").as_deref(), Some("unresolved_target"));
 }
+
+#[test]
+fn a_trigger_with_the_job_token_in_its_form_body_is_decided_by_that_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_upstream();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\napi: {{ url: 'http://127.0.0.1:{echo}' }}");
+    let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, "non_job: passthrough");
+    let trigger = gw.url("/api/v4/projects/acme%2Ftools/trigger/pipeline");
+    // curl --form: a multipart body, the job token in its `token` part, no credential header at all.
+    let form = |token: &str| {
+        let token = format!("token={token}");
+        curl(&gw, &["-X", "POST", "--form", &token, "--form", "ref=main", &trigger])
+    };
+    let (status, text) = form(&gw.token("acme/app", 42, true));
+    assert_eq!(status, 200, "acme/tools grants acme/app api: {text}");
+    let (status, text) = form(&gw.token("acme/lib", 44, true));
+    assert_eq!(status, 403, "acme/lib is not admitted, though its token is only in the body: {text}");
+    assert!(text.contains("not_in_allowlist"), "{text}");
+    let lines = gw.audit_until(|lines| lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").count() >= 2);
+    let decided: Vec<(&str, &str)> = lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").map(|l| (l["token_project"].as_str().unwrap_or(""), l["decision"].as_str().unwrap_or(""))).collect();
+    assert_eq!(decided, [("acme/app", "allow"), ("acme/lib", "deny")], "both decided as job requests, neither passed through");
+}
