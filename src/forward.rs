@@ -13,11 +13,12 @@ use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_rustls::HttpsConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::{self, Body};
 use crate::classify::{Family, FamilyMap};
-use crate::config::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamConfig, Upstreams};
+use crate::config::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamAddr, UpstreamConfig, Upstreams};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
@@ -40,12 +41,55 @@ const HOP_BY_HOP: [HeaderName; 10] = [
     header::EXPECT,
 ];
 
+/// How requests reach an upstream: TCP (plain or TLS), or a Unix socket.
+enum Transport {
+    Tcp(Client<HttpsConnector<HttpConnector>, Body>),
+    Unix(Client<UnixConnector, Body>),
+}
+
+impl Transport {
+    fn request(&self, request: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            Transport::Tcp(client) => client.request(request),
+            Transport::Unix(client) => client.request(request),
+        }
+    }
+}
+
+/// Connects to one Unix socket whatever the request's URI names.
+#[derive(Clone)]
+struct UnixConnector {
+    path: Arc<std::path::PathBuf>,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let (path, timeout) = (self.path.clone(), self.timeout);
+        Box::pin(async move {
+            let connect = tokio::net::UnixStream::connect(&*path);
+            let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{}: connect timed out", path.display())))??;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
 /// One upstream: where it is, how long to wait, what to do with credentials.
 pub struct Upstream {
+    /// The family it serves first (for messages; families without one share git's).
+    family: &'static str,
     scheme: Scheme,
     authority: Authority,
     prefix: String,
-    client: Client<HttpConnector, Body>,
+    client: Transport,
     response_timeout: Duration,
     credentials: CredentialMode,
     seconds: prometheus::Histogram,
@@ -67,12 +111,12 @@ pub struct ForwardContext<'a> {
 /// Why a request did not reach the upstream, and whose fault that is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
-    #[error("cannot connect to upstream")]
-    Connect,
-    #[error("upstream did not answer in time")]
-    Timeout,
-    #[error("upstream connection failed")]
-    Failed,
+    #[error("cannot connect to the {0} upstream")]
+    Connect(&'static str),
+    #[error("the {0} upstream did not answer in time")]
+    Timeout(&'static str),
+    #[error("the connection to the {0} upstream failed")]
+    Failed(&'static str),
     /// jobgate could not build the upstream request: ours, not the client's.
     #[error("request cannot be forwarded")]
     Internal,
@@ -84,9 +128,9 @@ impl ForwardError {
 
     fn kind(self) -> Option<usize> {
         match self {
-            ForwardError::Connect => Some(0),
-            ForwardError::Timeout => Some(1),
-            ForwardError::Failed => Some(2),
+            ForwardError::Connect(_) => Some(0),
+            ForwardError::Timeout(_) => Some(1),
+            ForwardError::Failed(_) => Some(2),
             ForwardError::Internal => None,
         }
     }
@@ -95,8 +139,8 @@ impl ForwardError {
 impl From<ForwardError> for Refusal {
     fn from(e: ForwardError) -> Refusal {
         let reason = match e {
-            ForwardError::Connect | ForwardError::Failed => Reason::UpstreamUnavailable,
-            ForwardError::Timeout => Reason::UpstreamTimeout,
+            ForwardError::Connect(_) | ForwardError::Failed(_) => Reason::UpstreamUnavailable,
+            ForwardError::Timeout(_) => Reason::UpstreamTimeout,
             ForwardError::Internal => Reason::InternalError,
         };
         Refusal::new(reason, e.to_string())
@@ -108,17 +152,34 @@ impl Upstream {
     ///
     /// # Errors
     /// An invalid URL (already refused by config validation).
-    pub fn new(config: &UpstreamConfig, family: &str, metrics: &Metrics) -> Result<Upstream, String> {
-        let (scheme, authority, prefix) = parse_upstream_url(&config.url)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(config.connect_timeout_secs)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+    pub fn new(config: &UpstreamConfig, family: &'static str, metrics: &Metrics) -> Result<Upstream, String> {
+        let UpstreamAddr { scheme, authority, prefix, socket } = parse_upstream_url(&config.url)?;
+        let connect_timeout = Duration::from_secs(config.connect_timeout_secs);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_max_idle_per_host(config.pool_max_idle_per_host).pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs)).pool_timer(TokioTimer::new());
+        let client = match socket {
+            Some(path) => Transport::Unix(builder.build(UnixConnector { path: Arc::new(path), timeout: connect_timeout })),
+            None => {
+                let mut http = HttpConnector::new();
+                http.set_connect_timeout(Some(connect_timeout));
+                http.set_nodelay(true);
+                http.enforce_http(false);
+                let tls = config.tls.clone().unwrap_or_default();
+                let client_auth = tls.client_cert.as_deref().zip(tls.client_key.as_deref());
+                let rustls = crate::tls::client_config_with(tls.ca_file.as_deref(), client_auth)?;
+                let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(rustls).https_or_http();
+                let https = match &tls.server_name {
+                    Some(name) => {
+                        let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| format!("tls.server_name {name:?}: {e}"))?;
+                        https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+                    }
+                    None => https,
+                };
+                Transport::Tcp(builder.build(https.enable_http1().wrap_connector(http)))
+            }
+        };
         Ok(Upstream {
+            family,
             scheme,
             authority,
             prefix,
@@ -165,10 +226,10 @@ impl Upstream {
         let request = self.upstream_request(parts, body, ctx)?;
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Err(_) => Err(ForwardError::Timeout),
+            Err(_) => Err(ForwardError::Timeout(self.family)),
             Ok(Err(e)) => {
-                tracing::warn!(request_id = ctx.request_id, error = %crate::error::chain(&e), "upstream request failed");
-                Err(if e.is_connect() { ForwardError::Connect } else { ForwardError::Failed })
+                tracing::warn!(request_id = ctx.request_id, upstream = self.family, error = %crate::error::chain(&e), "upstream request failed");
+                Err(if e.is_connect() { ForwardError::Connect(self.family) } else { ForwardError::Failed(self.family) })
             }
             Ok(Ok(response)) => Ok(response),
         };

@@ -33,23 +33,40 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// # Errors
 /// An unreadable CA file, naming it.
 pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    client_config_with(ca_file, None)
+}
+
+/// [`client_config`], presenting a client certificate (`(chain, key)` PEM files) when asked.
+///
+/// # Errors
+/// As [`client_config`]; an unreadable client certificate or key, or a pair that does not match.
+pub fn client_config_with(ca_file: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| format!("{}: CA file: {e}", path.display()))?;
-            roots.add_parsable_certificates(certs);
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("{}: CA file: no usable CERTIFICATE block", path.display()));
+            }
         }
         None => {
             roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
         }
     }
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_root_certificates(roots);
+    match client {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let pair = load_certified_key(cert, key).map_err(|e| e.to_string())?;
+            builder.with_client_auth_cert(pair.cert, PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?).map_err(|e| format!("client certificate {}: {e}", cert.display()))
+        }
+    }
 }
 
 /// Loads a PEM certificate chain and its private key, checking that they belong together.

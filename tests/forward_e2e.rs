@@ -103,7 +103,14 @@ fn upstream_down_is_502_and_upstream_silence_is_504() {
     let basic = format!("gitlab-ci-token:{token}");
     let (status, text) = curl(&gw, &["-u", &basic, &url]);
     assert_eq!(status, 502, "{text}");
-    assert!(text.contains("cannot connect to upstream (reason: upstream_unavailable"), "{text}");
+    assert!(text.contains("cannot connect to the git upstream (reason: upstream_unavailable"), "{text}");
+    // A Unix socket that is not there: the same, at once.
+    let sockets = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(sockets.path(), &format!("unix:{}", sockets.path().join("missing.sock").display()), POLICY);
+    let started = std::time::Instant::now();
+    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("cannot connect to the git upstream") && started.elapsed() < std::time::Duration::from_secs(4), "{text}");
 
     // An upstream that accepts connections and never answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -221,4 +228,65 @@ fn pooled_connections_are_not_reused_past_the_upstreams_keep_alive() {
     assert_eq!(fetch_twice(1), (200, 200));
     // Kept longer than the upstream keeps them: the reused connection is dropped under the request.
     assert_eq!(fetch_twice(60), (200, 502), "the race the timeout avoids");
+}
+
+/// nginx terminating TLS with `cert`/`key` (and, with `client_ca`, asking for a client certificate
+/// it signed) in front of `backend`.
+fn nginx_tls(dir: &std::path::Path, backend: u16, cert: &std::path::Path, key: &std::path::Path, client_ca: Option<&std::path::Path>) -> (u16, common::Process) {
+    std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
+    let conf = dir.join("nginx.conf");
+    let verify = client_ca.map_or(String::new(), |ca| format!("ssl_client_certificate {}; ssl_verify_client on;", ca.display()));
+    common::serve_on_free_port(|port| {
+        std::fs::write(
+            &conf,
+            format!(
+                "user root;\nworker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}/nginx-tmp;\n  proxy_temp_path {d}/nginx-tmp;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    {verify}\n    location / {{ proxy_pass http://127.0.0.1:{backend}; proxy_set_header Host $host; proxy_request_buffering off; proxy_buffering off; client_max_body_size 100m; }}\n  }}\n}}\n",
+                d = dir.display(),
+                cert = cert.display(),
+                key = key.display(),
+            ),
+        )
+        .unwrap();
+        let mut command = std::process::Command::new("nginx");
+        command.arg("-c").arg(&conf).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        command
+    })
+}
+
+#[test]
+fn an_https_upstream_with_a_private_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let git = common::GitServer::start(dir.path());
+    git.create_repo("acme/app");
+    // The upstream's own private CA: its server certificate names localhost and 127.0.0.1, and the
+    // same CA signs the client certificate nginx asks for.
+    let pki = jobgate::generate::certs(&dir.path().join("upstream-pki")).unwrap();
+    let (port, _nginx) = nginx_tls(dir.path(), git.port, &pki.cert, &pki.key, Some(&pki.ca));
+    let clone = |gw: &Gateway, name: &str| {
+        let url = gw.git_url(&gw.token("acme/app", 42, false), "acme/app");
+        common::run(common::git_command(dir.path(), Some(&gw.ca)).args(["clone", "--quiet", &url]).arg(dir.path().join(name)))
+    };
+    let tls = |extra: &str| format!("url: 'https://127.0.0.1:{port}', tls: {{ ca_file: '{}'{extra} }}", pki.ca.display());
+    let client = format!(", client_cert: '{}', client_key: '{}'", pki.cert.display(), pki.key.display());
+    let trusted = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(trusted.path(), &tls(&client), POLICY, "");
+    let out = clone(&gw, "over-tls");
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    // The name to verify can differ from the URL's host: right name, then a wrong one.
+    let named = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(named.path(), &tls(&format!("{client}, server_name: localhost")), POLICY, "");
+    assert!(clone(&gw, "named").status.success());
+    let wrong = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(wrong.path(), &tls(&format!("{client}, server_name: gitlab.other.example")), POLICY, "");
+    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 502, "a certificate for another name: {text}");
+    // Without the private CA the upstream is not trusted; without the client certificate nginx refuses.
+    let untrusted = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(untrusted.path(), &format!("url: 'https://127.0.0.1:{port}'"), POLICY, "");
+    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 502, "{text}");
+    let anonymous = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(anonymous.path(), &tls(""), POLICY, "");
+    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 400, "nginx wants the client certificate: {text}");
 }

@@ -41,7 +41,7 @@ fn giftless(dir: &Path) -> (u16, PathBuf, Process) {
     let (port, process) = serve_on_free_port(|port| {
         let mut command = Command::new(tools.join("gunicorn"));
         command
-            .args(["-b", &format!("127.0.0.1:{port}"), "-k", "gthread", "--threads", "8", "--timeout", "120", "giftless.wsgi_entrypoint:app"])
+            .args(["-b", &format!("127.0.0.1:{port}"), "-b", &format!("unix:{}", dir.join("giftless.sock").display()), "-k", "gthread", "--threads", "8", "--timeout", "120", "giftless.wsgi_entrypoint:app"])
             .env("GIFTLESS_CONFIG_FILE", &config)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -76,21 +76,32 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 #[test]
 fn lfs_objects_push_and_smudge_through_jobgate_to_giftless() {
-    scenario(&Tokens::Jwt);
+    scenario(&Tokens::Jwt, false);
 }
 
 #[test]
 fn lfs_with_an_unmodified_pipelines_ci_job_token() {
-    scenario(&Tokens::gitlab(&[("acme/app", 42), ("acme/lib", 43), ("acme/other", 44)]));
+    scenario(&Tokens::gitlab(&[("acme/app", 42), ("acme/lib", 43), ("acme/other", 44)]), false);
 }
 
-fn scenario(tokens: &Tokens) {
+/// The same through Unix-socket upstreams, as jobgate reaches GitLab Workhorse on an Omnibus host.
+#[test]
+fn git_and_lfs_through_unix_socket_upstreams() {
+    scenario(&Tokens::Jwt, true);
+}
+
+fn scenario(tokens: &Tokens, sockets: bool) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let git = GitServer::start(d);
     git.create_repo("acme/app");
     let (lfs_port, store, _giftless) = giftless(d);
-    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{}' }}\nlfs: {{ url: 'http://127.0.0.1:{lfs_port}', non_job: passthrough }}", git.port);
+    let (git_url, lfs_url) = if sockets {
+        (format!("unix:{}", git.socket.display()), format!("unix:{}", d.join("giftless.sock").display()))
+    } else {
+        (format!("http://127.0.0.1:{}", git.port), format!("http://127.0.0.1:{lfs_port}"))
+    };
+    let upstreams = format!("git: {{ url: '{git_url}' }}\nlfs: {{ url: '{lfs_url}', non_job: passthrough }}");
     let gw = tokens.gateway(d, &upstreams, POLICY, "");
     let ca = gw.ca.clone();
     let git_in = |cwd: &Path, args: &[&str]| run(git_command(cwd, Some(&ca)).args(args));

@@ -16,7 +16,7 @@ mod upstream;
 
 pub use limits::{AuditSink, Limits, Timeouts};
 pub use revocations::{RedisConfig, RevocationsConfig};
-pub use upstream::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamConfig, Upstreams};
+pub use upstream::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamAddr, UpstreamConfig, UpstreamTls, Upstreams};
 use crate::token::Alg;
 
 /// An error in a configuration file; the message names the file and, where known, line and key.
@@ -281,8 +281,14 @@ impl Config {
             resolve(p);
         }
         for family in Family::ALL {
-            if let Some(replace) = self.upstreams.get_mut(family).and_then(|u| u.replace.as_mut()) {
+            let Some(upstream) = self.upstreams.get_mut(family) else { continue };
+            if let Some(replace) = upstream.replace.as_mut() {
                 resolve(&mut replace.value_file);
+            }
+            if let Some(tls) = upstream.tls.as_mut() {
+                for p in [tls.ca_file.as_mut(), tls.client_cert.as_mut(), tls.client_key.as_mut()].into_iter().flatten() {
+                    resolve(p);
+                }
             }
         }
     }
@@ -322,7 +328,18 @@ impl Config {
         }
         for (family, upstream) in self.upstreams.all() {
             let name = family.id();
-            problems.extend(parse_upstream_url(&upstream.url).err().map(|e| format!("upstreams.{name}.url: {e}")));
+            match parse_upstream_url(&upstream.url) {
+                Err(e) => problems.push(format!("upstreams.{name}.url: {e}")),
+                Ok(addr) if upstream.tls.is_some() && addr.scheme != http::uri::Scheme::HTTPS => {
+                    problems.push(format!("upstreams.{name}: `tls` goes with an https:// url"));
+                }
+                Ok(_) => {}
+            }
+            if let Some(tls) = &upstream.tls {
+                if tls.client_cert.is_some() != tls.client_key.is_some() {
+                    problems.push(format!("upstreams.{name}.tls: client_cert and client_key go together"));
+                }
+            }
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
                 problems.push(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
             }

@@ -57,7 +57,8 @@ impl Upstreams {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `http://host:port[/prefix]`.
+    /// `http://host:port[/prefix]`, `https://host[:port][/prefix]` (with `tls:` for a private CA or
+    /// a client certificate), or `unix:/path/to/socket` (GitLab Workhorse's socket, say).
     pub url: String,
     #[serde(default)]
     pub credentials: CredentialMode,
@@ -75,6 +76,8 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout_secs: u64,
     /// With `credentials: replace`: the header to set and the file holding its value.
     pub replace: Option<ReplaceCredential>,
+    /// For an `https://` upstream: its CA, a client certificate, the name to verify.
+    pub tls: Option<UpstreamTls>,
     /// This family's treatment of non-job traffic, overriding the top-level `non_job` (e.g.
     /// `passthrough` for LFS transfers that carry the LFS server's own tokens).
     pub non_job: Option<NonJob>,
@@ -124,16 +127,49 @@ pub enum CredentialMode {
 ///
 /// # Errors
 /// A message saying what is wrong with the URL.
-pub fn parse_upstream_url(url: &str) -> Result<(Scheme, Authority, String), String> {
-    let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    if uri.scheme() != Some(&Scheme::HTTP) {
-        return Err(format!("{url:?}: only http:// upstreams are supported (TLS ends at jobgate)"));
+pub fn parse_upstream_url(url: &str) -> Result<UpstreamAddr, String> {
+    if let Some(socket) = url.strip_prefix("unix:") {
+        let socket = PathBuf::from(socket.strip_prefix("//").unwrap_or(socket));
+        if !socket.is_absolute() {
+            return Err(format!("{url:?}: a unix: upstream names the socket by its absolute path (unix:/var/opt/gitlab/gitlab-workhorse/sockets/socket)"));
+        }
+        return Ok(UpstreamAddr { scheme: Scheme::HTTP, authority: Authority::from_static("localhost"), prefix: String::new(), socket: Some(socket) });
     }
+    let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let scheme = match uri.scheme() {
+        Some(s) if *s == Scheme::HTTP || *s == Scheme::HTTPS => s.clone(),
+        _ => return Err(format!("{url:?}: upstreams are http://, https:// or unix:/path")),
+    };
     let authority = uri.authority().cloned().ok_or_else(|| format!("{url:?} has no host"))?;
     if authority.as_str().contains('@') || uri.query().is_some() {
         return Err(format!("{url:?} must not carry user info or a query"));
     }
-    Ok((Scheme::HTTP, authority, uri.path().trim_end_matches('/').to_owned()))
+    Ok(UpstreamAddr { scheme, authority, prefix: uri.path().trim_end_matches('/').to_owned(), socket: None })
+}
+
+/// Where an upstream is, from its `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAddr {
+    pub scheme: Scheme,
+    /// The URL's host (`localhost` for a socket; the request keeps the client's `Host` either way).
+    pub authority: Authority,
+    /// A path prefix put before every request path.
+    pub prefix: String,
+    /// `unix:`: the socket's path.
+    pub socket: Option<PathBuf>,
+}
+
+/// TLS to an `https://` upstream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM CA bundle trusted for the upstream instead of the system roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate chain and its key, for an upstream that asks for one (mutual TLS).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The name the upstream's certificate must carry (and SNI sends), when not the URL's host.
+    pub server_name: Option<String>,
 }
 
 #[cfg(test)]
@@ -142,8 +178,11 @@ mod tests {
 
     #[test]
     fn upstream_urls() {
-        assert_eq!(parse_upstream_url("http://127.0.0.1:8080/git/").unwrap().2, "/git");
-        for bad in ["https://x", "ftp://x", "http://u:p@x", "http://x/?q=1", "x"] {
+        assert_eq!(parse_upstream_url("http://127.0.0.1:8080/git/").unwrap().prefix, "/git");
+        assert_eq!(parse_upstream_url("https://gitlab.internal").unwrap().scheme, Scheme::HTTPS);
+        assert_eq!(parse_upstream_url("unix:/run/workhorse.sock").unwrap().socket, Some(PathBuf::from("/run/workhorse.sock")));
+        assert_eq!(parse_upstream_url("unix:///run/workhorse.sock").unwrap().socket, Some(PathBuf::from("/run/workhorse.sock")));
+        for bad in ["ftp://x", "http://u:p@x", "http://x/?q=1", "x", "unix:relative.sock"] {
             assert!(parse_upstream_url(bad).is_err(), "{bad}");
         }
     }

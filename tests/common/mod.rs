@@ -109,9 +109,11 @@ pub fn serve_on_free_port(mut start: impl FnMut(u16) -> Command) -> (u16, Proces
     panic!("the server exited on five ports in a row (see its log)");
 }
 
-/// `git http-backend` under lighttpd (mod_cgi), serving bare repositories below `root`.
+/// `git http-backend` under lighttpd (mod_cgi), serving bare repositories below `root`, on a TCP port
+/// and on a Unix socket.
 pub struct GitServer {
     pub port: u16,
+    pub socket: PathBuf,
     pub root: PathBuf,
     log: PathBuf,
     _process: Process,
@@ -148,6 +150,7 @@ server.max-request-size = 2097152
 alias.url = ( "/" => "{backend}/" )
 cgi.assign = ( "" => "" )
 setenv.set-environment = ( "GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL" => "1" )
+$SERVER["socket"] == "{dir}/git.sock" {{ }}
 "#,
                     root = root.display(),
                     dir = dir.display(),
@@ -163,7 +166,7 @@ setenv.set-environment = ( "GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL"
                 .stdout(Stdio::null());
             command
         });
-        GitServer { port, root, log: dir.join("lighttpd-error.log"), _process: process }
+        GitServer { port, socket: dir.join("git.sock"), root, log: dir.join("lighttpd-error.log"), _process: process }
     }
 
     /// Creates a bare repository `project.git` with one commit on `main`; returns its path.
