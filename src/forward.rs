@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_rustls::HttpsConnector;
@@ -106,6 +106,15 @@ pub struct ForwardContext<'a> {
     pub request_id: &'a str,
     /// The verified job and its effective scopes, for `replace` mode's identity headers.
     pub identity: Option<(&'a Claims, ScopeSet)>,
+    /// The request may be upgraded (WebSocket): its `Upgrade` is forwarded and, when the upstream
+    /// answers 101, both connections are joined. Only for non-job traffic.
+    pub upgrade: bool,
+}
+
+/// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` with `Upgrade`).
+pub fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Why a request did not reach the upstream, and whose fault that is.
@@ -222,8 +231,13 @@ impl Upstream {
     ///
     /// # Errors
     /// A [`ForwardError`]; each upstream failure is counted by kind.
-    pub async fn forward(&self, parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Response<Body>, ForwardError> {
-        let request = self.upstream_request(parts, body, ctx)?;
+    pub async fn forward(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Response<Body>, ForwardError> {
+        let upgrade = (ctx.upgrade && wants_upgrade(&parts.headers)).then(|| (parts.extensions.remove::<hyper::upgrade::OnUpgrade>(), parts.headers.get(header::UPGRADE).cloned()));
+        let mut request = self.upstream_request(parts, body, ctx)?;
+        if let Some((_, Some(protocol))) = &upgrade {
+            request.headers_mut().insert(header::UPGRADE, protocol.clone());
+            request.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let started = std::time::Instant::now();
         let result = match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
             Err(_) => Err(ForwardError::Timeout(self.family)),
@@ -239,6 +253,22 @@ impl Upstream {
             }
         })?;
         self.seconds.observe(started.elapsed().as_secs_f64());
+        let mut response = response;
+        if let (Some((Some(client), _)), StatusCode::SWITCHING_PROTOCOLS) = (upgrade, response.status()) {
+            let upstream = hyper::upgrade::on(&mut response);
+            let (family, request_id) = (self.family, ctx.request_id.to_owned());
+            tokio::spawn(async move {
+                match tokio::try_join!(client, upstream) {
+                    Ok((client, upstream)) => {
+                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+                    }
+                    Err(e) => tracing::warn!(request_id, upstream = family, error = %e, "upgrade failed"),
+                }
+            });
+            // A 101 keeps its `Upgrade` and `Connection`: they are the answer.
+            let (parts, _) = response.into_parts();
+            return Ok(Response::from_parts(parts, body::empty()));
+        }
         let (mut parts, incoming) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, body::stream(incoming)))

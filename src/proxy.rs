@@ -250,6 +250,9 @@ impl Gateway {
         let upstream = &self.upstreams[family.unwrap_or(Family::Git)];
         let refusal = match &enforced.verdict {
             Verdict::Refuse(refusal, _) => Some(refusal.clone()),
+            Verdict::Allow(..) | Verdict::WouldDeny(..) if crate::forward::wants_upgrade(&parts.headers) => {
+                Some(Refusal::new(Reason::UpgradeRefused, "a protocol upgrade with a job credential: what travels over it cannot be decided, so only non-job traffic is upgraded"))
+            }
             _ if decided_on.is_some() && !upstream.passes_credentials() => {
                 Some(Refusal::new(Reason::CredentialInBody, "a credential in the request body cannot be taken out before forwarding (credentials: strip or replace); send it in a header"))
             }
@@ -271,7 +274,8 @@ impl Gateway {
             Verdict::WouldDeny(claims, _) => Some((claims.claims(), ScopeSet::EMPTY)),
             Verdict::Passthrough | Verdict::Refuse(..) => None,
         };
-        let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity }).await;
+        let upgrade = matches!(enforced.verdict, Verdict::Passthrough);
+        let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity, upgrade }).await;
         match forwarded {
             Ok(response) => (response, Outcome::enforced(enforced, summary)),
             Err(e) => {

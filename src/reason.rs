@@ -28,6 +28,9 @@ pub enum Reason {
     /// A credential in a request body where jobgate cannot take it out (the upstream gets jobgate's
     /// own credential), or one found past the inspected bytes of a multipart body.
     CredentialInBody,
+    /// A protocol upgrade (WebSocket) carrying a job credential: what travels over the upgraded
+    /// connection cannot be decided, so only non-job traffic is upgraded.
+    UpgradeRefused,
     /// The request shape is not one jobgate knows; unknown shapes are denied, not guessed.
     UnmatchedRequest,
     /// The token is larger than the configured limit.
@@ -102,7 +105,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 43] = [
+    pub const ALL: [Reason; 44] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -112,6 +115,7 @@ impl Reason {
         Reason::BadRequest,
         Reason::BodyNotInspected,
         Reason::CredentialInBody,
+        Reason::UpgradeRefused,
         Reason::UnmatchedRequest,
         Reason::TokenTooLarge,
         Reason::MalformedToken,
@@ -160,6 +164,7 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::BodyNotInspected => "body_not_inspected",
             Reason::CredentialInBody => "credential_in_body",
+            Reason::UpgradeRefused => "upgrade_refused",
             Reason::UnmatchedRequest => "unmatched_request",
             Reason::TokenTooLarge => "token_too_large",
             Reason::MalformedToken => "malformed_token",

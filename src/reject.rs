@@ -26,7 +26,7 @@ pub fn status(reason: Reason) -> StatusCode {
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         // Fail closed: anything else, the allow reasons included (a `Refusal` cannot hold those), is a
         // plain refusal.
-        CredentialInBody | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
+        CredentialInBody | UpgradeRefused | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
         | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | UnresolvedTarget | Granted
         | GrantedViaOwnProject | NonJobPassthrough => StatusCode::FORBIDDEN,
     }

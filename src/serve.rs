@@ -205,7 +205,8 @@ async fn serve_public(
             // ALPN has chosen the protocol: no sniffing, so the header timeout runs from the first byte.
             let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") { &builders.h2 } else { &builders.h1 };
             let io = FirstByteDeadline::new(tls, header_timeout);
-            let connection = builder.serve_connection(TokioIo::new(io), service).into_owned();
+            // Upgrades (WebSocket) are possible; `forward` grants them to non-job traffic only.
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
             if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -290,3 +290,63 @@ fn an_https_upstream_with_a_private_ca_and_a_client_certificate() {
     let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
     assert_eq!(status, 400, "nginx wants the client certificate: {text}");
 }
+
+/// A WebSocket echo server (the role of GitLab's ActionCable or a web terminal upstream).
+async fn websocket_echo() -> u16 {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() && ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A TLS connection to the gateway (no ALPN: HTTP/1.1, where upgrades live).
+async fn tls_to(gw: &Gateway) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let config = jobgate::tls::client_config(Some(&gw.ca)).unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_round_trip_passes_as_non_job_traffic_and_a_job_credential_is_refused() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let echo = websocket_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{echo}'"), POLICY, "non_job: passthrough");
+    let url = format!("wss://localhost:{}/-/cable", gw.port);
+    let (mut ws, response) = tokio_tungstenite::client_async(url.as_str(), tls_to(&gw).await).await.unwrap();
+    assert_eq!(response.status(), 101);
+    for text in ["hello", "jobgate"] {
+        ws.send(Message::text(text)).await.unwrap();
+        let back = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back.to_text().unwrap(), text);
+    }
+    ws.close(None).await.unwrap();
+    // An upgrade with a job token, on a request the policy allows: refused, the upstream never asked.
+    let allowed = format!("wss://localhost:{}/acme/app.git/info/refs?service=git-upload-pack", gw.port);
+    let mut request = allowed.as_str().into_client_request().unwrap();
+    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)));
+    request.headers_mut().insert("authorization", format!("Basic {basic}").parse().unwrap());
+    match tokio_tungstenite::client_async(request, tls_to(&gw).await).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default()).into_owned();
+            assert!(body.contains("upgrade_refused"), "{body}");
+        }
+        other => panic!("a job credential's upgrade went through: {:?}", other.map(|(_, r)| r.status())),
+    }
+}
