@@ -557,3 +557,25 @@ async fn a_body_credential_is_refused_where_the_upstream_must_not_see_the_job_to
         assert_eq!((status, reason(&text), seen.len()), (403, "credential_in_body", 0), "{mode}: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runners_job_api_passes_with_the_jobs_own_token_wherever_the_runner_puts_it() {
+    let f = default_fixture("passthrough", NonJob::Passthrough).await;
+    let job = f.token("acme/lib", 43, false, vec![]);
+    let json = ("content-type", "application/json");
+    // The runner's job update carries the job token in its JSON body; its trace and artifacts in JOB-TOKEN.
+    let update = format!("{{\"token\":\"{job}\",\"state\":\"success\",\"checksum\":\"crc32:0\"}}");
+    let (status, text, seen) = f.send(request("PUT", "/api/v4/jobs/943", &[json], Bytes::from(update.clone()))).await;
+    assert_eq!((status, seen.len()), (200, 1), "{text}");
+    assert_eq!(seen[0].body, update.as_bytes(), "passed untouched");
+    for (method, path) in [("PATCH", "/api/v4/jobs/943/trace"), ("POST", "/api/v4/jobs/943/artifacts/authorize"), ("GET", "/api/v4/jobs/940/artifacts")] {
+        let (status, text, seen) = f.send(request(method, path, &[("job-token", &job)], Bytes::new())).await;
+        assert_eq!((status, seen.len()), (200, 1), "{method} {path}: {text}");
+    }
+    // Asking for a job with the runner's token (in the body): non-job traffic.
+    let (status, _, seen) = f.send(request("POST", "/api/v4/jobs/request", &[json], Bytes::from_static(br#"{"token":"glrt-runner","info":{}}"#))).await;
+    assert_eq!((status, seen.len()), (200, 1));
+    // A job token that does not verify is refused there too.
+    let (status, text, seen) = f.send(request("PUT", "/api/v4/jobs/943", &[json], Bytes::from_static(br#"{"token":"glcbt-forged","state":"success"}"#))).await;
+    assert_eq!((status, seen.len()), (401, 0), "{text}");
+}

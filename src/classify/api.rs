@@ -31,6 +31,19 @@ pub(super) fn classify(method: &Method, rest: &str) -> Result<Classified, Unmatc
     }
     match segments.as_slice() {
         ["job"] if is_read(method) => Ok(api(Target::OwnJob, method)),
+        // The runner's API: a runner token asks for jobs; a job's own token (JOB-TOKEN, or `token` in
+        // the JSON body) updates that job, sends its trace, uploads its artifacts and fetches its
+        // dependencies'. GitLab ties each to the job; any valid token may ask (`runners/…` and
+        // `jobs/request` carry runner tokens: non-job traffic).
+        ["jobs", "request"] | ["runners", ..] => Ok(Classified { destructive: false, ..api(Target::OwnJob, method) }),
+        ["jobs", id, tail @ ..] if id.bytes().all(|b| b.is_ascii_digit()) && matches!(tail, [] | ["trace"] | ["artifacts"] | ["artifacts", "authorize"]) => {
+            Ok(Classified { destructive: false, ..api(Target::OwnJob, method) })
+        }
+        // Terraform state locking (`plan` takes the lock, in merge request pipelines too): a write,
+        // not a destructive one.
+        ["projects", id, "terraform", "state", _, "lock"] if *method == Method::POST || *method == Method::DELETE => {
+            Ok(Classified { destructive: false, ..api(Target::Project(id_or_path(id)?), method) })
+        }
         ["projects", id, "packages", format, tail @ ..] => {
             let target = Target::Project(id_or_path(id)?);
             packages(method, target, format, tail)
@@ -41,12 +54,18 @@ pub(super) fn classify(method: &Method, rest: &str) -> Result<Classified, Unmatc
             packages(method, target, format, tail)
         }
         ["groups", id, ..] => Ok(api(Target::Group(id_or_path(id)?), method)),
+        // Composer's group endpoints are spelled with a singular `group`.
+        ["group", id, "-", "packages", "composer", tail @ ..] => packages(method, Target::Group(id_or_path(id)?), "composer", tail),
         ["packages", format, tail @ ..] => {
             let target = match (*format, tail.first()) {
                 // npm puts scoped names first: `@scope/name` or `@scope%2fname` → the top-level group.
                 ("npm", Some(name)) if name.starts_with('@') => {
                     let scope = name[1..].split(['/', '%']).next().unwrap_or("");
                     Target::Group(ProjectRef::Path(ProjectPath::parse(scope).ok_or(unmatched("not an npm scope"))?))
+                }
+                // Terraform modules live in a namespace: the top-level group.
+                ("terraform", _) if tail.starts_with(&["modules", "v1"]) && tail.len() > 2 => {
+                    Target::Group(ProjectRef::Path(ProjectPath::parse(tail[2]).ok_or(unmatched("not a Terraform module namespace"))?))
                 }
                 _ => Target::Instance,
             };
@@ -138,6 +157,21 @@ mod tests {
             (Method::DELETE, "/api/v4/groups/7/variables/x", Family::Api, Target::Group(ProjectRef::Id(7)), Scope::Api, true),
             (Method::GET, "/api/v4/job", Family::Api, Target::OwnJob, Scope::ReadApi, false),
             (Method::GET, "/api/v4/projects/42/packages/pypi/simple/foo/", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::ReadPackageRegistry, false),
+            (Method::POST, "/api/v4/jobs/request", Family::Api, Target::OwnJob, Scope::Api, false),
+            (Method::PUT, "/api/v4/jobs/1001", Family::Api, Target::OwnJob, Scope::Api, false),
+            (Method::PATCH, "/api/v4/jobs/1001/trace", Family::Api, Target::OwnJob, Scope::Api, false),
+            (Method::POST, "/api/v4/jobs/1001/artifacts/authorize", Family::Api, Target::OwnJob, Scope::Api, false),
+            (Method::GET, "/api/v4/jobs/1000/artifacts", Family::Api, Target::OwnJob, Scope::ReadApi, false),
+            (Method::POST, "/api/v4/projects/42/terraform/state/prod/lock", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, false),
+            (Method::DELETE, "/api/v4/projects/42/terraform/state/prod/lock", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, false),
+            (Method::POST, "/api/v4/projects/42/terraform/state/prod", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
+            (Method::DELETE, "/api/v4/projects/42/terraform/state/prod", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
+            (Method::GET, "/api/v4/group/acme/-/packages/composer/packages", Family::Packages, Target::Group(path("acme")), Scope::ReadPackageRegistry, false),
+            (Method::GET, "/api/v4/group/7/-/packages/composer/p2/acme/lib.json", Family::Packages, Target::Group(ProjectRef::Id(7)), Scope::ReadPackageRegistry, false),
+            (Method::GET, "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", Family::Packages, Target::Group(path("acme")), Scope::ReadPackageRegistry, false),
+            (Method::GET, "/api/v4/projects/42/jobs/artifacts/main/download", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::ReadApi, false),
+            (Method::POST, "/api/v4/projects/42/releases", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
+            (Method::POST, "/api/v4/projects/acme%2Fapp/trigger/pipeline", Family::Api, Target::Project(path("acme/app")), Scope::Api, true),
         ];
         for (method, p, family, target, scope, destructive) in cases {
             let c = classify(&method, p, None).unwrap_or_else(|u| panic!("{method} {p}: {}", u.why));
@@ -165,6 +199,10 @@ mod tests {
             (Method::GET, "/api/v4/projects//issues"),
             (Method::GET, "/api/v4/projects/acme%2F/issues"),
             (Method::GET, "/api/v4/projects/99999999999999999999999/issues"),
+            (Method::PUT, "/api/v4/jobs/../projects/42"),
+            (Method::GET, "/api/v4/jobs/1001/artifacts/secret.zip"),
+            (Method::POST, "/api/v4/jobs/abc/trace"),
+            (Method::GET, "/api/v4/group/acme/-/packages/npm/x"),
         ] {
             assert!(classify(&method, p, None).is_err(), "{method} {p} must be unmatched");
         }

@@ -158,6 +158,10 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Clas
     if let Some(rest) = path.strip_prefix("/v2/") {
         return registry::classify(method, rest, query).map(|r| r.request);
     }
+    // Terraform's service discovery: OpenTofu and Terraform send the module token here too.
+    if path == "/.well-known/terraform.json" && (*method == Method::GET || *method == Method::HEAD) {
+        return Ok(Classified { family: Family::Api, target: Target::OwnJob, action: Action::Read, scope: crate::scope::Scope::ReadApi, destructive: false });
+    }
     lfs::classify(method, path)
         .or_else(|| git::classify(method, path, query))
         .unwrap_or(Err(Unmatched { why: "no known endpoint has this shape" }))
