@@ -42,12 +42,14 @@ pub fn kind(parts: &Parts) -> Result<Option<Kind>, &'static str> {
         return Ok(None);
     }
     let mut types = parts.headers.get_all(header::CONTENT_TYPE).iter();
-    let (Some(value), None) = (types.next(), types.next()) else {
+    let value = match (types.next(), types.next()) {
         // No Content-Type: a POST is a form to Rack; other methods carry no params.
-        return Ok((parts.method == Method::POST && parts.headers.get(header::CONTENT_TYPE).is_none()).then_some(Kind::Form));
+        (None, _) => return Ok((parts.method == Method::POST).then_some(Kind::Form)),
+        (Some(value), None) => value.to_str().map_err(|_| "a Content-Type that is not text")?,
+        (Some(_), Some(_)) => return Err("two Content-Type headers"),
     };
-    let value = value.to_str().map_err(|_| "a Content-Type that is not text")?;
-    let (media, params) = value.split_once(';').unwrap_or((value, ""));
+    // Rack's media type ends at the first `;` or `,`.
+    let (media, params) = value.split_once([';', ',']).unwrap_or((value, ""));
     let media = media.trim().to_ascii_lowercase();
     Ok(match media.as_str() {
         "application/x-www-form-urlencoded" => Some(Kind::Form),
@@ -447,6 +449,10 @@ mod tests {
             assert_eq!(kind(&request(method, path, ct)), Ok(want), "{method} {path} {ct:?}");
         }
         assert!(kind(&request("POST", "/api/v4/x", Some("multipart/form-data"))).is_err());
+        assert_eq!(kind(&request("POST", "/api/v4/x", Some("application/x-www-form-urlencoded, text/plain"))), Ok(Some(Kind::Form)), "Rack stops at a comma");
+        let mut twice = request("POST", "/api/v4/x", Some("text/plain"));
+        twice.headers.append(header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-www-form-urlencoded"));
+        assert!(kind(&twice).is_err(), "two Content-Type headers");
     }
 
     #[test]

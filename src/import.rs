@@ -32,6 +32,7 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
 use crate::config::GitLabConfig;
+use crate::yaml::quoted as q;
 
 /// Largest API answer read (one page).
 const MAX_ANSWER: usize = 8 * 1024 * 1024;
@@ -248,10 +249,6 @@ pub fn render(settings: &[Settings], source: &str) -> Imported {
     imported
 }
 
-/// A YAML scalar written as a JSON string.
-fn q(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
 
 #[cfg(test)]
 mod tests {

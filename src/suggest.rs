@@ -21,6 +21,7 @@ use crate::path::ProjectPath;
 use crate::policy::Policy;
 use crate::scope::{Scope, ScopeSet};
 use crate::snapshot::Snapshot;
+use crate::yaml::quoted as q;
 
 /// The file suggestions are written to (in `--out`); a previous one in the policy folder is
 /// replaced, not merged, when suggesting anew.
@@ -369,10 +370,6 @@ fn replayable(line: &AuditLine) -> (&str, String, Option<&'static str>) {
     }
 }
 
-/// A YAML scalar written as a JSON string (valid YAML, every character escaped).
-fn q(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
-}
 
 /// Reads `--since`: an RFC 3339 time, or a duration before now (`24h`, `7days`).
 ///

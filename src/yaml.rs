@@ -16,6 +16,11 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// A scalar for a YAML file jobgate writes, as a JSON string (valid YAML, every character escaped).
+pub fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
 /// Parses `text` (read from `path`) into `T`.
 ///
 /// # Errors
