@@ -362,8 +362,11 @@ impl Gateway {
     /// Reads `body` up to `limit` bytes (the frame that crosses it included), within the peek
     /// deadline and the process-wide budget: the bytes, and whether the body ended within them.
     async fn read_prefix(&self, body: &mut Body, limit: usize, what: &str) -> Result<(Bytes, bool), Refusal> {
+        use hyper::body::Body as _;
         use http_body_util::BodyExt;
-        let kib = u32::try_from(limit.div_ceil(1024)).unwrap_or(u32::MAX);
+        // The budget holds what can arrive: the declared length when smaller than the bound.
+        let expected = body.size_hint().upper().and_then(|n| usize::try_from(n).ok()).map_or(limit, |n| n.min(limit));
+        let kib = u32::try_from(expected.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
         let _budget = self.peek.budget.clone().try_acquire_many_owned(kib).map_err(|_| Refusal::new(Reason::OverCapacity, format!("too many bodies being read ({what}); retry later")))?;
         let read = async {
             let mut bytes = bytes::BytesMut::new();
