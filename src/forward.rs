@@ -175,7 +175,8 @@ impl Upstream {
                 http.enforce_http(false);
                 let tls = config.tls.clone().unwrap_or_default();
                 let client_auth = tls.client_cert.as_deref().zip(tls.client_key.as_deref());
-                let rustls = crate::tls::client_config_with(tls.ca_file.as_deref(), client_auth)?;
+                // A plain http:// upstream never uses it: no trust store is loaded for one.
+                let rustls = if scheme == Scheme::HTTPS { crate::tls::client_config_with(tls.ca_file.as_deref(), client_auth)? } else { crate::tls::unused_client_config()? };
                 let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(rustls).https_or_http();
                 let https = match &tls.server_name {
                     Some(name) => {

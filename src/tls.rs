@@ -36,6 +36,18 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Str
     client_config_with(ca_file, None)
 }
 
+/// A client configuration trusting nothing, for a connector that only ever speaks plain HTTP.
+///
+/// # Errors
+/// The crypto provider offers no protocol version (never).
+pub fn unused_client_config() -> Result<rustls::ClientConfig, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 /// [`client_config`], presenting a client certificate (`(chain, key)` PEM files) when asked.
 ///
 /// # Errors
