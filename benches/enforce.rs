@@ -25,7 +25,6 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a bench fixture may fail loudly
 
 use std::path::Path;
-use std::time::SystemTime;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -111,7 +110,7 @@ fn fixture() -> Fixture {
         (Alg::PS256, rsa.sign_as(Alg::PS256, "rsa", &payload).unwrap(), rsa_raw(&sig::RSA_PSS_2048_8192_SHA256)),
         (Alg::ES256, ec.sign_as(Alg::ES256, "ec", &payload).unwrap(), ec_raw),
     ];
-    let snapshot = Snapshot { generation: 1, loaded_at: SystemTime::now(), policy: Policy::from_yaml(Path::new("bench.yaml"), POLICY).unwrap(), api_routes: Vec::new() };
+    let snapshot = Snapshot::new(Policy::from_yaml(Path::new("bench.yaml"), POLICY).unwrap(), Vec::new(), 1);
     Fixture { snapshot, verifier: Verifier::new(vec![issuer], 8192, 1000), tokens }
 }
 

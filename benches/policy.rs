@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
@@ -145,13 +145,13 @@ fn policy_at_scale(c: &mut Criterion) {
     let stranger = claims("nowhere/else");
     assert!(matches!(decide(&policy, &request, &stranger), Decision::Deny(_)));
 
-    let live = ArcSwap::from_pointee(Snapshot { generation: 1, loaded_at: SystemTime::now(), policy, api_routes: Vec::new() });
+    let live = ArcSwap::from_pointee(Snapshot::new(policy, Vec::new(), 1));
     let mut group = c.benchmark_group("policy_100k");
     group.sample_size(10).measurement_time(Duration::from_secs(30));
     group.bench_function("load_and_swap", |b| {
         b.iter(|| {
             let policy = Policy::load_dir(dir.path()).unwrap();
-            live.store(Arc::new(Snapshot { generation: 2, loaded_at: SystemTime::now(), policy, api_routes: Vec::new() }));
+            live.store(Arc::new(Snapshot::new(policy, Vec::new(), 2)));
         })
     });
     group.finish();

@@ -15,7 +15,7 @@ use http::{Method, Request, Response};
 use crate::audit::Audit;
 use crate::body::{self, Body, BoxError};
 use crate::body_credentials;
-use crate::classify::{lfs, Family, FamilyMap};
+use crate::classify::{lfs, Family, FamilyMap, HostRole};
 use crate::clock::unix_now;
 use crate::enforce::{enforce, Core, Disposition, Enforced, Lookup, NoTrace, NonJobRules, Refused, Summary, Verdict};
 use crate::gitlab::GitLab;
@@ -84,6 +84,8 @@ pub struct Gateway {
 }
 
 enum Route {
+    /// Refused before anything else: an unknown host, or a path its host does not serve.
+    Misdirected(Refusal),
     TokenRealm,
     Jwks,
     Proxy,
@@ -167,7 +169,12 @@ impl Gateway {
         let (parts, body) = request.into_parts();
         let head = parts.method == Method::HEAD;
         let cx = self.record.start(&parts, snapshot.generation);
-        let (mut response, outcome) = match self.route(&parts) {
+        let role = snapshot.hosts.role(&parts);
+        let (mut response, outcome) = match self.route(&parts, role) {
+            Route::Misdirected(refusal) => {
+                let response = reject::response(&refusal, &cx.id, None, &Challenge::GitLab);
+                (response, Outcome::refused(&refusal, None, None))
+            }
             Route::TokenRealm => self.token_realm(&snapshot, &parts, &cx).await,
             Route::Jwks => {
                 let jwks = self.registry.as_ref().map(RegistryTokens::jwks).unwrap_or_default();
@@ -191,8 +198,20 @@ impl Gateway {
         self.record.finish(cx, Outcome::refused(&refusal, None, None), response)
     }
 
-    fn route(&self, parts: &Parts) -> Route {
-        match (&parts.method, parts.uri.path(), &self.registry) {
+    /// Where a request goes: by its host (`hosts:`) first, then by its path.
+    fn route(&self, parts: &Parts, role: Option<HostRole>) -> Route {
+        let Some(role) = role else {
+            return Route::Misdirected(Refusal::new(Reason::UnknownHost, "this host is not served here (hosts:)"));
+        };
+        let path = parts.uri.path();
+        let registry_path = path.starts_with("/v2/") || path == "/jwt/auth" || path == "/-/jwks";
+        if role == HostRole::Registry && !registry_path {
+            // Not even non-job traffic: nothing but the registry lives on its host.
+            return Route::Misdirected(Refusal::new(Reason::UnmatchedRequest, "the registry host serves the container registry only"));
+        }
+        match (&parts.method, path, &self.registry) {
+            // On the GitLab host these are GitLab's own (the dependency proxy): the proxy path decides.
+            _ if role == HostRole::GitLab => Route::Proxy,
             (&Method::GET, "/jwt/auth", Some(_)) => Route::TokenRealm,
             (&Method::GET, "/-/jwks", Some(_)) => Route::Jwks,
             _ => Route::Proxy,

@@ -31,6 +31,8 @@ pub enum Reason {
     /// A protocol upgrade (WebSocket) carrying a job credential: what travels over the upgraded
     /// connection cannot be decided, so only non-job traffic is upgraded.
     UpgradeRefused,
+    /// The request names a host jobgate does not serve (`hosts:`), or none.
+    UnknownHost,
     /// The request shape is not one jobgate knows; unknown shapes are denied, not guessed.
     UnmatchedRequest,
     /// The token is larger than the configured limit.
@@ -105,7 +107,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 44] = [
+    pub const ALL: [Reason; 45] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -116,6 +118,7 @@ impl Reason {
         Reason::BodyNotInspected,
         Reason::CredentialInBody,
         Reason::UpgradeRefused,
+        Reason::UnknownHost,
         Reason::UnmatchedRequest,
         Reason::TokenTooLarge,
         Reason::MalformedToken,
@@ -165,6 +168,7 @@ impl Reason {
             Reason::BodyNotInspected => "body_not_inspected",
             Reason::CredentialInBody => "credential_in_body",
             Reason::UpgradeRefused => "upgrade_refused",
+            Reason::UnknownHost => "unknown_host",
             Reason::UnmatchedRequest => "unmatched_request",
             Reason::TokenTooLarge => "token_too_large",
             Reason::MalformedToken => "malformed_token",

@@ -23,6 +23,7 @@ pub fn status(reason: Reason) -> StatusCode {
         KeySetStale | OverCapacity | GitlabUnavailable | GitlabLookupBudget => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         BodyNotInspected => StatusCode::PAYLOAD_TOO_LARGE,
+        UnknownHost => StatusCode::MISDIRECTED_REQUEST,
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         // Fail closed: anything else, the allow reasons included (a `Refusal` cannot hold those), is a
         // plain refusal.

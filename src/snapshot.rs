@@ -14,6 +14,8 @@ pub struct Snapshot {
     pub policy: Policy,
     /// Extra API endpoints the config opens to job tokens.
     pub api_routes: Vec<ApiRoute>,
+    /// Which families each host serves (`hosts:`).
+    pub hosts: crate::classify::HostRules,
 }
 
 impl Snapshot {
@@ -22,10 +24,13 @@ impl Snapshot {
     /// # Errors
     /// The first policy file that does not load, with file and line.
     pub fn build(config: &Config, generation: u64) -> Result<Snapshot, PolicyError> {
-        Ok(Snapshot::new(Policy::load_dir(&config.policy_dir)?, config.api_routes.clone(), generation))
+        let mut snapshot = Snapshot::new(Policy::load_dir(&config.policy_dir)?, config.api_routes.clone(), generation);
+        snapshot.hosts = crate::classify::HostRules::new(config.hosts.as_ref());
+        Ok(snapshot)
     }
 
+    /// A snapshot serving every family on every host.
     pub fn new(policy: Policy, api_routes: Vec<ApiRoute>, generation: u64) -> Snapshot {
-        Snapshot { generation, loaded_at: SystemTime::now(), policy, api_routes }
+        Snapshot { generation, loaded_at: SystemTime::now(), policy, api_routes, hosts: crate::classify::HostRules::default() }
     }
 }

@@ -350,3 +350,34 @@ async fn a_websocket_round_trip_passes_as_non_job_traffic_and_a_job_credential_i
         other => panic!("a job credential's upgrade went through: {:?}", other.map(|(_, r)| r.status())),
     }
 }
+
+#[test]
+fn hosts_route_the_registry_by_name_and_refuse_unknown_hosts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gitlab, registry) = (echo_upstream(), common::sink_upstream());
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry}' }}");
+    // The GitLab host is 127.0.0.1, the registry host localhost (both on jobgate's certificate).
+    let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, "non_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }");
+    let job = format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false));
+    let at = |host: &str, path: &str| format!("https://{host}:{}{path}", gw.port);
+    for version in ["--http2", "--http1.1"] {
+        // `/v2/` on the GitLab host is GitLab's (the dependency proxy): non-job traffic to git's upstream.
+        let (status, text) = curl(&gw, &[version, &at("127.0.0.1", "/v2/")]);
+        assert!(status == 200 && text.contains("\"path\": \"/v2/\""), "{version}: {text}");
+        // On the registry host it is the registry.
+        let (status, text) = curl(&gw, &[version, &at("localhost", "/v2/")]);
+        assert!(status == 200 && text.contains("{\"bytes\": 0}"), "{version}: {text}");
+        // The registry host serves nothing else, not even to non-job traffic.
+        let (status, text) = curl(&gw, &[version, &at("localhost", "/acme/app.git/info/refs?service=git-upload-pack")]);
+        assert!(status == 403 && text.contains("unmatched_request"), "{version}: {text}");
+        // A job token on the GitLab host's `/v2/` is not decided by jobgate: refused, not guessed.
+        let (status, text) = curl(&gw, &[version, "-u", &job, &at("127.0.0.1", "/v2/acme/app/tags/list")]);
+        assert!(status == 403 && text.contains("unmatched_request"), "{version}: {text}");
+        // A host no route serves.
+        let (status, text) = curl(&gw, &[version, "-H", "Host: gitlab.evil.example", &at("127.0.0.1", "/acme/app.git/info/refs?service=git-upload-pack")]);
+        assert!(status == 421 && text.contains("unknown_host"), "{version}: {text}");
+    }
+    // Git still works on the GitLab host.
+    let (status, text) = curl(&gw, &["-u", &job, &at("127.0.0.1", "/acme/app.git/info/refs?service=git-upload-pack")]);
+    assert_eq!(status, 200, "{text}");
+}

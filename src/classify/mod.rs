@@ -195,3 +195,42 @@ fn project_before<'a>(path: &'a str, suffix: &str) -> Option<&'a str> {
     let project = path.strip_prefix('/')?.strip_suffix(suffix)?;
     Some(project.strip_suffix(".git").unwrap_or(project))
 }
+
+/// What a request's host is to jobgate (`hosts:` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostRole {
+    /// No `hosts:` configured: every family on every host.
+    Any,
+    GitLab,
+    Registry,
+}
+
+/// The configured host names by role; empty: every host is served alike.
+#[derive(Debug, Clone, Default)]
+pub struct HostRules {
+    gitlab: Vec<String>,
+    registry: Vec<String>,
+}
+
+impl HostRules {
+    pub fn new(config: Option<&crate::config::HostsConfig>) -> HostRules {
+        config.map_or_else(HostRules::default, |c| HostRules { gitlab: c.gitlab.clone(), registry: c.registry.clone() })
+    }
+
+    /// The role of the host the request names (`Host`, or HTTP/2's `:authority`; port and case
+    /// ignored); `None` for a host no route serves, or none named at all.
+    pub fn role(&self, parts: &http::request::Parts) -> Option<HostRole> {
+        if self.gitlab.is_empty() && self.registry.is_empty() {
+            return Some(HostRole::Any);
+        }
+        let named = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))?;
+        let host = named.parse::<http::uri::Authority>().ok()?.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        if self.registry.contains(&host) {
+            Some(HostRole::Registry)
+        } else if self.gitlab.contains(&host) {
+            Some(HostRole::GitLab)
+        } else {
+            None
+        }
+    }
+}

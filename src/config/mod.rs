@@ -60,6 +60,22 @@ pub struct Config {
     pub api_routes: Vec<ApiRoute>,
     /// The registry token realm (`/jwt/auth`) and jobgate's own registry tokens.
     pub registry_auth: Option<RegistryAuthConfig>,
+    /// The host names jobgate answers for, by role; without it every host is served alike.
+    pub hosts: Option<HostsConfig>,
+}
+
+/// Which host names are GitLab's and which the container registry's (jobgate standing in as both
+/// external hosts). A request naming any other host is refused (421).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsConfig {
+    /// GitLab's `external_url` host(s): Git, LFS, API and packages. `/v2/` and `/jwt/auth` here are
+    /// GitLab's dependency proxy, not the registry.
+    #[serde(default)]
+    pub gitlab: Vec<String>,
+    /// The registry's host(s) (`registry_external_url`): `/v2/`, `/jwt/auth` and `/-/jwks` only.
+    #[serde(default)]
+    pub registry: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -323,6 +339,19 @@ impl Config {
             problems.push("issuers: at least one issuer is required".into());
         }
         problems.extend(self.validate_gitlab().err());
+        if let Some(hosts) = &self.hosts {
+            let all: Vec<&String> = hosts.gitlab.iter().chain(&hosts.registry).collect();
+            if all.is_empty() {
+                problems.push("hosts: name the GitLab host, the registry host, or both".into());
+            }
+            for (i, name) in all.iter().enumerate() {
+                if name.is_empty() || name.contains([':', '/', ' ']) || name.to_ascii_lowercase() != **name {
+                    problems.push(format!("hosts: {name:?} is not a lower-case host name without a port"));
+                } else if all[..i].contains(name) {
+                    problems.push(format!("hosts: {name:?} is named twice"));
+                }
+            }
+        }
         for (i, issuer) in self.issuers.iter().enumerate() {
             problems.extend(issuer.validate(&self.issuers[..i]).err().map(|e| format!("issuers[{i}] ({}): {e}", issuer.name)));
         }

@@ -209,6 +209,14 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
 /// [`Unmatched`] for shapes outside the table that no API route opens.
 pub fn classify_request(snapshot: &Snapshot, parts: &Parts, batch: Option<lfs::BatchOperation>) -> Result<Routed, Unmatched> {
     let (method, path) = (&parts.method, parts.uri.path());
+    let registry_path = path.starts_with("/v2/") || path == "/jwt/auth" || path == "/-/jwks";
+    match snapshot.hosts.role(parts) {
+        Some(crate::classify::HostRole::GitLab) if registry_path => {
+            return Err(Unmatched { why: "on the GitLab host, /v2/ and /jwt/auth are GitLab's dependency proxy, which jobgate does not decide" });
+        }
+        Some(crate::classify::HostRole::Registry) if !registry_path => return Err(Unmatched { why: "the registry host serves the container registry only" }),
+        _ => {}
+    }
     let mut routed = match classify_with_mount(method, path, parts.uri.query()) {
         Ok((request, mount_from)) => Routed { request, mount_from },
         Err(unmatched) => Routed { request: opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched)?, mount_from: None },
