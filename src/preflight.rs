@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::sign::CertifiedKey;
 
 use crate::admin::Secret;
 use crate::classify::FamilyMap;
@@ -24,7 +23,7 @@ pub struct Loaded {
     pub snapshot: Snapshot,
     /// How many policy tests passed (all did, or loading failed).
     pub tests_passed: usize,
-    pub certified_key: CertifiedKey,
+    pub certificates: crate::tls::Certificates,
     pub registry: Option<RegistryTokens>,
     pub upstreams: FamilyMap<Arc<Upstream>>,
     pub gitlab: Option<GitLab>,
@@ -46,7 +45,7 @@ pub struct Loaded {
 pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loaded, Vec<String>> {
     let mut errors = Vec::new();
     let tested = keep(&mut errors, crate::reload::tested_snapshot(config, 1));
-    let certified_key = keep(&mut errors, crate::tls::load_certified_key(&config.tls.cert, &config.tls.key).map_err(|e| e.to_string()));
+    let certificates = keep(&mut errors, crate::tls::Certificates::load(&config.tls).map_err(|e| e.to_string()));
     let registry = keep(&mut errors, 
         config
             .registry_auth
@@ -90,11 +89,11 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
             (None, Vec::new())
         }
     };
-    match (tested, certified_key, registry, upstreams, gitlab, admin_token, webhook_secret, keys) {
-        (Some((snapshot, tests_passed)), Some(certified_key), Some(registry), Some(upstreams), Some(gitlab), Some(admin_token), Some(webhook_secret), Some((issuers, key_sources)))
+    match (tested, certificates, registry, upstreams, gitlab, admin_token, webhook_secret, keys) {
+        (Some((snapshot, tests_passed)), Some(certificates), Some(registry), Some(upstreams), Some(gitlab), Some(admin_token), Some(webhook_secret), Some((issuers, key_sources)))
             if errors.is_empty() =>
         {
-            Ok(Loaded { snapshot, tests_passed, certified_key, registry, upstreams, gitlab, admin_token, webhook_secret, issuers, key_sources, warnings })
+            Ok(Loaded { snapshot, tests_passed, certificates, registry, upstreams, gitlab, admin_token, webhook_secret, issuers, key_sources, warnings })
         }
         _ => Err(errors),
     }

@@ -201,7 +201,7 @@ impl Gateway {
     /// Where a request goes: by its host (`hosts:`) first, then by its path.
     fn route(&self, parts: &Parts, role: Option<HostRole>) -> Route {
         let Some(role) = role else {
-            return Route::Misdirected(Refusal::new(Reason::UnknownHost, "this host is not served here (hosts:)"));
+            return Route::Misdirected(Refusal::new(Reason::UnknownHost, "this host is not served here (hosts:), or is not the name this TLS connection was opened for"));
         };
         let path = parts.uri.path();
         let registry_path = path.starts_with("/v2/") || path == "/jwt/auth" || path == "/-/jwks";

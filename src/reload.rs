@@ -97,7 +97,7 @@ impl Reloader {
     /// `source` says what asked (`watch`, `sighup`, `admin`), for the metric.
     pub fn reload(&self, source: &'static str) -> Result<u64, String> {
         let mut errors = Vec::new();
-        let certs = self.certs.reload(&self.config.tls.cert, &self.config.tls.key).map_err(|e| e.to_string());
+        let certs = self.certs.reload(&self.config.tls).map_err(|e| e.to_string());
         errors.extend(SourceStatus::record(&self.certificate, certs));
         self.record_certificate_expiry();
         for source in self.gateway.key_sources() {

@@ -69,7 +69,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let revocations = Arc::new(revocations);
     metrics.revocations.set(i64::try_from(revocations.set().len()).unwrap_or(i64::MAX));
-    let certs = Arc::new(CertResolver::new(loaded.certified_key));
+    let certs = Arc::new(CertResolver::new(loaded.certificates));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
     let audit = Audit::start(&config.audit, metrics.audit_dropped.clone()).await.with_context(|| match &config.audit.file {
         Some(file) => format!("opening the audit log {}", file.display()),
@@ -193,8 +193,13 @@ async fn serve_public(
             if over_capacity {
                 metrics.connections_refused.inc();
             }
-            let service = service_fn(move |request| {
+            // The name the client opened the connection for: `hosts:` checks each request's Host against it.
+            let sni = tls.get_ref().1.server_name().map(|name| crate::classify::Sni(name.into()));
+            let service = service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
+                if let Some(sni) = &sni {
+                    request.extensions_mut().insert(sni.clone());
+                }
                 async move {
                     if over_capacity {
                         return Ok::<_, Infallible>(gateway.refuse_over_capacity(request));

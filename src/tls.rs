@@ -102,38 +102,94 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     })
 }
 
-/// Serves whatever certificate was loaded last.
+/// The certificates served: the default one, and per DNS name the others (one per host).
 #[derive(Debug)]
-pub struct CertResolver(ArcSwap<CertifiedKey>);
+pub struct Certificates {
+    default: Arc<CertifiedKey>,
+    /// (lower-case DNS name or `*.suffix` pattern, certificate), in the config's order.
+    named: Vec<(String, Arc<CertifiedKey>)>,
+}
 
-impl CertResolver {
-    pub fn new(key: CertifiedKey) -> Self {
-        CertResolver(ArcSwap::from_pointee(key))
-    }
-
-    /// Loads the pair from disk and swaps it in; on error the current certificate stays.
+impl Certificates {
+    /// Loads every pair the config names, the default first.
     ///
     /// # Errors
-    /// As [`load_certified_key`].
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
-        self.0.store(Arc::new(load_certified_key(cert, key)?));
-        Ok(())
+    /// The first pair that does not load (as [`load_certified_key`]).
+    pub fn load(files: &crate::config::TlsFiles) -> Result<Certificates, TlsError> {
+        let default = Arc::new(load_certified_key(&files.cert, &files.key)?);
+        let mut named = Vec::new();
+        for pair in &files.certificates {
+            let key = Arc::new(load_certified_key(&pair.cert, &pair.key)?);
+            named.extend(dns_names(&key).into_iter().map(|name| (name, key.clone())));
+        }
+        Ok(Certificates { default, named })
+    }
+
+    /// The certificate for a client's SNI: an exact name first, then a one-label wildcard, else the
+    /// default.
+    fn for_name(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(sni) = sni.map(str::to_ascii_lowercase) else { return self.default.clone() };
+        let wildcard = sni.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+        let exact = self.named.iter().find(|(name, _)| *name == sni);
+        let matched = exact.or_else(|| self.named.iter().find(|(name, _)| Some(name) == wildcard.as_ref()));
+        matched.map_or_else(|| self.default.clone(), |(_, key)| key.clone())
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Arc<CertifiedKey>> {
+        std::iter::once(&self.default).chain(self.named.iter().map(|(_, key)| key))
     }
 }
 
+/// The DNS names of a certificate's leaf (its subject alternative names).
+fn dns_names(key: &CertifiedKey) -> Vec<String> {
+    let Some(leaf) = key.cert.first() else { return Vec::new() };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Serves whatever certificates were loaded last, by SNI.
+#[derive(Debug)]
+pub struct CertResolver(ArcSwap<Certificates>);
+
 impl CertResolver {
-    /// `notAfter` of the served leaf certificate, in seconds since the epoch.
+    pub fn new(certificates: Certificates) -> Self {
+        CertResolver(ArcSwap::from_pointee(certificates))
+    }
+
+    /// Loads every pair from disk and swaps them in together; on error the current ones stay.
+    ///
+    /// # Errors
+    /// As [`Certificates::load`].
+    pub fn reload(&self, files: &crate::config::TlsFiles) -> Result<(), TlsError> {
+        self.0.store(Arc::new(Certificates::load(files)?));
+        Ok(())
+    }
+
+    /// The earliest `notAfter` of the served leaf certificates, in seconds since the epoch.
     pub fn not_after(&self) -> Option<i64> {
-        let key = self.0.load();
-        let leaf = key.cert.first()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-        Some(cert.validity().not_after.timestamp())
+        let certificates = self.0.load();
+        certificates
+            .all()
+            .filter_map(|key| {
+                let leaf = key.cert.first()?;
+                let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+                Some(cert.validity().not_after.timestamp())
+            })
+            .min()
     }
 }
 
 impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load().for_name(hello.server_name()))
     }
 }
 
@@ -154,6 +210,10 @@ pub fn server_config(resolver: Arc<CertResolver>) -> Result<Arc<ServerConfig>, T
 mod tests {
     use super::*;
 
+    fn files(cert: &Path, key: &Path) -> crate::config::TlsFiles {
+        crate::config::TlsFiles { cert: cert.to_owned(), key: key.to_owned(), certificates: Vec::new() }
+    }
+
     #[test]
     fn mismatched_or_broken_pairs_are_refused_and_keep_the_old_certificate() {
         let a = tempfile::tempdir().unwrap();
@@ -161,19 +221,42 @@ mod tests {
         crate::generate::certs(a.path()).unwrap();
         crate::generate::certs(b.path()).unwrap();
         let (cert, key) = (a.path().join("server.pem"), a.path().join("server-key.pem"));
-        let resolver = CertResolver::new(load_certified_key(&cert, &key).unwrap());
+        let resolver = CertResolver::new(Certificates::load(&files(&cert, &key)).unwrap());
         let before = resolver.0.load_full();
 
-        let err = resolver.reload(&cert, &b.path().join("server-key.pem")).unwrap_err().to_string();
+        let err = resolver.reload(&files(&cert, &b.path().join("server-key.pem"))).unwrap_err().to_string();
         assert!(err.contains("server-key.pem"), "{err}");
         std::fs::write(a.path().join("broken.pem"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
-        let err = resolver.reload(&a.path().join("broken.pem"), &key).unwrap_err().to_string();
+        let err = resolver.reload(&files(&a.path().join("broken.pem"), &key)).unwrap_err().to_string();
         assert!(err.contains("broken.pem"), "{err}");
         assert!(Arc::ptr_eq(&before, &resolver.0.load_full()));
 
-        resolver.reload(&b.path().join("server.pem"), &b.path().join("server-key.pem")).unwrap();
+        resolver.reload(&files(&b.path().join("server.pem"), &b.path().join("server-key.pem"))).unwrap();
         assert!(!Arc::ptr_eq(&before, &resolver.0.load_full()));
         let not_after = resolver.not_after().unwrap();
         assert!(not_after > crate::clock::unix_now(), "rcgen's default validity lies in the future");
+    }
+
+    #[test]
+    fn sni_picks_the_certificate_that_names_the_host_else_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::generate::certs(dir.path()).unwrap();
+        let default = files(&dir.path().join("server.pem"), &dir.path().join("server-key.pem"));
+        let pair = |names: &[&str], file: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap().self_signed(&key).unwrap();
+            std::fs::write(dir.path().join(format!("{file}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.path().join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
+            crate::config::CertPair { cert: dir.path().join(format!("{file}.pem")), key: dir.path().join(format!("{file}-key.pem")) }
+        };
+        let registry = pair(&["registry.example.com"], "registry");
+        let pages = pair(&["*.pages.example.com"], "pages");
+        let certificates = Certificates::load(&crate::config::TlsFiles { certificates: vec![registry, pages], ..default }).unwrap();
+        let names = |sni: Option<&str>| dns_names(&certificates.for_name(sni));
+        assert_eq!(names(Some("REGISTRY.example.com")), ["registry.example.com"]);
+        assert_eq!(names(Some("acme.pages.example.com")), ["*.pages.example.com"]);
+        assert_eq!(names(Some("a.b.pages.example.com")), ["localhost"], "a wildcard matches one label");
+        assert_eq!(names(Some("gitlab.example.com")), ["localhost"]);
+        assert_eq!(names(None), ["localhost"]);
     }
 }

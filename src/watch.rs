@@ -27,8 +27,10 @@ struct Watched {
 
 impl Watched {
     fn new(config: &Config) -> Watched {
-        let files = [config.tls.cert.clone(), config.tls.key.clone()]
-            .into_iter()
+        let files = config
+            .tls
+            .pairs()
+            .flat_map(|(cert, key)| [cert.clone(), key.clone()])
             .chain(config.issuers.iter().filter_map(|i| i.jwks_file.clone()))
             .collect();
         Watched { files, policy_dir: config.policy_dir.clone() }

@@ -381,3 +381,37 @@ fn hosts_route_the_registry_by_name_and_refuse_unknown_hosts() {
     let (status, text) = curl(&gw, &["-u", &job, &at("127.0.0.1", "/acme/app.git/info/refs?service=git-upload-pack")]);
     assert_eq!(status, 200, "{text}");
 }
+
+#[test]
+fn each_host_gets_its_own_certificate_by_sni_and_a_host_must_be_the_connections_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gitlab, registry) = (echo_upstream(), common::sink_upstream());
+    // The registry host's own certificate (self-signed: the client trusts just it).
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["registry.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("registry.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("registry-key.pem"), key.serialize_pem()).unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry}' }}");
+    let extra = "tls: { cert: certs/server.pem, key: certs/server-key.pem, certificates: [ { cert: registry.pem, key: registry-key.pem } ] }\nhosts: { gitlab: [localhost], registry: [registry.test] }\nnon_job: passthrough";
+    let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, extra);
+    let resolve = format!("registry.test:{}:127.0.0.1", gw.port);
+    let registry_ca = dir.path().join("registry.pem");
+    let on_registry = |path: &str, extra: &[&str]| {
+        let url = format!("https://registry.test:{}{path}", gw.port);
+        let mut args = vec!["--resolve", &resolve, "--cacert", registry_ca.to_str().unwrap()];
+        args.extend(extra);
+        args.push(&url);
+        curl(&gw, &args)
+    };
+    // Trusting only the registry's certificate, the registry host verifies: SNI picked it.
+    let (status, text) = on_registry("/v2/", &[]);
+    assert!(status == 200 && text.contains("{\"bytes\": 0}"), "{text}");
+    // The GitLab host gets the default certificate (jobgate's CA verifies it) and its own `/v2/`.
+    let (status, text) = curl(&gw, &[&format!("https://localhost:{}/v2/", gw.port)]);
+    assert!(status == 200 && text.contains("\"path\": \"/v2/\""), "{text}");
+    // A request whose Host is not the name its connection was opened for: 421, over either protocol.
+    for version in ["--http1.1", "--http2"] {
+        let (status, text) = on_registry("/acme/app.git/info/refs?service=git-upload-pack", &[version, "-H", "Host: localhost"]);
+        assert!(status == 421 && text.contains("unknown_host"), "{version}: {text}");
+    }
+}

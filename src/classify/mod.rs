@@ -196,6 +196,11 @@ fn project_before<'a>(path: &'a str, suffix: &str) -> Option<&'a str> {
     Some(project.strip_suffix(".git").unwrap_or(project))
 }
 
+/// The TLS server name (SNI) the client's connection was opened for, kept in each request's
+/// extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sni(pub std::sync::Arc<str>);
+
 /// What a request's host is to jobgate (`hosts:` in the config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostRole {
@@ -218,13 +223,18 @@ impl HostRules {
     }
 
     /// The role of the host the request names (`Host`, or HTTP/2's `:authority`; port and case
-    /// ignored); `None` for a host no route serves, or none named at all.
+    /// ignored); `None` for a host no route serves, none named at all, or one that is not the name
+    /// the TLS connection was opened for (a coalesced HTTP/2 connection, or domain fronting: 421
+    /// sends the client to a connection of its own).
     pub fn role(&self, parts: &http::request::Parts) -> Option<HostRole> {
         if self.gitlab.is_empty() && self.registry.is_empty() {
             return Some(HostRole::Any);
         }
         let named = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))?;
         let host = named.parse::<http::uri::Authority>().ok()?.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        if parts.extensions.get::<Sni>().is_some_and(|Sni(sni)| !sni.eq_ignore_ascii_case(&host)) {
+            return None;
+        }
         if self.registry.contains(&host) {
             Some(HostRole::Registry)
         } else if self.gitlab.contains(&host) {

@@ -134,9 +134,27 @@ pub struct Listen {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
-    /// PEM certificate chain, leaf first.
+    /// PEM certificate chain, leaf first: served when no other certificate names the client's SNI.
     pub cert: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// More certificates, one per host (the registry's, say): each is served to a client whose SNI
+    /// one of its DNS names matches (`*.example.com` matches one label).
+    #[serde(default)]
+    pub certificates: Vec<CertPair>,
+}
+
+impl TlsFiles {
+    /// Every certificate and key pair, the default first.
+    pub fn pairs(&self) -> impl Iterator<Item = (&PathBuf, &PathBuf)> {
+        std::iter::once((&self.cert, &self.key)).chain(self.certificates.iter().map(|p| (&p.cert, &p.key)))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: PathBuf,
     pub key: PathBuf,
 }
 
@@ -275,6 +293,10 @@ impl Config {
         };
         resolve(&mut self.tls.cert);
         resolve(&mut self.tls.key);
+        for pair in &mut self.tls.certificates {
+            resolve(&mut pair.cert);
+            resolve(&mut pair.key);
+        }
         resolve(&mut self.policy_dir);
         for issuer in &mut self.issuers {
             issuer.jwks_file.as_mut().map(resolve);

@@ -274,13 +274,14 @@ impl Gateway {
         std::fs::create_dir_all(dir.join("policies")).unwrap();
         std::fs::write(dir.join("policies/policy.yaml"), policy).unwrap();
         let upstreams: String = upstreams.lines().map(|l| format!("  {l}\n")).collect();
+        // A test may bring its own `tls:` (several certificates, say).
+        let tls = if extra_config.lines().any(|l| l.starts_with("tls:")) { "" } else { "tls: { cert: certs/server.pem, key: certs/server-key.pem }\n" };
         let config = dir.join("jobgate.yaml");
         std::fs::write(
             &config,
             format!(
                 "listen: {{ public: 127.0.0.1:0, admin: 127.0.0.1:0 }}
-tls: {{ cert: certs/server.pem, key: certs/server-key.pem }}
-issuers:
+{tls}issuers:
   - {{ {issuer_fields} }}
 policy_dir: policies
 upstreams:

@@ -63,8 +63,9 @@ pub struct JwksServer {
 impl JwksServer {
     pub async fn start(dir: &Path, document: String, max_age_secs: u64) -> JwksServer {
         let certs = jobgate::generate::certs(&dir.join("jwks-certs")).unwrap();
-        let key = jobgate::tls::load_certified_key(&certs.cert, &certs.key).unwrap();
-        let config = jobgate::tls::server_config(Arc::new(jobgate::tls::CertResolver::new(key))).unwrap();
+        let files = jobgate::config::TlsFiles { cert: certs.cert.clone(), key: certs.key.clone(), certificates: Vec::new() };
+        let certificates = jobgate::tls::Certificates::load(&files).unwrap();
+        let config = jobgate::tls::server_config(Arc::new(jobgate::tls::CertResolver::new(certificates))).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
