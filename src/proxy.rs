@@ -204,8 +204,7 @@ impl Gateway {
             return Route::Misdirected(Refusal::new(Reason::UnknownHost, "this host is not served here (hosts:), or is not the name this TLS connection was opened for"));
         };
         let path = parts.uri.path();
-        let registry_path = path.starts_with("/v2/") || path == "/jwt/auth" || path == "/-/jwks";
-        if role == HostRole::Registry && !registry_path {
+        if role == HostRole::Registry && !crate::classify::is_registry_path(path) {
             // Not even non-job traffic: nothing but the registry lives on its host.
             return Route::Misdirected(Refusal::new(Reason::UnmatchedRequest, "the registry host serves the container registry only"));
         }

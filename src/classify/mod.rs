@@ -196,6 +196,12 @@ fn project_before<'a>(path: &'a str, suffix: &str) -> Option<&'a str> {
     Some(project.strip_suffix(".git").unwrap_or(project))
 }
 
+/// The registry's paths: its API, the token realm and the realm's key set. On a registry host
+/// (`hosts:`) nothing else is served; on the GitLab host these are GitLab's own.
+pub fn is_registry_path(path: &str) -> bool {
+    path.starts_with("/v2/") || path == "/jwt/auth" || path == "/-/jwks"
+}
+
 /// The TLS server name (SNI) the client's connection was opened for, kept in each request's
 /// extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -209,7 +209,7 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
 /// [`Unmatched`] for shapes outside the table that no API route opens.
 pub fn classify_request(snapshot: &Snapshot, parts: &Parts, batch: Option<lfs::BatchOperation>) -> Result<Routed, Unmatched> {
     let (method, path) = (&parts.method, parts.uri.path());
-    let registry_path = path.starts_with("/v2/") || path == "/jwt/auth" || path == "/-/jwks";
+    let registry_path = crate::classify::is_registry_path(path);
     match snapshot.hosts.role(parts) {
         Some(crate::classify::HostRole::GitLab) if registry_path => {
             return Err(Unmatched { why: "on the GitLab host, /v2/ and /jwt/auth are GitLab's dependency proxy, which jobgate does not decide" });
