@@ -579,3 +579,15 @@ async fn the_runners_job_api_passes_with_the_jobs_own_token_wherever_the_runner_
     let (status, text, seen) = f.send(request("PUT", "/api/v4/jobs/943", &[json], Bytes::from_static(br#"{"token":"glcbt-forged","state":"success"}"#))).await;
     assert_eq!((status, seen.len()), (401, 0), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_package_upload_with_the_job_token_in_its_multipart_body_is_decided_in_every_mode() {
+    for mode in ["passthrough", "strip", "replace"] {
+        let f = default_fixture(mode, NonJob::Passthrough).await;
+        let lib = f.token("acme/lib", 43, true, vec![]);
+        // twine-style: a PyPI upload to a project that does not admit acme/lib, the token in a part.
+        let body = multipart(&[(":action", "file_upload"), ("name", "pkg"), ("token", &lib), ("content", "wheel bytes")]);
+        let (status, text, seen) = f.send(request("POST", "/api/v4/projects/acme%2Fsecret/packages/pypi", &[MULTIPART], Bytes::from(body))).await;
+        assert_eq!((status, reason(&text), seen.len()), (403, "not_in_allowlist", 0), "{mode}: {text}");
+    }
+}
