@@ -1,7 +1,6 @@
 //! The static process configuration: one YAML file, unknown keys rejected, relative paths resolved
 //! against the file's folder, validated once. It owns no runtime state and reads no other file.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use http::uri::Scheme;
@@ -11,10 +10,12 @@ use serde::Deserialize;
 use crate::classify::Family;
 
 mod limits;
+mod listener;
 mod revocations;
 mod upstream;
 
 pub use limits::{AuditSink, Limits, Timeouts};
+pub use listener::{CertPair, HostsConfig, Listen, TlsFiles};
 pub use revocations::{RedisConfig, RevocationsConfig};
 pub use upstream::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamAddr, UpstreamConfig, UpstreamTls, Upstreams};
 use crate::token::Alg;
@@ -64,20 +65,6 @@ pub struct Config {
     pub hosts: Option<HostsConfig>,
 }
 
-/// Which host names are GitLab's and which the container registry's (jobgate standing in as both
-/// external hosts). A request naming any other host is refused (421).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostsConfig {
-    /// GitLab's `external_url` host(s): Git, LFS, API and packages. `/v2/` and `/jwt/auth` here are
-    /// GitLab's dependency proxy, not the registry.
-    #[serde(default)]
-    pub gitlab: Vec<String>,
-    /// The registry's host(s) (`registry_external_url`): `/v2/`, `/jwt/auth` and `/-/jwks` only.
-    #[serde(default)]
-    pub registry: Vec<String>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryAuthConfig {
@@ -122,40 +109,6 @@ pub struct AdminConfig {
     /// A file holding the secret GitLab sends in `X-Gitlab-Token` with job events; without it the
     /// webhook receiver is off.
     pub webhook_secret_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Listen {
-    pub public: SocketAddr,
-    pub admin: SocketAddr,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFiles {
-    /// PEM certificate chain, leaf first: served when no other certificate names the client's SNI.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// More certificates, one per host (the registry's, say): each is served to a client whose SNI
-    /// one of its DNS names matches (`*.example.com` matches one label).
-    #[serde(default)]
-    pub certificates: Vec<CertPair>,
-}
-
-impl TlsFiles {
-    /// Every certificate and key pair, the default first.
-    pub fn pairs(&self) -> impl Iterator<Item = (&PathBuf, &PathBuf)> {
-        std::iter::once((&self.cert, &self.key)).chain(self.certificates.iter().map(|p| (&p.cert, &p.key)))
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertPair {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 /// The GitLab instance jobgate fronts.
@@ -361,19 +314,7 @@ impl Config {
             problems.push("issuers: at least one issuer is required".into());
         }
         problems.extend(self.validate_gitlab().err());
-        if let Some(hosts) = &self.hosts {
-            let all: Vec<&String> = hosts.gitlab.iter().chain(&hosts.registry).collect();
-            if all.is_empty() {
-                problems.push("hosts: name the GitLab host, the registry host, or both".into());
-            }
-            for (i, name) in all.iter().enumerate() {
-                if name.is_empty() || name.contains([':', '/', ' ']) || name.to_ascii_lowercase() != **name {
-                    problems.push(format!("hosts: {name:?} is not a lower-case host name without a port"));
-                } else if all[..i].contains(name) {
-                    problems.push(format!("hosts: {name:?} is named twice"));
-                }
-            }
-        }
+        problems.extend(self.hosts.iter().flat_map(HostsConfig::problems));
         for (i, issuer) in self.issuers.iter().enumerate() {
             problems.extend(issuer.validate(&self.issuers[..i]).err().map(|e| format!("issuers[{i}] ({}): {e}", issuer.name)));
         }
