@@ -86,6 +86,8 @@ impl tower_service::Service<Uri> for UnixConnector {
 pub struct Upstream {
     /// The family it serves first (for messages; families without one share git's).
     family: &'static str,
+    /// `max_connections`: one permit per request in flight, held until its response body ends.
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
     scheme: Scheme,
     authority: Authority,
     prefix: String,
@@ -126,6 +128,9 @@ pub enum ForwardError {
     Timeout(&'static str),
     #[error("the connection to the {0} upstream failed")]
     Failed(&'static str),
+    /// The upstream's `max_connections` are all in use.
+    #[error("the {0} upstream has its max_connections requests in flight; retry later")]
+    Busy(&'static str),
     /// jobgate could not build the upstream request: ours, not the client's.
     #[error("request cannot be forwarded")]
     Internal,
@@ -140,7 +145,7 @@ impl ForwardError {
             ForwardError::Connect(_) => Some(0),
             ForwardError::Timeout(_) => Some(1),
             ForwardError::Failed(_) => Some(2),
-            ForwardError::Internal => None,
+            ForwardError::Busy(_) | ForwardError::Internal => None,
         }
     }
 }
@@ -150,6 +155,7 @@ impl From<ForwardError> for Refusal {
         let reason = match e {
             ForwardError::Connect(_) | ForwardError::Failed(_) => Reason::UpstreamUnavailable,
             ForwardError::Timeout(_) => Reason::UpstreamTimeout,
+            ForwardError::Busy(_) => Reason::OverCapacity,
             ForwardError::Internal => Reason::InternalError,
         };
         Refusal::new(reason, e.to_string())
@@ -190,6 +196,7 @@ impl Upstream {
         };
         Ok(Upstream {
             family,
+            in_flight: config.max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n.min(tokio::sync::Semaphore::MAX_PERMITS)))),
             scheme,
             authority,
             prefix,
@@ -233,6 +240,10 @@ impl Upstream {
     /// # Errors
     /// A [`ForwardError`]; each upstream failure is counted by kind.
     pub async fn forward(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Response<Body>, ForwardError> {
+        let permit = match &self.in_flight {
+            Some(limit) => Some(limit.clone().try_acquire_owned().map_err(|_| ForwardError::Busy(self.family))?),
+            None => None,
+        };
         let upgrade = (ctx.upgrade && wants_upgrade(&parts.headers)).then(|| (parts.extensions.remove::<hyper::upgrade::OnUpgrade>(), parts.headers.get(header::UPGRADE).cloned()));
         let mut request = self.upstream_request(parts, body, ctx)?;
         if let Some((_, Some(protocol))) = &upgrade {
@@ -259,6 +270,7 @@ impl Upstream {
             let upstream = hyper::upgrade::on(&mut response);
             let (family, request_id) = (self.family, ctx.request_id.to_owned());
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::try_join!(client, upstream) {
                     Ok((client, upstream)) => {
                         let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
@@ -272,7 +284,11 @@ impl Upstream {
         }
         let (mut parts, incoming) = response.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, body::stream(incoming)))
+        let body = match permit {
+            Some(permit) => http_body_util::BodyExt::boxed(Holding { body: body::stream(incoming), _permit: permit }),
+            None => body::stream(incoming),
+        };
+        Ok(Response::from_parts(parts, body))
     }
 
     fn upstream_request(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Request<Body>, ForwardError> {
@@ -343,6 +359,29 @@ impl Upstream {
             rest = if tail.is_empty() { "" } else { &rest[segment.len() + 1..] };
         }
         if rest.is_empty() { "/".into() } else { rest.into() }
+    }
+}
+
+/// A response body that holds its upstream's connection permit until it ends or is dropped.
+struct Holding {
+    body: Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

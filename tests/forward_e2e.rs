@@ -415,3 +415,32 @@ fn each_host_gets_its_own_certificate_by_sni_and_a_host_must_be_the_connections_
         assert!(status == 421 && text.contains("unknown_host"), "{version}: {text}");
     }
 }
+
+#[test]
+fn an_upstreams_max_connections_bounds_requests_in_flight_and_frees_them() {
+    // An upstream that accepts connections and never answers: each request holds its connection.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let gw = std::sync::Arc::new(Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 2, max_connections: 1"), POLICY, ""));
+    let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+    let basic = format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false));
+    let first = {
+        let (gw, url, basic) = (gw.clone(), url.clone(), basic.clone());
+        std::thread::spawn(move || curl(&gw, &["-u", &basic, &url]).0)
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let (status, text) = curl(&gw, &["-u", &basic, &url]);
+    assert_eq!(status, 503, "the one connection is in use: {text}");
+    assert!(text.contains("max_connections") && text.contains("over_capacity") && started.elapsed() < std::time::Duration::from_secs(1), "{text}");
+    assert_eq!(first.join().unwrap(), 504, "the first one waited for the silent upstream");
+    let (status, text) = curl(&gw, &["-u", &basic, &url]);
+    assert_eq!(status, 504, "its connection was given back: {text}");
+}

@@ -74,6 +74,9 @@ pub struct UpstreamConfig {
     /// just as a request with a streamed body goes out cannot be retried.
     #[serde(default = "default_pool_idle_timeout")]
     pub pool_idle_timeout_secs: u64,
+    /// Requests in flight to this upstream at most (each holds one connection until its response
+    /// body ends); beyond it, 503 at once. Without it, no bound.
+    pub max_connections: Option<usize>,
     /// With `credentials: replace`: the header to set and the file holding its value.
     pub replace: Option<ReplaceCredential>,
     /// For an `https://` upstream: its CA, a client certificate, the name to verify.
