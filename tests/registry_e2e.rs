@@ -64,10 +64,16 @@ struct Skopeo {
     certs: PathBuf,
     policy: PathBuf,
     home: PathBuf,
+    /// The registry's host name as the client writes it.
+    host: &'static str,
 }
 
 impl Skopeo {
     fn new(dir: &Path, gw: &Gateway) -> Skopeo {
+        Skopeo::on(dir, gw, "127.0.0.1")
+    }
+
+    fn on(dir: &Path, gw: &Gateway, host: &'static str) -> Skopeo {
         let certs = dir.join("skopeo-certs");
         std::fs::create_dir_all(&certs).unwrap();
         std::fs::copy(&gw.ca, certs.join("ca.crt")).unwrap();
@@ -75,7 +81,7 @@ impl Skopeo {
         std::fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).unwrap();
         let home = dir.join("skopeo-home");
         std::fs::create_dir_all(&home).unwrap();
-        Skopeo { certs, policy, home }
+        Skopeo { certs, policy, home, host }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -84,19 +90,19 @@ impl Skopeo {
 
     fn push(&self, layout: &Path, gw: &Gateway, token: &str, name: &str) -> Output {
         let creds = format!("gitlab-ci-token:{token}");
-        let dest = format!("docker://127.0.0.1:{}/{name}", gw.port);
+        let dest = format!("docker://{}:{}/{name}", self.host, gw.port);
         self.run(&["copy", "--dest-cert-dir", self.certs.to_str().unwrap(), "--dest-creds", &creds, &format!("oci:{}:base", layout.display()), &dest])
     }
 
     fn pull(&self, gw: &Gateway, token: &str, name: &str, into: &Path) -> Output {
         let creds = format!("gitlab-ci-token:{token}");
-        let src = format!("docker://127.0.0.1:{}/{name}", gw.port);
+        let src = format!("docker://{}:{}/{name}", self.host, gw.port);
         self.run(&["copy", "--src-cert-dir", self.certs.to_str().unwrap(), "--src-creds", &creds, &src, &format!("oci:{}:pulled", into.display())])
     }
 
     fn digest(&self, gw: &Gateway, token: &str, name: &str) -> String {
         let creds = format!("gitlab-ci-token:{token}");
-        let out = self.run(&["inspect", "--cert-dir", self.certs.to_str().unwrap(), "--creds", &creds, "--format", "{{.Digest}}", &format!("docker://127.0.0.1:{}/{name}", gw.port)]);
+        let out = self.run(&["inspect", "--cert-dir", self.certs.to_str().unwrap(), "--creds", &creds, "--format", "{{.Digest}}", &format!("docker://{}:{}/{name}", self.host, gw.port)]);
         assert!(out.status.success(), "inspect {name}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
@@ -110,8 +116,14 @@ fn gateway(dir: &Path, registry_port: u16, credentials: &str) -> Gateway {
 }
 
 fn scenario(dir: &Path, gw: &Gateway, store: &Path) {
+    scenario_on(dir, gw, store, "127.0.0.1");
+}
+
+/// Push, refused push, admitted pull with the same digest, refused pull, refused mount — with the
+/// registry written as `host`.
+fn scenario_on(dir: &Path, gw: &Gateway, store: &Path, host: &'static str) {
     let layout = image(dir);
-    let skopeo = Skopeo::new(dir, gw);
+    let skopeo = Skopeo::on(dir, gw, host);
     let (app, lib, other) = (gw.token("acme/app", 42, false), gw.token("acme/lib", 43, false), gw.token("acme/other", 45, false));
 
     let out = skopeo.push(&layout, gw, &app, "acme/app/img:1");
@@ -131,7 +143,7 @@ fn scenario(dir: &Path, gw: &Gateway, store: &Path) {
     assert!(!out.status.success(), "a project that is not admitted cannot pull");
 
     // A cross-repository mount from a project acme/lib may not read: denied, not downgraded.
-    let mount = gw.url("/v2/acme/lib/img/blobs/uploads/?mount=sha256:0000000000000000000000000000000000000000000000000000000000000000&from=acme/secret/img");
+    let mount = format!("https://{host}:{}/v2/acme/lib/img/blobs/uploads/?mount=sha256:0000000000000000000000000000000000000000000000000000000000000000&from=acme/secret/img", gw.port);
     let (status, body) = curl(gw, &["-X", "POST", "-u", &format!("gitlab-ci-token:{lib}"), &mount]);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("DENIED") && body.contains("not_in_allowlist"), "{body}");
@@ -162,6 +174,23 @@ fn skopeo_through_jobgate_to_a_token_auth_registry_that_checks_jobgates_tokens()
     let (port, store, _registry) = registry(dir.path(), &auth);
     let gw = gateway_keeping_key(dir.path(), port);
     scenario(dir.path(), &gw, &store);
+}
+
+#[test]
+fn skopeo_on_the_registry_host_while_v2_on_the_gitlab_host_goes_to_gitlab() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, store, _registry) = registry(dir.path(), "");
+    jobgate::generate::registry_key(&dir.path().join("keys")).unwrap();
+    let gitlab = common::echo_upstream();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{port}', credentials: strip, non_job: reject }}");
+    // The registry (open: it checks nothing itself) takes only decided job traffic; the rest of the
+    // GitLab host passes. The registry host is localhost, the GitLab host 127.0.0.1 (both on jobgate's certificate).
+    let extra = "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }\nnon_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }";
+    let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, extra);
+    scenario_on(dir.path(), &gw, &store, "localhost");
+    // `/v2/` on the GitLab host is GitLab's (the echo answers), not the registry.
+    let (status, body) = curl(&gw, &[&gw.url("/v2/")]);
+    assert!(status == 200 && body.contains("\"path\": \"/v2/\""), "{body}");
 }
 
 /// As `gateway`, reusing the registry key the registry already trusts.
