@@ -34,6 +34,7 @@ pub mod body_credentials;
 pub mod classify;
 pub mod clock;
 pub mod config;
+mod connect;
 pub mod decisions;
 pub mod demo;
 pub mod enforce;

@@ -425,12 +425,13 @@ struct InBody {
 /// `parts` with `params` (encoded `name=value` pairs) added to its query string: the request as
 /// GitLab's `params` see it, for the decision only (the forwarded request is unchanged).
 fn with_params(parts: &Parts, params: &[String]) -> Result<Parts, Refusal> {
+    let unreadable = |_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter");
     let added = params.join("&");
     let query = parts.uri.query().map_or_else(|| added.clone(), |q| format!("{q}&{added}"));
     let mut uri = parts.uri.clone().into_parts();
-    uri.path_and_query = Some(format!("{}?{query}", parts.uri.path()).parse().map_err(|_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter"))?);
-    let uri = http::Uri::from_parts(uri).map_err(|_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter"))?;
-    let mut request = Request::builder().method(parts.method.clone()).version(parts.version).uri(uri).body(()).map_err(|_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter"))?;
+    uri.path_and_query = Some(format!("{}?{query}", parts.uri.path()).parse().map_err(|e: http::uri::InvalidUri| unreadable(e.to_string()))?);
+    let uri = http::Uri::from_parts(uri).map_err(|e| unreadable(e.to_string()))?;
+    let mut request = Request::builder().method(parts.method.clone()).version(parts.version).uri(uri).body(()).map_err(|e| unreadable(e.to_string()))?;
     *request.headers_mut() = parts.headers.clone();
     Ok(request.into_parts().0)
 }

@@ -113,14 +113,7 @@ fn upstream_down_is_502_and_upstream_silence_is_504() {
     assert!(text.contains("cannot connect to the git upstream") && started.elapsed() < std::time::Duration::from_secs(4), "{text}");
 
     // An upstream that accepts connections and never answers.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming() {
-            held.push(stream);
-        }
-    });
+    let port = silent_upstream();
     let dir = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 1"), POLICY, "");
     let token = gw.token("acme/app", 42, false);
@@ -228,6 +221,19 @@ fn pooled_connections_are_not_reused_past_the_upstreams_keep_alive() {
     assert_eq!(fetch_twice(1), (200, 200));
     // Kept longer than the upstream keeps them: the reused connection is dropped under the request.
     assert_eq!(fetch_twice(60), (200, 502), "the race the timeout avoids");
+}
+
+/// An upstream that accepts connections and never answers; returns its port.
+fn silent_upstream() -> u16 {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming() {
+            held.push(stream);
+        }
+    });
+    port
 }
 
 /// nginx terminating TLS with `cert`/`key` (and, with `client_ca`, asking for a client certificate
@@ -419,14 +425,7 @@ fn each_host_gets_its_own_certificate_by_sni_and_a_host_must_be_the_connections_
 #[test]
 fn an_upstreams_max_connections_bounds_requests_in_flight_and_frees_them() {
     // An upstream that accepts connections and never answers: each request holds its connection.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming() {
-            held.push(stream);
-        }
-    });
+    let port = silent_upstream();
     let dir = tempfile::tempdir().unwrap();
     let gw = std::sync::Arc::new(Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 2, max_connections: 1"), POLICY, ""));
     let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
