@@ -313,11 +313,7 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operatio
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
     let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new(), true).await.map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
     let verifier = jobgate::token::verify::Verifier::new(issuers, config.limits.max_token_bytes, 0);
-    let registry = config
-        .registry_auth
-        .as_ref()
-        .map(|r| jobgate::registry::RegistryTokens::load(&r.signing_key, &r.issuer, &r.service, r.token_ttl_secs))
-        .transpose()?;
+    let registry = jobgate::registry::RegistryTokens::from_config(config.registry_auth.as_ref())?;
     // Read only: a running `serve` owns the file.
     let revocations = match &config.revocations.file {
         Some(path) => jobgate::revoke::store::replay(path, jobgate::clock::unix_now()).await?,

@@ -46,14 +46,7 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
     let mut errors = Vec::new();
     let tested = keep(&mut errors, crate::reload::tested_snapshot(config, 1));
     let certificates = keep(&mut errors, crate::tls::Certificates::load(&config.tls).map_err(|e| e.to_string()));
-    let registry = keep(&mut errors, 
-        config
-            .registry_auth
-            .as_ref()
-            .map(|r| RegistryTokens::load(&r.signing_key, &r.issuer, &r.service, r.token_ttl_secs).map(|t| t.with_realm(r.realm.clone())))
-            .transpose()
-            .map_err(|e| e.to_string()),
-    );
+    let registry = keep(&mut errors, RegistryTokens::from_config(config.registry_auth.as_ref()).map_err(|e| e.to_string()));
     let upstreams = keep(&mut errors, Upstream::for_families(&config.upstreams, metrics));
     let job_tokens = config.issuers.iter().find_map(|i| i.gitlab_job_tokens.as_ref());
     // With a shared Redis and the replicas' answers key, replicas share GitLab's answers too.

@@ -25,13 +25,13 @@ use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::record::{Outcome, Recorder, RequestCx};
 use crate::refusal::Refusal;
-use crate::registry::realm::realm;
+use crate::registry::realm::{gitlab_realm, realm, AskGitLab};
 use crate::registry::RegistryTokens;
 use crate::reject::{self, Challenge};
 use crate::revoke::store::Revocations;
 use crate::scope::ScopeSet;
 use crate::snapshot::Snapshot;
-use crate::token::verify::Verifier;
+use crate::token::verify::{VerifiedClaims, Verifier};
 
 /// What a [`Gateway`] is built from.
 pub struct GatewayParts {
@@ -43,6 +43,9 @@ pub struct GatewayParts {
     pub registry: Option<RegistryTokens>,
     /// The GitLab instance asked about its own job tokens, when configured.
     pub gitlab: Option<GitLab>,
+    /// With `registry_auth.tokens: gitlab`: the registry's service name, whose tokens GitLab's own
+    /// realm signs for the scopes jobgate allows.
+    pub registry_at_gitlab: Option<String>,
     pub non_job: NonJobRules,
     /// Families without an upstream of their own share git's.
     pub upstreams: FamilyMap<Arc<Upstream>>,
@@ -76,6 +79,7 @@ pub struct Gateway {
     revocations: Arc<Revocations>,
     registry: Option<RegistryTokens>,
     gitlab: Option<GitLab>,
+    registry_at_gitlab: Option<String>,
     non_job: NonJobRules,
     upstreams: FamilyMap<Arc<Upstream>>,
     record: Recorder,
@@ -87,6 +91,8 @@ enum Route {
     /// Refused before anything else: an unknown host, or a path its host does not serve.
     Misdirected(Refusal),
     TokenRealm,
+    /// The realm whose tokens GitLab's own realm signs.
+    GitLabRealm,
     Jwks,
     Proxy,
 }
@@ -100,6 +106,7 @@ impl Gateway {
             revocations: parts.revocations,
             registry: parts.registry,
             gitlab: parts.gitlab,
+            registry_at_gitlab: parts.registry_at_gitlab,
             non_job: parts.non_job,
             upstreams: parts.upstreams,
             record: Recorder::new(parts.audit, &parts.metrics),
@@ -176,6 +183,7 @@ impl Gateway {
                 (response, Outcome::refused(&refusal, None, None))
             }
             Route::TokenRealm => self.token_realm(&snapshot, &parts, &cx).await,
+            Route::GitLabRealm => self.gitlab_realm(&snapshot, parts, body, peer, &cx).await,
             Route::Jwks => {
                 let jwks = self.registry.as_ref().map(RegistryTokens::jwks).unwrap_or_default();
                 (reject::json(&jwks), Outcome { request: None, claims: None, summary: allowed(), verified: None })
@@ -209,6 +217,8 @@ impl Gateway {
             return Route::Misdirected(Refusal::new(Reason::UnmatchedRequest, "the registry host serves the container registry only"));
         }
         match (&parts.method, path, &self.registry) {
+            // GitLab's realm lives on GitLab's host.
+            (&Method::GET, "/jwt/auth", _) if self.registry_at_gitlab.is_some() && role != HostRole::Registry => Route::GitLabRealm,
             // On the GitLab host these are GitLab's own (the dependency proxy): the proxy path decides.
             _ if role == HostRole::GitLab => Route::Proxy,
             (&Method::GET, "/jwt/auth", Some(_)) => Route::TokenRealm,
@@ -232,6 +242,40 @@ impl Gateway {
                 let response = reject::response(&refusal, &cx.id, Some(Family::Registry), &Challenge::Realm);
                 (response, Outcome { verified, ..Outcome::refused(&refusal, None, None) })
             }
+        }
+    }
+
+    /// The realm for GitLab's registry tokens: a job's request goes to GitLab's `/jwt/auth` with only
+    /// the scopes the policy allows and the job's own token, and GitLab's answer comes back as it is;
+    /// non-job traffic takes the proxy path to GitLab untouched (when the registry passes it).
+    async fn gitlab_realm(&self, snapshot: &Snapshot, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
+        let (Some(service), Some(gitlab)) = (&self.registry_at_gitlab, &self.gitlab) else { return self.proxy(snapshot, parts, body, peer, cx).await };
+        let mut verified = None;
+        let mut asked = gitlab_realm(&self.core(snapshot), &parts, service, unix_now(), &mut verified);
+        if let Err(Refused { lookup: Some(lookup), .. }) = &asked {
+            asked = match self.resolve(lookup).await {
+                Ok(()) => gitlab_realm(&self.core(snapshot), &parts, service, unix_now(), &mut verified),
+                Err(refusal) => Err(refusal.into()),
+            };
+        }
+        let refused = |refusal: Refusal, claims: Option<VerifiedClaims>| {
+            let response = reject::response(&refusal, &cx.id, Some(Family::Registry), &Challenge::GitLab);
+            (response, Outcome { verified, ..Outcome::refused(&refusal, None, claims) })
+        };
+        match asked {
+            Ok(AskGitLab::NonJob) => self.proxy(snapshot, parts, body, peer, cx).await,
+            Ok(AskGitLab::Job { query, token, claims }) => match gitlab.registry_token(&query, &token).await {
+                Ok((status, answer)) => {
+                    let summary = match status.is_success() {
+                        true => allowed(),
+                        // The policy allowed, GitLab did not: its body says why.
+                        false => Summary { disposition: Disposition::Deny, enforced: true, reason: Reason::GitlabRefused },
+                    };
+                    (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified })
+                }
+                Err(e) => refused(e.into(), Some(claims)),
+            },
+            Err(refused_request) => refused(refused_request.refusal, None),
         }
     }
 

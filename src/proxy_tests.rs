@@ -75,6 +75,7 @@ fn fixture() -> &'static Fixture {
         let policy = Policy::from_yaml(std::path::Path::new("test.yaml"), POLICY).unwrap();
         let (audit, receiver) = Audit::channel();
         let gateway = Gateway::new(GatewayParts {
+            registry_at_gitlab: None,
             snapshot: Snapshot::new(policy, api_routes, 1),
             verifier: Verifier::new(vec![issuer], 8192, 1000),
             key_sources: Vec::new(),

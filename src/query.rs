@@ -27,6 +27,13 @@ pub fn form_decode(raw: &str) -> Cow<'_, str> {
     Cow::Owned(percent_decode_str(&plus_free).decode_utf8_lossy().into_owned())
 }
 
+/// Encodes one name or value for a query string: everything but unreserved characters and the
+/// `:`, `/` and `,` of registry scopes is percent-encoded.
+pub fn form_encode(raw: &str) -> Cow<'_, str> {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b':').remove(b'/').remove(b',');
+    percent_encoding::utf8_percent_encode(raw, KEEP).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +44,7 @@ mod tests {
         let got: Vec<(&str, &str)> = got.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
         assert_eq!(got, vec![("a", "1"), ("service", "git-upload-pack"), ("flag", ""), ("x", "a b")]);
         assert_eq!(pairs(None).count(), 0);
+        assert_eq!(form_encode("repository:a/b:pull,push"), "repository:a/b:pull,push");
+        assert_eq!(form_encode("a b&c=d*"), "a%20b%26c%3Dd%2A");
     }
 }

@@ -72,6 +72,11 @@ pub enum Reason {
     GitlabUnavailable,
     /// Too many unknown job tokens to look up at GitLab this second.
     GitlabLookupBudget,
+    /// GitLab's realm needs GitLab's own job token, and the job presented another kind (an ID token).
+    NoGitlabCredential,
+    /// GitLab refused what jobgate asked on the job's behalf (its answer is passed on): the policy
+    /// allowed, GitLab did not.
+    GitlabRefused,
     /// A registry token that does not grant this action: the client must ask the realm again
     /// (answered 401 with a challenge naming the scope, as registries do).
     RegistryScopeMissing,
@@ -107,7 +112,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 45] = [
+    pub const ALL: [Reason; 47] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -138,6 +143,8 @@ impl Reason {
         Reason::JobTokenInvalid,
         Reason::GitlabUnavailable,
         Reason::GitlabLookupBudget,
+        Reason::NoGitlabCredential,
+        Reason::GitlabRefused,
         Reason::RegistryScopeMissing,
         Reason::NotInAllowlist,
         Reason::ScopeNotGranted,
@@ -188,6 +195,8 @@ impl Reason {
             Reason::JobTokenInvalid => "job_token_invalid",
             Reason::GitlabUnavailable => "gitlab_unavailable",
             Reason::GitlabLookupBudget => "gitlab_lookup_budget",
+            Reason::NoGitlabCredential => "no_gitlab_credential",
+            Reason::GitlabRefused => "gitlab_refused",
             Reason::RegistryScopeMissing => "registry_scope_missing",
             Reason::NotInAllowlist => "not_in_allowlist",
             Reason::ScopeNotGranted => "scope_not_granted",

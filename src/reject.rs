@@ -27,7 +27,7 @@ pub fn status(reason: Reason) -> StatusCode {
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         // Fail closed: anything else, the allow reasons included (a `Refusal` cannot hold those), is a
         // plain refusal.
-        CredentialInBody | UpgradeRefused | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
+        NoGitlabCredential | GitlabRefused | CredentialInBody | UpgradeRefused | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
         | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | UnresolvedTarget | Granted
         | GrantedViaOwnProject | NonJobPassthrough => StatusCode::FORBIDDEN,
     }
@@ -126,6 +126,23 @@ pub fn response(refusal: &Refusal, request_id: &str, family: Option<Family>, cha
     if reason == Reason::OverCapacity {
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
+}
+
+/// GitLab's own JSON answer to a question jobgate asked for the job, passed on with its status;
+/// when GitLab refused, the reason phrase says that it was GitLab (the policy allowed).
+pub fn gitlab_answer(status: StatusCode, answer: bytes::Bytes) -> Response<Body> {
+    let mut response = Response::new(body::full(answer));
+    *response.status_mut() = status;
+    if !status.is_success() {
+        let phrase = format!("{} (GitLab refused; jobgate: {})", status.canonical_reason().unwrap_or(""), Reason::GitlabRefused.id());
+        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase) {
+            response.extensions_mut().insert(phrase);
+        }
+    }
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -82,6 +82,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         revocations,
         registry: loaded.registry,
         gitlab: loaded.gitlab,
+        registry_at_gitlab: config.registry_auth.as_ref().filter(|r| r.tokens == crate::config::RegistryTokenSource::Gitlab).map(|r| r.service.clone()),
         non_job: NonJobRules::new(&config),
         upstreams: loaded.upstreams,
         audit,

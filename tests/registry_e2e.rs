@@ -45,19 +45,34 @@ fn image(dir: &Path) -> PathBuf {
 }
 
 fn registry(dir: &Path, auth: &str) -> (u16, PathBuf, Process) {
-    let store = dir.join("registry-store");
+    let (port, process) = serve_on_free_port(|port| registry_command(dir, port, auth));
+    (port, dir.join("registry-store"), process)
+}
+
+/// docker-registry on a port chosen before it starts (its token realm must name jobgate's port).
+fn registry_on(dir: &Path, port: u16, auth: &str) -> (PathBuf, Process) {
+    let process = Process::spawn(&mut registry_command(dir, port, auth));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "docker-registry does not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (dir.join("registry-store"), process)
+}
+
+fn registry_command(dir: &Path, port: u16, auth: &str) -> Command {
     let config = dir.join("registry.yml");
-    let (port, process) = serve_on_free_port(|port| {
-        std::fs::write(
-            &config,
-            format!("version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: jobgate-test\n{auth}", store.display()),
-        )
-        .unwrap();
-        let mut command = Command::new("docker-registry");
-        command.arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null());
-        command
-    });
-    (port, store, process)
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog: {{ level: error }}\nstorage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: jobgate-test\n{auth}",
+            dir.join("registry-store").display()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new("docker-registry");
+    command.arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null());
+    command
 }
 
 struct Skopeo {
@@ -225,6 +240,80 @@ fn skopeo_with_an_unmodified_pipelines_ci_job_token() {
     assert!(!out.status.success(), "another project's push is denied");
     assert!(!store.join("docker/registry/v2/repositories/acme/app/img/_manifests/tags/2").exists());
     assert!(gitlab.calls() <= 4, "GitLab is asked once per token (realm and registry share the answer): {}", gitlab.calls());
+}
+
+/// In front of GitLab's registry, which trusts only GitLab's registry tokens: jobgate's realm asks
+/// GitLab's `/jwt/auth` with the job's own CI_JOB_TOKEN and only the scopes the policy allows, and
+/// people's logins reach GitLab's realm untouched.
+#[test]
+fn skopeo_through_gitlabs_own_realm_with_the_scopes_narrowed_by_the_policy() {
+    use common::gitlab::{GitLab, Job, REGISTRY_ISSUER};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gitlab = GitLab::start();
+    jobgate::generate::registry_key(&d.join("gitlab-registry")).unwrap();
+    gitlab.sign_registry_tokens(&d.join("gitlab-registry/registry-key.pem"));
+    let (app, lib) = ("glcbt-64_AppRealmJob_111111111111", "glcbt-64_LibRealmJob_222222222222");
+    gitlab.add(app, Job { id: 6200, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.add(lib, Job { id: 6300, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.project(44, "acme/secret");
+    for project in [42, 43, 44] {
+        gitlab.member(project, 5, 30);
+    }
+    // GitLab itself would let acme/lib's jobs pull from acme/secret; jobgate's policy does not.
+    gitlab.job_token_scope(44, true, false, vec![43], vec![]);
+    gitlab.personal_access_token("glpat-ann-personal", (5, "ann"));
+
+    let registry_port = common::free_port();
+    let upstreams = format!("git: {{ url: '{}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry_port}' }}", gitlab.url());
+    let extra = "registry_auth: { tokens: gitlab }\nnon_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }";
+    let gw = Gateway::start_with_gitlab(d, &upstreams, POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, extra);
+    let auth = format!(
+        "auth:\n  token:\n    realm: https://127.0.0.1:{}/jwt/auth\n    service: container_registry\n    issuer: {REGISTRY_ISSUER}\n    rootcertbundle: {}\n",
+        gw.port,
+        d.join("gitlab-registry/registry-cert.pem").display()
+    );
+    let (store, _registry) = registry_on(d, registry_port, &auth);
+    let (layout, skopeo) = (image(d), Skopeo::on(d, &gw, "localhost"));
+    let tag = |path: &str| store.join(format!("docker/registry/v2/repositories/{path}"));
+
+    let out = skopeo.push(&layout, &gw, app, "acme/app/img:1");
+    assert!(out.status.success(), "own project pushes with CI_JOB_TOKEN, GitLab signing: {}", text(&out));
+    assert!(tag("acme/app/img/_manifests/tags/1").exists());
+    let asked = gitlab.realm_requests();
+    assert!(asked.iter().any(|(login, scopes)| login == "gitlab-ci-token" && scopes.iter().any(|s| s == "repository:acme/app/img:pull,push")), "{asked:?}");
+
+    // A person's personal access token goes to GitLab's realm untouched (GitLab decides: Developer pushes).
+    let creds = "ann:glpat-ann-personal";
+    let dest = format!("docker://localhost:{}/acme/secret/img:1", gw.port);
+    let out = skopeo.run(&["copy", "--dest-cert-dir", skopeo.certs.to_str().unwrap(), "--dest-creds", creds, &format!("oci:{}:base", layout.display()), &dest]);
+    assert!(out.status.success(), "a person's push passes through: {}", text(&out));
+    assert!(tag("acme/secret/img/_manifests/tags/1").exists());
+    assert!(gitlab.realm_requests().iter().any(|(login, _)| login == "ann"), "GitLab's realm saw the person's login");
+
+    let before = gitlab.realm_requests().len();
+    let out = skopeo.push(&layout, &gw, lib, "acme/app/img:2");
+    assert!(!out.status.success(), "another project's push is denied");
+    assert!(!tag("acme/app/img/_manifests/tags/2").exists());
+    let out = skopeo.pull(&gw, lib, "acme/app/img:1", &d.join("pulled"));
+    assert!(out.status.success(), "an admitted project pulls: {}", text(&out));
+    let out = skopeo.pull(&gw, lib, "acme/secret/img:1", &d.join("refused"));
+    assert!(!out.status.success(), "the policy does not admit acme/lib to acme/secret, though GitLab would");
+    let asked: Vec<String> = gitlab.realm_requests().into_iter().skip(before).flat_map(|(_, scopes)| scopes).collect();
+    assert!(asked.iter().any(|s| s == "repository:acme/app/img:pull"), "the pull GitLab was asked for: {asked:?}");
+    assert!(!asked.iter().any(|s| s.contains("push") || s.contains("acme/secret")), "GitLab is asked only for what the policy allows: {asked:?}");
+
+    // An ID token is no GitLab credential: refused at the realm, GitLab not asked.
+    let jwt = gw.token("acme/app", 42, true);
+    let (status, body) = curl(&gw, &["-u", &format!("gitlab-ci-token:{jwt}"), &gw.url("/jwt/auth?service=container_registry&scope=repository:acme/app/img:pull")]);
+    assert!(status == 403 && body.contains("no_gitlab_credential"), "{status} {body}");
+    // GitLab refuses what jobgate still believes (its answer for the token is cached): GitLab's 401 is
+    // passed on, and the record says GitLab refused.
+    gitlab.finish(app);
+    let (status, body) = curl(&gw, &["-u", &format!("gitlab-ci-token:{app}"), &gw.url("/jwt/auth?service=container_registry&scope=repository:acme/app/img:pull")]);
+    assert!(status == 401 && body.contains("UNAUTHORIZED"), "{status} {body}");
+    let lines = gw.audit_until(|lines| lines.iter().any(|l| l["reason"] == "gitlab_refused"));
+    assert!(lines.iter().any(|l| l["reason"] == "no_gitlab_credential"), "{lines:?}");
 }
 
 #[test]

@@ -68,8 +68,12 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryAuthConfig {
-    /// RSA private key (PKCS#8 PEM) that signs registry tokens (`jobgate keys generate --registry`).
-    pub signing_key: PathBuf,
+    /// Who signs the registry tokens the realm hands out.
+    #[serde(default)]
+    pub tokens: RegistryTokenSource,
+    /// With `tokens: jobgate`: the RSA private key (PKCS#8 PEM) that signs them (`jobgate keys
+    /// generate --registry`).
+    pub signing_key: Option<PathBuf>,
     #[serde(default = "default_registry_issuer")]
     pub issuer: String,
     #[serde(default = "default_registry_service")]
@@ -79,6 +83,18 @@ pub struct RegistryAuthConfig {
     /// The token realm's URL as clients must reach it (`https://registry.example.com/jwt/auth`);
     /// without it the realm is built from the request's `Host`, when that is a plain host name.
     pub realm: Option<String>,
+}
+
+/// Where the realm's registry tokens come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryTokenSource {
+    /// jobgate signs its own (`signing_key`); the registry trusts jobgate's certificate.
+    #[default]
+    Jobgate,
+    /// GitLab's own `/jwt/auth` (at `gitlab.url`) signs them, for the scopes jobgate narrowed the
+    /// request to, with the job's own token: the registry keeps trusting GitLab's issuer.
+    Gitlab,
 }
 
 fn default_registry_issuer() -> String {
@@ -262,7 +278,7 @@ impl Config {
         if let Some(p) = &mut self.audit.file {
             resolve(p);
         }
-        let registry_key = self.registry_auth.as_mut().map(|r| &mut r.signing_key);
+        let registry_key = self.registry_auth.as_mut().and_then(|r| r.signing_key.as_mut());
         let (redis_password, answers_key) = match self.revocations.redis.as_mut() {
             Some(redis) => (redis.password_file.as_mut(), redis.answers_key_file.as_mut()),
             None => (None, None),
@@ -285,6 +301,24 @@ impl Config {
     }
 
     /// The `gitlab:` block and the issuers that ask it.
+    /// Each token source has what it needs: a key of its own, or GitLab and its job tokens — and
+    /// the registry then passes GitLab's tokens, which are no job credentials to jobgate.
+    fn registry_token_source_problem(&self, auth: &RegistryAuthConfig) -> Option<String> {
+        let registry_non_job = self.upstreams.get(Family::Registry).and_then(|u| u.non_job).unwrap_or(self.non_job);
+        match auth.tokens {
+            RegistryTokenSource::Jobgate if auth.signing_key.is_none() => Some("registry_auth: `signing_key` is needed to sign jobgate's own registry tokens (or `tokens: gitlab`)".into()),
+            RegistryTokenSource::Jobgate => None,
+            RegistryTokenSource::Gitlab if auth.signing_key.is_some() => Some("registry_auth: `signing_key` is not used with `tokens: gitlab` (GitLab signs the registry tokens)".into()),
+            RegistryTokenSource::Gitlab if self.gitlab.is_none() || !self.issuers.iter().any(|i| i.gitlab_job_tokens.is_some()) => {
+                Some("registry_auth.tokens: gitlab needs the `gitlab:` block and an issuer with `gitlab_job_tokens` (GitLab's realm takes the job's own CI_JOB_TOKEN)".into())
+            }
+            RegistryTokenSource::Gitlab if registry_non_job != NonJob::Passthrough => Some(
+                "registry_auth.tokens: gitlab: registry requests then carry GitLab's registry tokens, which jobgate passes as non-job traffic (the realm decided their access); set `non_job: passthrough` for the registry".into(),
+            ),
+            RegistryTokenSource::Gitlab => None,
+        }
+    }
+
     fn validate_gitlab(&self) -> Result<(), String> {
         let askers = self.issuers.iter().filter(|i| i.gitlab_job_tokens.is_some()).count();
         match (&self.gitlab, askers) {
@@ -335,6 +369,9 @@ impl Config {
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
                 problems.push(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
             }
+        }
+        if let Some(auth) = &self.registry_auth {
+            problems.extend(self.registry_token_source_problem(auth));
         }
         if let Some(realm) = self.registry_auth.as_ref().and_then(|r| r.realm.as_ref()) {
             let ok = realm.parse::<Uri>().is_ok_and(|u| u.scheme() == Some(&Scheme::HTTPS) && u.authority().is_some()) && !realm.contains('"');
@@ -495,5 +532,25 @@ upstreams:
         let (_dir, path) = write(&MINIMAL.replace("http://127.0.0.1:8080", "ftp://x"));
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("upstreams.git.url"), "{err}");
+    }
+
+    #[test]
+    fn each_registry_token_source_needs_what_it_signs_with() {
+        let gitlab = "gitlab: { url: 'http://127.0.0.1:8081' }\n";
+        let job_tokens = MINIMAL.replace("policy_dir:", "  - { name: jobs, gitlab_job_tokens: {} }\npolicy_dir:");
+        for (text, problem) in [
+            (format!("{MINIMAL}registry_auth: {{}}\n"), Some("`signing_key` is needed")),
+            (format!("{MINIMAL}registry_auth: {{ tokens: gitlab, signing_key: k.pem }}\n"), Some("`signing_key` is not used")),
+            (format!("{MINIMAL}registry_auth: {{ tokens: gitlab }}\n"), Some("needs the `gitlab:` block")),
+            (format!("{job_tokens}{gitlab}registry_auth: {{ tokens: gitlab }}\n"), Some("set `non_job: passthrough` for the registry")),
+            (format!("{job_tokens}{gitlab}non_job: passthrough\nregistry_auth: {{ tokens: gitlab }}\n"), None),
+        ] {
+            let (_dir, path) = write(&text);
+            match (Config::load(&path), problem) {
+                (Ok(_), None) => {}
+                (Err(e), Some(problem)) => assert!(e.to_string().contains(problem), "{e}"),
+                (got, want) => panic!("{text}: {:?} instead of {want:?}", got.map(|_| ()).map_err(|e| e.to_string())),
+            }
+        }
     }
 }

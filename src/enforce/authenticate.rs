@@ -42,6 +42,18 @@ pub struct Job {
     pub claims: VerifiedClaims,
     /// What a registry token grants (`None` for job tokens).
     pub access: Option<Vec<Access>>,
+    pub credential: JobCredential,
+}
+
+/// The kind of credential that proved the job: what GitLab itself would accept differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCredential {
+    /// A JWT of a configured issuer (an ID token): no GitLab credential.
+    Jwt,
+    /// GitLab's own job token (`CI_JOB_TOKEN`), as GitLab answered for it.
+    GitLabJobToken,
+    /// One of jobgate's registry tokens.
+    RegistryToken,
 }
 
 /// What the credential turned out to be.
@@ -91,12 +103,12 @@ pub fn authenticate(
     };
     let started = Instant::now();
     let (verified, cached) = match core.verifier.verify(crate::token::strip_prefix(&token), now) {
-        Ok(verified) => (Ok(Job { claims: verified.claims, access: None }), Some(verified.cached)),
+        Ok(verified) => (Ok(Job { claims: verified.claims, access: None, credential: JobCredential::Jwt }), Some(verified.cached)),
         Err(VerifyError::RegistryToken) => match core.registry {
             Some(registry) if bearer && family == Some(Family::Registry) => {
                 let grant = registry.verify(&token, now).and_then(|grant| match core.revocations.jti_revoked(&grant.jti, now) {
                     true => Err(VerifyError::Revoked),
-                    false => Ok(Job { claims: grant.claims, access: Some(grant.access) }),
+                    false => Ok(Job { claims: grant.claims, access: Some(grant.access), credential: JobCredential::RegistryToken }),
                 });
                 (grant, None)
             }
@@ -106,7 +118,7 @@ pub fn authenticate(
         Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken) if !bearer && core.gitlab.is_some() && gitlab_shaped(&token, core.verifier.max_token_bytes) => {
             match core.gitlab.and_then(|g| g.get(&token, now)) {
                 // Answered from GitLab's cached answers: a token-cache hit (misses are lookups).
-                Some(Identity::Job(claims)) => (Ok(Job { claims: VerifiedClaims::from_arc(claims), access: None }), Some(true)),
+                Some(Identity::Job(claims)) => (Ok(Job { claims: VerifiedClaims::from_arc(claims), access: None, credential: JobCredential::GitLabJobToken }), Some(true)),
                 Some(Identity::Refused) => (Err(VerifyError::NotARunningJob), Some(true)),
                 None => {
                     let refusal = Refusal::new(Reason::GitlabUnavailable, "this job token must be looked up at GitLab");

@@ -6,7 +6,7 @@
 
 mod authenticate;
 
-pub use authenticate::{authenticate, Authenticated, Job, Lookup, Refused};
+pub use authenticate::{authenticate, Authenticated, Job, JobCredential, Lookup, Refused};
 
 use http::request::Parts;
 use http::{header, Version};

@@ -1,19 +1,29 @@
-//! The registry token realm: `GET /jwt/auth?service=S&scope=repository:NAME:ACTIONS` (scope may
-//! repeat). The job token is authenticated and every requested action decided by `enforce`'s own
-//! functions; the issued token grants exactly the allowed subset (an empty `access` when nothing is
-//! granted, as registries expect). Pure: the edge turns the result into a response.
+//! The registry token realm: `GET /jwt/auth?service=S&scope=repository:NAME:ACTIONS`. The scopes are
+//! read as GitLab's `JwtController#scopes_param` reads them (every `scope` parameter, each split on
+//! whitespace), the job's credential is authenticated and every requested action decided by
+//! `enforce`'s own functions; what the policy does not allow is dropped. Then either jobgate signs
+//! the token itself ([`realm`]: the `access` it grants is exactly the allowed subset) or GitLab's own
+//! realm signs it for the narrowed scopes ([`gitlab_realm`]: the registry keeps trusting GitLab).
+//! Pure: the edge turns the result into a response, or asks GitLab.
+
+use std::fmt::Write as _;
 
 use http::request::Parts;
 use serde_json::{json, Value};
 
 use super::token::Access;
 use crate::classify::registry::for_action;
+use crate::classify::Family;
 use crate::config::NonJob;
-use crate::enforce::{authenticate, authorize, check_target, Authenticated, Core, NoTrace, Refused, Routed, Ruling, VerifyStats};
+use crate::enforce::{authenticate, authorize, check_target, Authenticated, Core, Job, JobCredential, NoTrace, Refused, Routed, Ruling, VerifyStats};
 use crate::path::ProjectPath;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
+use crate::token::extract::{extract, Credential};
 use crate::token::verify::VerifiedClaims;
+
+/// GitLab's service name for its dependency proxy's tokens (`Auth::DependencyProxyAuthenticationService::AUDIENCE`).
+pub const DEPENDENCY_PROXY: &str = "dependency_proxy";
 
 /// An issued registry token: the JSON body registry clients read, and the job it was issued to.
 pub struct Grant {
@@ -21,40 +31,22 @@ pub struct Grant {
     pub claims: VerifiedClaims,
 }
 
-/// Serves one realm request at `now`.
+/// Serves one realm request at `now` with jobgate's own registry tokens.
 ///
 /// # Errors
 /// A refusal for a bad request target, a missing or invalid job token, or a wrong service (or a GitLab
 /// job token the edge must look up first).
 pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<VerifyStats>) -> Result<Grant, Refused> {
     let Some(registry) = core.registry else { return Err(Refusal::new(Reason::UnmatchedRequest, "no registry token realm is configured").into()) };
-    check_target(parts).map_err(Refused::from)?;
     // Job tokens only: a registry token cannot buy another registry token.
-    let job = match authenticate(core, parts, NonJob::Reject, None, now, stats)? {
-        Authenticated::Job(job) => job,
-        Authenticated::NonJob => return Err(Refusal::new(Reason::NonJobRejected, "the token realm needs a CI job token").into()),
+    let Some(job) = job(core, parts, NonJob::Reject, now, stats)? else {
+        return Err(Refusal::new(Reason::NonJobRejected, "the token realm needs a CI job token").into());
     };
-    let claims = job.claims.claims();
-    let pairs: Vec<(String, String)> = crate::query::pairs(parts.uri.query()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    if pairs.iter().any(|(k, service)| k == "service" && *service != registry.service) {
+    if service(parts).is_some_and(|service| service != registry.service) {
         return Err(Refusal::new(Reason::BadRequest, "unknown registry service").into());
     }
-    let mut access = Vec::new();
-    for (_, scope) in pairs.iter().filter(|(k, _)| k == "scope") {
-        let mut fields = scope.splitn(3, ':');
-        let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else { continue };
-        let Some(image) = ProjectPath::parse(name) else { continue };
-        let granted: Vec<String> = actions
-            .split(',')
-            .filter(|action| {
-                let Some(request) = for_action(&image, action) else { return false };
-                let routed = Routed { request, mount_from: None };
-                matches!(authorize(core.snapshot, &routed, claims, None, None, &mut NoTrace), Ruling::Allow(_))
-            })
-            .map(str::to_owned)
-            .collect();
-        access.push(Access { kind: "repository".into(), name: name.to_owned(), actions: granted });
-    }
+    let access = narrowed(core, parts, &job.claims, now);
+    let claims = job.claims.claims();
     let token = registry.issue(claims, &access, now).map_err(|_| Refused::from(Refusal::new(Reason::InternalError, "cannot sign the registry token")))?;
     let body = json!({
         "token": token,
@@ -63,4 +55,105 @@ pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<Verify
         "issued_at": crate::clock::rfc3339(std::time::SystemTime::now()),
     });
     Ok(Grant { body, claims: job.claims })
+}
+
+/// What GitLab's realm is to be asked, for one realm request.
+pub enum AskGitLab {
+    /// Not a job credential, on a registry that passes such traffic: GitLab's realm answers it
+    /// untouched (people's `docker login`, deploy tokens).
+    NonJob,
+    /// The job's own token, and the query with only the scopes the policy allows.
+    Job { query: String, token: String, claims: VerifiedClaims },
+}
+
+/// Serves one realm request at `now` for GitLab's realm (`registry_auth.tokens: gitlab`): the query
+/// GitLab is asked with keeps `service`, `account` and `client_id` (the parameters GitLab permits)
+/// and only the allowed scopes; `service=dependency_proxy` is GitLab's to decide (jobgate's policy
+/// has no scope for it) and goes with no scope at all.
+///
+/// # Errors
+/// As [`realm`]; and a job whose credential is not GitLab's own job token, which GitLab's realm
+/// would not accept.
+pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, now: i64, stats: &mut Option<VerifyStats>) -> Result<AskGitLab, Refused> {
+    let non_job = core.non_job.for_family(Some(Family::Registry));
+    let Some(job) = job(core, parts, non_job, now, stats)? else { return Ok(AskGitLab::NonJob) };
+    if job.credential != JobCredential::GitLabJobToken {
+        let why = "GitLab's registry realm accepts only GitLab's own job token: log in with CI_JOB_TOKEN (an ID token is no GitLab credential)";
+        return Err(Refusal::new(Reason::NoGitlabCredential, why).into());
+    }
+    let Ok(Credential::Job(token)) = extract(&parts.headers, parts.uri.query()) else {
+        return Err(Refusal::new(Reason::InternalError, "the job token cannot be read again").into());
+    };
+    let service = service(parts);
+    let mut query = String::new();
+    for (name, value) in crate::query::pairs(parts.uri.query()).filter(|(name, _)| matches!(name.as_ref(), "service" | "account" | "client_id")) {
+        let _ = write!(query, "{}{name}={}", if query.is_empty() { "" } else { "&" }, crate::query::form_encode(&value));
+    }
+    match service.as_deref() {
+        Some(DEPENDENCY_PROXY) => {}
+        Some(name) if name == service_name => {
+            for access in narrowed(core, parts, &job.claims, now).iter().filter(|a| !a.actions.is_empty()) {
+                let scope = format!("{}:{}:{}", access.kind, access.name, access.actions.join(","));
+                let _ = write!(query, "&scope={}", crate::query::form_encode(&scope));
+            }
+        }
+        _ => return Err(Refusal::new(Reason::BadRequest, "unknown registry service").into()),
+    }
+    Ok(AskGitLab::Job { query, token: token.into_owned(), claims: job.claims })
+}
+
+/// The request's job, or `None` for non-job traffic `non_job` passes.
+fn job(core: &Core<'_>, parts: &Parts, non_job: NonJob, now: i64, stats: &mut Option<VerifyStats>) -> Result<Option<Job>, Refused> {
+    check_target(parts).map_err(Refused::from)?;
+    match authenticate(core, parts, non_job, None, now, stats)? {
+        Authenticated::Job(job) => Ok(Some(job)),
+        Authenticated::NonJob => Ok(None),
+    }
+}
+
+fn service(parts: &Parts) -> Option<String> {
+    crate::query::pairs(parts.uri.query()).find(|(name, _)| name == "service").map(|(_, value)| value.into_owned())
+}
+
+/// The requested scopes as GitLab reads them: every `scope` parameter, each value split on
+/// whitespace (RFC 6749 §3.3 lists, as some clients send them).
+pub fn requested_scopes(query: Option<&str>) -> Vec<String> {
+    crate::query::pairs(query).filter(|(name, _)| name == "scope").flat_map(|(_, value)| value.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).collect()
+}
+
+/// Each `repository:NAME:ACTIONS` scope with only the actions the policy allows the job (an entry
+/// with none when it allows none). Other types (`registry:catalog:*`) and names that are no project
+/// path grant jobs nothing and are left out.
+fn narrowed(core: &Core<'_>, parts: &Parts, claims: &VerifiedClaims, now: i64) -> Vec<Access> {
+    let claims = claims.claims();
+    let roles = core.gitlab.map(|g| (g, now));
+    let mut access = Vec::new();
+    for scope in requested_scopes(parts.uri.query()) {
+        let mut fields = scope.splitn(3, ':');
+        let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let Some(image) = ProjectPath::parse(name) else { continue };
+        let granted: Vec<String> = actions
+            .split(',')
+            .filter(|action| {
+                let Some(request) = for_action(&image, action) else { return false };
+                let routed = Routed { request, mount_from: None };
+                matches!(authorize(core.snapshot, &routed, claims, None, roles, &mut NoTrace), Ruling::Allow(_))
+            })
+            .map(str::to_owned)
+            .collect();
+        access.push(Access { kind: "repository".into(), name: name.to_owned(), actions: granted });
+    }
+    access
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_scopes;
+
+    #[test]
+    fn scopes_are_read_as_gitlab_reads_them() {
+        let query = "service=container_registry&scope=repository:a/b:pull&scope=repository%3Ac%2Fd%3Apush%2Cpull+registry:catalog:*";
+        assert_eq!(requested_scopes(Some(query)), ["repository:a/b:pull", "repository:c/d:push,pull", "registry:catalog:*"]);
+        assert!(requested_scopes(Some("service=container_registry")).is_empty());
+    }
 }

@@ -107,9 +107,18 @@ impl RegistryTokens {
         Ok(RegistryTokens { signer, kid, keys, issuer: issuer.to_owned(), service: service.to_owned(), realm: None, ttl: i64::try_from(ttl_secs).unwrap_or(300) })
     }
 
-    /// The same issuer, challenging with `realm` (from configuration) instead of the request's host.
-    pub fn with_realm(self, realm: Option<String>) -> RegistryTokens {
-        RegistryTokens { realm, ..self }
+    /// jobgate's own issuer as `registry_auth` configures it; `None` when there is no realm or when
+    /// GitLab signs the tokens (`tokens: gitlab`).
+    ///
+    /// # Errors
+    /// As [`RegistryTokens::load`].
+    pub fn from_config(auth: Option<&crate::config::RegistryAuthConfig>) -> Result<Option<RegistryTokens>, RegistryKeyError> {
+        let Some((auth, key)) = auth.and_then(|a| Some((a, a.signing_key.as_deref()?))) else { return Ok(None) };
+        if auth.tokens != crate::config::RegistryTokenSource::Jobgate {
+            return Ok(None);
+        }
+        let tokens = RegistryTokens::load(key, &auth.issuer, &auth.service, auth.token_ttl_secs)?;
+        Ok(Some(RegistryTokens { realm: auth.realm.clone(), ..tokens }))
     }
 
     /// The public key as a JWKS document (served at `/-/jwks`).
@@ -213,7 +222,7 @@ impl RegistryTokens {
 }
 
 /// DER of the SubjectPublicKeyInfo of an RSA private key given as PKCS#8 PEM.
-fn spki_der(pem: &str) -> Result<Vec<u8>, String> {
+pub fn spki_der(pem: &str) -> Result<Vec<u8>, String> {
     use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
     let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).map_err(|e| e.to_string())?;
     Ok(key.to_public_key().to_public_key_der().map_err(|e| e.to_string())?.as_bytes().to_vec())

@@ -26,6 +26,20 @@
 //!   `x-page`, `x-per-page`, `x-total`, `x-total-pages`, `x-next-page` (empty on the last page),
 //!   `x-prev-page` and `link`.
 //!
+//! - `GET /jwt/auth` (`app/controllers/jwt_controller.rb`, `app/services/auth/container_registry_authentication_service.rb`):
+//!   an unknown `service` → 404 with no body (`head :not_found`); Basic credentials that are neither
+//!   a running job's token nor a personal access token → 401 `{"errors":[{"code":"UNAUTHORIZED",
+//!   "message":"HTTP Basic: Access denied. …"}]}`; otherwise 200 `{"token": <RS256 JWT>}` with header
+//!   `{typ: JWT, alg: RS256, kid: <libtrust id>}` and claims `iss`, `aud` = service, `sub` = username,
+//!   `iat`, `nbf`, `exp`, `jti`, `access: [{type, name, actions}]`. Scopes are every `scope`
+//!   parameter split on whitespace (`scopes_param`); for each `repository:NAME:ACTIONS` the project
+//!   is the longest project path NAME starts with, and only the actions allowed stay: a job pulls from
+//!   its own project, or from one whose job-token allowlist admits the job's project and where the
+//!   job's user is at least a Reporter (`build_can_pull?`); it pushes only to its own project
+//!   (`build_can_push?`: "Build can push only to the project from which it originates"). A personal
+//!   access token pulls as a Reporter and pushes as a Developer of the project (`user_can_pull?`,
+//!   `user_can_push?`). An entry with no action left is dropped.
+//!
 //! It counts job lookups so tests can assert caching, single flight and the budget; jobs can finish and
 //! the whole API can go down (answering 502, as a reverse proxy in front of a dead Rails would).
 
@@ -44,6 +58,9 @@ pub struct Job {
     pub tag: bool,
     pub user: (u64, &'static str),
 }
+
+/// The issuer of the stand-in's registry tokens (Omnibus: `registry['issuer']`; the chart: `gitlab-issuer`).
+pub const REGISTRY_ISSUER: &str = "gitlab-issuer";
 
 /// The API token the stand-in accepts for protected refs and members.
 pub const API_TOKEN: &str = "glpat-jobgate-read-api";
@@ -154,6 +171,25 @@ impl GitLab {
         self.state.forbidden.insert(project_id, ());
     }
 
+    /// Signs registry tokens with the RSA key (PKCS#8 PEM) at `key`, as GitLab does with `registry.key`.
+    pub fn sign_registry_tokens(&self, key: &std::path::Path) {
+        let pem = std::fs::read_to_string(key).unwrap();
+        let kid = jobgate::registry::token::libtrust_key_id(&jobgate::registry::token::spki_der(&pem).unwrap());
+        let _ = self.state.registry_key.set((jobgate::token::mint::Signer::from_pem(&pem).unwrap(), kid));
+    }
+
+    /// A personal access token of the user.
+    pub fn personal_access_token(&self, token: &str, user: (u64, &'static str)) {
+        self.state.pats.insert(token.to_owned(), user);
+    }
+
+    /// The realm requests answered so far: the Basic login and the scopes asked for.
+    pub fn realm_requests(&self) -> Vec<(String, Vec<String>)> {
+        let mut log: Vec<(usize, (String, Vec<String>))> = self.state.realm_log.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        log.sort_by_key(|(i, _)| *i);
+        log.into_iter().map(|(_, request)| request).collect()
+    }
+
     /// Entries per page at most (GitLab's is 100): a smaller cap shows a client following pages.
     pub fn page_cap(&self, cap: usize) {
         self.state.page_cap.store(cap, Ordering::SeqCst);
@@ -185,6 +221,17 @@ struct State {
     forbidden: Arc<DashMap<u64, ()>>,
     /// 0: GitLab's 100.
     page_cap: Arc<AtomicUsize>,
+    registry_key: Arc<std::sync::OnceLock<(jobgate::token::mint::Signer, String)>>,
+    pats: Arc<DashMap<String, (u64, &'static str)>>,
+    realm_log: Arc<DashMap<usize, (String, Vec<String>)>>,
+    realm_seq: Arc<AtomicUsize>,
+}
+
+/// Who a realm request authenticated as.
+enum Actor {
+    /// A running job: its project and user.
+    Job { project: u64, user: u64, username: String },
+    User { id: u64, username: &'static str },
 }
 
 type Answer = http::Response<http_body_util::Full<bytes::Bytes>>;
@@ -206,6 +253,9 @@ impl State {
         }
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         let path = request.uri().path();
+        if path == "/jwt/auth" {
+            return self.registry_realm(header("authorization"), request.uri().query().unwrap_or_default());
+        }
         if path == "/api/v4/job" {
             self.calls.fetch_add(1, Ordering::SeqCst);
             return match self.jobs.get(header("job-token")) {
@@ -287,6 +337,65 @@ impl State {
                 }
             }
             _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
+        }
+    }
+
+    fn registry_realm(&self, authorization: &str, query: &str) -> Answer {
+        use base64::Engine as _;
+        let pairs: Vec<(String, String)> = jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let service = pairs.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone()).unwrap_or_default();
+        if service != "container_registry" {
+            return respond(404, String::new());
+        }
+        let basic = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok());
+        let (login, password) = basic.as_deref().and_then(|b| b.split_once(':')).map(|(l, p)| (l.to_owned(), p.to_owned())).unwrap_or_default();
+        let job = self.jobs.get(&password).filter(|j| j.1).map(|j| j.0.clone());
+        let actor = match (job, self.pats.get(&password)) {
+            (Some(job), _) => Actor::Job { project: job["pipeline"]["project_id"].as_u64().unwrap(), user: job["user"]["id"].as_u64().unwrap(), username: job["user"]["username"].as_str().unwrap().to_owned() },
+            (None, Some(user)) => Actor::User { id: user.0, username: user.1 },
+            _ => {
+                let message = "HTTP Basic: Access denied. If a password was provided for Git authentication, the password was incorrect or you're required to use a token instead of a password. If a token was provided, it was either incorrect, expired, or improperly scoped. See http://gitlab.test/help/user/profile/account/two_factor_authentication_troubleshooting.md#error-http-basic-access-denied-if-a-password-was-provided-for-git-authentication-";
+                return respond(401, json!({"errors": [{"code": "UNAUTHORIZED", "message": message}]}).to_string());
+            }
+        };
+        let scopes: Vec<String> = pairs.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let seq = self.realm_seq.fetch_add(1, Ordering::SeqCst);
+        self.realm_log.insert(seq, (login, scopes.clone()));
+        let access: Vec<Value> = scopes
+            .iter()
+            .filter_map(|scope| {
+                let mut fields = scope.splitn(3, ':');
+                let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else { return None };
+                let project = self.paths.iter().filter(|p| name == p.key() || name.starts_with(&format!("{}/", p.key()))).max_by_key(|p| p.key().len()).map(|p| *p.value())?;
+                let actions: Vec<&str> = actions.split(',').filter(|action| self.may(&actor, project, action)).collect();
+                (!actions.is_empty()).then(|| json!({"type": "repository", "name": name, "actions": actions}))
+            })
+            .collect();
+        let (signer, kid) = self.registry_key.get().expect("sign_registry_tokens first");
+        let now = jobgate::clock::unix_now();
+        let username = match &actor {
+            Actor::Job { username, .. } => username.as_str(),
+            Actor::User { username, .. } => username,
+        };
+        let payload = json!({"iss": REGISTRY_ISSUER, "aud": service, "sub": username, "iat": now, "nbf": now - 5, "exp": now + 300,
+                             "jti": format!("{now}-{seq}"), "access": access});
+        let token = signer.sign_raw(&json!({"typ": "JWT", "alg": "RS256", "kid": kid}), &payload).unwrap();
+        respond(200, json!({"token": token}).to_string())
+    }
+
+    /// GitLab's `can_access?` for one registry action.
+    fn may(&self, actor: &Actor, project: u64, action: &str) -> bool {
+        let level = |user: u64| self.members.get(&(project, user)).map_or(0, |l| *l);
+        match (actor, action) {
+            (Actor::Job { project: own, .. }, "pull") if *own == project => true,
+            (Actor::Job { project: own, user, .. }, "pull") => {
+                let admitted = self.scopes.get(&project).is_none_or(|s| !s.inbound_enabled || s.projects.contains(own));
+                admitted && level(*user) >= 20
+            }
+            (Actor::Job { project: own, .. }, "push") => *own == project,
+            (Actor::User { id, .. }, "pull") => level(*id) >= 20,
+            (Actor::User { id, .. }, "push") => level(*id) >= 30,
+            _ => false,
         }
     }
 
