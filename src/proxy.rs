@@ -291,7 +291,20 @@ impl Gateway {
                 return (response, Outcome::refused(&refusal, None, None));
             }
         };
-        let decided_on = in_body.as_ref().and_then(|b| b.decided_on.as_ref());
+        let in_body_decided = in_body.as_ref().and_then(|b| b.decided_on.as_ref());
+        // A Terraform module download's wrapper token is decided by the job token it carries.
+        let unwrapped = match crate::token::wrapped::terraform_file_query(parts.uri.path(), parts.uri.query()).transpose().map_err(|why| Refusal::new(Reason::MalformedToken, why)) {
+            Ok(query) => query.map(|query| with_query(&parts, &query)).transpose(),
+            Err(refusal) => Err(refusal),
+        };
+        let unwrapped = match unwrapped {
+            Ok(unwrapped) => unwrapped,
+            Err(refusal) => {
+                let response = reject::response(&refusal, &cx.id, Some(Family::Packages), &Challenge::GitLab);
+                return (response, Outcome::refused(&refusal, None, None));
+            }
+        };
+        let decided_on = in_body_decided.or(unwrapped.as_ref());
         let mut enforced = self.enforce(&core, decided_on.unwrap_or(&parts), None).await;
         // The credential is checked before any body is read: only a verified job's batch is peeked.
         if lfs::is_batch(&parts.method, parts.uri.path()) && enforced.verdict.claims().is_some() {
@@ -315,7 +328,7 @@ impl Gateway {
             Verdict::Allow(..) | Verdict::WouldDeny(..) if crate::forward::wants_upgrade(&parts.headers) => {
                 Some(Refusal::new(Reason::UpgradeRefused, "a protocol upgrade with a job credential: what travels over it cannot be decided, so only non-job traffic is upgraded"))
             }
-            _ if decided_on.is_some() && !upstream.passes_credentials() => {
+            _ if in_body_decided.is_some() && !upstream.passes_credentials() => {
                 Some(Refusal::new(Reason::CredentialInBody, "a credential in the request body cannot be taken out before forwarding (credentials: strip or replace); send it in a header"))
             }
             // jobgate's own credential is presented only where the policy decided the actual target.
@@ -469,14 +482,19 @@ struct InBody {
 /// `parts` with `params` (encoded `name=value` pairs) added to its query string: the request as
 /// GitLab's `params` see it, for the decision only (the forwarded request is unchanged).
 fn with_params(parts: &Parts, params: &[String]) -> Result<Parts, Refusal> {
-    let unreadable = |_| Refusal::new(Reason::BadRequest, "a body credential that cannot be read as a parameter");
     let added = params.join("&");
-    let query = parts.uri.query().map_or_else(|| added.clone(), |q| format!("{q}&{added}"));
+    with_query(parts, &parts.uri.query().map_or_else(|| added.clone(), |q| format!("{q}&{added}")))
+}
+
+/// `parts` with another query string, for the decision only.
+fn with_query(parts: &Parts, query: &str) -> Result<Parts, Refusal> {
+    let unreadable = |_| Refusal::new(Reason::BadRequest, "a credential that cannot be read as a parameter");
     let mut uri = parts.uri.clone().into_parts();
     uri.path_and_query = Some(format!("{}?{query}", parts.uri.path()).parse().map_err(|e: http::uri::InvalidUri| unreadable(e.to_string()))?);
     let uri = http::Uri::from_parts(uri).map_err(|e| unreadable(e.to_string()))?;
     let mut request = Request::builder().method(parts.method.clone()).version(parts.version).uri(uri).body(()).map_err(|e| unreadable(e.to_string()))?;
     *request.headers_mut() = parts.headers.clone();
+    *request.extensions_mut() = parts.extensions.clone();
     Ok(request.into_parts().0)
 }
 

@@ -592,3 +592,47 @@ async fn a_package_upload_with_the_job_token_in_its_multipart_body_is_decided_in
         assert_eq!((status, reason(&text), seen.len()), (403, "not_in_allowlist", 0), "{mode}: {text}");
     }
 }
+
+/// `Gitlab::TerraformRegistryToken` as GitLab builds it for `X-Terraform-Get` (HS256 under GitLab's
+/// secret, which jobgate does not hold; the signature here is any bytes).
+fn terraform_wrapper(token: serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let now = unix_now();
+    format!("{}.{}.c2ln", part(serde_json::json!({"alg": "HS256", "typ": "JWT"})), part(serde_json::json!({"token": token, "jti": "x", "iat": now, "nbf": now, "exp": now + 300})))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_token_wrapped_in_gitlabs_terraform_download_token_is_decided_as_the_job() {
+    let f = default_fixture("passthrough", NonJob::Passthrough).await;
+    let file = "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file";
+    let job = f.token("acme/lib", 43, false, vec![]);
+    let wrapped = terraform_wrapper(job.clone().into());
+    let (status, body, seen) = f.get(&format!("{file}?token={wrapped}&archive=tgz"), &[("authorization", &format!("Bearer {job}"))]).await;
+    assert_eq!((status, seen.len()), (200, 1), "the job reads its group's module: {body}");
+    assert!(seen[0].target.ends_with(&format!("?token={wrapped}&archive=tgz")), "GitLab gets its own wrapper unchanged: {}", seen[0].target);
+    // A wrapper around a token no issuer signed is refused as that token, never passed as non-job traffic.
+    let (forged, _) = Signer::generate(Alg::ES256).unwrap();
+    let claims = JobClaims { iss: ISSUER.into(), aud: "jobgate".into(), project_path: "acme/lib".into(), project_id: 43, user_id: 5, job_id: 1, pipeline_id: 7, git_ref: "main".into(), ref_protected: false, ttl_secs: 600, scopes: None, extra: vec![] };
+    let forged = forged.sign("k", &claims.payload(unix_now())).unwrap();
+    let (status, body, seen) = f.get(&format!("{file}?token={}", terraform_wrapper(forged.into())), &[]).await;
+    assert_eq!((status, seen.len()), (401, 0), "{body}");
+    assert!(reason(&body) == "bad_signature" || reason(&body) == "unknown_kid", "{body}");
+    // A personal access token's id inside is a person's download: non-job traffic.
+    let (status, _, seen) = f.get(&format!("{file}?token={}", terraform_wrapper(17.into())), &[]).await;
+    assert_eq!((status, seen.len()), (200, 1));
+    // A `token` that is no wrapper on this route is refused, not guessed.
+    let (status, body, seen) = f.get(&format!("{file}?token=eyJhbGciOiJIUzI1NiJ9.e30.c2ln"), &[]).await;
+    assert_eq!((status, reason(&body), seen.len()), (401, "malformed_token", 0), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kubernetes_ci_tunnels_job_token_is_a_job_credential_not_non_job_traffic() {
+    let f = default_fixture("passthrough", NonJob::Passthrough).await;
+    let job = f.token("acme/lib", 43, false, vec![]);
+    let (status, body, seen) = f.get("/-/kubernetes-agent/k8s-proxy/api/v1/pods", &[("authorization", &format!("Bearer ci:7:{job}"))]).await;
+    assert_eq!((status, reason(&body), seen.len()), (403, "unmatched_request", 0), "{body}");
+    // An agent's own token (agentk) is not a job's: it passes.
+    let (status, _, seen) = f.get("/-/kubernetes-agent/", &[("authorization", "Bearer glagent-abcdef")]).await;
+    assert_eq!((status, seen.len()), (200, 1));
+}

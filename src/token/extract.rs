@@ -174,6 +174,9 @@ fn authorization<'a>(value: &'a str, found: &mut Found<'a>) -> Result<(), Extrac
             Some(_) => found.non_job = true,
             None => return Err(ExtractError::Malformed("Basic")),
         }
+    } else if let Some(token) = rest.strip_prefix("ci:").and_then(|r| r.split_once(':')).map(|(_, token)| token).filter(|_| scheme.eq_ignore_ascii_case("bearer")) {
+        // The Kubernetes CI/CD tunnel's `ci:<agent id>:<CI_JOB_TOKEN>` (KAS): the job's token.
+        found.job(Cow::Borrowed(token));
     } else if scheme.eq_ignore_ascii_case("bearer") && rest.starts_with("glcbt-") {
         // GitLab's job-token prefix: a job token whatever follows it.
         found.job(Cow::Borrowed(rest));
@@ -230,6 +233,8 @@ mod tests {
             (headers(&[("authorization", &basic(JOB_USER, &prefixed))]), None, job(&prefixed)),
             (headers(&[("authorization", &format!("Bearer {prefixed}"))]), None, job(&prefixed)),
             (headers(&[("authorization", "Bearer glcbt-64_opaque")]), None, job("glcbt-64_opaque")),
+            // The Kubernetes CI/CD tunnel (KAS): `ci:<agent id>:<job token>`.
+            (headers(&[("authorization", "Bearer ci:7:glcbt-64_opaque")]), None, job("glcbt-64_opaque")),
             (headers(&[("authorization", &bearer)]), None, Ok(Credential::BearerJwt(Cow::Borrowed(JWT)))),
             (headers(&[("authorization", "bearer glpat-abcdef")]), None, Ok(Credential::NonJob)),
             (headers(&[("authorization", &basic("alice", "pw"))]), None, Ok(Credential::NonJob)),

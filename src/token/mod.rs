@@ -9,6 +9,7 @@ pub mod jws;
 pub mod keys;
 pub mod mint;
 pub mod verify;
+pub mod wrapped;
 
 use serde::{Deserialize, Serialize};
 
