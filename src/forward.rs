@@ -168,6 +168,15 @@ impl Upstream {
         Ok(FamilyMap::from_fn(|family| find(family).unwrap_or_else(|| git.clone())))
     }
 
+    /// The upstreams of `hosts.passthrough`, in its order.
+    ///
+    /// # Errors
+    /// As [`Upstream::new`], naming the entry.
+    pub fn for_passthrough_hosts(hosts: Option<&crate::config::HostsConfig>, metrics: &Metrics) -> Result<Vec<Arc<Upstream>>, String> {
+        let hosts = hosts.map_or(&[][..], |h| &h.passthrough[..]);
+        hosts.iter().enumerate().map(|(i, host)| Upstream::new(&host.upstream, "passthrough", metrics).map(Arc::new).map_err(|e| format!("hosts.passthrough[{i}]: {e}"))).collect()
+    }
+
     /// Forwards one request and returns the upstream's response with its body streaming.
     ///
     /// # Errors

@@ -26,6 +26,8 @@ pub struct Loaded {
     pub certificates: crate::tls::Certificates,
     pub registry: Option<RegistryTokens>,
     pub upstreams: FamilyMap<Arc<Upstream>>,
+    /// `hosts.passthrough`'s upstreams, in its order.
+    pub passthrough: Vec<Arc<Upstream>>,
     pub gitlab: Option<GitLab>,
     pub admin_token: Secret,
     pub webhook_secret: Secret,
@@ -47,7 +49,7 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
     let tested = keep(&mut errors, crate::reload::tested_snapshot(config, 1));
     let certificates = keep(&mut errors, crate::tls::Certificates::load(&config.tls).map_err(|e| e.to_string()));
     let registry = keep(&mut errors, RegistryTokens::from_config(config.registry_auth.as_ref()).map_err(|e| e.to_string()));
-    let upstreams = keep(&mut errors, Upstream::for_families(&config.upstreams, metrics));
+    let upstreams = keep(&mut errors, Upstream::for_families(&config.upstreams, metrics).and_then(|families| Ok((families, Upstream::for_passthrough_hosts(config.hosts.as_ref(), metrics)?))));
     let job_tokens = config.issuers.iter().find_map(|i| i.gitlab_job_tokens.as_ref());
     // With a shared Redis and the replicas' answers key, replicas share GitLab's answers too.
     let redis = config.revocations.redis.as_ref();
@@ -83,10 +85,10 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
         }
     };
     match (tested, certificates, registry, upstreams, gitlab, admin_token, webhook_secret, keys) {
-        (Some((snapshot, tests_passed)), Some(certificates), Some(registry), Some(upstreams), Some(gitlab), Some(admin_token), Some(webhook_secret), Some((issuers, key_sources)))
+        (Some((snapshot, tests_passed)), Some(certificates), Some(registry), Some((upstreams, passthrough)), Some(gitlab), Some(admin_token), Some(webhook_secret), Some((issuers, key_sources)))
             if errors.is_empty() =>
         {
-            Ok(Loaded { snapshot, tests_passed, certificates, registry, upstreams, gitlab, admin_token, webhook_secret, issuers, key_sources, warnings })
+            Ok(Loaded { snapshot, tests_passed, certificates, registry, upstreams, passthrough, gitlab, admin_token, webhook_secret, issuers, key_sources, warnings })
         }
         _ => Err(errors),
     }

@@ -49,6 +49,8 @@ pub struct GatewayParts {
     pub non_job: NonJobRules,
     /// Families without an upstream of their own share git's.
     pub upstreams: FamilyMap<Arc<Upstream>>,
+    /// `hosts.passthrough`'s upstreams, in its order.
+    pub passthrough: Vec<Arc<Upstream>>,
     pub audit: Audit,
     pub metrics: Arc<Metrics>,
     pub peek: BodyPeek,
@@ -82,6 +84,7 @@ pub struct Gateway {
     registry_at_gitlab: Option<String>,
     non_job: NonJobRules,
     upstreams: FamilyMap<Arc<Upstream>>,
+    passthrough: Vec<Arc<Upstream>>,
     record: Recorder,
     metrics: Arc<Metrics>,
     peek: BodyPeek,
@@ -90,6 +93,8 @@ pub struct Gateway {
 enum Route {
     /// Refused before anything else: an unknown host, or a path its host does not serve.
     Misdirected(Refusal),
+    /// A `hosts.passthrough` host: to its upstream, undecided.
+    Passthrough(usize),
     TokenRealm,
     /// The realm whose tokens GitLab's own realm signs.
     GitLabRealm,
@@ -109,6 +114,7 @@ impl Gateway {
             registry_at_gitlab: parts.registry_at_gitlab,
             non_job: parts.non_job,
             upstreams: parts.upstreams,
+            passthrough: parts.passthrough,
             record: Recorder::new(parts.audit, &parts.metrics),
             metrics: parts.metrics,
             peek: parts.peek,
@@ -182,6 +188,7 @@ impl Gateway {
                 let response = reject::response(&refusal, &cx.id, None, &Challenge::GitLab);
                 (response, Outcome::refused(&refusal, None, None))
             }
+            Route::Passthrough(i) => self.pass(i, parts, body, peer, &cx).await,
             Route::TokenRealm => self.token_realm(&snapshot, &parts, &cx).await,
             Route::GitLabRealm => self.gitlab_realm(&snapshot, parts, body, peer, &cx).await,
             Route::Jwks => {
@@ -211,6 +218,9 @@ impl Gateway {
         let Some(role) = role else {
             return Route::Misdirected(Refusal::new(Reason::UnknownHost, "this host is not served here (hosts:), or is not the name this TLS connection was opened for"));
         };
+        if let HostRole::Passthrough(i) = role {
+            return Route::Passthrough(i);
+        }
         let path = parts.uri.path();
         if role == HostRole::Registry && !crate::classify::is_registry_path(path) {
             // Not even non-job traffic: nothing but the registry lives on its host.
@@ -241,6 +251,31 @@ impl Gateway {
             Err(refusal) => {
                 let response = reject::response(&refusal, &cx.id, Some(Family::Registry), &Challenge::Realm);
                 (response, Outcome { verified, ..Outcome::refused(&refusal, None, None) })
+            }
+        }
+    }
+
+    /// A host jobgate passes without deciding (Pages, a KAS): its traffic goes to its upstream as it
+    /// is, upgrades included; a job credential there is refused, since nothing a job may do lives there.
+    async fn pass(&self, i: usize, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
+        use crate::token::extract::{extract, Credential};
+        let refusal = match extract(&parts.headers, parts.uri.query()) {
+            Ok(Credential::Job(_) | Credential::BearerJwt(_)) => Some(Refusal::new(Reason::UnmatchedRequest, "a job credential on a host jobgate passes without deciding (hosts.passthrough)")),
+            Ok(_) => None,
+            Err(e) => Some(Refusal::from(e)),
+        };
+        let upstream = self.passthrough.get(i);
+        let (Some(upstream), None) = (upstream, &refusal) else {
+            let refusal = refusal.unwrap_or_else(|| Refusal::new(Reason::InternalError, "no upstream for this host"));
+            drain(body).await;
+            return (reject::response(&refusal, &cx.id, None, &Challenge::GitLab), Outcome::refused(&refusal, None, None));
+        };
+        let passed = Summary { disposition: Disposition::Passthrough, enforced: true, reason: Reason::NonJobPassthrough };
+        match upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity: None, upgrade: true }).await {
+            Ok(response) => (response, Outcome { request: None, claims: None, summary: passed, verified: None }),
+            Err(e) => {
+                let refusal = Refusal::from(e);
+                (reject::response(&refusal, &cx.id, None, &Challenge::GitLab), Outcome::refused(&refusal, None, None))
             }
         }
     }

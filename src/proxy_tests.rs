@@ -76,6 +76,7 @@ fn fixture() -> &'static Fixture {
         let (audit, receiver) = Audit::channel();
         let gateway = Gateway::new(GatewayParts {
             registry_at_gitlab: None,
+            passthrough: Vec::new(),
             snapshot: Snapshot::new(policy, api_routes, 1),
             verifier: Verifier::new(vec![issuer], 8192, 1000),
             key_sources: Vec::new(),

@@ -85,6 +85,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         registry_at_gitlab: config.registry_auth.as_ref().filter(|r| r.tokens == crate::config::RegistryTokenSource::Gitlab).map(|r| r.service.clone()),
         non_job: NonJobRules::new(&config),
         upstreams: loaded.upstreams,
+        passthrough: loaded.passthrough,
         audit,
         metrics: metrics.clone(),
         peek: BodyPeek::new(&config.limits, &config.timeouts),

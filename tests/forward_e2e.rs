@@ -443,3 +443,38 @@ fn an_upstreams_max_connections_bounds_requests_in_flight_and_frees_them() {
     let (status, text) = curl(&gw, &["-u", &basic, &url]);
     assert_eq!(status, 504, "its connection was given back: {text}");
 }
+
+#[test]
+fn a_passthrough_host_goes_to_its_own_upstream_undecided_and_refuses_job_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gitlab, pages) = (common::sink_upstream(), echo_upstream());
+    // GitLab Pages: every project's site on its own name below the Pages domain, with its own certificate.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["*.pages.test".to_owned()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("pages.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("pages-key.pem"), key.serialize_pem()).unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}");
+    let extra = format!(
+        "tls: {{ cert: certs/server.pem, key: certs/server-key.pem, certificates: [ {{ cert: pages.pem, key: pages-key.pem }} ] }}\nhosts: {{ gitlab: [localhost], passthrough: [ {{ names: ['*.pages.test'], upstream: {{ url: 'http://127.0.0.1:{pages}' }} }} ] }}"
+    );
+    let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, &extra);
+    let resolve = format!("acme.pages.test:{}:127.0.0.1", gw.port);
+    let pages_ca = dir.path().join("pages.pem");
+    let on_pages = |path: &str, extra: &[&str]| {
+        let url = format!("https://acme.pages.test:{}{path}", gw.port);
+        let mut args = vec!["--resolve", &resolve, "--cacert", pages_ca.to_str().unwrap()];
+        args.extend(extra);
+        args.push(&url);
+        curl(&gw, &args)
+    };
+    for version in ["--http1.1", "--http2"] {
+        // Passed as it is, whatever the path (even one the GitLab host would refuse), and whatever `non_job` says.
+        let (status, text) = on_pages("/app/index.html", &[version, "-H", "Cookie: gitlab-pages-auth=abc"]);
+        assert!(status == 200 && text.contains("\"path\": \"/app/index.html\""), "{version}: {text}");
+        let job = format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false));
+        let (status, text) = on_pages("/app/index.html", &[version, "-u", &job]);
+        assert!(status == 403 && text.contains("unmatched_request") && text.contains("hosts.passthrough"), "{version}: {text}");
+    }
+    let lines = gw.audit_until(|lines| lines.iter().filter(|l| l["decision"] == "passthrough").count() >= 2);
+    assert!(lines.iter().any(|l| l["decision"] == "deny" && l["reason"] == "unmatched_request"), "{lines:?}");
+}

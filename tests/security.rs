@@ -101,6 +101,7 @@ async fn fixture(mode: &str, non_job: NonJob, limits: Limits, timeouts: Timeouts
     let metrics = Arc::new(Metrics::new());
     let gateway = Gateway::new(GatewayParts {
             registry_at_gitlab: None,
+            passthrough: Vec::new(),
         snapshot: Snapshot::new(Policy::from_yaml(std::path::Path::new("p.yaml"), POLICY).unwrap(), Vec::new(), 1),
         verifier: Verifier::new(vec![issuer], 8192, 1000),
         key_sources: Vec::new(),

@@ -214,6 +214,8 @@ pub enum HostRole {
     Any,
     GitLab,
     Registry,
+    /// The `hosts.passthrough` entry at this index: passed to its upstream, undecided.
+    Passthrough(usize),
 }
 
 /// The configured host names by role; empty: every host is served alike.
@@ -221,11 +223,16 @@ pub enum HostRole {
 pub struct HostRules {
     gitlab: Vec<String>,
     registry: Vec<String>,
+    passthrough: Vec<Vec<String>>,
 }
 
 impl HostRules {
     pub fn new(config: Option<&crate::config::HostsConfig>) -> HostRules {
-        config.map_or_else(HostRules::default, |c| HostRules { gitlab: c.gitlab.clone(), registry: c.registry.clone() })
+        config.map_or_else(HostRules::default, |c| HostRules {
+            gitlab: c.gitlab.clone(),
+            registry: c.registry.clone(),
+            passthrough: c.passthrough.iter().map(|p| p.names.clone()).collect(),
+        })
     }
 
     /// The role of the host the request names (`Host`, or HTTP/2's `:authority`; port and case
@@ -233,7 +240,7 @@ impl HostRules {
     /// the TLS connection was opened for (a coalesced HTTP/2 connection, or domain fronting: 421
     /// sends the client to a connection of its own).
     pub fn role(&self, parts: &http::request::Parts) -> Option<HostRole> {
-        if self.gitlab.is_empty() && self.registry.is_empty() {
+        if self.gitlab.is_empty() && self.registry.is_empty() && self.passthrough.is_empty() {
             return Some(HostRole::Any);
         }
         let named = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))?;
@@ -246,7 +253,31 @@ impl HostRules {
         } else if self.gitlab.contains(&host) {
             Some(HostRole::GitLab)
         } else {
-            None
+            // An exact name, or `*.` standing for the first label.
+            let wildcard = host.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+            self.passthrough.iter().position(|names| names.iter().any(|n| *n == host || Some(n) == wildcard.as_ref())).map(HostRole::Passthrough)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{HostRole, HostRules};
+
+    #[test]
+    fn hosts_are_matched_by_name_and_a_wildcard_covers_one_label() {
+        let config: crate::config::HostsConfig =
+            serde_yaml::from_str("{ gitlab: [gitlab.test], registry: [registry.test], passthrough: [ { names: [kas.test], upstream: { url: 'http://127.0.0.1:1' } }, { names: ['*.pages.test'], upstream: { url: 'http://127.0.0.1:2' } } ] }").unwrap();
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        let rules = HostRules::new(Some(&config));
+        let role = |host: &str| rules.role(&http::Request::get("/").header("host", host).body(()).unwrap().into_parts().0);
+        assert_eq!(role("GitLab.test:443"), Some(HostRole::GitLab));
+        assert_eq!(role("registry.test"), Some(HostRole::Registry));
+        assert_eq!(role("kas.test"), Some(HostRole::Passthrough(0)));
+        assert_eq!(role("acme.pages.test"), Some(HostRole::Passthrough(1)));
+        assert_eq!(role("a.b.pages.test"), None, "one label only");
+        assert_eq!(role("pages.test"), None);
+        let bad: crate::config::HostsConfig = serde_yaml::from_str("{ gitlab: ['*.gitlab.test'] }").unwrap();
+        assert!(bad.problems().iter().any(|p| p.contains("only passthrough names")), "{:?}", bad.problems());
     }
 }

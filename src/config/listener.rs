@@ -52,21 +52,43 @@ pub struct HostsConfig {
     /// The registry's host(s) (`registry_external_url`): `/v2/`, `/jwt/auth` and `/-/jwks` only.
     #[serde(default)]
     pub registry: Vec<String>,
+    /// Hosts jobgate only passes to their own upstream, undecided (GitLab Pages, a KAS of its own):
+    /// no job traffic belongs there, so a job credential on them is refused.
+    #[serde(default)]
+    pub passthrough: Vec<PassthroughHost>,
+}
+
+/// Host names (`*.pages.example.com` matches one label) and the upstream their traffic goes to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassthroughHost {
+    pub names: Vec<String>,
+    pub upstream: super::UpstreamConfig,
 }
 
 impl HostsConfig {
     /// What is wrong with the names: none at all, a port or upper case in one, one named twice.
     pub fn problems(&self) -> Vec<String> {
-        let all: Vec<&String> = self.gitlab.iter().chain(&self.registry).collect();
+        let passed = self.passthrough.iter().flat_map(|p| &p.names);
+        let all: Vec<&String> = self.gitlab.iter().chain(&self.registry).chain(passed).collect();
         let mut problems = Vec::new();
         if all.is_empty() {
             problems.push("hosts: name the GitLab host, the registry host, or both".into());
         }
         for (i, name) in all.iter().enumerate() {
-            if name.is_empty() || name.contains([':', '/', ' ']) || name.to_ascii_lowercase() != **name {
-                problems.push(format!("hosts: {name:?} is not a lower-case host name without a port"));
+            let plain = name.strip_prefix("*.").filter(|_| self.passthrough.iter().any(|p| p.names.contains(name))).unwrap_or(name);
+            if plain.is_empty() || plain.contains([':', '/', ' ', '*']) || plain.to_ascii_lowercase() != plain {
+                problems.push(format!("hosts: {name:?} is not a lower-case host name without a port (only passthrough names may start with `*.`)"));
             } else if all[..i].contains(name) {
                 problems.push(format!("hosts: {name:?} is named twice"));
+            }
+        }
+        for (i, host) in self.passthrough.iter().enumerate() {
+            if host.names.is_empty() {
+                problems.push(format!("hosts.passthrough[{i}]: no names"));
+            }
+            if let Err(e) = super::upstream::parse_upstream_url(&host.upstream.url) {
+                problems.push(format!("hosts.passthrough[{i}].upstream.url: {e}"));
             }
         }
         problems
