@@ -303,6 +303,11 @@ fn skopeo_through_gitlabs_own_realm_with_the_scopes_narrowed_by_the_policy() {
     assert!(asked.iter().any(|s| s == "repository:acme/app/img:pull"), "the pull GitLab was asked for: {asked:?}");
     assert!(!asked.iter().any(|s| s.contains("push") || s.contains("acme/secret")), "GitLab is asked only for what the policy allows: {asked:?}");
 
+    // The dependency proxy's login is GitLab's to decide: passed with the job's token and no scope.
+    let (status, body) = curl(&gw, &["-u", &format!("gitlab-ci-token:{lib}"), &gw.url("/jwt/auth?service=dependency_proxy&scope=repository:acme/secret/img:pull")]);
+    assert!(status == 200 && body.contains("\"token\""), "{status} {body}");
+    let last = gitlab.realm_requests().pop().unwrap();
+    assert_eq!(last, ("gitlab-ci-token (dependency_proxy)".to_owned(), Vec::new()));
     // An ID token is no GitLab credential: refused at the realm, GitLab not asked.
     let jwt = gw.token("acme/app", 42, true);
     let (status, body) = curl(&gw, &["-u", &format!("gitlab-ci-token:{jwt}"), &gw.url("/jwt/auth?service=container_registry&scope=repository:acme/app/img:pull")]);

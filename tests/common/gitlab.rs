@@ -38,7 +38,9 @@
 //!   job's user is at least a Reporter (`build_can_pull?`); it pushes only to its own project
 //!   (`build_can_push?`: "Build can push only to the project from which it originates"). A personal
 //!   access token pulls as a Reporter and pushes as a Developer of the project (`user_can_pull?`,
-//!   `user_can_push?`). An entry with no action left is dropped.
+//!   `user_can_push?`). An entry with no action left is dropped. `service=dependency_proxy`
+//!   (`app/services/auth/dependency_proxy_authentication_service.rb`) answers `{"token": <HS256 JWT
+//!   {user_id}>}` for any authenticated user, scopes ignored.
 //!
 //! It counts job lookups so tests can assert caching, single flight and the budget; jobs can finish and
 //! the whole API can go down (answering 502, as a reverse proxy in front of a dead Rails would).
@@ -344,7 +346,7 @@ impl State {
         use base64::Engine as _;
         let pairs: Vec<(String, String)> = jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let service = pairs.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone()).unwrap_or_default();
-        if service != "container_registry" {
+        if service != "container_registry" && service != "dependency_proxy" {
             return respond(404, String::new());
         }
         let basic = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok());
@@ -358,6 +360,18 @@ impl State {
                 return respond(401, json!({"errors": [{"code": "UNAUTHORIZED", "message": message}]}).to_string());
             }
         };
+        let user_id = match &actor {
+            Actor::Job { user, .. } => *user,
+            Actor::User { id, .. } => *id,
+        };
+        if service == "dependency_proxy" {
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let scopes = pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
+            self.realm_log.insert(self.realm_seq.fetch_add(1, Ordering::SeqCst), (format!("{login} (dependency_proxy)"), scopes));
+            let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+            let token = format!("{}.{}.c2ln", part(json!({"alg": "HS256", "typ": "JWT"})), part(json!({"user_id": user_id, "exp": jobgate::clock::unix_now() + 300})));
+            return respond(200, json!({"token": token}).to_string());
+        }
         let scopes: Vec<String> = pairs.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).collect();
         let seq = self.realm_seq.fetch_add(1, Ordering::SeqCst);
         self.realm_log.insert(seq, (login, scopes.clone()));
