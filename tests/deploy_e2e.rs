@@ -138,3 +138,70 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
     assert_eq!(value("count(jobgate_build_info)"), Some(1.0));
     assert!(value("jobgate_certificate_expiry_timestamp_seconds{listener=\"public\"} - time()").is_some_and(|s| s > 86400.0));
 }
+
+/// Writes what a recipe's config names below `/etc/jobgate/` (certificates and keys, CA bundles,
+/// secrets, a policy folder) into `root`, and the config itself with its paths moved there.
+fn recipe_in(root: &Path, config: &str) -> PathBuf {
+    let certs = jobgate::generate::certs(&root.join("generated")).unwrap();
+    let moved = config.replace("/etc/jobgate/", &format!("{}/etc/jobgate/", root.display())).replace("/var/lib/jobgate/", &format!("{}/var/lib/jobgate/", root.display()));
+    std::fs::create_dir_all(root.join("var/lib/jobgate")).unwrap();
+    std::fs::create_dir_all(root.join("etc/jobgate/policies")).unwrap();
+    std::fs::write(root.join("etc/jobgate/policies/default.yaml"), "projects:\n  acme/app: { id: 42 }\n").unwrap();
+    for path in config.split(|c: char| c.is_whitespace() || ",}\"'".contains(c)).filter(|w| w.starts_with("/etc/jobgate/") && w.len() > "/etc/jobgate/".len()) {
+        let target = root.join(path.trim_start_matches('/'));
+        if path.ends_with('/') || path.ends_with("policies") {
+            continue;
+        }
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let name = target.file_name().unwrap().to_string_lossy().into_owned();
+        let source = if name.contains("ca") && name.ends_with(".crt") {
+            Some(&certs.ca)
+        } else if name.contains("key") && (name.ends_with(".pem") || name.ends_with(".key")) {
+            Some(&certs.key)
+        } else if name.ends_with(".pem") || name.ends_with(".crt") {
+            Some(&certs.cert)
+        } else {
+            None
+        };
+        match source {
+            Some(source) => {
+                std::fs::copy(source, &target).unwrap();
+            }
+            None => std::fs::write(&target, "a-secret-of-at-least-thirty-two-bytes-0123456789\n").unwrap(),
+        }
+    }
+    let file = root.join("jobgate.yaml");
+    std::fs::write(&file, moved).unwrap();
+    file
+}
+
+fn jobgate_check(config: &Path) -> String {
+    ok(Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["check", "--offline", "--config"]).arg(config))
+}
+
+#[test]
+fn the_omnibus_and_helm_recipes_load_with_jobgate_check_and_their_manifests_validate() {
+    let dir = tempfile::tempdir().unwrap();
+    let omnibus = std::fs::read_to_string("deploy/omnibus/jobgate.yaml").unwrap();
+    let out = jobgate_check(&recipe_in(&dir.path().join("omnibus"), &omnibus));
+    assert!(out.contains("ok: "), "{out}");
+    for needed in ["registry_auth: { tokens: gitlab }", "unix:/var/opt/gitlab/gitlab-workhorse/sockets/socket", "passthrough:"] {
+        assert!(omnibus.contains(needed), "the Omnibus recipe lost {needed:?}");
+    }
+    let rb = std::fs::read_to_string("deploy/omnibus/gitlab.rb").unwrap();
+    for setting in ["nginx['enable'] = false", "registry_nginx['enable'] = false", "web_server['external_users'] = ['jobgate']", "puma['port'] = 8080", "registry['registry_http_addr'] = \"127.0.0.1:5000\""] {
+        assert!(rb.contains(setting), "gitlab.rb lost {setting:?}");
+    }
+    // The Helm recipe: its ConfigMap's config loads, and it validates with deploy/kubernetes/'s manifests.
+    let configmap = std::fs::read_to_string("deploy/helm/configmap.yaml").unwrap();
+    let value: serde_yaml::Value = serde_yaml::from_str(&configmap).unwrap();
+    let config = value["data"]["jobgate.yaml"].as_str().unwrap();
+    let out = jobgate_check(&recipe_in(&dir.path().join("helm"), config));
+    assert!(out.contains("ok: "), "{out}");
+    let validator = std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "target/tools/venv/bin/kubernetes-validate".into());
+    let out = ok(Command::new(&validator).args(["--strict", "deploy/helm/configmap.yaml"]));
+    assert!(out.contains("passed for resource configmap/jobgate-config"), "{out}");
+    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string("deploy/helm/values.yaml").unwrap()).unwrap();
+    assert_eq!(values["global"]["ingress"]["enabled"], serde_yaml::Value::Bool(false), "jobgate is the entry");
+    assert_eq!(values["global"]["workhorse"]["tls"]["enabled"], serde_yaml::Value::Bool(true), "jobgate's https upstream");
+}

@@ -329,11 +329,8 @@ impl Config {
         }
         let Some(gitlab) = &self.gitlab else { return Ok(()) };
         let uri: Uri = gitlab.url.parse().map_err(|e| format!("gitlab.url {:?}: {e}", gitlab.url))?;
-        let loopback = uri.host().is_some_and(|h| h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
-        match uri.scheme_str() {
-            Some("https") => {}
-            Some("http") if loopback => {}
-            _ => return Err(format!("gitlab.url {:?}: https:// (plain http:// only for a loopback address)", gitlab.url)),
+        if !https_or_loopback(&uri) {
+            return Err(format!("gitlab.url {:?}: https:// (plain http:// only for a loopback address)", gitlab.url));
         }
         if uri.query().is_some() || uri.authority().is_some_and(|a| a.as_str().contains('@')) {
             return Err(format!("gitlab.url {:?} must not carry user info or a query", gitlab.url));
@@ -431,13 +428,23 @@ impl IssuerConfig {
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err("name exactly one key source: jwks_file, jwks_url or discovery: true".into());
         }
-        if self.jwks_url.as_ref().is_some_and(|url| !url.starts_with("https://")) {
-            return Err("jwks_url must be an https:// URL".into());
+        if self.jwks_url.as_ref().is_some_and(|url| !url.parse::<Uri>().is_ok_and(|uri| https_or_loopback(&uri))) {
+            return Err("jwks_url must be an https:// URL (plain http:// only for a loopback address)".into());
         }
         if self.discovery && !self.iss.starts_with("https://") {
             return Err("discovery needs an https:// iss".into());
         }
         Ok(())
+    }
+}
+
+/// `https://`, or plain `http://` to a loopback address (GitLab's Puma on the same host, say).
+pub fn https_or_loopback(uri: &Uri) -> bool {
+    let loopback = uri.host().is_some_and(|h| h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+    match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => loopback,
+        _ => false,
     }
 }
 

@@ -56,7 +56,7 @@ impl HttpsFetch {
     /// An unreadable CA file.
     pub fn new(ca_file: Option<&std::path::Path>) -> Result<HttpsFetch, FetchError> {
         let tls = crate::tls::client_config(ca_file).map_err(|e| FetchError::http("key source", e))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Ok(HttpsFetch { client: Client::builder(TokioExecutor::new()).build(connector) })
     }
 }
@@ -93,6 +93,19 @@ pub fn parse_https(url: &str) -> Result<Uri, FetchError> {
     Ok(uri)
 }
 
+/// Parses a configured `jwks_url`: `https://`, or plain `http://` to a loopback address (GitLab's
+/// Puma on the same host). A URL a discovery document names is held to [`parse_https`].
+///
+/// # Errors
+/// Not a URL, or neither.
+pub fn parse_configured(url: &str) -> Result<Uri, FetchError> {
+    let uri: Uri = url.parse().map_err(|e| FetchError::http(url, format!("not a URL: {e}")))?;
+    if !crate::config::https_or_loopback(&uri) {
+        return Err(FetchError::http(url, "only https:// key sources (or http:// on a loopback address) are fetched"));
+    }
+    Ok(uri)
+}
+
 /// `Cache-Control: max-age=N`, if any.
 fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
     headers
@@ -123,5 +136,7 @@ mod tests {
         for bad in ["http://gitlab.example.com/keys", "file:///etc/passwd", "not a url"] {
             assert!(parse_https(bad).is_err(), "{bad}");
         }
+        assert!(parse_configured("http://127.0.0.1:8080/oauth/discovery/keys").is_ok());
+        assert!(parse_configured("http://gitlab.example.com/oauth/discovery/keys").is_err());
     }
 }

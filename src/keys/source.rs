@@ -12,7 +12,7 @@ use arc_swap::{ArcSwapOption, ArcSwap};
 use http::{HeaderValue, StatusCode, Uri};
 use tokio::time::Instant;
 
-use super::fetch::{parse_https, Fetch, FetchError, HttpsFetch};
+use super::fetch::{parse_configured, parse_https, Fetch, FetchError, HttpsFetch};
 use crate::clock::unix_now;
 use crate::config::IssuerConfig;
 use crate::metrics::{FetchOutcome, IssuerStats};
@@ -50,7 +50,7 @@ impl KeySource {
     pub async fn start(config: &IssuerConfig, stats: IssuerStats, fetch: bool) -> Result<Arc<KeySource>, FetchError> {
         let (kind, fetcher): (Kind, Option<Box<dyn Fetch>>) = match (&config.jwks_file, &config.jwks_url) {
             (Some(path), _) => (Kind::File(path.clone()), None),
-            (None, Some(url)) => (Kind::Url(parse_https(url)?), Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?))),
+            (None, Some(url)) => (Kind::Url(parse_configured(url)?), Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?))),
             (None, None) => {
                 let issuer = config.iss.trim_end_matches('/').to_owned();
                 (Kind::Discovery { issuer, jwks_uri: ArcSwapOption::empty() }, Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?)))
