@@ -124,3 +124,49 @@ fn a_trigger_with_the_job_token_in_its_form_body_is_decided_by_that_token() {
     let decided: Vec<(&str, &str)> = lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").map(|l| (l["token_project"].as_str().unwrap_or(""), l["decision"].as_str().unwrap_or(""))).collect();
     assert_eq!(decided, [("acme/app", "allow"), ("acme/lib", "deny")], "both decided as job requests, neither passed through");
 }
+
+/// Whole-host routes through the real binary: the runner's own API passes untouched (runner tokens
+/// are not job credentials), Composer's singular group routes and Terraform's module registry are
+/// classified as package reads of their group, and a module download's wrapper token is decided by
+/// the job token inside it.
+#[test]
+fn runner_composer_and_terraform_routes_through_jobgate() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_upstream();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{echo}' }}");
+    let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, "non_job: passthrough");
+    for version in ["--http1.1", "--http2"] {
+        let body = r#"{"token":"glrt-runner-token","info":{"name":"gitlab-runner"}}"#;
+        let (status, text) = curl(&gw, &[version, "-X", "POST", "-H", "Content-Type: application/json", "--data", body, &gw.url("/api/v4/jobs/request")]);
+        assert!(status == 200 && text.contains("\"path\": \"/api/v4/jobs/request\""), "{version}: {text}");
+    }
+    let job = gw.token("acme/app", 42, false);
+    let bearer = format!("Authorization: Bearer {job}");
+    let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let wrapped = |token: &str| format!("{}.{}.c2ln", part(serde_json::json!({"alg": "HS256", "typ": "JWT"})), part(serde_json::json!({"token": token})));
+    for (path, header, want) in [
+        ("/api/v4/group/acme/-/packages/composer/packages.json", bearer.clone(), 200),
+        ("/.well-known/terraform.json", bearer.clone(), 200),
+        ("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", bearer.clone(), 200),
+        (&*format!("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file?token={}&archive=tgz", wrapped(&job)), String::new(), 200),
+        (&*format!("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file?token={}&archive=tgz", wrapped("glcbt-not-a-running-job")), String::new(), 401),
+    ] {
+        let mut args = vec![];
+        if !header.is_empty() {
+            args.extend(["-H", &header]);
+        }
+        let url = gw.url(path);
+        args.push(&url);
+        let (status, text) = curl(&gw, &args);
+        assert_eq!(status, want, "{path}: {text}");
+    }
+    let lines = gw.audit_until(|lines| lines.len() >= 7);
+    let line = |path: &str| lines.iter().find(|l| l["path"] == path).unwrap_or_else(|| panic!("no line for {path}: {lines:?}"));
+    assert_eq!(line("/api/v4/jobs/request")["decision"], "passthrough");
+    for path in ["/api/v4/group/acme/-/packages/composer/packages.json", "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file"] {
+        let l = line(path);
+        assert_eq!((l["family"].as_str(), l["scope"].as_str(), l["target"].as_str(), l["decision"].as_str()), (Some("packages"), Some("read_package_registry"), Some("group acme"), Some("allow")), "{l}");
+    }
+}
