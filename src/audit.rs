@@ -39,6 +39,10 @@ pub struct AuditRecord {
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub ref_protected: Option<bool>,
+    /// The kind of credential jobgate sent upstream for a job — `job_credential` (the job's own, as
+    /// it came), `none` (`credentials: strip`), `static` (`credentials: replace`), `job_token` (the
+    /// job's `CI_JOB_TOKEN`, to GitLab's registry realm) — never the credential itself.
+    pub upstream_credential: Option<&'static str>,
     /// `allow`, `deny`, `passthrough` or `challenge` (a request without a credential asked for one).
     pub decision: &'static str,
     /// False for a policy denial in `mode: audit`: recorded, not enforced (the request passed).

@@ -168,6 +168,15 @@ impl Upstream {
         Ok(FamilyMap::from_fn(|family| find(family).unwrap_or_else(|| git.clone())))
     }
 
+    /// The kind of credential a job's request carries to this upstream, for the audit line.
+    pub fn credential_kind(&self) -> &'static str {
+        match self.credentials {
+            CredentialMode::Passthrough => "job_credential",
+            CredentialMode::Strip => "none",
+            CredentialMode::Replace => "static",
+        }
+    }
+
     /// The upstreams of `hosts.passthrough`, in its order.
     ///
     /// # Errors

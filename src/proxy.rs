@@ -193,7 +193,7 @@ impl Gateway {
             Route::GitLabRealm => self.gitlab_realm(&snapshot, parts, body, peer, &cx).await,
             Route::Jwks => {
                 let jwks = self.registry.as_ref().map(RegistryTokens::jwks).unwrap_or_default();
-                (reject::json(&jwks), Outcome { request: None, claims: None, summary: allowed(), verified: None })
+                (reject::json(&jwks), Outcome { request: None, claims: None, summary: allowed(), verified: None, upstream_credential: None })
             }
             Route::Proxy => self.proxy(&snapshot, parts, body, peer, &cx).await,
         };
@@ -247,7 +247,7 @@ impl Gateway {
             };
         }
         match granted.map_err(|refused| refused.refusal) {
-            Ok(grant) => (reject::json(&grant.body), Outcome { request: None, claims: Some(grant.claims), summary: allowed(), verified }),
+            Ok(grant) => (reject::json(&grant.body), Outcome { request: None, claims: Some(grant.claims), summary: allowed(), verified, upstream_credential: None }),
             Err(refusal) => {
                 let response = reject::response(&refusal, &cx.id, Some(Family::Registry), &Challenge::Realm);
                 (response, Outcome { verified, ..Outcome::refused(&refusal, None, None) })
@@ -272,7 +272,7 @@ impl Gateway {
         };
         let passed = Summary { disposition: Disposition::Passthrough, enforced: true, reason: Reason::NonJobPassthrough };
         match upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity: None, upgrade: true }).await {
-            Ok(response) => (response, Outcome { request: None, claims: None, summary: passed, verified: None }),
+            Ok(response) => (response, Outcome { request: None, claims: None, summary: passed, verified: None, upstream_credential: None }),
             Err(e) => {
                 let refusal = Refusal::from(e);
                 (reject::response(&refusal, &cx.id, None, &Challenge::GitLab), Outcome::refused(&refusal, None, None))
@@ -306,7 +306,7 @@ impl Gateway {
                         // The policy allowed, GitLab did not: its body says why.
                         false => Summary { disposition: Disposition::Deny, enforced: true, reason: Reason::GitlabRefused },
                     };
-                    (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified })
+                    (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified, upstream_credential: Some("job_token") })
                 }
                 Err(e) => refused(e.into(), Some(claims)),
             },
@@ -385,9 +385,10 @@ impl Gateway {
             Verdict::Passthrough | Verdict::Refuse(..) => None,
         };
         let upgrade = matches!(enforced.verdict, Verdict::Passthrough);
+        let upstream_credential = identity.is_some().then(|| upstream.credential_kind());
         let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity, upgrade }).await;
         match forwarded {
-            Ok(response) => (response, Outcome::enforced(enforced, summary)),
+            Ok(response) => (response, Outcome { upstream_credential, ..Outcome::enforced(enforced, summary) }),
             Err(e) => {
                 // 502, 504 or 500: no challenge applies; or the body was cut off at a credential.
                 let refusal = match in_body.as_ref().and_then(|b| b.cut.as_ref()) {

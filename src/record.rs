@@ -61,19 +61,21 @@ pub struct Outcome {
     pub claims: Option<VerifiedClaims>,
     pub summary: Summary,
     pub verified: Option<VerifyStats>,
+    /// Which credential jobgate sent upstream for the job: never the secret, only its kind.
+    pub upstream_credential: Option<&'static str>,
 }
 
 impl Outcome {
     /// A refusal before or outside `enforce` (a bad LFS batch, the realm, over capacity).
     pub fn refused(refusal: &Refusal, request: Option<Classified>, claims: Option<VerifiedClaims>) -> Outcome {
         let summary = Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() };
-        Outcome { request, claims, summary, verified: None }
+        Outcome { request, claims, summary, verified: None, upstream_credential: None }
     }
 
     /// What `enforce` decided, with `summary` overriding its verdict's when forwarding failed.
     pub fn enforced(enforced: Enforced, summary: Summary) -> Outcome {
         let claims = enforced.verdict.claims().cloned();
-        Outcome { request: enforced.request, claims, summary, verified: enforced.verified }
+        Outcome { request: enforced.request, claims, summary, verified: enforced.verified, upstream_credential: None }
     }
 }
 
@@ -189,6 +191,7 @@ impl Recorder {
             user_id: claims.and_then(|c| c.user_id),
             git_ref: claims.and_then(|c| c.git_ref.as_deref().map(str::to_owned)),
             ref_protected: claims.map(|c| c.ref_protected),
+            upstream_credential: outcome.upstream_credential,
             decision: summary.decision(),
             enforced: summary.enforced,
             reason: summary.reason.id(),

@@ -53,6 +53,8 @@ fn replace_mode_sends_identity_and_the_upstream_credential_only() {
     assert!(headers["x-jobgate-scopes"].as_str().unwrap().contains("read_api"));
     assert!(headers.get("x_jobgate_project_path").is_none() && headers.get("job-token").is_none() && headers.get("authorization").is_none());
     assert!(!echo.to_string().contains(&token[..40]), "the job token never reaches the upstream");
+    let lines = gw.audit_until(|lines| !lines.is_empty());
+    assert_eq!(lines[0]["upstream_credential"], "static", "the record says jobgate's own credential went: {:?}", lines[0]);
 }
 
 #[test]
@@ -123,6 +125,8 @@ fn a_trigger_with_the_job_token_in_its_form_body_is_decided_by_that_token() {
     let lines = gw.audit_until(|lines| lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").count() >= 2);
     let decided: Vec<(&str, &str)> = lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").map(|l| (l["token_project"].as_str().unwrap_or(""), l["decision"].as_str().unwrap_or(""))).collect();
     assert_eq!(decided, [("acme/app", "allow"), ("acme/lib", "deny")], "both decided as job requests, neither passed through");
+    let sent: Vec<&Value> = lines.iter().map(|l| &l["upstream_credential"]).collect();
+    assert_eq!(sent, [&Value::from("job_credential"), &Value::Null], "the allowed one went with the job's own credential, the refused one nowhere");
 }
 
 /// Whole-host routes through the real binary: the runner's own API passes untouched (runner tokens

@@ -319,6 +319,8 @@ fn skopeo_through_gitlabs_own_realm_with_the_scopes_narrowed_by_the_policy() {
     assert!(status == 401 && body.contains("UNAUTHORIZED"), "{status} {body}");
     let lines = gw.audit_until(|lines| lines.iter().any(|l| l["reason"] == "gitlab_refused"));
     assert!(lines.iter().any(|l| l["reason"] == "no_gitlab_credential"), "{lines:?}");
+    let realm: Vec<&serde_json::Value> = lines.iter().filter(|l| l["path"] == "/jwt/auth" && l["token_project"] == "acme/app").collect();
+    assert!(!realm.is_empty() && realm.iter().all(|l| l["upstream_credential"] == "job_token"), "{realm:?}");
 }
 
 #[test]
