@@ -210,7 +210,18 @@ impl Admin {
         let gateway = self.reloader.gateway();
         let now = unix_now();
         let revocation = Revocation { what, expires_at: expires_at.unwrap_or(now + gateway.verifier().max_lifetime()) };
-        match gateway.revocations().revoke(revocation.clone(), now).await {
+        let ended_job = match &revocation.what {
+            Revoked::Job { job_id } => Some(*job_id),
+            Revoked::Jti { .. } => None,
+        };
+        let result = gateway.revocations().revoke(revocation.clone(), now).await;
+        // The job's users' impersonation tokens die with it (at GitLab), whatever the record's fate.
+        if let (Some(job_id), Some(gitlab)) = (ended_job, gateway.gitlab()) {
+            if let Some(impersonation) = gitlab.impersonation() {
+                impersonation.end_job(gitlab, job_id).await;
+            }
+        }
+        match result {
             Ok(sharing) => {
                 gateway.metrics().revocations.set(i64::try_from(gateway.revocations().set().len()).unwrap_or(i64::MAX));
                 tracing::info!(?revocation.what, ?sharing, "revoked");

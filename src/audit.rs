@@ -41,8 +41,9 @@ pub struct AuditRecord {
     pub ref_protected: Option<bool>,
     /// The kind of credential jobgate sent upstream for a job — `job_credential` (the job's own, as
     /// it came), `none` (`credentials: strip`), `static` (`credentials: replace`), `job_token` (the
-    /// job's `CI_JOB_TOKEN`, to GitLab's registry realm) — never the credential itself.
-    pub upstream_credential: Option<&'static str>,
+    /// job's `CI_JOB_TOKEN`, to GitLab's registry realm), `impersonation:<token id>` — never the
+    /// credential itself.
+    pub upstream_credential: Option<std::borrow::Cow<'static, str>>,
     /// `allow`, `deny`, `passthrough` or `challenge` (a request without a credential asked for one).
     pub decision: &'static str,
     /// False for a policy denial in `mode: audit`: recorded, not enforced (the request passed).

@@ -68,6 +68,9 @@ pub struct ForwardContext<'a> {
     /// The request may be upgraded (WebSocket): its `Upgrade` is forwarded and, when the upstream
     /// answers 101, both connections are joined. Only for non-job traffic.
     pub upgrade: bool,
+    /// `impersonate` mode, beyond the job token's rights: the header that replaces every credential
+    /// of the request (the user's impersonation token, in the client's form).
+    pub credential: Option<(HeaderName, HeaderValue)>,
 }
 
 /// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` with `Upgrade`).
@@ -168,13 +171,19 @@ impl Upstream {
         Ok(FamilyMap::from_fn(|family| find(family).unwrap_or_else(|| git.clone())))
     }
 
-    /// The kind of credential a job's request carries to this upstream, for the audit line.
+    /// The kind of credential a job's request carries to this upstream, for the audit line (the
+    /// impersonation token is named by its id by the caller).
     pub fn credential_kind(&self) -> &'static str {
         match self.credentials {
-            CredentialMode::Passthrough => "job_credential",
+            CredentialMode::Passthrough | CredentialMode::Impersonate => "job_credential",
             CredentialMode::Strip => "none",
             CredentialMode::Replace => "static",
         }
+    }
+
+    /// Whether this upstream takes impersonation tokens beyond the job token's rights.
+    pub fn impersonates(&self) -> bool {
+        self.credentials == CredentialMode::Impersonate
     }
 
     /// The upstreams of `hosts.passthrough`, in its order.
@@ -243,7 +252,11 @@ impl Upstream {
     }
 
     fn upstream_request(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Request<Body>, ForwardError> {
-        let strips = self.credentials != CredentialMode::Passthrough;
+        let strips = match self.credentials {
+            CredentialMode::Passthrough => false,
+            CredentialMode::Strip | CredentialMode::Replace => true,
+            CredentialMode::Impersonate => ctx.credential.is_some(),
+        };
         let path = self.upstream_path(parts.uri.path());
         let target = match (strips, parts.uri.query()) {
             (true, Some(q)) => {
@@ -270,6 +283,9 @@ impl Upstream {
         join_cookies(headers);
         if strips {
             remove_matching(headers, is_credential_header);
+        }
+        if let Some((name, value)) = &ctx.credential {
+            headers.insert(name.clone(), value.clone());
         }
         // jobgate's own credential goes only on job requests the policy decided.
         if let (Some((name, value)), Some((claims, scopes))) = (&self.replacement, ctx.identity) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::{header, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -55,15 +55,15 @@ impl From<LookupError> for Refusal {
 /// A project's protected names and until when they are believed.
 type ProtectedNames = (Arc<Vec<String>>, i64);
 
-/// A fixed one-second window of lookups.
-struct Budget {
-    per_second: u32,
-    second: AtomicI64,
-    used: AtomicU32,
+/// A fixed one-second window of lookups (or mints).
+pub(crate) struct Budget {
+    pub(crate) per_second: u32,
+    pub(crate) second: AtomicI64,
+    pub(crate) used: AtomicU32,
 }
 
 impl Budget {
-    fn take(&self, now: i64) -> bool {
+    pub(crate) fn take(&self, now: i64) -> bool {
         if self.second.swap(now, Ordering::AcqRel) != now {
             self.used.store(0, Ordering::Release);
         }
@@ -76,7 +76,7 @@ pub struct GitLab {
     base: String,
     /// jobgate's own read-only API token, for protected refs and roles.
     api_token: Option<HeaderValue>,
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     identities: JobIdentities,
     cache_secs: i64,
     budget: Budget,
@@ -90,6 +90,8 @@ pub struct GitLab {
     /// Redis and the replicas' seal, when they share GitLab's answers: a token is looked up once for
     /// all of them.
     shared: Option<(RedisLink, Seal)>,
+    /// With `gitlab.admin_token_file`: the jobs' users' impersonation tokens.
+    impersonation: Option<crate::impersonate::Impersonation>,
 }
 
 /// GitLab's answer to a job-token lookup, as kept in Redis for the other replicas: its status, its
@@ -134,6 +136,16 @@ impl GitLab {
                 Ok::<_, String>(value)
             })
             .transpose()?;
+        let impersonation = config
+            .admin_token_file
+            .as_ref()
+            .map(|file| {
+                let text = std::fs::read_to_string(file).map_err(|e| format!("gitlab.admin_token_file {}: {e}", file.display()))?;
+                let mut value = HeaderValue::from_str(text.trim()).map_err(|_| format!("gitlab.admin_token_file {}: not a header value", file.display()))?;
+                value.set_sensitive(true);
+                Ok::<_, String>(crate::impersonate::Impersonation::new(value, jobs.lookups_per_sec, metrics.impersonation_tokens.clone()))
+            })
+            .transpose()?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         let identities = JobIdentities::new(100_000, &base, api_token.is_some());
         Ok(GitLab {
@@ -149,6 +161,7 @@ impl GitLab {
             last_error: arc_swap::ArcSwapOption::empty(),
             protected: DashMap::new(),
             shared: None,
+            impersonation,
         })
     }
 
@@ -161,10 +174,17 @@ impl GitLab {
         self
     }
 
-    /// What `/-/ready` shows: the instance and its last failure to answer, if the last lookup failed.
+    /// What `/-/ready` shows: the instance, its last failure to answer (if the last lookup failed)
+    /// and the impersonation tokens' state.
     pub fn status(&self) -> serde_json::Value {
         let error = self.last_error.load_full().map(|e| serde_json::json!({"at": crate::clock::rfc3339(e.0), "error": e.1}));
-        serde_json::json!({"url": self.base, "asks_roles": self.api_token.is_some(), "last_error": error})
+        let impersonation = self.impersonation.as_ref().map(crate::impersonate::Impersonation::status);
+        serde_json::json!({"url": self.base, "asks_roles": self.api_token.is_some(), "last_error": error, "impersonation": impersonation})
+    }
+
+    /// The jobs' users' impersonation tokens, with `gitlab.admin_token_file`.
+    pub fn impersonation(&self) -> Option<&crate::impersonate::Impersonation> {
+        self.impersonation.as_ref()
     }
 
     fn record(&self, result: &Result<(), LookupError>) {
@@ -376,8 +396,20 @@ impl GitLab {
 
     /// One GET of GitLab's API with a credential header; the answer bounded.
     async fn get(&self, path: &str, credential: &'static str, value: HeaderValue) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+        self.send(http::Method::GET, path, credential, value, None).await
+    }
+
+    /// One call of GitLab's API with a credential header and an optional JSON body; the answer bounded.
+    ///
+    /// # Errors
+    /// GitLab unreachable, too slow, or its answer unreadable.
+    pub async fn send(&self, method: http::Method, path: &str, credential: &'static str, value: HeaderValue, json: Option<&serde_json::Value>) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
         let uri: Uri = format!("{}{path}", self.base).parse().map_err(|e| format!("{path}: {e}"))?;
-        let request = Request::get(uri).header(credential, value).header(header::ACCEPT, "application/json").body(Empty::new()).map_err(|e| e.to_string())?;
+        let mut request = Request::builder().method(method).uri(uri).header(credential, value).header(header::ACCEPT, "application/json");
+        if json.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(json.map_or_else(Bytes::new, |j| Bytes::from(j.to_string())))).map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("{}{path}: no answer in time", self.base))?

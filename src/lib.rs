@@ -44,6 +44,7 @@ pub mod explain;
 pub mod forward;
 pub mod generate;
 pub mod gitlab;
+pub mod impersonate;
 pub mod import;
 pub mod keys;
 pub mod metrics;

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub certificate_expiry: GaugeVec,
     pub gitlab_lookups: IntCounterVec,
     pub gitlab_lookup_seconds: Histogram,
+    pub impersonation_tokens: IntCounterVec,
     keys_loaded: IntGaugeVec,
     key_set_fetched: GaugeVec,
     key_fetches: IntCounterVec,
@@ -174,6 +175,12 @@ impl Metrics {
                     .unwrap_or_else(|_| unreachable_metric("jobgate_certificate_expiry_timestamp_seconds")),
             ),
             gitlab_lookups: counter(r, "jobgate_gitlab_lookups_total", "GitLab job-token lookups (GET /api/v4/job) by outcome.", &["outcome"]),
+            impersonation_tokens: counter(
+                r,
+                "jobgate_impersonation_tokens_total",
+                "Impersonation tokens of jobs' users: minted, mint_refused, mint_failed, revoked, revoke_failed (retried).",
+                &["event"],
+            ),
             gitlab_lookup_seconds: register(
                 r,
                 Histogram::with_opts(HistogramOpts::new("jobgate_gitlab_lookup_duration_seconds", "Time GitLab took to answer a job-token lookup.").buckets(SLOW_BUCKETS.to_vec()))

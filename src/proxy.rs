@@ -271,7 +271,7 @@ impl Gateway {
             return (reject::response(&refusal, &cx.id, None, &Challenge::GitLab), Outcome::refused(&refusal, None, None));
         };
         let passed = Summary { disposition: Disposition::Passthrough, enforced: true, reason: Reason::NonJobPassthrough };
-        match upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity: None, upgrade: true }).await {
+        match upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity: None, upgrade: true, credential: None }).await {
             Ok(response) => (response, Outcome { request: None, claims: None, summary: passed, verified: None, upstream_credential: None }),
             Err(e) => {
                 let refusal = Refusal::from(e);
@@ -306,7 +306,7 @@ impl Gateway {
                         // The policy allowed, GitLab did not: its body says why.
                         false => Summary { disposition: Disposition::Deny, enforced: true, reason: Reason::GitlabRefused },
                     };
-                    (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified, upstream_credential: Some("job_token") })
+                    (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified, upstream_credential: Some("job_token".into()) })
                 }
                 Err(e) => refused(e.into(), Some(claims)),
             },
@@ -379,14 +379,27 @@ impl Gateway {
             let summary = Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() };
             return (response, Outcome::enforced(enforced, summary));
         }
+        // Beyond the job token's rights, the job's user's impersonation token goes instead.
+        let (credential, impersonated) = match self.impersonation(upstream, &enforced, &parts.headers).await {
+            Ok(elevated) => elevated.unzip(),
+            Err(refusal) => {
+                drain(body).await;
+                let response = reject::response(&refusal, &cx.id, family, &Challenge::GitLab);
+                let summary = Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() };
+                return (response, Outcome::enforced(enforced, summary));
+            }
+        };
         let identity = match &enforced.verdict {
             Verdict::Allow(claims, permit) => Some((claims.claims(), permit.scopes())),
             Verdict::WouldDeny(claims, _) => Some((claims.claims(), ScopeSet::EMPTY)),
             Verdict::Passthrough | Verdict::Refuse(..) => None,
         };
         let upgrade = matches!(enforced.verdict, Verdict::Passthrough);
-        let upstream_credential = identity.is_some().then(|| upstream.credential_kind());
-        let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity, upgrade }).await;
+        let upstream_credential = match impersonated {
+            Some(id) => Some(format!("impersonation:{id}").into()),
+            None => identity.is_some().then(|| upstream.credential_kind().into()),
+        };
+        let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity, upgrade, credential }).await;
         match forwarded {
             Ok(response) => (response, Outcome { upstream_credential, ..Outcome::enforced(enforced, summary) }),
             Err(e) => {
@@ -401,6 +414,23 @@ impl Gateway {
                 (response, Outcome::enforced(enforced, Summary { reason: refusal.reason(), ..summary }))
             }
         }
+    }
+
+    /// For an allowed job request on an `impersonate` upstream that goes beyond GitLab's job-token
+    /// rules: the user's impersonation token in the client's form, and its id.
+    async fn impersonation(&self, upstream: &Upstream, enforced: &Enforced, headers: &http::HeaderMap) -> Result<Option<((http::HeaderName, http::HeaderValue), u64)>, Refusal> {
+        let (Verdict::Allow(claims, _), Some(request), Some(kind)) = (&enforced.verdict, &enforced.request, enforced.credential) else { return Ok(None) };
+        let Some(scope) = upstream.impersonates().then(|| crate::enforce::elevate::elevation(request, claims.claims(), kind)).flatten() else { return Ok(None) };
+        if !request.target.is_single() {
+            return Err(Refusal::new(Reason::UnresolvedTarget, "group and instance targets are not decided, so no user's token is presented for them"));
+        }
+        let (Some(gitlab), Some(impersonation)) = (&self.gitlab, self.gitlab.as_ref().and_then(GitLab::impersonation)) else {
+            return Err(Refusal::new(Reason::InternalError, "credentials: impersonate without gitlab.admin_token_file"));
+        };
+        let held = impersonation.token(gitlab, claims.claims(), scope, unix_now()).await?;
+        let presented = crate::enforce::elevate::presented(headers, claims.claims().user_login.as_deref(), &held.token);
+        let presented = presented.ok_or_else(|| Refusal::new(Reason::InternalError, "GitLab's impersonation token is no header value"))?;
+        Ok(Some((presented, held.id)))
     }
 
     /// `enforce` at the current time, and once more after a refetch when the token's `kid` was unknown

@@ -77,6 +77,9 @@ pub enum Reason {
     /// GitLab refused what jobgate asked on the job's behalf (its answer is passed on): the policy
     /// allowed, GitLab did not.
     GitlabRefused,
+    /// GitLab refused to mint the job's user's impersonation token (the user is blocked, the admin
+    /// token is no administrator's), or the job has no user: nothing is forwarded.
+    ImpersonationRefused,
     /// A registry token that does not grant this action: the client must ask the realm again
     /// (answered 401 with a challenge naming the scope, as registries do).
     RegistryScopeMissing,
@@ -112,7 +115,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [Reason; 47] = [
+    pub const ALL: [Reason; 48] = [
         Reason::Granted,
         Reason::GrantedViaOwnProject,
         Reason::NonJobPassthrough,
@@ -145,6 +148,7 @@ impl Reason {
         Reason::GitlabLookupBudget,
         Reason::NoGitlabCredential,
         Reason::GitlabRefused,
+        Reason::ImpersonationRefused,
         Reason::RegistryScopeMissing,
         Reason::NotInAllowlist,
         Reason::ScopeNotGranted,
@@ -197,6 +201,7 @@ impl Reason {
             Reason::GitlabLookupBudget => "gitlab_lookup_budget",
             Reason::NoGitlabCredential => "no_gitlab_credential",
             Reason::GitlabRefused => "gitlab_refused",
+            Reason::ImpersonationRefused => "impersonation_refused",
             Reason::RegistryScopeMissing => "registry_scope_missing",
             Reason::NotInAllowlist => "not_in_allowlist",
             Reason::ScopeNotGranted => "scope_not_granted",

@@ -62,7 +62,7 @@ pub struct Outcome {
     pub summary: Summary,
     pub verified: Option<VerifyStats>,
     /// Which credential jobgate sent upstream for the job: never the secret, only its kind.
-    pub upstream_credential: Option<&'static str>,
+    pub upstream_credential: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Outcome {

@@ -27,7 +27,7 @@ pub fn status(reason: Reason) -> StatusCode {
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         // Fail closed: anything else, the allow reasons included (a `Refusal` cannot hold those), is a
         // plain refusal.
-        NoGitlabCredential | GitlabRefused | CredentialInBody | UpgradeRefused | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
+        NoGitlabCredential | GitlabRefused | ImpersonationRefused | CredentialInBody | UpgradeRefused | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
         | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | UnresolvedTarget | Granted
         | GrantedViaOwnProject | NonJobPassthrough => StatusCode::FORBIDDEN,
     }

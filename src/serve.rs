@@ -98,6 +98,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for source in gateway.key_sources() {
         tokio::spawn(source.clone().poll());
     }
+    // Revokes of impersonation tokens GitLab did not confirm are retried.
+    let retrying = gateway.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            if let Some((gitlab, impersonation)) = retrying.gitlab().and_then(|g| Some((g, g.impersonation()?))) {
+                impersonation.retry(gitlab).await;
+            }
+        }
+    });
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
     reloader.record_certificate_expiry();
     let admin_state = Arc::new(Admin { reloader: reloader.clone(), token: loaded.admin_token, webhook_secret: loaded.webhook_secret });

@@ -139,6 +139,9 @@ pub struct GitLabConfig {
     /// comes from the project's protected branches and tags, and the user's role in the job's project
     /// from its members. Without it, every ref counts as unprotected and roles come from the policy.
     pub api_token_file: Option<PathBuf>,
+    /// An administrator's token (`api` scope) for `credentials: impersonate`: jobgate mints
+    /// impersonation tokens of jobs' users with it. It never leaves jobgate; keep the file 0600.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// How GitLab's job tokens are looked up (`GET /api/v4/job`).
@@ -274,6 +277,7 @@ impl Config {
         if let Some(gitlab) = self.gitlab.as_mut() {
             gitlab.ca_file.as_mut().map(resolve);
             gitlab.api_token_file.as_mut().map(resolve);
+            gitlab.admin_token_file.as_mut().map(resolve);
         }
         if let Some(p) = &mut self.audit.file {
             resolve(p);
@@ -362,6 +366,9 @@ impl Config {
                 if tls.client_cert.is_some() != tls.client_key.is_some() {
                     problems.push(format!("upstreams.{name}.tls: client_cert and client_key go together"));
                 }
+            }
+            if upstream.credentials == CredentialMode::Impersonate && (family == Family::Registry || self.gitlab.as_ref().is_none_or(|g| g.admin_token_file.is_none())) {
+                problems.push(format!("upstreams.{name}: `credentials: impersonate` needs gitlab.admin_token_file, and is not for the registry (its tokens come from the realm)"));
             }
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
                 problems.push(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));

@@ -121,6 +121,10 @@ pub enum CredentialMode {
     Passthrough,
     /// Every job credential (headers and `job_token` query parameter) is removed.
     Strip,
+    /// The job's own token where GitLab's job-token rules cover the request; beyond them, an
+    /// impersonation token of the job's user holding only the GitLab scope the permit needs
+    /// (`gitlab.admin_token_file` mints it), in the form the client used.
+    Impersonate,
     /// As `strip`, then the configured upstream credential is set and identity headers
     /// (`X-Jobgate-Job-Id`, `-Project-Path`, `-User-Id`, `-Scopes`, `-Request-Id`) are added.
     Replace,

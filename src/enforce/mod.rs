@@ -5,6 +5,7 @@
 //! [`enforce`] narrates into a [`Trace`]; with [`NoTrace`] the narration compiles away.
 
 mod authenticate;
+pub mod elevate;
 
 pub use authenticate::{authenticate, Authenticated, Job, JobCredential, Lookup, Refused};
 
@@ -71,6 +72,8 @@ pub struct Enforced {
     pub gitlab_lookup: Option<Lookup>,
     /// How verification went, when a credential reached a verifier.
     pub verified: Option<VerifyStats>,
+    /// The kind of credential that proved the job, when one did.
+    pub credential: Option<JobCredential>,
 }
 
 /// One verification, for the metrics the edge keeps.
@@ -167,6 +170,10 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
         .map_err(Refused::from)
         .and_then(|()| authenticate(core, parts, core.non_job.for_family(family), family, now, &mut verified));
     let mut gitlab_lookup = None;
+    let credential = match &authenticated {
+        Ok(Authenticated::Job(job)) => Some(job.credential),
+        _ => None,
+    };
     let (verdict, unknown_kid) = match authenticated {
         Err(refused) => {
             trace.note(|| format!("credential: refused: {}", refused.refusal.message));
@@ -199,7 +206,7 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
             (verdict, None)
         }
     };
-    Enforced { request: routed.ok().map(|r| r.request), verdict, unknown_kid, gitlab_lookup, verified }
+    Enforced { request: routed.ok().map(|r| r.request), verdict, unknown_kid, gitlab_lookup, verified, credential }
 }
 
 /// Classification with everything the config adds: the endpoint table, the API routes the config
