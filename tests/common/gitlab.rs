@@ -64,6 +64,9 @@ pub struct Job {
 /// The issuer of the stand-in's registry tokens (Omnibus: `registry['issuer']`; the chart: `gitlab-issuer`).
 pub const REGISTRY_ISSUER: &str = "gitlab-issuer";
 
+/// The administrator's token the stand-in accepts for impersonation tokens.
+pub const ADMIN_TOKEN: &str = "glpat-jobgate-admin";
+
 /// The API token the stand-in accepts for protected refs and members.
 pub const API_TOKEN: &str = "glpat-jobgate-read-api";
 
@@ -83,8 +86,13 @@ impl GitLab {
                 let state = served.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                        let answer = state.answer(&request);
-                        async move { Ok::<_, std::convert::Infallible>(answer) }
+                        let state = state.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            Ok::<_, std::convert::Infallible>(state.answer(&http::Request::from_parts(parts, body)))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
                 });
@@ -192,6 +200,50 @@ impl GitLab {
         log.into_iter().map(|(_, request)| request).collect()
     }
 
+    /// The impersonation tokens minted so far, by id.
+    pub fn impersonation_tokens(&self) -> Vec<(u64, ImpersonationToken)> {
+        let mut all: Vec<(u64, ImpersonationToken)> = self.state.impersonation.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
+    }
+
+    /// GitLab's Git front for `git_port` (git http-backend): authenticates each request as GitLab
+    /// does and enforces the user's role from the fixture (`lib/gitlab/git_access.rb`: download needs
+    /// Reporter, push Developer; a job token pushes nowhere unless the project allows it, which no
+    /// fixture does; an impersonation token needs `read_repository`/`write_repository`), then proxies.
+    /// Refusals are GitLab's: 401 with `WWW-Authenticate: Basic realm="GitLab"`, or 403 "You are not
+    /// allowed to push code to this project." / "You are not allowed to download code from this project.".
+    pub fn git_front(&self, git_port: u16) -> u16 {
+        let state = self.state.clone();
+        super::serve_on_thread(move |listener| async move {
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<hyper::body::Incoming>();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (state, client) = (state.clone(), client.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                        let (state, client) = (state.clone(), client.clone());
+                        async move {
+                            let refusal = state.git_refusal(&request);
+                            let response = match refusal {
+                                Some(answer) => answer,
+                                None => {
+                                    let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                                    *request.uri_mut() = format!("http://127.0.0.1:{git_port}{target}").parse().unwrap();
+                                    match client.request(request).await {
+                                        Ok(response) => response.map(jobgate::body::stream),
+                                        Err(_) => http::Response::builder().status(502).body(jobgate::body::empty()).unwrap(),
+                                    }
+                                }
+                            };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                });
+            }
+        })
+    }
+
     /// Entries per page at most (GitLab's is 100): a smaller cap shows a client following pages.
     pub fn page_cap(&self, cap: usize) {
         self.state.page_cap.store(cap, Ordering::SeqCst);
@@ -227,6 +279,23 @@ struct State {
     pats: Arc<DashMap<String, (u64, &'static str)>>,
     realm_log: Arc<DashMap<usize, (String, Vec<String>)>>,
     realm_seq: Arc<AtomicUsize>,
+    impersonation: Arc<DashMap<u64, ImpersonationToken>>,
+}
+
+/// One impersonation token minted by the stand-in.
+#[derive(Clone, Debug)]
+pub struct ImpersonationToken {
+    pub user: u64,
+    pub name: String,
+    pub scopes: Vec<String>,
+    token: String,
+    pub revoked: bool,
+}
+
+/// Who a Git request authenticated as.
+enum GitActor {
+    Job { project: u64, user: u64 },
+    Token { user: u64, scopes: Vec<String> },
 }
 
 /// Who a realm request authenticated as.
@@ -246,7 +315,10 @@ fn respond(status: u16, body: String) -> Answer {
 }
 
 impl State {
-    fn answer(&self, request: &http::Request<hyper::body::Incoming>) -> Answer {
+    fn answer(&self, request: &http::Request<bytes::Bytes>) -> Answer {
+        if let Some(rest) = request.uri().path().strip_prefix("/api/v4/users/") {
+            return self.impersonation_tokens(request, rest);
+        }
         if request.method() != http::Method::GET {
             return respond(404, json!({"error": "404 Not Found"}).to_string());
         }
@@ -342,6 +414,30 @@ impl State {
         }
     }
 
+    /// GitLab's refusal of a Git request, or `None` to let it through.
+    fn git_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::body::Body>> {
+        let answer = |status: u16, text: &'static str| http::Response::builder().status(status).body(jobgate::body::full(text)).unwrap();
+        let path = request.uri().path();
+        let (project, rest) = path.trim_start_matches('/').split_once(".git/")?;
+        let push = rest == "git-receive-pack" || request.uri().query().is_some_and(|q| q.contains("service=git-receive-pack"));
+        let Some(project) = self.paths.get(project).map(|id| *id) else { return Some(answer(404, "")) };
+        let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let Some(actor) = self.git_actor(authorization) else {
+            let mut refused = answer(401, "HTTP Basic: Access denied");
+            refused.headers_mut().insert("www-authenticate", http::HeaderValue::from_static("Basic realm=\"GitLab\""));
+            return Some(refused);
+        };
+        let level = |user: u64| self.members.get(&(project, user)).map_or(0, |l| *l);
+        let allowed = match (&actor, push) {
+            (GitActor::Job { project: own, user }, false) => *own == project || level(*user) >= 20,
+            (GitActor::Job { .. }, true) => false,
+            (GitActor::Token { user, scopes }, false) => scopes.iter().any(|s| s == "read_repository" || s == "write_repository") && level(*user) >= 20,
+            (GitActor::Token { user, scopes }, true) => scopes.iter().any(|s| s == "write_repository") && level(*user) >= 30,
+        };
+        let message = if push { "You are not allowed to push code to this project." } else { "You are not allowed to download code from this project." };
+        (!allowed).then(|| answer(403, message))
+    }
+
     fn registry_realm(&self, authorization: &str, query: &str) -> Answer {
         use base64::Engine as _;
         let pairs: Vec<(String, String)> = jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
@@ -411,6 +507,58 @@ impl State {
             (Actor::User { id, .. }, "push") => level(*id) >= 30,
             _ => false,
         }
+    }
+
+    /// `POST /users/:user_id/impersonation_tokens` and `DELETE …/:id` (docs: api/user_tokens.md;
+    /// `lib/api/users.rb`): administrators only (403 `{"message":"403 Forbidden"}`), an unknown user is
+    /// 404 `{"message":"404 User Not Found"}`, a mint without `name` or `scopes` 400
+    /// `{"error":"name is missing"}`; 201 with `Entities::ImpersonationTokenWithToken`; 204 on revoke.
+    fn impersonation_tokens(&self, request: &http::Request<bytes::Bytes>, rest: &str) -> Answer {
+        let private = request.headers().get("private-token").and_then(|v| v.to_str().ok());
+        if private != Some(ADMIN_TOKEN) {
+            return respond(403, json!({"message": "403 Forbidden"}).to_string());
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        let user: u64 = segments[0].parse().unwrap_or(0);
+        if !self.members.iter().any(|m| m.key().1 == user) {
+            return respond(404, json!({"message": "404 User Not Found"}).to_string());
+        }
+        match (request.method().as_str(), &segments[1..]) {
+            ("POST", ["impersonation_tokens"]) => {
+                let body: Value = serde_json::from_slice(request.body()).unwrap_or(Value::Null);
+                let (Some(name), Some(scopes)) = (body["name"].as_str(), body["scopes"].as_array()) else {
+                    return respond(400, json!({"error": "name is missing, scopes is missing"}).to_string());
+                };
+                let id = self.impersonation.len() as u64 + 1;
+                let scopes: Vec<String> = scopes.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect();
+                let token = format!("glpat-impersonation-{id}-0123456789");
+                let entity = json!({"id": id, "revoked": false, "user_id": user, "scopes": scopes, "token": token, "active": true, "impersonation": true,
+                                    "name": name, "description": "", "created_at": "2026-12-01T10:00:00.000Z", "last_used_at": null,
+                                    "expires_at": body["expires_at"]});
+                self.impersonation.insert(id, ImpersonationToken { user, name: name.to_owned(), scopes, token, revoked: false });
+                respond(201, entity.to_string())
+            }
+            ("DELETE", ["impersonation_tokens", id]) => match self.impersonation.get_mut(&id.parse().unwrap_or(0)) {
+                Some(mut token) if token.user == user => {
+                    token.revoked = true;
+                    respond(204, String::new())
+                }
+                _ => respond(404, json!({"message": "404 Impersonation Token Not Found"}).to_string()),
+            },
+            _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
+        }
+    }
+
+    /// Who Basic credentials are, as GitLab's `Gitlab::Auth.find_for_git_client` finds them: a
+    /// running job's token (`gitlab-ci-token`), an active impersonation token, or nobody.
+    fn git_actor(&self, authorization: &str) -> Option<GitActor> {
+        use base64::Engine as _;
+        let decoded = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok())?;
+        let (_, password) = decoded.split_once(':')?;
+        if let Some(job) = self.jobs.get(password).filter(|j| j.1) {
+            return Some(GitActor::Job { project: job.0["pipeline"]["project_id"].as_u64()?, user: job.0["user"]["id"].as_u64()? });
+        }
+        self.impersonation.iter().find(|t| t.token == password && !t.revoked).map(|t| GitActor::Token { user: t.user, scopes: t.scopes.clone() })
     }
 
     /// One page of `items` for the request's `page` and `per_page`, with GitLab's pagination headers.

@@ -1,0 +1,118 @@
+//! `credentials: impersonate` end to end: the real `git` client through a real jobgate to `git
+//! http-backend`, behind the GitLab stand-in's Git front, which authenticates every request as
+//! GitLab does (job token → the job's user under job-token rules, which never push; impersonation
+//! token → that user with that token's scopes) and enforces the user's role from the fixture. A
+//! cross-project push the policy elevates arrives as the job's user with `write_repository` only;
+//! the same push by a Reporter's job is refused by GitLab, never by more than the user could do; the
+//! job's end revokes every token minted for it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::gitlab::{GitLab, Job, ADMIN_TOKEN};
+use common::{git_command, git_ok, run, GitServer, Gateway};
+
+const POLICY: &str = "
+projects:
+  acme/app: { id: 42 }
+  acme/tools:
+    id: 43
+    allow:
+      - { from: acme/app, scopes: [write_repository] }
+";
+
+#[test]
+fn an_elevated_push_goes_as_the_jobs_user_with_write_repository_only_and_dies_with_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let git = GitServer::start(d);
+    for project in ["acme/app", "acme/tools"] {
+        git.create_repo(project);
+    }
+    let gitlab = GitLab::start();
+    let (ann_job, bob_job) = ("glcbt-64_AnnPushJob_111111111111", "glcbt-64_BobPushJob_222222222222");
+    gitlab.add(ann_job, Job { id: 7100, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.add(bob_job, Job { id: 7200, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (6, "bob") });
+    gitlab.project(43, "acme/tools");
+    gitlab.member(42, 5, 30);
+    gitlab.member(43, 5, 30); // ann: Developer of acme/tools
+    gitlab.member(42, 6, 30);
+    gitlab.member(43, 6, 20); // bob: only a Reporter there
+    let front = gitlab.git_front(git.port);
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
+    let fields = format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url());
+    std::fs::write(d.join("admin-token"), "jobgate-admin-secret\n").unwrap();
+    let gw = Gateway::start_with_gitlab(d, &upstreams, POLICY, &fields, 60, 50, "admin: { token_file: admin-token }");
+
+    let work = |name: &str, token: &str| {
+        let target = d.join("work").join(name);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let out = run(git_command(d, Some(&gw.ca)).args(["clone", "--quiet", &gw.git_url(token, "acme/tools")]).arg(&target));
+        assert!(out.status.success(), "a clone with the job's own token (a cross-project read GitLab's job-token rules cover): {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(target.join(format!("{name}.txt")), name).unwrap();
+        git_ok(&target, &["add", "."]);
+        git_ok(&target, &["-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "--quiet", "-m", name]);
+        target
+    };
+    let push = |work: &std::path::Path, token: &str| run(git_command(work, Some(&gw.ca)).args(["push", "--quiet", &gw.git_url(token, "acme/tools"), "HEAD:main"]));
+
+    // ann's job: the policy elevates it to write_repository on acme/tools, and ann may push there.
+    let ann = work("ann", ann_job);
+    assert!(gitlab.impersonation_tokens().is_empty(), "reads within the job token's rights carry the job's own token");
+    let out = push(&ann, ann_job);
+    assert!(out.status.success(), "the elevated push is accepted upstream: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(git_ok(&git.root.join("acme/tools.git"), &["rev-parse", "main"]), git_ok(&ann, &["rev-parse", "HEAD"]));
+    let minted = gitlab.impersonation_tokens();
+    assert_eq!(minted.len(), 1, "one token for the job and its scope, reused across the push's requests: {minted:?}");
+    let (ann_token_id, token) = &minted[0];
+    assert_eq!((token.user, token.name.as_str(), token.scopes.as_slice(), token.revoked), (5, "jobgate-job-7100", &["write_repository".to_owned()][..], false));
+
+    // bob's job: the policy allows the same push, but bob is only a Reporter: GitLab refuses it.
+    let bob = work("bob", bob_job);
+    let out = push(&bob, bob_job);
+    assert!(!out.status.success(), "never beyond the user");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = gw.audit_until(|lines| lines.iter().any(|l| l["job_id"] == 7200 && l["status"] == 403));
+    let refused = lines.iter().find(|l| l["job_id"] == 7200 && l["status"] == 403).unwrap();
+    assert_eq!((refused["decision"].as_str(), refused["reason"].as_str()), (Some("allow"), Some("granted")), "jobgate allowed; the 403 is GitLab's: {refused}");
+    assert!(refused["upstream_credential"].as_str().unwrap().starts_with("impersonation:"), "{refused}");
+    let pushed = lines.iter().find(|l| l["job_id"] == 7100 && l["upstream_credential"] == format!("impersonation:{ann_token_id}"));
+    assert!(pushed.is_some(), "the audit line names the token by its id: {lines:?}");
+    assert!(!std::fs::read_to_string(&gw.audit).unwrap().contains("glpat-impersonation"), "a token never appears in the audit log");
+
+    // ann's job ends: every token minted for it is revoked at GitLab, and its requests fail.
+    let out = run(std::process::Command::new("curl").args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", "{\"job_id\": 7100}"]).arg(format!("http://127.0.0.1:{}/-/revocations", gw.admin_port)));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let ann_token = gitlab.impersonation_tokens().into_iter().find(|(id, _)| id == ann_token_id).unwrap().1;
+    assert!(ann_token.revoked, "revoked when the job ended");
+    assert!(!gitlab.impersonation_tokens().iter().any(|(_, t)| t.user == 6 && t.revoked), "bob's job is still running");
+    let out = push(&ann, ann_job);
+    assert!(!out.status.success(), "a finished job pushes nothing");
+    let ready = common::admin_get(&gw, "/-/ready");
+    let ready: serde_json::Value = serde_json::from_str(ready.split_once("\r\n\r\n").map_or(&ready[..], |(_, body)| body)).unwrap();
+    assert_eq!(ready["sources"]["gitlab"]["impersonation"], serde_json::json!({"tokens_held": 1, "revokes_pending": []}), "bob's token is held, nothing waits to be revoked");
+}
+
+#[test]
+fn gitlab_refusing_to_mint_refuses_the_request_and_forwards_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let git = GitServer::start(d);
+    git.create_repo("acme/tools");
+    let gitlab = GitLab::start();
+    let job = "glcbt-64_AnnPushJob_333333333333";
+    gitlab.add(job, Job { id: 7300, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.project(43, "acme/tools");
+    gitlab.member(43, 5, 30);
+    let front = gitlab.git_front(git.port);
+    // Not an administrator's token: GitLab answers 403 to the mint.
+    std::fs::write(d.join("gitlab-admin-token"), "glpat-someone-else\n").unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
+    let gw = Gateway::start_with_gitlab(d, &upstreams, POLICY, &format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url()), 60, 50, "");
+    let (status, text) = common::curl(&gw, &["-u", &format!("gitlab-ci-token:{job}"), &gw.url("/acme/tools.git/info/refs?service=git-receive-pack")]);
+    assert!(status == 403 && text.contains("impersonation_refused") && text.contains("admin_token_file"), "{text}");
+    assert!(gitlab.impersonation_tokens().is_empty());
+    let lines = gw.audit_until(|lines| !lines.is_empty());
+    assert_eq!((lines[0]["reason"].as_str(), lines[0]["upstream_credential"].as_str()), (Some("impersonation_refused"), None), "{:?}", lines[0]);
+}
