@@ -29,6 +29,16 @@ pub struct Held {
     until: i64,
 }
 
+/// One token of GitLab's list (`Entities::PersonalAccessToken`): the fields jobgate reads.
+#[derive(Deserialize)]
+struct Listed {
+    id: u64,
+    name: String,
+    user_id: u64,
+    #[serde(default)]
+    active: bool,
+}
+
 /// GitLab's answer to a mint (`Entities::ImpersonationTokenWithToken`): the fields jobgate reads.
 #[derive(Deserialize)]
 struct Minted {
@@ -102,14 +112,56 @@ impl Impersonation {
         Refusal::new(Reason::GitlabUnavailable, format!("no impersonation token could be minted: {why}"))
     }
 
-    /// The job ended: every token minted for it is revoked (a failed revoke is retried later).
+    /// The job ended: every token minted for it is revoked — those this process holds, and those
+    /// GitLab lists under the job's name (minted by another replica, or before a restart); a failed
+    /// revoke is retried later.
     pub async fn end_job(&self, gitlab: &GitLab, job_id: u64) {
-        let ended: Vec<Held> = self.held.iter().filter(|e| e.key().0 == job_id).map(|e| e.value().clone()).collect();
+        let mut ended: Vec<(u64, u64)> = self.held.iter().filter(|e| e.key().0 == job_id).map(|e| (e.id, e.user_id)).collect();
         self.held.retain(|key, _| key.0 != job_id);
         self.gates.retain(|key, _| key.0 != job_id);
-        for held in ended {
-            self.revoke(gitlab, held.id, held.user_id).await;
+        let name = format!("jobgate-job-{job_id}");
+        match self.listed(gitlab, &name).await {
+            Ok(listed) => {
+                let others: Vec<(u64, u64)> = listed.into_iter().filter(|t| t.name == name && !ended.iter().any(|(id, _)| *id == t.id)).map(|t| (t.id, t.user_id)).collect();
+                ended.extend(others);
+            }
+            Err(e) => tracing::warn!(job_id, error = %e, "GitLab's tokens of an ended job could not be listed; only those held here are revoked"),
         }
+        for (id, user_id) in ended {
+            self.revoke(gitlab, id, user_id).await;
+        }
+    }
+
+    /// At start: revokes the tokens of earlier processes or other replicas whose job has ended
+    /// (`ended`: the revocation set says so). A token of a job still running is left to its owner.
+    ///
+    /// # Errors
+    /// GitLab's list could not be read.
+    pub async fn sweep(&self, gitlab: &GitLab, ended: impl Fn(u64) -> bool) -> Result<usize, String> {
+        let leftovers: Vec<Listed> = self.listed(gitlab, "jobgate-job-").await?.into_iter().filter(|t| t.name.strip_prefix("jobgate-job-").and_then(|id| id.parse().ok()).is_some_and(&ended)).collect();
+        for token in &leftovers {
+            self.revoke(gitlab, token.id, token.user_id).await;
+        }
+        Ok(leftovers.len())
+    }
+
+    /// GitLab's active tokens whose name contains `search` (`GET /personal_access_tokens`, every
+    /// page; administrators see every user's, impersonation tokens included).
+    async fn listed(&self, gitlab: &GitLab, search: &str) -> Result<Vec<Listed>, String> {
+        let mut all = Vec::new();
+        let mut page = Some("1".to_owned());
+        for _ in 0..100 {
+            let Some(n) = page.take() else { break };
+            let path = format!("/api/v4/personal_access_tokens?search={}&state=active&per_page=100&page={n}", crate::query::form_encode(search));
+            let (status, headers, body) = gitlab.send(Method::GET, &path, "private-token", self.admin.clone(), None).await?;
+            if status != StatusCode::OK {
+                return Err(format!("GitLab answered {status} to the token list"));
+            }
+            let listed: Vec<Listed> = serde_json::from_slice(&body).map_err(|e| format!("GitLab's token list: {e}"))?;
+            all.extend(listed.into_iter().filter(|t| t.active));
+            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
+        }
+        Ok(all)
     }
 
     /// Retries the revokes GitLab did not confirm.

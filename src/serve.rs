@@ -98,9 +98,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for source in gateway.key_sources() {
         tokio::spawn(source.clone().poll());
     }
-    // Revokes of impersonation tokens GitLab did not confirm are retried.
+    // Leftover impersonation tokens of jobs that ended are revoked; revokes GitLab did not confirm
+    // are retried.
     let retrying = gateway.clone();
     tokio::spawn(async move {
+        if let Some((gitlab, impersonation)) = retrying.gitlab().and_then(|g| Some((g, g.impersonation()?))) {
+            let revocations = retrying.revocations().set();
+            match impersonation.sweep(gitlab, |job| revocations.job_revoked(job, crate::clock::unix_now())).await {
+                Ok(swept) => tracing::info!(swept, "impersonation tokens of ended jobs swept"),
+                Err(e) => tracing::warn!(error = %e, "impersonation tokens of ended jobs could not be swept"),
+            }
+        }
         let mut every = tokio::time::interval(Duration::from_secs(10));
         loop {
             every.tick().await;

@@ -81,11 +81,14 @@ fn an_elevated_push_goes_as_the_jobs_user_with_write_repository_only_and_dies_wi
     assert!(pushed.is_some(), "the audit line names the token by its id: {lines:?}");
     assert!(!std::fs::read_to_string(&gw.audit).unwrap().contains("glpat-impersonation"), "a token never appears in the audit log");
 
-    // ann's job ends: every token minted for it is revoked at GitLab, and its requests fail.
+    // ann's job ends: every token minted for it is revoked at GitLab — this jobgate's, and one another
+    // replica minted — and its requests fail.
+    let other_replicas = gitlab.leftover_token(5, "jobgate-job-7100", &["api"]);
     let out = run(std::process::Command::new("curl").args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", "{\"job_id\": 7100}"]).arg(format!("http://127.0.0.1:{}/-/revocations", gw.admin_port)));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let ann_token = gitlab.impersonation_tokens().into_iter().find(|(id, _)| id == ann_token_id).unwrap().1;
     assert!(ann_token.revoked, "revoked when the job ended");
+    assert!(gitlab.impersonation_tokens().iter().any(|(id, t)| *id == other_replicas && t.revoked), "another replica's token of the job too");
     assert!(!gitlab.impersonation_tokens().iter().any(|(_, t)| t.user == 6 && t.revoked), "bob's job is still running");
     let out = push(&ann, ann_job);
     assert!(!out.status.success(), "a finished job pushes nothing");
@@ -115,4 +118,32 @@ fn gitlab_refusing_to_mint_refuses_the_request_and_forwards_nothing() {
     assert!(gitlab.impersonation_tokens().is_empty());
     let lines = gw.audit_until(|lines| !lines.is_empty());
     assert_eq!((lines[0]["reason"].as_str(), lines[0]["upstream_credential"].as_str()), (Some("impersonation_refused"), None), "{:?}", lines[0]);
+}
+
+#[test]
+fn a_restart_sweeps_the_tokens_of_jobs_that_ended_meanwhile_and_leaves_running_jobs_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gitlab = GitLab::start();
+    gitlab.member(43, 5, 30);
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    std::fs::write(d.join("admin-token"), "jobgate-admin-secret\n").unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{}', credentials: impersonate }}", common::echo_upstream());
+    let fields = format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url());
+    let extra = "admin: { token_file: admin-token }\nrevocations: { file: revocations.log }";
+    let first = Gateway::start_with_gitlab(d, &upstreams, POLICY, &fields, 60, 50, extra);
+    let out = run(std::process::Command::new("curl").args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", "{\"job_id\": 7400}"]).arg(format!("http://127.0.0.1:{}/-/revocations", first.admin_port)));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    first.kill();
+    // Minted by a replica that never heard the job end, and one of a job still running.
+    let ended = gitlab.leftover_token(5, "jobgate-job-7400", &["write_repository"]);
+    let running = gitlab.leftover_token(5, "jobgate-job-7500", &["write_repository"]);
+    let _second = Gateway::start_with_gitlab(d, &upstreams, POLICY, &fields, 60, 50, extra);
+    let revoked = |id: u64| gitlab.impersonation_tokens().iter().any(|(i, t)| *i == id && t.revoked);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !revoked(ended) {
+        assert!(std::time::Instant::now() < deadline, "the ended job's token was not swept: {:?}", gitlab.impersonation_tokens());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!revoked(running), "a running job's token is left to the replica that holds it");
 }

@@ -43,6 +43,11 @@ impl RevocationSet {
             || claims.jti.as_deref().is_some_and(|jti| self.jtis.get(jti).is_some_and(|e| live(*e)))
     }
 
+    /// Whether the job has ended (its revocation is live at `now`).
+    pub fn job_revoked(&self, job_id: u64, now: i64) -> bool {
+        self.jobs.get(&job_id).is_some_and(|e| *e >= now)
+    }
+
     /// Whether the token with this `jti` is revoked at `now` (registry tokens have their own).
     pub fn jti_revoked(&self, jti: &str, now: i64) -> bool {
         self.jtis.get(jti).is_some_and(|e| *e >= now)

@@ -202,9 +202,15 @@ impl GitLab {
 
     /// The impersonation tokens minted so far, by id.
     pub fn impersonation_tokens(&self) -> Vec<(u64, ImpersonationToken)> {
-        let mut all: Vec<(u64, ImpersonationToken)> = self.state.impersonation.iter().map(|e| (*e.key(), e.value().clone())).collect();
-        all.sort_by_key(|(id, _)| *id);
-        all
+        self.state.impersonation_tokens_sorted()
+    }
+
+    /// An impersonation token as another jobgate (an earlier process, another replica) minted it.
+    pub fn leftover_token(&self, user: u64, name: &str, scopes: &[&str]) -> u64 {
+        let id = self.state.impersonation.len() as u64 + 1;
+        let token = ImpersonationToken { user, name: name.to_owned(), scopes: scopes.iter().map(|s| (*s).to_owned()).collect(), token: format!("glpat-leftover-{id}"), revoked: false };
+        self.state.impersonation.insert(id, token);
+        id
     }
 
     /// GitLab's Git front for `git_port` (git http-backend): authenticates each request as GitLab
@@ -318,6 +324,9 @@ impl State {
     fn answer(&self, request: &http::Request<bytes::Bytes>) -> Answer {
         if let Some(rest) = request.uri().path().strip_prefix("/api/v4/users/") {
             return self.impersonation_tokens(request, rest);
+        }
+        if request.uri().path() == "/api/v4/personal_access_tokens" {
+            return self.token_list(request);
         }
         if request.method() != http::Method::GET {
             return respond(404, json!({"error": "404 Not Found"}).to_string());
@@ -547,6 +556,33 @@ impl State {
             },
             _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
         }
+    }
+
+    /// `GET /personal_access_tokens?search=&state=active` (docs: api/personal_access_tokens.md): an
+    /// administrator sees every user's tokens, impersonation tokens included, as
+    /// `Entities::PersonalAccessToken` (no `token`), paginated.
+    fn token_list(&self, request: &http::Request<bytes::Bytes>) -> Answer {
+        if request.headers().get("private-token").and_then(|v| v.to_str().ok()) != Some(ADMIN_TOKEN) {
+            return respond(403, json!({"message": "403 Forbidden"}).to_string());
+        }
+        let query = request.uri().query().unwrap_or_default();
+        let pairs: Vec<(String, String)> = jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let param = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        let (search, active_only) = (param("search"), param("state") == "active");
+        let items = self
+            .impersonation_tokens_sorted()
+            .into_iter()
+            .filter(|(_, t)| t.name.contains(&search) && (!active_only || !t.revoked))
+            .map(|(id, t)| json!({"id": id, "name": t.name, "revoked": t.revoked, "created_at": "2026-12-01T10:00:00.000Z", "description": "",
+                                  "scopes": t.scopes, "user_id": t.user, "last_used_at": null, "active": !t.revoked, "expires_at": "2026-12-02"}))
+            .collect();
+        self.page(items, query)
+    }
+
+    fn impersonation_tokens_sorted(&self) -> Vec<(u64, ImpersonationToken)> {
+        let mut all: Vec<(u64, ImpersonationToken)> = self.impersonation.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
     }
 
     /// Who Basic credentials are, as GitLab's `Gitlab::Auth.find_for_git_client` finds them: a
