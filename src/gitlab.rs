@@ -373,14 +373,15 @@ impl GitLab {
     }
 
     /// Asks GitLab's own registry realm (`GET /jwt/auth?{query}`, `app/controllers/jwt_controller.rb`)
-    /// for a registry token with the job's own token as `gitlab-ci-token` Basic credentials: GitLab's
+    /// for a registry token with Basic credentials (`gitlab-ci-token` and the job's own token, or the
+    /// user and an impersonation token): GitLab's
     /// status and JSON body (`{"token": …}`, or `{"errors": [{code, message}]}`).
     ///
     /// # Errors
     /// GitLab unreachable or too slow.
-    pub async fn registry_token(&self, query: &str, job_token: &str) -> Result<(StatusCode, Bytes), LookupError> {
+    pub async fn registry_token(&self, query: &str, login: &str, password: &str) -> Result<(StatusCode, Bytes), LookupError> {
         use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("gitlab-ci-token:{job_token}"));
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
         let mut value = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| LookupError::Unavailable("the job token is not a header value".into()))?;
         value.set_sensitive(true);
         let asked = self.get(&format!("/jwt/auth?{query}"), "authorization", value).await.map_err(LookupError::Unavailable);

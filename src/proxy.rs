@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::record::{Outcome, Recorder, RequestCx};
 use crate::refusal::Refusal;
-use crate::registry::realm::{gitlab_realm, realm, AskGitLab};
+use crate::registry::realm::{gitlab_realm, realm, AskGitLab, RealmLogin};
 use crate::registry::RegistryTokens;
 use crate::reject::{self, Challenge};
 use crate::revoke::store::Revocations;
@@ -286,10 +286,11 @@ impl Gateway {
     async fn gitlab_realm(&self, snapshot: &Snapshot, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
         let (Some(service), Some(gitlab)) = (&self.registry_at_gitlab, &self.gitlab) else { return self.proxy(snapshot, parts, body, peer, cx).await };
         let mut verified = None;
-        let mut asked = gitlab_realm(&self.core(snapshot), &parts, service, unix_now(), &mut verified);
+        let impersonation = gitlab.impersonation();
+        let mut asked = gitlab_realm(&self.core(snapshot), &parts, service, impersonation.is_some(), unix_now(), &mut verified);
         if let Err(Refused { lookup: Some(lookup), .. }) = &asked {
             asked = match self.resolve(lookup).await {
-                Ok(()) => gitlab_realm(&self.core(snapshot), &parts, service, unix_now(), &mut verified),
+                Ok(()) => gitlab_realm(&self.core(snapshot), &parts, service, impersonation.is_some(), unix_now(), &mut verified),
                 Err(refusal) => Err(refusal.into()),
             };
         }
@@ -299,17 +300,29 @@ impl Gateway {
         };
         match asked {
             Ok(AskGitLab::NonJob) => self.proxy(snapshot, parts, body, peer, cx).await,
-            Ok(AskGitLab::Job { query, token, claims }) => match gitlab.registry_token(&query, &token).await {
-                Ok((status, answer)) => {
-                    let summary = match status.is_success() {
-                        true => allowed(),
-                        // The policy allowed, GitLab did not: its body says why.
-                        false => Summary { disposition: Disposition::Deny, enforced: true, reason: Reason::GitlabRefused },
-                    };
-                    (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified, upstream_credential: Some("job_token".into()) })
+            Ok(AskGitLab::Job { query, login, claims }) => {
+                let (login, password, sent) = match login {
+                    RealmLogin::JobToken(token) => ("gitlab-ci-token".to_owned(), token, std::borrow::Cow::Borrowed("job_token")),
+                    RealmLogin::Impersonated(scope) => {
+                        let Some(impersonation) = impersonation else { return refused(Refusal::new(Reason::InternalError, "no impersonation configured"), Some(claims)) };
+                        match impersonation.token(gitlab, claims.claims(), scope, unix_now()).await {
+                            Ok(held) => (claims.claims().user_login.as_deref().unwrap_or("jobgate").to_owned(), held.token.to_string(), format!("impersonation:{}", held.id).into()),
+                            Err(refusal) => return refused(refusal, Some(claims)),
+                        }
+                    }
+                };
+                match gitlab.registry_token(&query, &login, &password).await {
+                    Ok((status, answer)) => {
+                        let summary = match status.is_success() {
+                            true => allowed(),
+                            // The policy allowed, GitLab did not: its body says why.
+                            false => Summary { disposition: Disposition::Deny, enforced: true, reason: Reason::GitlabRefused },
+                        };
+                        (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified, upstream_credential: Some(sent) })
+                    }
+                    Err(e) => refused(e.into(), Some(claims)),
                 }
-                Err(e) => refused(e.into(), Some(claims)),
-            },
+            }
             Err(refused_request) => refused(refused_request.refusal, None),
         }
     }

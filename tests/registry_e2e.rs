@@ -323,6 +323,53 @@ fn skopeo_through_gitlabs_own_realm_with_the_scopes_narrowed_by_the_policy() {
     assert!(!realm.is_empty() && realm.iter().all(|l| l["upstream_credential"] == "job_token"), "{realm:?}");
 }
 
+/// With `gitlab.admin_token_file`, a registry push the policy grants beyond the job's own project
+/// (GitLab's job token pushes only there) is asked of GitLab's realm as the job's user with a
+/// `write_registry` impersonation token; a job that proved itself with an ID token pulls with a
+/// `read_registry` one. GitLab still checks the user's role.
+#[test]
+fn gitlabs_realm_as_the_jobs_user_for_what_the_job_token_cannot_do() {
+    use common::gitlab::{GitLab, Job, ADMIN_TOKEN, REGISTRY_ISSUER};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gitlab = GitLab::start();
+    jobgate::generate::registry_key(&d.join("gitlab-registry")).unwrap();
+    gitlab.sign_registry_tokens(&d.join("gitlab-registry/registry-key.pem"));
+    let lib = "glcbt-64_LibElevatedJob_333333333333";
+    gitlab.add(lib, Job { id: 6400, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.project(42, "acme/app");
+    for project in [42, 43] {
+        gitlab.member(project, 5, 30);
+    }
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let policy = "projects:\n  acme/app:\n    id: 42\n    allow:\n      - { from: acme/lib, scopes: [write_registry] }\n  acme/lib: { id: 43 }\n";
+    let registry_port = common::free_port();
+    let upstreams = format!("git: {{ url: '{}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry_port}' }}", gitlab.url());
+    let extra = "registry_auth: { tokens: gitlab }\nnon_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }";
+    let fields = format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url());
+    let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &fields, 60, 50, extra);
+    let auth = format!(
+        "auth:\n  token:\n    realm: https://127.0.0.1:{}/jwt/auth\n    service: container_registry\n    issuer: {REGISTRY_ISSUER}\n    rootcertbundle: {}\n",
+        gw.port,
+        d.join("gitlab-registry/registry-cert.pem").display()
+    );
+    let (store, _registry) = registry_on(d, registry_port, &auth);
+    let (layout, skopeo) = (image(d), Skopeo::on(d, &gw, "localhost"));
+
+    let out = skopeo.push(&layout, &gw, lib, "acme/app/img:1");
+    assert!(out.status.success(), "the granted cross-project push goes as ann: {}", text(&out));
+    assert!(store.join("docker/registry/v2/repositories/acme/app/img/_manifests/tags/1").exists());
+    let minted = gitlab.impersonation_tokens();
+    assert!(minted.iter().any(|(_, t)| t.user == 5 && t.name == "jobgate-job-6400" && t.scopes == ["write_registry"]), "{minted:?}");
+    assert!(gitlab.realm_requests().iter().any(|(login, _)| login == "ann"), "GitLab's realm was asked as the user");
+
+    // An ID token is no GitLab credential: the job's user's read_registry token pulls for it.
+    let jwt = gw.token_with("acme/lib", 43, true, vec![("user_login".into(), "ann".into())]);
+    let out = skopeo.pull(&gw, &jwt, "acme/app/img:1", &d.join("pulled"));
+    assert!(out.status.success(), "an ID token's pull through the user's token: {}", text(&out));
+    assert!(gitlab.impersonation_tokens().iter().any(|(_, t)| t.scopes == ["read_registry"]), "{:?}", gitlab.impersonation_tokens());
+}
+
 #[test]
 fn oras_pushes_and_pulls_an_artifact_through_jobgate() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,8 +62,18 @@ pub enum AskGitLab {
     /// Not a job credential, on a registry that passes such traffic: GitLab's realm answers it
     /// untouched (people's `docker login`, deploy tokens).
     NonJob,
-    /// The job's own token, and the query with only the scopes the policy allows.
-    Job { query: String, token: String, claims: VerifiedClaims },
+    /// The query with only the scopes the policy allows, and the credential to ask with.
+    Job { query: String, login: RealmLogin, claims: VerifiedClaims },
+}
+
+/// Who jobgate logs in to GitLab's realm as, for a job.
+pub enum RealmLogin {
+    /// `gitlab-ci-token` with the job's own token: the scopes stay within GitLab's job-token rules.
+    JobToken(String),
+    /// The job's user, with an impersonation token of this GitLab scope (`read_registry` or
+    /// `write_registry`): a push the policy grants beyond the job's own project, or a job that
+    /// proved itself with an ID token.
+    Impersonated(&'static str),
 }
 
 /// Serves one realm request at `now` for GitLab's realm (`registry_auth.tokens: gitlab`): the query
@@ -74,32 +84,43 @@ pub enum AskGitLab {
 /// # Errors
 /// As [`realm`]; and a job whose credential is not GitLab's own job token, which GitLab's realm
 /// would not accept.
-pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, now: i64, stats: &mut Option<VerifyStats>) -> Result<AskGitLab, Refused> {
+pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, impersonates: bool, now: i64, stats: &mut Option<VerifyStats>) -> Result<AskGitLab, Refused> {
     let non_job = core.non_job.for_family(Some(Family::Registry));
     let Some(job) = job(core, parts, non_job, now, stats)? else { return Ok(AskGitLab::NonJob) };
-    if job.credential != JobCredential::GitLabJobToken {
-        let why = "GitLab's registry realm accepts only GitLab's own job token: log in with CI_JOB_TOKEN (an ID token is no GitLab credential)";
+    let own_token = match extract(&parts.headers, parts.uri.query()) {
+        Ok(Credential::Job(token)) if job.credential == JobCredential::GitLabJobToken => Some(token.into_owned()),
+        _ => None,
+    };
+    if own_token.is_none() && !impersonates {
+        let why = "GitLab's registry realm accepts only GitLab's own job token: log in with CI_JOB_TOKEN (an ID token is no GitLab credential; gitlab.admin_token_file would let jobgate act as the job's user)";
         return Err(Refusal::new(Reason::NoGitlabCredential, why).into());
     }
-    let Ok(Credential::Job(token)) = extract(&parts.headers, parts.uri.query()) else {
-        return Err(Refusal::new(Reason::InternalError, "the job token cannot be read again").into());
-    };
     let service = service(parts);
     let mut query = String::new();
     for (name, value) in crate::query::pairs(parts.uri.query()).filter(|(name, _)| matches!(name.as_ref(), "service" | "account" | "client_id")) {
         let _ = write!(query, "{}{name}={}", if query.is_empty() { "" } else { "&" }, crate::query::form_encode(&value));
     }
+    let mut writes = (false, false);
     match service.as_deref() {
         Some(DEPENDENCY_PROXY) => {}
         Some(name) if name == service_name => {
+            let own = job.claims.claims().project_path.to_string();
             for access in narrowed(core, parts, &job.claims, now).iter().filter(|a| !a.actions.is_empty()) {
                 let scope = format!("{}:{}:{}", access.kind, access.name, access.actions.join(","));
                 let _ = write!(query, "&scope={}", crate::query::form_encode(&scope));
+                let writes_here = access.actions.iter().any(|a| a != "pull");
+                let in_own = access.name == own || access.name.starts_with(&format!("{own}/"));
+                writes = (writes.0 || writes_here, writes.1 || (writes_here && !in_own));
             }
         }
         _ => return Err(Refusal::new(Reason::BadRequest, "unknown registry service").into()),
     }
-    Ok(AskGitLab::Job { query, token: token.into_owned(), claims: job.claims })
+    // GitLab's job token pushes only to the job's own project: beyond it, the user's token.
+    let login = match own_token {
+        Some(token) if !(writes.1 && impersonates) => RealmLogin::JobToken(token),
+        _ => RealmLogin::Impersonated(if writes.0 { "write_registry" } else { "read_registry" }),
+    };
+    Ok(AskGitLab::Job { query, login, claims: job.claims })
 }
 
 /// The request's job, or `None` for non-job traffic `non_job` passes.

@@ -304,11 +304,16 @@ enum GitActor {
     Token { user: u64, scopes: Vec<String> },
 }
 
+fn scoped(scopes: &Option<Vec<String>>, any_of: &[&str]) -> bool {
+    scopes.as_ref().is_none_or(|scopes| scopes.iter().any(|s| any_of.contains(&s.as_str())))
+}
+
 /// Who a realm request authenticated as.
 enum Actor {
     /// A running job: its project and user.
     Job { project: u64, user: u64, username: String },
-    User { id: u64, username: &'static str },
+    /// A personal access token (`scopes: None`: the fixture's are unrestricted) or an impersonation token.
+    User { id: u64, username: String, scopes: Option<Vec<String>> },
 }
 
 type Answer = http::Response<http_body_util::Full<bytes::Bytes>>;
@@ -457,17 +462,18 @@ impl State {
         let basic = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok());
         let (login, password) = basic.as_deref().and_then(|b| b.split_once(':')).map(|(l, p)| (l.to_owned(), p.to_owned())).unwrap_or_default();
         let job = self.jobs.get(&password).filter(|j| j.1).map(|j| j.0.clone());
-        let actor = match (job, self.pats.get(&password)) {
-            (Some(job), _) => Actor::Job { project: job["pipeline"]["project_id"].as_u64().unwrap(), user: job["user"]["id"].as_u64().unwrap(), username: job["user"]["username"].as_str().unwrap().to_owned() },
-            (None, Some(user)) => Actor::User { id: user.0, username: user.1 },
+        let impersonated = self.impersonation.iter().find(|t| t.token == password && !t.revoked).map(|t| (t.user, t.scopes.clone()));
+        let actor = match (job, self.pats.get(&password), impersonated) {
+            (Some(job), _, _) => Actor::Job { project: job["pipeline"]["project_id"].as_u64().unwrap(), user: job["user"]["id"].as_u64().unwrap(), username: job["user"]["username"].as_str().unwrap().to_owned() },
+            (None, Some(user), _) => Actor::User { id: user.0, username: user.1.to_owned(), scopes: None },
+            (None, None, Some((id, scopes))) => Actor::User { id, username: login.clone(), scopes: Some(scopes) },
             _ => {
                 let message = "HTTP Basic: Access denied. If a password was provided for Git authentication, the password was incorrect or you're required to use a token instead of a password. If a token was provided, it was either incorrect, expired, or improperly scoped. See http://gitlab.test/help/user/profile/account/two_factor_authentication_troubleshooting.md#error-http-basic-access-denied-if-a-password-was-provided-for-git-authentication-";
                 return respond(401, json!({"errors": [{"code": "UNAUTHORIZED", "message": message}]}).to_string());
             }
         };
         let user_id = match &actor {
-            Actor::Job { user, .. } => *user,
-            Actor::User { id, .. } => *id,
+            Actor::Job { user, .. } | Actor::User { id: user, .. } => *user,
         };
         if service == "dependency_proxy" {
             use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -493,8 +499,7 @@ impl State {
         let (signer, kid) = self.registry_key.get().expect("sign_registry_tokens first");
         let now = jobgate::clock::unix_now();
         let username = match &actor {
-            Actor::Job { username, .. } => username.as_str(),
-            Actor::User { username, .. } => username,
+            Actor::Job { username, .. } | Actor::User { username, .. } => username.as_str(),
         };
         let payload = json!({"iss": REGISTRY_ISSUER, "aud": service, "sub": username, "iat": now, "nbf": now - 5, "exp": now + 300,
                              "jti": format!("{now}-{seq}"), "access": access});
@@ -502,7 +507,8 @@ impl State {
         respond(200, json!({"token": token}).to_string())
     }
 
-    /// GitLab's `can_access?` for one registry action.
+    /// GitLab's `can_access?` for one registry action (an impersonation token also needs the
+    /// registry scope: `read_registry` pulls, `write_registry` pushes and pulls).
     fn may(&self, actor: &Actor, project: u64, action: &str) -> bool {
         let level = |user: u64| self.members.get(&(project, user)).map_or(0, |l| *l);
         match (actor, action) {
@@ -512,8 +518,8 @@ impl State {
                 admitted && level(*user) >= 20
             }
             (Actor::Job { project: own, .. }, "push") => *own == project,
-            (Actor::User { id, .. }, "pull") => level(*id) >= 20,
-            (Actor::User { id, .. }, "push") => level(*id) >= 30,
+            (Actor::User { id, scopes, .. }, "pull") => level(*id) >= 20 && scoped(scopes, &["read_registry", "write_registry"]),
+            (Actor::User { id, scopes, .. }, "push") => level(*id) >= 30 && scoped(scopes, &["write_registry"]),
             _ => false,
         }
     }
