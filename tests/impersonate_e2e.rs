@@ -147,3 +147,32 @@ fn a_restart_sweeps_the_tokens_of_jobs_that_ended_meanwhile_and_leaves_running_j
     }
     assert!(!revoked(running), "a running job's token is left to the replica that holds it");
 }
+
+#[test]
+fn an_api_write_granted_on_a_protected_ref_goes_with_an_api_token_of_the_user() {
+    use common::gitlab::API_TOKEN;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gitlab = GitLab::start();
+    let (main, feature) = ("glcbt-64_AnnApiJobMain_44444444444", "glcbt-64_AnnApiJobFeat_55555555555");
+    gitlab.add(main, Job { id: 7600, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.add(feature, Job { id: 7700, project_path: "acme/app", project_id: 42, git_ref: "feature", tag: false, user: (5, "ann") });
+    gitlab.protect_branches(42, vec!["main"]);
+    gitlab.project(43, "acme/tools");
+    gitlab.member(42, 5, 30);
+    gitlab.member(43, 5, 30);
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    std::fs::write(d.join("gitlab-token"), format!("{API_TOKEN}\n")).unwrap();
+    let upstreams = format!("git: {{ url: '{0}' }}\napi: {{ url: '{0}', credentials: impersonate }}", gitlab.url());
+    let policy = "projects:\n  acme/app: { id: 42 }\n  acme/tools:\n    id: 43\n    allow:\n      - { from: acme/app, scopes: [api], refs: protected }\n";
+    let fields = format!("url: '{}', api_token_file: gitlab-token, admin_token_file: gitlab-admin-token", gitlab.url());
+    let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &fields, 60, 50, "");
+    let create = |token: &str| common::curl(&gw, &["-X", "POST", "-H", &format!("JOB-TOKEN: {token}"), "--data", "title=from+ci", &gw.url("/api/v4/projects/43/issues")]);
+    let (status, text) = create(main);
+    assert!(status == 201 && text.contains("\"title\":\"from ci\"") && text.contains("\"author\":{\"id\":5"), "the API write goes as ann: {text}");
+    let minted = gitlab.impersonation_tokens();
+    assert_eq!(minted.iter().map(|(_, t)| (t.name.as_str(), t.scopes.clone())).collect::<Vec<_>>(), [("jobgate-job-7600", vec!["api".to_owned()])]);
+    let (status, text) = create(feature);
+    assert!(status == 403 && text.contains("ref_not_protected"), "an unprotected ref gets nothing minted: {text}");
+    assert_eq!(gitlab.impersonation_tokens().len(), 1);
+}

@@ -286,6 +286,7 @@ struct State {
     realm_log: Arc<DashMap<usize, (String, Vec<String>)>>,
     realm_seq: Arc<AtomicUsize>,
     impersonation: Arc<DashMap<u64, ImpersonationToken>>,
+    issues: Arc<AtomicUsize>,
 }
 
 /// One impersonation token minted by the stand-in.
@@ -332,6 +333,9 @@ impl State {
         }
         if request.uri().path() == "/api/v4/personal_access_tokens" {
             return self.token_list(request);
+        }
+        if request.method() == http::Method::POST {
+            return self.create_issue(request);
         }
         if request.method() != http::Method::GET {
             return respond(404, json!({"error": "404 Not Found"}).to_string());
@@ -562,6 +566,30 @@ impl State {
             },
             _ => respond(404, json!({"error": "404 Not Found"}).to_string()),
         }
+    }
+
+    /// `POST /projects/:id/issues` (docs: api/issues.md; `lib/api/issues.rb`): not a job-token endpoint
+    /// (a `JOB-TOKEN` is 401 `{"message":"401 Unauthorized"}` there); a `PRIVATE-TOKEN` that is an
+    /// active impersonation token with the `api` scope, of a user with at least the Guest role (10)
+    /// in the project, creates the issue: 201 with `{id, iid, project_id, title, author: {id, username}}`;
+    /// an inactive token or one without `api` is 401/403 as GitLab answers (`insufficient_scope`).
+    fn create_issue(&self, request: &http::Request<bytes::Bytes>) -> Answer {
+        let Some(project) = request.uri().path().strip_prefix("/api/v4/projects/").and_then(|r| r.strip_suffix("/issues")).and_then(|id| id.parse::<u64>().ok()) else {
+            return respond(404, json!({"error": "404 Not Found"}).to_string());
+        };
+        let private = request.headers().get("private-token").and_then(|v| v.to_str().ok()).unwrap_or("");
+        let Some(token) = self.impersonation.iter().find(|t| t.token == private && !t.revoked).map(|t| t.clone()) else {
+            return respond(401, json!({"message": "401 Unauthorized"}).to_string());
+        };
+        if !token.scopes.iter().any(|s| s == "api") {
+            return respond(403, json!({"error": "insufficient_scope", "error_description": "The request requires higher privileges than provided by the access token.", "scope": "api"}).to_string());
+        }
+        if self.members.get(&(project, token.user)).is_none_or(|l| *l < 10) {
+            return respond(404, json!({"message": "404 Project Not Found"}).to_string());
+        }
+        let title = jobgate::query::pairs(Some(&String::from_utf8_lossy(request.body()))).find(|(k, _)| k == "title").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let id = self.issues.fetch_add(1, Ordering::SeqCst) + 1;
+        respond(201, json!({"id": id, "iid": id, "project_id": project, "title": title, "author": {"id": token.user, "username": "ann"}}).to_string())
     }
 
     /// `GET /personal_access_tokens?search=&state=active` (docs: api/personal_access_tokens.md): an
