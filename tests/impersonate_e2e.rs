@@ -4,7 +4,8 @@
 //! token → that user with that token's scopes) and enforces the user's role from the fixture. A
 //! cross-project push the policy elevates arrives as the job's user with `write_repository` only;
 //! the same push by a Reporter's job is refused by GitLab, never by more than the user could do; the
-//! job's end revokes every token minted for it.
+//! job's end revokes every token minted for it; a package publish (twine to pypiserver behind the
+//! stand-in's package front) and an API write go with `api` tokens of the user.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -175,4 +176,46 @@ fn an_api_write_granted_on_a_protected_ref_goes_with_an_api_token_of_the_user() 
     let (status, text) = create(feature);
     assert!(status == 403 && text.contains("ref_not_protected"), "an unprotected ref gets nothing minted: {text}");
     assert_eq!(gitlab.impersonation_tokens().len(), 1);
+}
+
+#[test]
+fn a_package_publish_granted_to_another_project_goes_with_an_api_token_of_the_user() {
+    use std::process::{Command, Stdio};
+    let python = std::env::var("PYTHON_TOOLS").map_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/venv/bin"), std::path::PathBuf::from);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let packages = d.join("pypi-packages");
+    std::fs::create_dir_all(&packages).unwrap();
+    let (pypi, _server) = common::serve_on_free_port(|port| {
+        let mut command = Command::new(python.join("python"));
+        command.arg("tests/fixtures/pypi_mounted.py").arg(&packages).args([&port.to_string(), "/api/v4/projects/42/packages/pypi"]).stdout(Stdio::null()).stderr(Stdio::null());
+        command
+    });
+    let gitlab = GitLab::start();
+    let lib = "glcbt-64_LibPublishJob_666666666666";
+    gitlab.add(lib, Job { id: 7800, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.project(42, "acme/app");
+    gitlab.member(42, 5, 30);
+    gitlab.member(43, 5, 30);
+    let front = gitlab.package_front(pypi);
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
+    let policy = "projects:\n  acme/app:\n    id: 42\n    allow:\n      - { from: acme/lib, scopes: [write_package_registry] }\n  acme/lib: { id: 43 }\n";
+    let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url()), 60, 50, "");
+    // A wheel, built offline.
+    let src = d.join("src");
+    std::fs::create_dir_all(src.join("jobgate_imp")).unwrap();
+    std::fs::write(src.join("jobgate_imp/__init__.py"), "").unwrap();
+    std::fs::write(src.join("setup.py"), "from setuptools import setup\nsetup(name='jobgate-imp', version='1.0.0', packages=['jobgate_imp'])\n").unwrap();
+    let out = run(Command::new(python.join("python")).args(["-m", "build", "--wheel", "--no-isolation", "--outdir"]).arg(d.join("dist")).current_dir(&src));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/pypi", gw.port);
+    let out = run(Command::new(python.join("twine"))
+        .env("REQUESTS_CA_BUNDLE", &gw.ca)
+        .args(["upload", "--non-interactive", "--disable-progress-bar", "--repository-url", &url, "-u", "gitlab-ci-token", "-p", lib])
+        .arg(d.join("dist/jobgate_imp-1.0.0-py3-none-any.whl")));
+    assert!(out.status.success(), "twine publishes to acme/app as ann: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(packages.join("jobgate_imp-1.0.0-py3-none-any.whl").exists());
+    let minted = gitlab.impersonation_tokens();
+    assert!(minted.iter().any(|(_, t)| t.name == "jobgate-job-7800" && t.scopes == ["api"]), "GitLab has no narrower scope for a package write: {minted:?}");
 }

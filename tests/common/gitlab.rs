@@ -220,6 +220,21 @@ impl GitLab {
     /// Refusals are GitLab's: 401 with `WWW-Authenticate: Basic realm="GitLab"`, or 403 "You are not
     /// allowed to push code to this project." / "You are not allowed to download code from this project.".
     pub fn git_front(&self, git_port: u16) -> u16 {
+        self.front(git_port, State::git_refusal)
+    }
+
+    /// GitLab's package front for `port` (a package server mounted under GitLab's paths,
+    /// `/api/v4/projects/:id/packages/…`): authenticates as GitLab does (`Basic` with a job token
+    /// or a token as password, `PRIVATE-TOKEN`, `JOB-TOKEN`) and applies GitLab's rules (docs:
+    /// user/packages/package_registry; `lib/api/helpers/packages_helpers.rb`): a job token reads where
+    /// its user is a Reporter and publishes only to its own project; a personal or impersonation
+    /// token needs `read_api`/`api` to read as a Reporter and `api` to publish as a Developer.
+    /// Refusals are 401/403 `{"message": …}`; the rest is proxied as it is.
+    pub fn package_front(&self, port: u16) -> u16 {
+        self.front(port, State::package_refusal)
+    }
+
+    fn front(&self, port: u16, refusal: fn(&State, &http::Request<hyper::body::Incoming>) -> Option<http::Response<jobgate::body::Body>>) -> u16 {
         let state = self.state.clone();
         super::serve_on_thread(move |listener| async move {
             let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<hyper::body::Incoming>();
@@ -229,12 +244,11 @@ impl GitLab {
                     let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                         let (state, client) = (state.clone(), client.clone());
                         async move {
-                            let refusal = state.git_refusal(&request);
-                            let response = match refusal {
+                            let response = match refusal(&state, &request) {
                                 Some(answer) => answer,
                                 None => {
                                     let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-                                    *request.uri_mut() = format!("http://127.0.0.1:{git_port}{target}").parse().unwrap();
+                                    *request.uri_mut() = format!("http://127.0.0.1:{port}{target}").parse().unwrap();
                                     match client.request(request).await {
                                         Ok(response) => response.map(jobgate::body::stream),
                                         Err(_) => http::Response::builder().status(502).body(jobgate::body::empty()).unwrap(),
@@ -619,16 +633,47 @@ impl State {
         all
     }
 
+    /// GitLab's refusal of a package request, or `None` to let it through.
+    fn package_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::body::Body>> {
+        let answer = |status: u16, message: &str| http::Response::builder().status(status).body(jobgate::body::full(json!({"message": message}).to_string())).unwrap();
+        let rest = request.uri().path().strip_prefix("/api/v4/projects/")?;
+        let project: u64 = rest.split('/').next()?.parse().ok()?;
+        let write = !matches!(request.method().as_str(), "GET" | "HEAD");
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let secret = match (header("private-token"), header("job-token")) {
+            ("", "") => self.basic_password(header("authorization")).unwrap_or_default(),
+            ("", job) => job.to_owned(),
+            (private, _) => private.to_owned(),
+        };
+        let Some(actor) = self.actor(&secret) else { return Some(answer(401, "401 Unauthorized")) };
+        let level = |user: u64| self.members.get(&(project, user)).map_or(0, |l| *l);
+        let allowed = match (&actor, write) {
+            (GitActor::Job { project: own, user }, false) => *own == project || level(*user) >= 20,
+            (GitActor::Job { project: own, .. }, true) => *own == project,
+            (GitActor::Token { user, scopes }, false) => scopes.iter().any(|s| s == "read_api" || s == "api") && level(*user) >= 20,
+            (GitActor::Token { user, scopes }, true) => scopes.iter().any(|s| s == "api") && level(*user) >= 30,
+        };
+        (!allowed).then(|| answer(403, "403 Forbidden"))
+    }
+
+    fn basic_password(&self, authorization: &str) -> Option<String> {
+        use base64::Engine as _;
+        let decoded = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok())?;
+        decoded.split_once(':').map(|(_, password)| password.to_owned())
+    }
+
+    /// A running job's token, or an active impersonation token.
+    fn actor(&self, secret: &str) -> Option<GitActor> {
+        if let Some(job) = self.jobs.get(secret).filter(|j| j.1) {
+            return Some(GitActor::Job { project: job.0["pipeline"]["project_id"].as_u64()?, user: job.0["user"]["id"].as_u64()? });
+        }
+        self.impersonation.iter().find(|t| t.token == secret && !t.revoked).map(|t| GitActor::Token { user: t.user, scopes: t.scopes.clone() })
+    }
+
     /// Who Basic credentials are, as GitLab's `Gitlab::Auth.find_for_git_client` finds them: a
     /// running job's token (`gitlab-ci-token`), an active impersonation token, or nobody.
     fn git_actor(&self, authorization: &str) -> Option<GitActor> {
-        use base64::Engine as _;
-        let decoded = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok())?;
-        let (_, password) = decoded.split_once(':')?;
-        if let Some(job) = self.jobs.get(password).filter(|j| j.1) {
-            return Some(GitActor::Job { project: job.0["pipeline"]["project_id"].as_u64()?, user: job.0["user"]["id"].as_u64()? });
-        }
-        self.impersonation.iter().find(|t| t.token == password && !t.revoked).map(|t| GitActor::Token { user: t.user, scopes: t.scopes.clone() })
+        self.actor(&self.basic_password(authorization)?)
     }
 
     /// One page of `items` for the request's `page` and `per_page`, with GitLab's pagination headers.
