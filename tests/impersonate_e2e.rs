@@ -219,3 +219,41 @@ fn a_package_publish_granted_to_another_project_goes_with_an_api_token_of_the_us
     let minted = gitlab.impersonation_tokens();
     assert!(minted.iter().any(|(_, t)| t.name == "jobgate-job-7800" && t.scopes == ["api"]), "GitLab has no narrower scope for a package write: {minted:?}");
 }
+
+#[test]
+fn a_revoke_gitlab_does_not_confirm_is_retried_and_shown_on_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let git = GitServer::start(d);
+    git.create_repo("acme/tools");
+    let gitlab = GitLab::start();
+    let job = "glcbt-64_AnnRetryJob_777777777777";
+    gitlab.add(job, Job { id: 7900, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.project(43, "acme/tools");
+    gitlab.member(43, 5, 30);
+    let front = gitlab.git_front(git.port);
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    std::fs::write(d.join("admin-token"), "jobgate-admin-secret\n").unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
+    let gw = Gateway::start_with_gitlab(d, &upstreams, POLICY, &format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url()), 60, 50, "admin: { token_file: admin-token }");
+    let (status, text) = common::curl(&gw, &["-u", &format!("gitlab-ci-token:{job}"), &gw.url("/acme/tools.git/info/refs?service=git-receive-pack")]);
+    assert_eq!(status, 200, "{text}");
+    let (id, _) = gitlab.impersonation_tokens()[0].clone();
+    gitlab.set_down(true);
+    let out = run(std::process::Command::new("curl").args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", "{\"job_id\": 7900}"]).arg(format!("http://127.0.0.1:{}/-/revocations", gw.admin_port)));
+    assert!(out.status.success(), "the revocation itself holds: {}", String::from_utf8_lossy(&out.stdout));
+    let ready = || {
+        let text = common::admin_get(&gw, "/-/ready");
+        let body: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").map_or(&text[..], |(_, b)| b)).unwrap();
+        body["sources"]["gitlab"]["impersonation"]["revokes_pending"].clone()
+    };
+    assert_eq!(ready(), serde_json::json!([id]), "the unconfirmed revoke is listed");
+    assert!(common::admin_get(&gw, "/metrics").contains("jobgate_impersonation_tokens_total{event=\"revoke_failed\"} 1"));
+    gitlab.set_down(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while !gitlab.impersonation_tokens()[0].1.revoked {
+        assert!(std::time::Instant::now() < deadline, "the revoke was not retried");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(ready(), serde_json::json!([]));
+}

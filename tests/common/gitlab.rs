@@ -342,6 +342,9 @@ fn respond(status: u16, body: String) -> Answer {
 
 impl State {
     fn answer(&self, request: &http::Request<bytes::Bytes>) -> Answer {
+        if self.down.load(Ordering::SeqCst) {
+            return respond(502, "<html>502 Bad Gateway</html>".into());
+        }
         if let Some(rest) = request.uri().path().strip_prefix("/api/v4/users/") {
             return self.impersonation_tokens(request, rest);
         }
