@@ -1,7 +1,8 @@
 //! THE pipeline's edges. `handle` loads one snapshot, picks the route — the registry token realm,
 //! `/-/jwks`, or the proxy path (peek an LFS batch body → `enforce` → forward | refuse) — and always
 //! ends in `record`. It is generic over the request body, so the whole pipeline runs in-process in
-//! tests. The I/O lives here: the body peek, the unknown-kid refetch, forwarding.
+//! tests. The I/O lives here: the body peek, the unknown-kid refetch, impersonation, forwarding; the
+//! realms and the passed-through hosts in `proxy_hosts.rs`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use crate::body::{self, Body, BoxError};
 use crate::body_credentials;
 use crate::classify::{lfs, Family, FamilyMap, HostRole};
 use crate::clock::unix_now;
-use crate::enforce::{enforce, Core, Disposition, Enforced, Lookup, NoTrace, NonJobRules, Refused, Summary, Verdict};
+use crate::enforce::{enforce, Core, Disposition, Enforced, Lookup, NoTrace, NonJobRules, Summary, Verdict};
 use crate::gitlab::GitLab;
 use crate::forward::{ForwardContext, Upstream};
 use crate::keys::KeySource;
@@ -25,13 +26,12 @@ use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::record::{Outcome, Recorder, RequestCx};
 use crate::refusal::Refusal;
-use crate::registry::realm::{gitlab_realm, realm, AskGitLab, RealmLogin};
 use crate::registry::RegistryTokens;
 use crate::reject::{self, Challenge};
 use crate::revoke::store::Revocations;
 use crate::scope::ScopeSet;
 use crate::snapshot::Snapshot;
-use crate::token::verify::{VerifiedClaims, Verifier};
+use crate::token::verify::Verifier;
 
 /// What a [`Gateway`] is built from.
 pub struct GatewayParts {
@@ -237,96 +237,6 @@ impl Gateway {
         }
     }
 
-    async fn token_realm(&self, snapshot: &Snapshot, parts: &Parts, cx: &RequestCx) -> (Response<Body>, Outcome) {
-        let mut verified = None;
-        let mut granted = realm(&self.core(snapshot), parts, unix_now(), &mut verified);
-        if let Err(Refused { lookup: Some(token), .. }) = &granted {
-            granted = match self.resolve(token).await {
-                Ok(()) => realm(&self.core(snapshot), parts, unix_now(), &mut verified),
-                Err(refusal) => Err(refusal.into()),
-            };
-        }
-        match granted.map_err(|refused| refused.refusal) {
-            Ok(grant) => (reject::json(&grant.body), Outcome { request: None, claims: Some(grant.claims), summary: allowed(), verified, upstream_credential: None }),
-            Err(refusal) => {
-                let response = reject::response(&refusal, &cx.id, Some(Family::Registry), &Challenge::Realm);
-                (response, Outcome { verified, ..Outcome::refused(&refusal, None, None) })
-            }
-        }
-    }
-
-    /// A host jobgate passes without deciding (Pages, a KAS): its traffic goes to its upstream as it
-    /// is, upgrades included; a job credential there is refused, since nothing a job may do lives there.
-    async fn pass(&self, i: usize, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
-        use crate::token::extract::{extract, Credential};
-        let refusal = match extract(&parts.headers, parts.uri.query()) {
-            Ok(Credential::Job(_) | Credential::BearerJwt(_)) => Some(Refusal::new(Reason::UnmatchedRequest, "a job credential on a host jobgate passes without deciding (hosts.passthrough)")),
-            Ok(_) => None,
-            Err(e) => Some(Refusal::from(e)),
-        };
-        let upstream = self.passthrough.get(i);
-        let (Some(upstream), None) = (upstream, &refusal) else {
-            let refusal = refusal.unwrap_or_else(|| Refusal::new(Reason::InternalError, "no upstream for this host"));
-            drain(body).await;
-            return (reject::response(&refusal, &cx.id, None, &Challenge::GitLab), Outcome::refused(&refusal, None, None));
-        };
-        let passed = Summary { disposition: Disposition::Passthrough, enforced: true, reason: Reason::NonJobPassthrough };
-        match upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity: None, upgrade: true, credential: None }).await {
-            Ok(response) => (response, Outcome { request: None, claims: None, summary: passed, verified: None, upstream_credential: None }),
-            Err(e) => {
-                let refusal = Refusal::from(e);
-                (reject::response(&refusal, &cx.id, None, &Challenge::GitLab), Outcome::refused(&refusal, None, None))
-            }
-        }
-    }
-
-    /// The realm for GitLab's registry tokens: a job's request goes to GitLab's `/jwt/auth` with only
-    /// the scopes the policy allows and the job's own token, and GitLab's answer comes back as it is;
-    /// non-job traffic takes the proxy path to GitLab untouched (when the registry passes it).
-    async fn gitlab_realm(&self, snapshot: &Snapshot, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
-        let (Some(service), Some(gitlab)) = (&self.registry_at_gitlab, &self.gitlab) else { return self.proxy(snapshot, parts, body, peer, cx).await };
-        let mut verified = None;
-        let impersonation = gitlab.impersonation();
-        let mut asked = gitlab_realm(&self.core(snapshot), &parts, service, impersonation.is_some(), unix_now(), &mut verified);
-        if let Err(Refused { lookup: Some(lookup), .. }) = &asked {
-            asked = match self.resolve(lookup).await {
-                Ok(()) => gitlab_realm(&self.core(snapshot), &parts, service, impersonation.is_some(), unix_now(), &mut verified),
-                Err(refusal) => Err(refusal.into()),
-            };
-        }
-        let refused = |refusal: Refusal, claims: Option<VerifiedClaims>| {
-            let response = reject::response(&refusal, &cx.id, Some(Family::Registry), &Challenge::GitLab);
-            (response, Outcome { verified, ..Outcome::refused(&refusal, None, claims) })
-        };
-        match asked {
-            Ok(AskGitLab::NonJob) => self.proxy(snapshot, parts, body, peer, cx).await,
-            Ok(AskGitLab::Job { query, login, claims }) => {
-                let (login, password, sent) = match login {
-                    RealmLogin::JobToken(token) => ("gitlab-ci-token".to_owned(), token, std::borrow::Cow::Borrowed("job_token")),
-                    RealmLogin::Impersonated(scope) => {
-                        let Some(impersonation) = impersonation else { return refused(Refusal::new(Reason::InternalError, "no impersonation configured"), Some(claims)) };
-                        match impersonation.token(gitlab, claims.claims(), scope, unix_now()).await {
-                            Ok(held) => (claims.claims().user_login.as_deref().unwrap_or("jobgate").to_owned(), held.token.to_string(), format!("impersonation:{}", held.id).into()),
-                            Err(refusal) => return refused(refusal, Some(claims)),
-                        }
-                    }
-                };
-                match gitlab.registry_token(&query, &login, &password).await {
-                    Ok((status, answer)) => {
-                        let summary = match status.is_success() {
-                            true => allowed(),
-                            // The policy allowed, GitLab did not: its body says why.
-                            false => Summary { disposition: Disposition::Deny, enforced: true, reason: Reason::GitlabRefused },
-                        };
-                        (reject::gitlab_answer(status, answer), Outcome { request: None, claims: Some(claims), summary, verified, upstream_credential: Some(sent) })
-                    }
-                    Err(e) => refused(e.into(), Some(claims)),
-                }
-            }
-            Err(refused_request) => refused(refused_request.refusal, None),
-        }
-    }
-
     /// enforce (→ one refetch for an unknown kid) → for an LFS batch of a verified job: peek its body
     /// and enforce again → forward | refuse.
     async fn proxy(&self, snapshot: &Snapshot, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
@@ -341,11 +251,7 @@ impl Gateway {
         };
         let in_body_decided = in_body.as_ref().and_then(|b| b.decided_on.as_ref());
         // A Terraform module download's wrapper token is decided by the job token it carries.
-        let unwrapped = match crate::token::wrapped::terraform_file_query(parts.uri.path(), parts.uri.query()).transpose().map_err(|why| Refusal::new(Reason::MalformedToken, why)) {
-            Ok(query) => query.map(|query| with_query(&parts, &query)).transpose(),
-            Err(refusal) => Err(refusal),
-        };
-        let unwrapped = match unwrapped {
+        let unwrapped = match unwrapped_terraform_token(&parts) {
             Ok(unwrapped) => unwrapped,
             Err(refusal) => {
                 let response = reject::response(&refusal, &cx.id, Some(Family::Packages), &Challenge::GitLab);
@@ -565,6 +471,14 @@ fn with_params(parts: &Parts, params: &[String]) -> Result<Parts, Refusal> {
     with_query(parts, &parts.uri.query().map_or_else(|| added.clone(), |q| format!("{q}&{added}")))
 }
 
+/// For a Terraform module download: the request with its wrapper token replaced by the credential
+/// the wrapper carries, for the decision only.
+fn unwrapped_terraform_token(parts: &Parts) -> Result<Option<Parts>, Refusal> {
+    let Some(query) = crate::token::wrapped::terraform_file_query(parts.uri.path(), parts.uri.query()) else { return Ok(None) };
+    let query = query.map_err(|why| Refusal::new(Reason::MalformedToken, why))?;
+    with_query(parts, &query).map(Some)
+}
+
 /// `parts` with another query string, for the decision only.
 fn with_query(parts: &Parts, query: &str) -> Result<Parts, Refusal> {
     let unreadable = |_| Refusal::new(Reason::BadRequest, "a credential that cannot be read as a parameter");
@@ -597,6 +511,9 @@ async fn drain(mut body: Body) {
     };
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
 }
+
+#[path = "proxy_hosts.rs"]
+mod hosts;
 
 #[cfg(test)]
 #[path = "proxy_tests.rs"]
