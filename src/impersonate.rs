@@ -100,6 +100,10 @@ impl Impersonation {
             Err(e) => return Err(self.failed(&e)),
         };
         self.events.with_label_values(&["minted"]).inc();
+        // Jobs whose end never reached jobgate leave entries behind: past their use, they go.
+        if self.held.len() >= 10_000 {
+            self.held.retain(|_, held| held.until > now);
+        }
         // A replaced token (expired for our use) is revoked rather than left to its date.
         if let Some(old) = self.held.insert(key, held.clone()) {
             self.revoke(gitlab, old.id, old.user_id).await;
