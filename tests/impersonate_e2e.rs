@@ -197,7 +197,7 @@ fn a_package_publish_granted_to_another_project_goes_with_an_api_token_of_the_us
     gitlab.project(42, "acme/app");
     gitlab.member(42, 5, 30);
     gitlab.member(43, 5, 30);
-    let front = gitlab.package_front(pypi);
+    let front = gitlab.package_front(pypi, false);
     std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
     let policy = "projects:\n  acme/app:\n    id: 42\n    allow:\n      - { from: acme/lib, scopes: [write_package_registry] }\n  acme/lib: { id: 43 }\n";
@@ -256,4 +256,45 @@ fn a_revoke_gitlab_does_not_confirm_is_retried_and_shown_on_ready() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(ready(), serde_json::json!([]));
+}
+
+#[test]
+fn an_npm_publish_granted_to_another_project_goes_as_a_bearer_of_the_users_token() {
+    use std::process::{Command, Stdio};
+    let verdaccio = std::env::var("VERDACCIO").map_or_else(|_| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/npm/node_modules/.bin/verdaccio"), std::path::PathBuf::from);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, _verdaccio) = common::serve_on_free_port(|port| {
+        let config = format!(
+            "storage: {}\nuplinks: {{}}\npackages:\n  '**': {{ access: $all, publish: $all, unpublish: $all }}\nlisten: 127.0.0.1:{port}\nurl_prefix: /api/v4/projects/42/packages/npm/\nlog: {{ type: stdout, format: pretty, level: warn }}\n",
+            d.join("storage").display()
+        );
+        std::fs::write(d.join("verdaccio.yaml"), config).unwrap();
+        let mut command = Command::new(&verdaccio);
+        command.arg("--config").arg(d.join("verdaccio.yaml")).stdout(Stdio::null()).stderr(Stdio::null());
+        command
+    });
+    let gitlab = GitLab::start();
+    let lib = "glcbt-64_LibNpmJob_888888888888";
+    gitlab.add(lib, Job { id: 8100, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.project(42, "acme/app");
+    gitlab.member(42, 5, 30);
+    gitlab.member(43, 5, 30);
+    let front = gitlab.package_front(port, true);
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
+    let policy = "projects:\n  acme/app:\n    id: 42\n    allow:\n      - { from: acme/lib, scopes: [write_package_registry] }\n  acme/lib: { id: 43 }\n";
+    let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url()), 60, 50, "");
+    let home = d.join("npm-home");
+    std::fs::create_dir_all(&home).unwrap();
+    let registry = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/npm/", gw.port);
+    std::fs::write(home.join(".npmrc"), format!("registry={registry}\n{}:_authToken={lib}\ncafile={}\naudit=false\nfund=false\nupdate-notifier=false\n", registry.trim_start_matches("https:"), gw.ca.display())).unwrap();
+    let pkg = d.join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("package.json"), r#"{"name":"jobgate-imp-pkg","version":"1.0.0","main":"index.js"}"#).unwrap();
+    std::fs::write(pkg.join("index.js"), "module.exports = 1;\n").unwrap();
+    let out = run(Command::new("npm").arg("publish").current_dir(&pkg).env("HOME", &home).env("npm_config_userconfig", home.join(".npmrc")).env("npm_config_cache", home.join("cache")).env("NODE_EXTRA_CA_CERTS", &gw.ca));
+    assert!(out.status.success(), "npm publishes to acme/app as ann: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(d.join("storage/jobgate-imp-pkg/package.json").exists());
+    assert!(gitlab.impersonation_tokens().iter().any(|(_, t)| t.name == "jobgate-job-8100" && t.scopes == ["api"]), "{:?}", gitlab.impersonation_tokens());
 }

@@ -220,21 +220,23 @@ impl GitLab {
     /// Refusals are GitLab's: 401 with `WWW-Authenticate: Basic realm="GitLab"`, or 403 "You are not
     /// allowed to push code to this project." / "You are not allowed to download code from this project.".
     pub fn git_front(&self, git_port: u16) -> u16 {
-        self.front(git_port, State::git_refusal)
+        self.front(git_port, Front::Git)
     }
 
     /// GitLab's package front for `port` (a package server mounted under GitLab's paths,
     /// `/api/v4/projects/:id/packages/…`): authenticates as GitLab does (`Basic` with a job token
-    /// or a token as password, `PRIVATE-TOKEN`, `JOB-TOKEN`) and applies GitLab's rules (docs:
+    /// or a token as password, a `Bearer` (npm), `PRIVATE-TOKEN`, `JOB-TOKEN`) and applies GitLab's rules (docs:
     /// user/packages/package_registry; `lib/api/helpers/packages_helpers.rb`): a job token reads where
     /// its user is a Reporter and publishes only to its own project; a personal or impersonation
     /// token needs `read_api`/`api` to read as a Reporter and `api` to publish as a Developer.
-    /// Refusals are 401/403 `{"message": …}`; the rest is proxied as it is.
-    pub fn package_front(&self, port: u16) -> u16 {
-        self.front(port, State::package_refusal)
+    /// Refusals are 401/403 `{"message": …}`; the rest is proxied with its credentials taken off (the
+    /// package server is GitLab's storage, not GitLab), and with `strip` its path below
+    /// `/api/v4/projects/:id/packages/<format>` only (for a server that lives at its root, such as verdaccio).
+    pub fn package_front(&self, port: u16, strip: bool) -> u16 {
+        self.front(port, Front::Packages { strip })
     }
 
-    fn front(&self, port: u16, refusal: fn(&State, &http::Request<hyper::body::Incoming>) -> Option<http::Response<jobgate::body::Body>>) -> u16 {
+    fn front(&self, port: u16, kind: Front) -> u16 {
         let state = self.state.clone();
         super::serve_on_thread(move |listener| async move {
             let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<hyper::body::Incoming>();
@@ -244,10 +246,23 @@ impl GitLab {
                     let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                         let (state, client) = (state.clone(), client.clone());
                         async move {
-                            let response = match refusal(&state, &request) {
+                            let refusal = match kind {
+                                Front::Git => state.git_refusal(&request),
+                                Front::Packages { .. } => state.package_refusal(&request),
+                            };
+                            let response = match refusal {
                                 Some(answer) => answer,
                                 None => {
-                                    let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                                    let mut target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                                    if let Front::Packages { strip } = kind {
+                                        if strip {
+                                            // /api/v4/projects/:id/packages/<format>/rest → /rest
+                                            target = format!("/{}", target.splitn(8, '/').nth(7).unwrap_or_default());
+                                        }
+                                        for name in ["authorization", "private-token", "job-token"] {
+                                            request.headers_mut().remove(name);
+                                        }
+                                    }
                                     *request.uri_mut() = format!("http://127.0.0.1:{port}{target}").parse().unwrap();
                                     match client.request(request).await {
                                         Ok(response) => response.map(jobgate::body::stream),
@@ -301,6 +316,13 @@ struct State {
     realm_seq: Arc<AtomicUsize>,
     impersonation: Arc<DashMap<u64, ImpersonationToken>>,
     issues: Arc<AtomicUsize>,
+}
+
+/// Which of GitLab's fronts a stand-in front plays.
+#[derive(Clone, Copy)]
+enum Front {
+    Git,
+    Packages { strip: bool },
 }
 
 /// One impersonation token minted by the stand-in.
@@ -644,7 +666,7 @@ impl State {
         let write = !matches!(request.method().as_str(), "GET" | "HEAD");
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         let secret = match (header("private-token"), header("job-token")) {
-            ("", "") => self.basic_password(header("authorization")).unwrap_or_default(),
+            ("", "") => header("authorization").strip_prefix("Bearer ").map(str::to_owned).or_else(|| self.basic_password(header("authorization"))).unwrap_or_default(),
             ("", job) => job.to_owned(),
             (private, _) => private.to_owned(),
         };
