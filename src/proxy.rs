@@ -320,7 +320,12 @@ impl Gateway {
         };
         let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity, upgrade, credential }).await;
         match forwarded {
-            Ok(response) => (response, Outcome { upstream_credential, ..Outcome::enforced(enforced, summary) }),
+            Ok(mut response) => {
+                if impersonated.is_some() {
+                    reject::mark_upstream_refusal(&mut response);
+                }
+                (response, Outcome { upstream_credential, ..Outcome::enforced(enforced, summary) })
+            }
             Err(e) => {
                 // 502, 504 or 500: no challenge applies; or the body was cut off at a credential.
                 let refusal = match in_body.as_ref().and_then(|b| b.cut.as_ref()) {

@@ -146,6 +146,18 @@ pub fn gitlab_answer(status: StatusCode, answer: bytes::Bytes) -> Response<Body>
     response
 }
 
+/// An upstream's 401 or 403 to a request jobgate allowed and sent as the job's user: its reason
+/// phrase says which side refused (what Maven, pip and curl print), the answer is GitLab's otherwise.
+pub fn mark_upstream_refusal(response: &mut Response<Body>) {
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        let phrase = format!("{} (GitLab refused the job's user; jobgate allowed)", status.canonical_reason().unwrap_or(""));
+        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase) {
+            response.extensions_mut().insert(phrase);
+        }
+    }
+}
+
 /// A JSON answer (the realm's token, `/-/jwks`).
 pub fn json(value: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(body::full(format!("{value}\n")));

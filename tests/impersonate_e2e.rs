@@ -74,6 +74,8 @@ fn an_elevated_push_goes_as_the_jobs_user_with_write_repository_only_and_dies_wi
     let out = push(&bob, bob_job);
     assert!(!out.status.success(), "never beyond the user");
     assert!(String::from_utf8_lossy(&out.stderr).contains("403"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, text) = common::curl(&gw, &["--http1.1", "-u", &format!("gitlab-ci-token:{bob_job}"), &gw.url("/acme/tools.git/info/refs?service=git-receive-pack")]);
+    assert!(status == 403 && text.contains("GitLab refused the job's user; jobgate allowed"), "which side refused: {text}");
     let lines = gw.audit_until(|lines| lines.iter().any(|l| l["job_id"] == 7200 && l["status"] == 403));
     let refused = lines.iter().find(|l| l["job_id"] == 7200 && l["status"] == 403).unwrap();
     assert_eq!((refused["decision"].as_str(), refused["reason"].as_str()), (Some("allow"), Some("granted")), "jobgate allowed; the 403 is GitLab's: {refused}");
