@@ -79,7 +79,8 @@ pub enum RealmLogin {
 /// Serves one realm request at `now` for GitLab's realm (`registry_auth.tokens: gitlab`): the query
 /// GitLab is asked with keeps `service`, `account` and `client_id` (the parameters GitLab permits)
 /// and only the allowed scopes; `service=dependency_proxy` is GitLab's to decide (jobgate's policy
-/// has no scope for it) and goes with no scope at all.
+/// has no scope for it) and goes with no scope at all. `impersonates`: jobgate may act as the job's
+/// user (`gitlab.admin_token_file`), for pushes beyond the job's own project and for ID tokens.
 ///
 /// # Errors
 /// As [`realm`]; and a job whose credential is not GitLab's own job token, which GitLab's realm
@@ -100,7 +101,8 @@ pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, imperson
     for (name, value) in crate::query::pairs(parts.uri.query()).filter(|(name, _)| matches!(name.as_ref(), "service" | "account" | "client_id")) {
         let _ = write!(query, "{}{name}={}", if query.is_empty() { "" } else { "&" }, crate::query::form_encode(&value));
     }
-    let mut writes = (false, false);
+    // Whether the allowed scopes push at all, and whether beyond the job's own project.
+    let (mut pushes, mut pushes_elsewhere) = (false, false);
     match service.as_deref() {
         Some(DEPENDENCY_PROXY) => {}
         Some(name) if name == service_name => {
@@ -108,17 +110,18 @@ pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, imperson
             for access in narrowed(core, parts, &job.claims, now).iter().filter(|a| !a.actions.is_empty()) {
                 let scope = format!("{}:{}:{}", access.kind, access.name, access.actions.join(","));
                 let _ = write!(query, "&scope={}", crate::query::form_encode(&scope));
-                let writes_here = access.actions.iter().any(|a| a != "pull");
+                let push = access.actions.iter().any(|a| a != "pull");
                 let in_own = access.name == own || access.name.starts_with(&format!("{own}/"));
-                writes = (writes.0 || writes_here, writes.1 || (writes_here && !in_own));
+                pushes |= push;
+                pushes_elsewhere |= push && !in_own;
             }
         }
         _ => return Err(Refusal::new(Reason::BadRequest, "unknown registry service").into()),
     }
     // GitLab's job token pushes only to the job's own project: beyond it, the user's token.
     let login = match own_token {
-        Some(token) if !(writes.1 && impersonates) => RealmLogin::JobToken(token),
-        _ => RealmLogin::Impersonated(if writes.0 { "write_registry" } else { "read_registry" }),
+        Some(token) if !(pushes_elsewhere && impersonates) => RealmLogin::JobToken(token),
+        _ => RealmLogin::Impersonated(if pushes { "write_registry" } else { "read_registry" }),
     };
     Ok(AskGitLab::Job { query, login, claims: job.claims })
 }
