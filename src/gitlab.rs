@@ -126,26 +126,9 @@ impl GitLab {
         let base = config.url.trim_end_matches('/').to_owned();
         let _: Uri = format!("{base}/api/v4/job").parse().map_err(|e| format!("gitlab.url {:?}: {e}", config.url))?;
         let tls = crate::tls::client_config(config.ca_file.as_deref())?;
-        let api_token = config
-            .api_token_file
-            .as_ref()
-            .map(|file| {
-                let text = std::fs::read_to_string(file).map_err(|e| format!("gitlab.api_token_file {}: {e}", file.display()))?;
-                let mut value = HeaderValue::from_str(text.trim()).map_err(|_| format!("gitlab.api_token_file {}: not a header value", file.display()))?;
-                value.set_sensitive(true);
-                Ok::<_, String>(value)
-            })
-            .transpose()?;
-        let impersonation = config
-            .admin_token_file
-            .as_ref()
-            .map(|file| {
-                let text = std::fs::read_to_string(file).map_err(|e| format!("gitlab.admin_token_file {}: {e}", file.display()))?;
-                let mut value = HeaderValue::from_str(text.trim()).map_err(|_| format!("gitlab.admin_token_file {}: not a header value", file.display()))?;
-                value.set_sensitive(true);
-                Ok::<_, String>(crate::impersonate::Impersonation::new(value, jobs.lookups_per_sec, metrics.impersonation_tokens.clone()))
-            })
-            .transpose()?;
+        let api_token = config.api_token_file.as_deref().map(|file| secret_header(file, "gitlab.api_token_file")).transpose()?;
+        let admin_token = config.admin_token_file.as_deref().map(|file| secret_header(file, "gitlab.admin_token_file")).transpose()?;
+        let impersonation = admin_token.map(|token| crate::impersonate::Impersonation::new(token, jobs.lookups_per_sec, metrics.impersonation_tokens.clone()));
         let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         let identities = JobIdentities::new(100_000, &base, api_token.is_some());
         Ok(GitLab {
@@ -419,6 +402,14 @@ impl GitLab {
         let body = Limited::new(body, MAX_ANSWER).collect().await.map_err(|e| format!("reading GitLab's answer: {e}"))?.to_bytes();
         Ok((parts.status, parts.headers, body))
     }
+}
+
+/// A token file's content as a header value marked sensitive (never printed).
+fn secret_header(file: &std::path::Path, what: &str) -> Result<HeaderValue, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{what} {}: {e}", file.display()))?;
+    let mut value = HeaderValue::from_str(text.trim()).map_err(|_| format!("{what} {}: not a header value", file.display()))?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Where a token's shared answer is kept: named by the token's SHA-256, never the token.

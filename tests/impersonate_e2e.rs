@@ -22,6 +22,14 @@ projects:
       - { from: acme/app, scopes: [write_repository] }
 ";
 
+/// The job ends, as jobgate hears it: `POST /-/revocations` with the admin token.
+fn end_job(gw: &Gateway, job_id: u64) {
+    let out = run(std::process::Command::new("curl")
+        .args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", &format!("{{\"job_id\": {job_id}}}")])
+        .arg(format!("http://127.0.0.1:{}/-/revocations", gw.admin_port)));
+    assert!(out.status.success(), "the revocation holds: {}", String::from_utf8_lossy(&out.stdout));
+}
+
 #[test]
 fn an_elevated_push_goes_as_the_jobs_user_with_write_repository_only_and_dies_with_the_job() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,8 +95,7 @@ fn an_elevated_push_goes_as_the_jobs_user_with_write_repository_only_and_dies_wi
     // ann's job ends: every token minted for it is revoked at GitLab — this jobgate's, and one another
     // replica minted — and its requests fail.
     let other_replicas = gitlab.leftover_token(5, "jobgate-job-7100", &["api"]);
-    let out = run(std::process::Command::new("curl").args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", "{\"job_id\": 7100}"]).arg(format!("http://127.0.0.1:{}/-/revocations", gw.admin_port)));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    end_job(&gw, 7100);
     let ann_token = gitlab.impersonation_tokens().into_iter().find(|(id, _)| id == ann_token_id).unwrap().1;
     assert!(ann_token.revoked, "revoked when the job ended");
     assert!(gitlab.impersonation_tokens().iter().any(|(id, t)| *id == other_replicas && t.revoked), "another replica's token of the job too");
@@ -135,8 +142,7 @@ fn a_restart_sweeps_the_tokens_of_jobs_that_ended_meanwhile_and_leaves_running_j
     let fields = format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url());
     let extra = "admin: { token_file: admin-token }\nrevocations: { file: revocations.log }";
     let first = Gateway::start_with_gitlab(d, &upstreams, POLICY, &fields, 60, 50, extra);
-    let out = run(std::process::Command::new("curl").args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", "{\"job_id\": 7400}"]).arg(format!("http://127.0.0.1:{}/-/revocations", first.admin_port)));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    end_job(&first, 7400);
     first.kill();
     // Minted by a replica that never heard the job end, and one of a job still running.
     let ended = gitlab.leftover_token(5, "jobgate-job-7400", &["write_repository"]);
@@ -242,8 +248,7 @@ fn a_revoke_gitlab_does_not_confirm_is_retried_and_shown_on_ready() {
     assert_eq!(status, 200, "{text}");
     let (id, _) = gitlab.impersonation_tokens()[0].clone();
     gitlab.set_down(true);
-    let out = run(std::process::Command::new("curl").args(["-s", "-f", "-X", "POST", "-H", "Authorization: Bearer jobgate-admin-secret", "--data-binary", "{\"job_id\": 7900}"]).arg(format!("http://127.0.0.1:{}/-/revocations", gw.admin_port)));
-    assert!(out.status.success(), "the revocation itself holds: {}", String::from_utf8_lossy(&out.stdout));
+    end_job(&gw, 7900);
     let ready = || {
         let text = common::admin_get(&gw, "/-/ready");
         let body: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").map_or(&text[..], |(_, b)| b)).unwrap();

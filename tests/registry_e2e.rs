@@ -242,17 +242,35 @@ fn skopeo_with_an_unmodified_pipelines_ci_job_token() {
     assert!(gitlab.calls() <= 4, "GitLab is asked once per token (realm and registry share the answer): {}", gitlab.calls());
 }
 
+/// The GitLab stand-in, signing registry tokens with a key of its own (`gitlab-registry/`).
+fn gitlab_signing_registry_tokens(dir: &Path) -> common::gitlab::GitLab {
+    let gitlab = common::gitlab::GitLab::start();
+    jobgate::generate::registry_key(&dir.join("gitlab-registry")).unwrap();
+    gitlab.sign_registry_tokens(&dir.join("gitlab-registry/registry-key.pem"));
+    gitlab
+}
+
+/// docker-registry on `port`, trusting only GitLab's registry tokens, its realm GitLab's `/jwt/auth`
+/// on the GitLab host (127.0.0.1, which is jobgate).
+fn registry_trusting_gitlab(dir: &Path, port: u16, gw: &Gateway) -> (PathBuf, Process) {
+    let auth = format!(
+        "auth:\n  token:\n    realm: https://127.0.0.1:{}/jwt/auth\n    service: container_registry\n    issuer: {}\n    rootcertbundle: {}\n",
+        gw.port,
+        common::gitlab::REGISTRY_ISSUER,
+        dir.join("gitlab-registry/registry-cert.pem").display()
+    );
+    registry_on(dir, port, &auth)
+}
+
 /// In front of GitLab's registry, which trusts only GitLab's registry tokens: jobgate's realm asks
 /// GitLab's `/jwt/auth` with the job's own CI_JOB_TOKEN and only the scopes the policy allows, and
 /// people's logins reach GitLab's realm untouched.
 #[test]
 fn skopeo_through_gitlabs_own_realm_with_the_scopes_narrowed_by_the_policy() {
-    use common::gitlab::{GitLab, Job, REGISTRY_ISSUER};
+    use common::gitlab::Job;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let gitlab = GitLab::start();
-    jobgate::generate::registry_key(&d.join("gitlab-registry")).unwrap();
-    gitlab.sign_registry_tokens(&d.join("gitlab-registry/registry-key.pem"));
+    let gitlab = gitlab_signing_registry_tokens(d);
     let (app, lib) = ("glcbt-64_AppRealmJob_111111111111", "glcbt-64_LibRealmJob_222222222222");
     gitlab.add(app, Job { id: 6200, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
     gitlab.add(lib, Job { id: 6300, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
@@ -268,12 +286,7 @@ fn skopeo_through_gitlabs_own_realm_with_the_scopes_narrowed_by_the_policy() {
     let upstreams = format!("git: {{ url: '{}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry_port}' }}", gitlab.url());
     let extra = "registry_auth: { tokens: gitlab }\nnon_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }";
     let gw = Gateway::start_with_gitlab(d, &upstreams, POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, extra);
-    let auth = format!(
-        "auth:\n  token:\n    realm: https://127.0.0.1:{}/jwt/auth\n    service: container_registry\n    issuer: {REGISTRY_ISSUER}\n    rootcertbundle: {}\n",
-        gw.port,
-        d.join("gitlab-registry/registry-cert.pem").display()
-    );
-    let (store, _registry) = registry_on(d, registry_port, &auth);
+    let (store, _registry) = registry_trusting_gitlab(d, registry_port, &gw);
     let (layout, skopeo) = (image(d), Skopeo::on(d, &gw, "localhost"));
     let tag = |path: &str| store.join(format!("docker/registry/v2/repositories/{path}"));
 
@@ -329,12 +342,10 @@ fn skopeo_through_gitlabs_own_realm_with_the_scopes_narrowed_by_the_policy() {
 /// `read_registry` one. GitLab still checks the user's role.
 #[test]
 fn gitlabs_realm_as_the_jobs_user_for_what_the_job_token_cannot_do() {
-    use common::gitlab::{GitLab, Job, ADMIN_TOKEN, REGISTRY_ISSUER};
+    use common::gitlab::{Job, ADMIN_TOKEN};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let gitlab = GitLab::start();
-    jobgate::generate::registry_key(&d.join("gitlab-registry")).unwrap();
-    gitlab.sign_registry_tokens(&d.join("gitlab-registry/registry-key.pem"));
+    let gitlab = gitlab_signing_registry_tokens(d);
     let lib = "glcbt-64_LibElevatedJob_333333333333";
     gitlab.add(lib, Job { id: 6400, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
     gitlab.project(42, "acme/app");
@@ -348,12 +359,7 @@ fn gitlabs_realm_as_the_jobs_user_for_what_the_job_token_cannot_do() {
     let extra = "registry_auth: { tokens: gitlab }\nnon_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }";
     let fields = format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url());
     let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &fields, 60, 50, extra);
-    let auth = format!(
-        "auth:\n  token:\n    realm: https://127.0.0.1:{}/jwt/auth\n    service: container_registry\n    issuer: {REGISTRY_ISSUER}\n    rootcertbundle: {}\n",
-        gw.port,
-        d.join("gitlab-registry/registry-cert.pem").display()
-    );
-    let (store, _registry) = registry_on(d, registry_port, &auth);
+    let (store, _registry) = registry_trusting_gitlab(d, registry_port, &gw);
     let (layout, skopeo) = (image(d), Skopeo::on(d, &gw, "localhost"));
 
     let out = skopeo.push(&layout, &gw, lib, "acme/app/img:1");

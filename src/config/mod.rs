@@ -11,11 +11,13 @@ use crate::classify::Family;
 
 mod limits;
 mod listener;
+mod registry;
 mod revocations;
 mod upstream;
 
 pub use limits::{AuditSink, Limits, Timeouts};
 pub use listener::{CertPair, HostsConfig, Listen, TlsFiles};
+pub use registry::{RegistryAuthConfig, RegistryTokenSource};
 pub use revocations::{RedisConfig, RevocationsConfig};
 pub use upstream::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamAddr, UpstreamConfig, UpstreamTls, Upstreams};
 use crate::token::Alg;
@@ -63,48 +65,6 @@ pub struct Config {
     pub registry_auth: Option<RegistryAuthConfig>,
     /// The host names jobgate answers for, by role; without it every host is served alike.
     pub hosts: Option<HostsConfig>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryAuthConfig {
-    /// Who signs the registry tokens the realm hands out.
-    #[serde(default)]
-    pub tokens: RegistryTokenSource,
-    /// With `tokens: jobgate`: the RSA private key (PKCS#8 PEM) that signs them (`jobgate keys
-    /// generate --registry`).
-    pub signing_key: Option<PathBuf>,
-    #[serde(default = "default_registry_issuer")]
-    pub issuer: String,
-    #[serde(default = "default_registry_service")]
-    pub service: String,
-    #[serde(default = "default_registry_ttl")]
-    pub token_ttl_secs: u64,
-    /// The token realm's URL as clients must reach it (`https://registry.example.com/jwt/auth`);
-    /// without it the realm is built from the request's `Host`, when that is a plain host name.
-    pub realm: Option<String>,
-}
-
-/// Where the realm's registry tokens come from.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegistryTokenSource {
-    /// jobgate signs its own (`signing_key`); the registry trusts jobgate's certificate.
-    #[default]
-    Jobgate,
-    /// GitLab's own `/jwt/auth` (at `gitlab.url`) signs them, for the scopes jobgate narrowed the
-    /// request to, with the job's own token: the registry keeps trusting GitLab's issuer.
-    Gitlab,
-}
-
-fn default_registry_issuer() -> String {
-    "jobgate".into()
-}
-fn default_registry_service() -> String {
-    "container_registry".into()
-}
-fn default_registry_ttl() -> u64 {
-    300
 }
 
 /// One extra API endpoint: an exact path, a read method, and the scope it needs.
@@ -305,24 +265,6 @@ impl Config {
     }
 
     /// The `gitlab:` block and the issuers that ask it.
-    /// Each token source has what it needs: a key of its own, or GitLab and its job tokens — and
-    /// the registry then passes GitLab's tokens, which are no job credentials to jobgate.
-    fn registry_token_source_problem(&self, auth: &RegistryAuthConfig) -> Option<String> {
-        let registry_non_job = self.upstreams.get(Family::Registry).and_then(|u| u.non_job).unwrap_or(self.non_job);
-        match auth.tokens {
-            RegistryTokenSource::Jobgate if auth.signing_key.is_none() => Some("registry_auth: `signing_key` is needed to sign jobgate's own registry tokens (or `tokens: gitlab`)".into()),
-            RegistryTokenSource::Jobgate => None,
-            RegistryTokenSource::Gitlab if auth.signing_key.is_some() => Some("registry_auth: `signing_key` is not used with `tokens: gitlab` (GitLab signs the registry tokens)".into()),
-            RegistryTokenSource::Gitlab if self.gitlab.is_none() || !self.issuers.iter().any(|i| i.gitlab_job_tokens.is_some()) => {
-                Some("registry_auth.tokens: gitlab needs the `gitlab:` block and an issuer with `gitlab_job_tokens` (GitLab's realm takes the job's own CI_JOB_TOKEN)".into())
-            }
-            RegistryTokenSource::Gitlab if registry_non_job != NonJob::Passthrough => Some(
-                "registry_auth.tokens: gitlab: registry requests then carry GitLab's registry tokens, which jobgate passes as non-job traffic (the realm decided their access); set `non_job: passthrough` for the registry".into(),
-            ),
-            RegistryTokenSource::Gitlab => None,
-        }
-    }
-
     fn validate_gitlab(&self) -> Result<(), String> {
         let askers = self.issuers.iter().filter(|i| i.gitlab_job_tokens.is_some()).count();
         match (&self.gitlab, askers) {
@@ -375,7 +317,7 @@ impl Config {
             }
         }
         if let Some(auth) = &self.registry_auth {
-            problems.extend(self.registry_token_source_problem(auth));
+            problems.extend(auth.problem(self));
         }
         if let Some(realm) = self.registry_auth.as_ref().and_then(|r| r.realm.as_ref()) {
             let ok = realm.parse::<Uri>().is_ok_and(|u| u.scheme() == Some(&Scheme::HTTPS) && u.authority().is_some()) && !realm.contains('"');
