@@ -176,11 +176,12 @@ fn an_api_write_granted_on_a_protected_ref_goes_with_an_api_token_of_the_user() 
     let policy = "projects:\n  acme/app: { id: 42 }\n  acme/tools:\n    id: 43\n    allow:\n      - { from: acme/app, scopes: [api], refs: protected }\n";
     let fields = format!("url: '{}', api_token_file: gitlab-token, admin_token_file: gitlab-admin-token", gitlab.url());
     let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &fields, 60, 50, "");
-    let create = |token: &str| common::curl(&gw, &["-X", "POST", "-H", &format!("JOB-TOKEN: {token}"), "--data", "title=from+ci", &gw.url("/api/v4/projects/43/issues")]);
+    let create = |token: &str| common::curl(&gw, &["-X", "POST", "-H", &format!("JOB-TOKEN: {token}"), "--data", "title=from+ci", &gw.url(&format!("/api/v4/projects/43/issues?job_token={token}"))]);
     let (status, text) = create(main);
     assert!(status == 201 && text.contains("\"title\":\"from ci\"") && text.contains("\"author\":{\"id\":5"), "the API write goes as ann: {text}");
     let minted = gitlab.impersonation_tokens();
     assert_eq!(minted.iter().map(|(_, t)| (t.name.as_str(), t.scopes.clone())).collect::<Vec<_>>(), [("jobgate-job-7600", vec!["api".to_owned()])]);
+    assert_eq!(gitlab.issue_credentials(1), ["private-token"], "the job's token, in its header and its parameter, never goes with the user's");
     let (status, text) = create(feature);
     assert!(status == 403 && text.contains("ref_not_protected"), "an unprotected ref gets nothing minted: {text}");
     assert_eq!(gitlab.impersonation_tokens().len(), 1);

@@ -205,6 +205,11 @@ impl GitLab {
         self.state.impersonation_tokens_sorted()
     }
 
+    /// The credentials (header names, `?parameters`) the issue with this id was created with.
+    pub fn issue_credentials(&self, id: u64) -> Vec<String> {
+        self.state.issue_credentials.get(&id).map(|c| c.clone()).unwrap_or_default()
+    }
+
     /// An impersonation token as another jobgate (an earlier process, another replica) minted it.
     pub fn leftover_token(&self, user: u64, name: &str, scopes: &[&str]) -> u64 {
         let id = self.state.impersonation.len() as u64 + 1;
@@ -316,6 +321,8 @@ struct State {
     realm_seq: Arc<AtomicUsize>,
     impersonation: Arc<DashMap<u64, ImpersonationToken>>,
     issues: Arc<AtomicUsize>,
+    /// Per created issue: the names of the credential headers (and `?parameters`) it came with.
+    issue_credentials: Arc<DashMap<u64, Vec<String>>>,
 }
 
 /// Which of GitLab's fronts a stand-in front plays.
@@ -628,6 +635,9 @@ impl State {
         }
         let title = jobgate::query::pairs(Some(&String::from_utf8_lossy(request.body()))).find(|(k, _)| k == "title").map(|(_, v)| v.into_owned()).unwrap_or_default();
         let id = self.issues.fetch_add(1, Ordering::SeqCst) + 1;
+        let credentials = ["authorization", "private-token", "job-token", "deploy-token"].into_iter().filter(|n| request.headers().contains_key(*n)).map(str::to_owned);
+        let in_query = jobgate::query::pairs(request.uri().query()).filter(|(k, _)| k.contains("token")).map(|(k, _)| format!("?{k}"));
+        self.issue_credentials.insert(id as u64, credentials.chain(in_query).collect());
         respond(201, json!({"id": id, "iid": id, "project_id": project, "title": title, "author": {"id": token.user, "username": "ann"}}).to_string())
     }
 
