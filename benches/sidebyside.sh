@@ -20,16 +20,16 @@
 # --- last full run (written by this script) ---
 # 2026-12-01, 2 cores:
 # 3 round(s) x 5 s, 16 connections, HTTPS/1.1 keep-alive, RS256; medians; load generator errors: 0
-# | target | (a) one token req/s | vs HAProxy plain | vs HAProxy+jwt | (b) never-seen req/s | vs HAProxy+jwt (b) | (c) p50 / p99 / p99.9 ms at 4674 req/s |
+# | target | (a) one token req/s | vs HAProxy plain | vs HAProxy+jwt | (b) never-seen req/s | vs HAProxy+jwt (b) | (c) p50 / p99 / p99.9 ms at 7011 req/s |
 # |---|---:|---:|---:|---:|---:|---|
-# | HAProxy 2.6 plain TLS proxy | 17,555 | 1.00 | 1.88 | — | — | 2.24 / 31.31 / 59.98 |
-# | HAProxy 2.6 + jwt_verify | 9,348 | 0.53 | 1.00 | 10,976 | 1.00 | 2.64 / 36.34 / 60.80 |
-# | Envoy 1.40 + jwt_authn | 5,122 | 0.29 | 0.55 | 5,789 | 0.53 | 32.62 / 125.93 / 149.09 |
-# | jobgate, enforcing | 12,098 | 0.69 | 1.29 | 7,487 | 0.68 | 2.48 / 94.92 / 113.12 |
-# goal (a) jobgate >= 1.0x HAProxy plain, cached token: 0.69 -> NOT met
-# goal (b) jobgate >= 1.0x HAProxy + jwt_verify, never-seen tokens: 0.68 -> NOT met
-# goal (c) jobgate p99 <= HAProxy + jwt_verify p99 at 4674 req/s: 94.92 vs 36.34 ms -> NOT met
-# goal (d) jobgate RSS <= 64 MiB at 100,000 cached tokens: 60.9 MiB with 100,000 tokens in the cache -> met
+# | HAProxy 2.6 plain TLS proxy | 27,617 | 1.00 | 1.97 | — | — | 1.62 / 12.52 / 36.34 |
+# | HAProxy 2.6 + jwt_verify | 14,023 | 0.51 | 1.00 | 13,306 | 1.00 | 1.75 / 10.89 / 38.80 |
+# | Envoy 1.40 + jwt_authn | 7,614 | 0.28 | 0.54 | 6,832 | 0.51 | 9.17 / 39.22 / 46.17 |
+# | jobgate, enforcing | 15,591 | 0.56 | 1.11 | 9,447 | 0.71 | 1.69 / 7.60 / 23.62 |
+# goal (a) jobgate >= 1.0x HAProxy plain, cached token: 0.56 -> NOT met
+# goal (b) jobgate >= 1.0x HAProxy + jwt_verify, never-seen tokens: 0.71 -> NOT met
+# goal (c) jobgate p99 <= HAProxy + jwt_verify p99 at 7011 req/s: 7.60 vs 10.89 ms -> met
+# goal (d) jobgate RSS <= 64 MiB at 100,000 cached tokens: 62.1 MiB with 100,000 tokens in the cache -> met
 # --- end of last full run ---
 set -euo pipefail
 cd "$(dirname "$0")/.."
