@@ -327,23 +327,35 @@ impl GitLab {
         Ok(claims)
     }
 
+    /// Every page of a GitLab list (`path` ends in `?` or `&`), 100 per page, following
+    /// `x-next-page`, at most `max` pages: their bodies.
+    ///
+    /// # Errors
+    /// GitLab unreachable or answering anything but 200.
+    pub async fn pages(&self, path: &str, credential: &HeaderValue, max: usize) -> Result<Vec<Bytes>, String> {
+        let (mut bodies, mut page) = (Vec::new(), Some("1".to_owned()));
+        for _ in 0..max {
+            let Some(n) = page.take() else { break };
+            let (status, headers, body) = self.get(&format!("{path}per_page=100&page={n}"), "private-token", credential.clone()).await?;
+            if status != StatusCode::OK {
+                return Err(format!("GitLab answered {status} to {}", path.trim_end_matches(['?', '&'])));
+            }
+            bodies.push(body);
+            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
+        }
+        Ok(bodies)
+    }
+
     /// A project's protected branch or tag names, from the cache or every page of GitLab's answer
-    /// (`x-next-page`, at most 20 pages of 100).
+    /// (at most 20 pages of 100).
     async fn protected_names(&self, project: u64, kind: &'static str, api_token: &HeaderValue) -> Result<Arc<Vec<String>>, String> {
         let now = crate::clock::unix_now();
         if let Some(entry) = self.protected.get(&(project, kind)).filter(|e| e.1 >= now) {
             return Ok(entry.0.clone());
         }
-        let (mut names, mut page) = (Vec::new(), Some("1".to_owned()));
-        for _ in 0..20 {
-            let Some(n) = page.take() else { break };
-            let path = format!("/api/v4/projects/{project}/{kind}?per_page=100&page={n}");
-            let (status, headers, body) = self.get(&path, "private-token", api_token.clone()).await?;
-            if status != StatusCode::OK {
-                return Err(format!("GitLab answered {status} for the project's {kind}"));
-            }
+        let mut names = Vec::new();
+        for body in self.pages(&format!("/api/v4/projects/{project}/{kind}?"), api_token, 20).await? {
             names.extend(protected_names(&body).map_err(|e| e.to_string())?);
-            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
         }
         let names = Arc::new(names);
         if self.protected.len() >= 10_000 {

@@ -152,18 +152,11 @@ impl Impersonation {
     /// GitLab's active tokens whose name contains `search` (`GET /personal_access_tokens`, every
     /// page; administrators see every user's, impersonation tokens included).
     async fn listed(&self, gitlab: &GitLab, search: &str) -> Result<Vec<Listed>, String> {
+        let path = format!("/api/v4/personal_access_tokens?search={}&state=active&", crate::query::form_encode(search));
         let mut all = Vec::new();
-        let mut page = Some("1".to_owned());
-        for _ in 0..100 {
-            let Some(n) = page.take() else { break };
-            let path = format!("/api/v4/personal_access_tokens?search={}&state=active&per_page=100&page={n}", crate::query::form_encode(search));
-            let (status, headers, body) = gitlab.send(Method::GET, &path, "private-token", self.admin.clone(), None).await?;
-            if status != StatusCode::OK {
-                return Err(format!("GitLab answered {status} to the token list"));
-            }
+        for body in gitlab.pages(&path, &self.admin, 100).await? {
             let listed: Vec<Listed> = serde_json::from_slice(&body).map_err(|e| format!("GitLab's token list: {e}"))?;
             all.extend(listed.into_iter().filter(|t| t.active));
-            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
         }
         Ok(all)
     }

@@ -22,6 +22,23 @@ projects:
       - { from: acme/app, scopes: [write_repository] }
 ";
 
+/// acme/lib's job `token` (job `job_id`, ann's, a Developer of both projects), granted
+/// `write_package_registry` on acme/app, publishing through an `impersonate` upstream: the stand-in's
+/// package front in front of the package server on `port` (`strip`: one that lives at its root).
+fn publishing_to_acme_app(d: &std::path::Path, token: &str, job_id: u64, port: u16, strip: bool) -> (GitLab, Gateway) {
+    let gitlab = GitLab::start();
+    gitlab.add(token, Job { id: job_id, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.project(42, "acme/app");
+    gitlab.member(42, 5, 30);
+    gitlab.member(43, 5, 30);
+    let front = gitlab.package_front(port, strip);
+    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
+    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
+    let policy = "projects:\n  acme/app:\n    id: 42\n    allow:\n      - { from: acme/lib, scopes: [write_package_registry] }\n  acme/lib: { id: 43 }\n";
+    let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url()), 60, 50, "");
+    (gitlab, gw)
+}
+
 /// The job ends, as jobgate hears it: `POST /-/revocations` with the admin token.
 fn end_job(gw: &Gateway, job_id: u64) {
     let out = run(std::process::Command::new("curl")
@@ -200,17 +217,8 @@ fn a_package_publish_granted_to_another_project_goes_with_an_api_token_of_the_us
         command.arg("tests/fixtures/pypi_mounted.py").arg(&packages).args([&port.to_string(), "/api/v4/projects/42/packages/pypi"]).stdout(Stdio::null()).stderr(Stdio::null());
         command
     });
-    let gitlab = GitLab::start();
     let lib = "glcbt-64_LibPublishJob_666666666666";
-    gitlab.add(lib, Job { id: 7800, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
-    gitlab.project(42, "acme/app");
-    gitlab.member(42, 5, 30);
-    gitlab.member(43, 5, 30);
-    let front = gitlab.package_front(pypi, false);
-    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
-    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
-    let policy = "projects:\n  acme/app:\n    id: 42\n    allow:\n      - { from: acme/lib, scopes: [write_package_registry] }\n  acme/lib: { id: 43 }\n";
-    let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url()), 60, 50, "");
+    let (gitlab, gw) = publishing_to_acme_app(d, lib, 7800, pypi, false);
     // A wheel, built offline.
     let src = d.join("src");
     std::fs::create_dir_all(src.join("jobgate_imp")).unwrap();
@@ -282,17 +290,8 @@ fn an_npm_publish_granted_to_another_project_goes_as_a_bearer_of_the_users_token
         command.arg("--config").arg(d.join("verdaccio.yaml")).stdout(Stdio::null()).stderr(Stdio::null());
         command
     });
-    let gitlab = GitLab::start();
     let lib = "glcbt-64_LibNpmJob_888888888888";
-    gitlab.add(lib, Job { id: 8100, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") });
-    gitlab.project(42, "acme/app");
-    gitlab.member(42, 5, 30);
-    gitlab.member(43, 5, 30);
-    let front = gitlab.package_front(port, true);
-    std::fs::write(d.join("gitlab-admin-token"), format!("{ADMIN_TOKEN}\n")).unwrap();
-    let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\npackages: {{ url: 'http://127.0.0.1:{front}', credentials: impersonate }}");
-    let policy = "projects:\n  acme/app:\n    id: 42\n    allow:\n      - { from: acme/lib, scopes: [write_package_registry] }\n  acme/lib: { id: 43 }\n";
-    let gw = Gateway::start_with_gitlab(d, &upstreams, policy, &format!("url: '{}', admin_token_file: gitlab-admin-token", gitlab.url()), 60, 50, "");
+    let (gitlab, gw) = publishing_to_acme_app(d, lib, 8100, port, true);
     let home = d.join("npm-home");
     std::fs::create_dir_all(&home).unwrap();
     let registry = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/npm/", gw.port);
