@@ -96,7 +96,10 @@ fn fixture() -> Fixture {
     };
     let payload = claims.payload(unix_now());
     let b64 = |s: &str| URL_SAFE_NO_PAD.decode(s).unwrap();
-    let rsa_key = ring::rsa::PublicKeyComponents { n: b64(rsa_jwk["n"].as_str().unwrap()), e: b64(rsa_jwk["e"].as_str().unwrap()) };
+    let rsa_key = ring::rsa::PublicKeyComponents {
+        n: b64(rsa_jwk["n"].as_str().unwrap()),
+        e: b64(rsa_jwk["e"].as_str().unwrap()),
+    };
     let rsa_raw = |alg: &'static sig::RsaParameters| -> RawVerify {
         let key = rsa_key.clone();
         Box::new(move |input, signature| key.verify(alg, input, signature).is_ok())
@@ -132,7 +135,14 @@ fn enforce_path(c: &mut Criterion) {
     let classified = classify(&parts.method, parts.uri.path(), parts.uri.query()).unwrap();
     let claims = f.verifier.verify(token, now).unwrap().claims;
     let (revocations, non_job) = (RevocationSet::default(), NonJobRules::uniform(NonJob::Reject));
-    let core = Core { snapshot: &f.snapshot, verifier: &f.verifier, revocations: &revocations, registry: None, gitlab: None, non_job: &non_job };
+    let core = Core {
+        snapshot: &f.snapshot,
+        verifier: &f.verifier,
+        revocations: &revocations,
+        registry: None,
+        gitlab: None,
+        non_job: &non_job,
+    };
     assert!(matches!(enforce(&core, &parts, None, now, &mut NoTrace).verdict, Verdict::Allow(..)));
 
     c.bench_function("classify", |b| b.iter(|| classify(black_box(&parts.method), black_box(parts.uri.path()), None)));
@@ -141,14 +151,20 @@ fn enforce_path(c: &mut Criterion) {
     for (alg, token, raw_verify) in &f.tokens {
         let name = alg.name();
         assert!(f.verifier.verify_uncached_for_bench(token, now).is_ok(), "{name}");
-        c.bench_function(&format!("verify_uncached_{name}"), |b| b.iter(|| f.verifier.verify_uncached_for_bench(black_box(token), now).is_ok()));
+        c.bench_function(&format!("verify_uncached_{name}"), |b| {
+            b.iter(|| f.verifier.verify_uncached_for_bench(black_box(token), now).is_ok())
+        });
         let (input, signature) = token.rsplit_once('.').unwrap();
         let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
         assert!(raw_verify(input.as_bytes(), &signature), "{name}");
-        c.bench_function(&format!("raw_ring_{name}"), |b| b.iter(|| raw_verify(black_box(input.as_bytes()), &signature)));
+        c.bench_function(&format!("raw_ring_{name}"), |b| {
+            b.iter(|| raw_verify(black_box(input.as_bytes()), &signature))
+        });
     }
     c.bench_function("verify_cached", |b| b.iter(|| f.verifier.verify(black_box(token), now).is_ok()));
-    c.bench_function("enforce_cached", |b| b.iter(|| enforce(&core, black_box(&parts), None, now, &mut NoTrace).verdict.claims().is_some()));
+    c.bench_function("enforce_cached", |b| {
+        b.iter(|| enforce(&core, black_box(&parts), None, now, &mut NoTrace).verdict.claims().is_some())
+    });
 
     // The same request with GitLab's own opaque job token, whose identity GitLab answered earlier.
     let opaque = "glcbt-64_0123456789abcdefABCDEF_xyz";
@@ -159,7 +175,9 @@ fn enforce_path(c: &mut Criterion) {
     gitlab_parts.headers.insert("authorization", basic.parse().unwrap());
     let core = Core { gitlab: Some(&identities), ..core };
     assert!(matches!(enforce(&core, &gitlab_parts, None, now, &mut NoTrace).verdict, Verdict::Allow(..)));
-    c.bench_function("enforce_cached_gitlab_job_token", |b| b.iter(|| enforce(&core, black_box(&gitlab_parts), None, now, &mut NoTrace).verdict.claims().is_some()));
+    c.bench_function("enforce_cached_gitlab_job_token", |b| {
+        b.iter(|| enforce(&core, black_box(&gitlab_parts), None, now, &mut NoTrace).verdict.claims().is_some())
+    });
 }
 
 criterion_group!(benches, enforce_path);

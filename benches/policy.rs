@@ -26,8 +26,8 @@ use arc_swap::ArcSwap;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use jobgate::classify::{Action, Classified, Family, ProjectRef, Target};
 use jobgate::path::ProjectPath;
-use jobgate::scope::Scope;
 use jobgate::policy::{decide, Decision, Policy};
+use jobgate::scope::Scope;
 use jobgate::snapshot::Snapshot;
 use jobgate::token::claims::Claims;
 
@@ -43,7 +43,9 @@ fn groups() -> Vec<String> {
     let mut above: Vec<String> = Vec::new();
     for (level, count) in GROUPS_PER_LEVEL.iter().enumerate() {
         let this: Vec<String> = (0..*count)
-            .map(|i| if above.is_empty() { format!("g{i}") } else { format!("{}/l{level}n{i}", above[i % above.len()]) })
+            .map(
+                |i| if above.is_empty() { format!("g{i}") } else { format!("{}/l{level}n{i}", above[i % above.len()]) },
+            )
             .collect();
         all.extend(this.iter().cloned());
         above = this;
@@ -71,11 +73,21 @@ fn write_policy(dir: &Path) -> (String, String) {
         text.push_str("projects:\n");
         for i in (f..PROJECTS).step_by(FILES) {
             let _ = writeln!(text, "  {}:\n    id: {}", project(&groups, i), i + 1);
-            let entries = if i < BUSY { BUSY_ENTRIES } else if i % 10 == 0 { 2 } else { 0 };
+            let entries = if i < BUSY {
+                BUSY_ENTRIES
+            } else if i % 10 == 0 {
+                2
+            } else {
+                0
+            };
             if entries > 0 {
                 text.push_str("    allow:\n");
                 for e in 0..entries {
-                    let from = if e % 2 == 0 { project(&groups, (i + e * 31) % PROJECTS) } else { groups[(i + e * 17) % groups.len()].clone() };
+                    let from = if e % 2 == 0 {
+                        project(&groups, (i + e * 31) % PROJECTS)
+                    } else {
+                        groups[(i + e * 17) % groups.len()].clone()
+                    };
                     let _ = writeln!(text, "      - {{ from: {from}, scopes: [write_repository], refs: protected }}");
                 }
             }
@@ -93,7 +105,9 @@ fn write_policy(dir: &Path) -> (String, String) {
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -156,8 +170,12 @@ fn policy_at_scale(c: &mut Criterion) {
     });
     group.finish();
     let snapshot = live.load_full();
-    c.bench_function("decide_busiest_project", |b| b.iter(|| decide(&snapshot.policy, black_box(&request), black_box(&job))));
-    c.bench_function("decide_not_admitted", |b| b.iter(|| decide(&snapshot.policy, black_box(&request), black_box(&stranger))));
+    c.bench_function("decide_busiest_project", |b| {
+        b.iter(|| decide(&snapshot.policy, black_box(&request), black_box(&job)))
+    });
+    c.bench_function("decide_not_admitted", |b| {
+        b.iter(|| decide(&snapshot.policy, black_box(&request), black_box(&stranger)))
+    });
 }
 
 criterion_group!(benches, policy_at_scale);

@@ -75,14 +75,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (name, value) = (http::HeaderName::from_bytes(name.trim().as_bytes())?, value.trim().to_owned());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from_pem_file(&args.ca)?)?;
-    let tls = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider()).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now() + Duration::from_millis(50);
     let deadline = start + Duration::from_secs_f64(args.seconds);
     let mut tasks = Vec::new();
     for k in 0..args.connections {
-        let (connector, addr, path, tokens, next, name, value) = (connector.clone(), addr.clone(), path.clone(), tokens.clone(), next.clone(), name.clone(), value.clone());
+        let (connector, addr, path, tokens, next, name, value) =
+            (connector.clone(), addr.clone(), path.clone(), tokens.clone(), next.clone(), name.clone(), value.clone());
         let schedule = args.rate.map(|rate| (rate, args.connections));
         tasks.push(tokio::spawn(async move {
             let mut seen = Seen::default();
@@ -147,7 +151,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let seconds = args.seconds.min(start.elapsed().as_secs_f64());
     all.latencies_us.sort_unstable();
-    let quantile = |q: f64| all.latencies_us.get(((all.latencies_us.len() as f64 * q) as usize).min(all.latencies_us.len().saturating_sub(1))).map_or(0.0, |us| f64::from(*us) / 1000.0);
+    let quantile = |q: f64| {
+        all.latencies_us
+            .get(((all.latencies_us.len() as f64 * q) as usize).min(all.latencies_us.len().saturating_sub(1)))
+            .map_or(0.0, |us| f64::from(*us) / 1000.0)
+    };
     let line = serde_json::json!({
         "requests": all.latencies_us.len(),
         "seconds": seconds,

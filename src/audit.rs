@@ -3,10 +3,10 @@
 //! no token, no `Authorization` value and no query string: the record type has no field for them.
 
 use std::io::Write;
-use std::time::SystemTime;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -81,7 +81,9 @@ impl Audit {
         let out = Output::open(sink.file.clone())?;
         let (flag, decisions) = (reopen.clone(), Arc::new(DecisionLog::default()));
         let log = decisions.clone();
-        std::thread::Builder::new().name("jobgate-audit".into()).spawn(move || write_lines(receiver, out, &flag, &log))?;
+        std::thread::Builder::new()
+            .name("jobgate-audit".into())
+            .spawn(move || write_lines(receiver, out, &flag, &log))?;
         Ok(Audit { sender, dropped, reopen, decisions })
     }
 
@@ -133,7 +135,9 @@ impl Output {
         if let Output::File { path, file } = self {
             match append(path) {
                 Ok(reopened) => *file = reopened,
-                Err(e) => tracing::error!(error = %e, "reopening the audit log {} failed; writing on to the old file", path.display()),
+                Err(e) => {
+                    tracing::error!(error = %e, "reopening the audit log {} failed; writing on to the old file", path.display())
+                }
             }
         }
     }
@@ -157,7 +161,12 @@ fn append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
 /// waking the thread (a futex wake-up per line under load); a line waits at most this much longer.
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_lines(mut receiver: mpsc::Receiver<AuditRecord>, mut out: Output, reopen: &AtomicBool, decisions: &DecisionLog) {
+fn write_lines(
+    mut receiver: mpsc::Receiver<AuditRecord>,
+    mut out: Output,
+    reopen: &AtomicBool,
+    decisions: &DecisionLog,
+) {
     let mut batch = Vec::with_capacity(1024);
     let mut buffer = Vec::with_capacity(256 * 1024);
     while receiver.blocking_recv_many(&mut batch, 1024) > 0 {

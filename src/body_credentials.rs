@@ -54,7 +54,11 @@ pub fn kind(parts: &Parts) -> Result<Option<Kind>, &'static str> {
     Ok(match media.as_str() {
         "application/x-www-form-urlencoded" => Some(Kind::Form),
         "multipart/form-data" | "multipart/mixed" | "multipart/related" => {
-            let boundary = params.split(';').filter_map(|p| p.split_once('=')).find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary")).map(|(_, v)| v.trim().trim_matches('"'));
+            let boundary = params
+                .split(';')
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+                .map(|(_, v)| v.trim().trim_matches('"'));
             match boundary {
                 Some(b) if !b.is_empty() => Some(Kind::Multipart(format!("--{b}").into_bytes())),
                 _ => return Err("a multipart body without a boundary"),
@@ -79,17 +83,26 @@ pub fn params(kind: &Kind, body: &[u8]) -> Result<Vec<String>, String> {
             let pairs = text.split(['&', ';']).map(|pair| pair.split_once('=').unwrap_or((pair, "")));
             Ok(pairs
                 .filter(|(name, _)| credential_param(name).is_some())
-                .map(|(name, value)| format!("{}={}", encode(&crate::query::form_decode(name)), encode(&crate::query::form_decode(value))))
+                .map(|(name, value)| {
+                    format!(
+                        "{}={}",
+                        encode(&crate::query::form_decode(name)),
+                        encode(&crate::query::form_decode(value))
+                    )
+                })
                 .collect())
         }
         Kind::Json => {
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else { return Err("a JSON body that does not parse".to_owned()) };
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return Err("a JSON body that does not parse".to_owned());
+            };
             let Some(object) = value.as_object() else { return Ok(Vec::new()) };
             let mut found = Vec::new();
             for (name, value) in object {
                 let name = encode(name);
                 if credential_param(&name).is_some() {
-                    let value = value.as_str().ok_or_else(|| format!("the credential parameter {name} is not a string"))?;
+                    let value =
+                        value.as_str().ok_or_else(|| format!("the credential parameter {name} is not a string"))?;
                     found.push(format!("{name}={}", encode(value)));
                 }
             }
@@ -284,7 +297,8 @@ impl JsonScanner {
         quoted.push(b'"');
         quoted.extend_from_slice(&raw);
         quoted.push(b'"');
-        let text: String = serde_json::from_slice(&quoted).map_err(|_| "a top-level JSON string that does not parse".to_owned())?;
+        let text: String =
+            serde_json::from_slice(&quoted).map_err(|_| "a top-level JSON string that does not parse".to_owned())?;
         if let Some(name) = self.value_of.take() {
             self.found.push(format!("{name}={}", encode(&text)));
         } else if self.expect_key {
@@ -370,7 +384,10 @@ impl hyper::body::Body for Scanned {
     type Data = bytes::Bytes;
     type Error = crate::body::BoxError;
 
-    fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
         use std::task::Poll;
         let this = self.get_mut();
         if let Some(head) = this.head.take() {
@@ -410,10 +427,15 @@ fn credential_name(head: &str) -> Option<String> {
             }
             let rest = &value[at + 5..];
             let candidates = match rest.strip_prefix('"') {
-                Some(quoted) => vec![quoted.split('"').next().unwrap_or_default(), rest.split([';', ' ', '\t']).next().unwrap_or_default()],
+                Some(quoted) => vec![
+                    quoted.split('"').next().unwrap_or_default(),
+                    rest.split([';', ' ', '\t']).next().unwrap_or_default(),
+                ],
                 None => vec![rest.split([';', ' ', '\t']).next().unwrap_or_default()],
             };
-            if let Some(name) = candidates.into_iter().find(|c| credential_param(&encode(c.trim_matches('"'))).is_some()) {
+            if let Some(name) =
+                candidates.into_iter().find(|c| credential_param(&encode(c.trim_matches('"'))).is_some())
+            {
                 return Some(encode(name.trim_matches('"')));
             }
         }

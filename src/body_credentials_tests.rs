@@ -11,7 +11,12 @@ fn request(method: &str, path: &str, content_type: Option<&str>) -> Parts {
 #[test]
 fn the_bodies_rails_reads_params_from_are_read_on_the_api_only() {
     let cases = [
-        ("POST", "/api/v4/projects/1/trigger/pipeline", Some("multipart/form-data; boundary=xyz"), Some(Kind::Multipart(b"--xyz".to_vec()))),
+        (
+            "POST",
+            "/api/v4/projects/1/trigger/pipeline",
+            Some("multipart/form-data; boundary=xyz"),
+            Some(Kind::Multipart(b"--xyz".to_vec())),
+        ),
         ("POST", "/api/v4/projects/1/trigger/pipeline", Some("application/x-www-form-urlencoded"), Some(Kind::Form)),
         ("POST", "/api/v4/projects/1/trigger/pipeline", None, Some(Kind::Form)),
         ("PUT", "/api/v4/projects/1/variables/x", Some("application/json; charset=utf-8"), Some(Kind::Json)),
@@ -24,7 +29,11 @@ fn the_bodies_rails_reads_params_from_are_read_on_the_api_only() {
         assert_eq!(kind(&request(method, path, ct)), Ok(want), "{method} {path} {ct:?}");
     }
     assert!(kind(&request("POST", "/api/v4/x", Some("multipart/form-data"))).is_err());
-    assert_eq!(kind(&request("POST", "/api/v4/x", Some("application/x-www-form-urlencoded, text/plain"))), Ok(Some(Kind::Form)), "Rack stops at a comma");
+    assert_eq!(
+        kind(&request("POST", "/api/v4/x", Some("application/x-www-form-urlencoded, text/plain"))),
+        Ok(Some(Kind::Form)),
+        "Rack stops at a comma"
+    );
     let mut twice = request("POST", "/api/v4/x", Some("text/plain"));
     twice.headers.append(header::CONTENT_TYPE, http::HeaderValue::from_static("application/x-www-form-urlencoded"));
     assert!(kind(&twice).is_err(), "two Content-Type headers");
@@ -32,7 +41,10 @@ fn the_bodies_rails_reads_params_from_are_read_on_the_api_only() {
 
 #[test]
 fn credentials_are_found_in_form_json_and_multipart_bodies() {
-    assert_eq!(params(&Kind::Form, b"ref=main&token=glcbt-abc&variables[X]=1&job_token[]=x").unwrap_or_default(), ["token=glcbt%2Dabc", "job%5Ftoken%5B%5D=x"]);
+    assert_eq!(
+        params(&Kind::Form, b"ref=main&token=glcbt-abc&variables[X]=1&job_token[]=x").unwrap_or_default(),
+        ["token=glcbt%2Dabc", "job%5Ftoken%5B%5D=x"]
+    );
     assert_eq!(params(&Kind::Json, br#"{"ref":"main","job_token":"a b"}"#).unwrap_or_default(), ["job%5Ftoken=a%20b"]);
     assert!(params(&Kind::Json, br#"{"job_token": 5}"#).is_err());
     assert!(params(&Kind::Json, b"{not json").is_err());
@@ -50,14 +62,20 @@ fn a_credential_part_is_found_however_the_body_is_cut_into_chunks() {
         assert_eq!(scanner.found, ["job%5Ftoken=secret"], "split at {split}");
         let mut streaming = Scanner::new(b"--b".to_vec(), false);
         let first = streaming.feed(&body[..split]);
-        assert!(first.is_err() || streaming.feed(&body[split..]).is_err(), "split at {split}: not capturing, the part is refused");
+        assert!(
+            first.is_err() || streaming.feed(&body[split..]).is_err(),
+            "split at {split}: not capturing, the part is refused"
+        );
     }
 }
 
 #[test]
 fn a_delimiter_rack_finds_in_the_preamble_or_after_the_close_is_found_too() {
     let body = b"x--b\r\nContent-Disposition: form-data; name=token\r\n\r\nglcbt-1\r\n--b--xyz\r\n--b\r\nContent-Disposition: form-data; name=private_token\r\n\r\np\r\n--b--\r\n";
-    assert_eq!(params(&Kind::Multipart(b"--b".to_vec()), body).unwrap_or_default(), ["token=glcbt%2D1", "private%5Ftoken=p"]);
+    assert_eq!(
+        params(&Kind::Multipart(b"--b".to_vec()), body).unwrap_or_default(),
+        ["token=glcbt%2D1", "private%5Ftoken=p"]
+    );
 }
 
 #[test]
@@ -70,7 +88,10 @@ fn json_credential_keys_are_found_at_the_top_level_only_however_the_body_is_cut(
         assert_eq!(scanner.found, ["job%5Ftoken=glcbt%2DAb"], "split at {split}");
         let mut streaming = JsonScanner::new(false);
         let first = streaming.feed(&body[..split]);
-        assert!(first.is_err() || streaming.feed(&body[split..]).is_err(), "split at {split}: not capturing, the key is refused");
+        assert!(
+            first.is_err() || streaming.feed(&body[split..]).is_err(),
+            "split at {split}: not capturing, the key is refused"
+        );
     }
     let mut scanner = JsonScanner::new(true);
     assert!(scanner.feed(br#"{"token": 5}"#).is_err(), "a credential that is not a string");
@@ -88,7 +109,9 @@ fn names_rack_would_read_inside_a_filename_or_oddly_spelled_count_too() {
     ] {
         assert!(credential_name(head).is_some(), "{head}");
     }
-    for head in ["Content-Disposition: form-data; name=\"ref\"; filename=\"token\"", "Content-Type: text/plain; name=token"] {
+    for head in
+        ["Content-Disposition: form-data; name=\"ref\"; filename=\"token\"", "Content-Type: text/plain; name=token"]
+    {
         assert_eq!(credential_name(head), None, "{head}");
     }
 }

@@ -50,7 +50,9 @@ impl tower_service::Service<Uri> for UnixConnector {
         let (path, timeout) = (self.path.clone(), self.timeout);
         Box::pin(async move {
             let connect = tokio::net::UnixStream::connect(&*path);
-            let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{}: connect timed out", path.display())))??;
+            let stream = tokio::time::timeout(timeout, connect).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{}: connect timed out", path.display()))
+            })??;
             Ok(TokioIo::new(stream))
         })
     }
@@ -62,12 +64,21 @@ impl Transport {
     ///
     /// # Errors
     /// A TLS file that does not load, a `server_name` that is no name.
-    pub fn new(config: &UpstreamConfig, scheme: &Scheme, socket: Option<std::path::PathBuf>) -> Result<Transport, String> {
+    pub fn new(
+        config: &UpstreamConfig,
+        scheme: &Scheme,
+        socket: Option<std::path::PathBuf>,
+    ) -> Result<Transport, String> {
         let connect_timeout = Duration::from_secs(config.connect_timeout_secs);
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_max_idle_per_host(config.pool_max_idle_per_host).pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs)).pool_timer(TokioTimer::new());
+        builder
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(config.pool_idle_timeout_secs))
+            .pool_timer(TokioTimer::new());
         Ok(match socket {
-            Some(path) => Transport::Unix(builder.build(UnixConnector { path: Arc::new(path), timeout: connect_timeout })),
+            Some(path) => {
+                Transport::Unix(builder.build(UnixConnector { path: Arc::new(path), timeout: connect_timeout }))
+            }
             None => {
                 let mut http = HttpConnector::new();
                 http.set_connect_timeout(Some(connect_timeout));
@@ -76,11 +87,16 @@ impl Transport {
                 let tls = config.tls.clone().unwrap_or_default();
                 let client_auth = tls.client_cert.as_deref().zip(tls.client_key.as_deref());
                 // A plain http:// upstream never uses it: no trust store is loaded for one.
-                let rustls = if *scheme == Scheme::HTTPS { crate::tls::client_config_with(tls.ca_file.as_deref(), client_auth)? } else { crate::tls::unused_client_config()? };
+                let rustls = if *scheme == Scheme::HTTPS {
+                    crate::tls::client_config_with(tls.ca_file.as_deref(), client_auth)?
+                } else {
+                    crate::tls::unused_client_config()?
+                };
                 let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(rustls).https_or_http();
                 let https = match &tls.server_name {
                     Some(name) => {
-                        let name = rustls_pki_types::ServerName::try_from(name.clone()).map_err(|e| format!("tls.server_name {name:?}: {e}"))?;
+                        let name = rustls_pki_types::ServerName::try_from(name.clone())
+                            .map_err(|e| format!("tls.server_name {name:?}: {e}"))?;
                         https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
                     }
                     None => https,
@@ -102,7 +118,10 @@ impl hyper::body::Body for Holding {
     type Data = bytes::Bytes;
     type Error = crate::body::BoxError;
 
-    fn poll_frame(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
         std::pin::Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 

@@ -71,7 +71,9 @@ impl Filter {
     }
 
     fn matches(&self, record: &AuditRecord) -> bool {
-        (self.project.is_none() || self.project_matches(record.token_project.as_deref()) || self.project_matches(record.target.as_deref()))
+        (self.project.is_none()
+            || self.project_matches(record.token_project.as_deref())
+            || self.project_matches(record.target.as_deref()))
             && self.job.is_none_or(|job| record.job_id == Some(job))
             && self.reason.as_deref().is_none_or(|reason| record.reason == reason)
     }
@@ -102,12 +104,16 @@ impl DecisionLog {
     /// The decisions matching `filter` (at most `limit`, newest first) and the matrix cells whose
     /// job project or target matches its project.
     pub fn view(&self, filter: &Filter, limit: usize) -> View {
-        let Ok(inner) = self.0.lock() else { return View { recent: Vec::new(), kept: 0, seen: 0, pairs: Vec::new(), pairs_dropped: 0 } };
+        let Ok(inner) = self.0.lock() else {
+            return View { recent: Vec::new(), kept: 0, seen: 0, pairs: Vec::new(), pairs_dropped: 0 };
+        };
         let recent = inner.recent.iter().rev().filter(|r| filter.matches(r)).take(limit).cloned().collect();
         let mut pairs: Vec<_> = inner
             .pairs
             .iter()
-            .filter(|((source, target), _)| filter.project.is_none() || filter.project_matches(Some(source)) || filter.project_matches(Some(target)))
+            .filter(|((source, target), _)| {
+                filter.project.is_none() || filter.project_matches(Some(source)) || filter.project_matches(Some(target))
+            })
             .map(|(key, cell)| (key.clone(), cell.clone()))
             .collect();
         pairs.sort_by(|a, b| a.0.cmp(&b.0));

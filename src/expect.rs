@@ -105,8 +105,11 @@ pub fn run(snapshot: &Snapshot, dir: &Path) -> Result<Report, PolicyError> {
         .collect();
     files.sort();
     for file in files {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| PolicyError { path: file.clone(), line: 0, message: format!("cannot read: {e}") })?;
+        let text = std::fs::read_to_string(&file).map_err(|e| PolicyError {
+            path: file.clone(),
+            line: 0,
+            message: format!("cannot read: {e}"),
+        })?;
         run_text(snapshot, &file, &text, &mut report)?;
     }
     Ok(report)
@@ -129,7 +132,10 @@ pub fn run_text(snapshot: &Snapshot, file: &Path, text: &str, report: &mut Repor
 
 fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {
     let claims = claims(snapshot, &case.token)?;
-    let batch = case.request.lfs_operation.map(|op| BatchOperation(if matches!(op, LfsOperation::Download) { Action::Read } else { Action::Write }));
+    let batch = case
+        .request
+        .lfs_operation
+        .map(|op| BatchOperation(if matches!(op, LfsOperation::Download) { Action::Read } else { Action::Write }));
     let summary = decide_case(snapshot, &claims, &case.request.method, &case.request.url, batch)?;
     let got = match summary {
         Summary { disposition: Disposition::Deny, enforced: false, .. } => Expect::WouldDeny,
@@ -140,7 +146,12 @@ fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {
     if got == case.expect && reason_ok {
         return Ok(());
     }
-    Err(format!("expected {:?}{}, got {got:?} ({})", case.expect, case.reason.as_ref().map_or(String::new(), |r| format!(" ({r})")), summary.reason.id()))
+    Err(format!(
+        "expected {:?}{}, got {got:?} ({})",
+        case.expect,
+        case.reason.as_ref().map_or(String::new(), |r| format!(" ({r})")),
+        summary.reason.id()
+    ))
 }
 
 /// What `serve` decides for a job with (already verified) `claims` asking `method url`: the request
@@ -148,9 +159,16 @@ fn check(snapshot: &Snapshot, case: &Case) -> Result<(), String> {
 ///
 /// # Errors
 /// A method or URL that is not HTTP.
-pub fn decide_case(snapshot: &Snapshot, claims: &Claims, method: &str, url: &str, batch: Option<BatchOperation>) -> Result<Summary, String> {
+pub fn decide_case(
+    snapshot: &Snapshot,
+    claims: &Claims,
+    method: &str,
+    url: &str,
+    batch: Option<BatchOperation>,
+) -> Result<Summary, String> {
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| "bad request method".to_owned())?;
-    let parts = Request::builder().method(method).uri(url).body(()).map_err(|e| format!("url {url:?}: {e}"))?.into_parts().0;
+    let parts =
+        Request::builder().method(method).uri(url).body(()).map_err(|e| format!("url {url:?}: {e}"))?.into_parts().0;
     let deny = |refusal: Refusal| Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() };
     if let Err(refusal) = check_target(&parts) {
         return Ok(deny(refusal));
@@ -162,7 +180,8 @@ pub fn decide_case(snapshot: &Snapshot, claims: &Claims, method: &str, url: &str
 }
 
 fn claims(snapshot: &Snapshot, token: &TokenDoc) -> Result<Claims, String> {
-    let project_path = ProjectPath::parse(&token.project).ok_or_else(|| format!("token.project {:?} is not a project path", token.project))?;
+    let project_path = ProjectPath::parse(&token.project)
+        .ok_or_else(|| format!("token.project {:?} is not a project path", token.project))?;
     let policy_id = snapshot.policy.projects.get(&project_path).and_then(|p| p.id);
     Ok(Claims {
         iss: "policy-test".into(),

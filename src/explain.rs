@@ -22,13 +22,25 @@ pub struct Explained {
 /// Explains one request at `now`. `url` may be absolute (`https://host/path?query`) or a path; the
 /// token travels where a client would put it (see [`request`]); `batch` is what an LFS batch body
 /// asks for (without it a batch counts as an upload, as it does before `serve` has read the body).
-pub fn explain(core: &Core<'_>, token: &str, method: &str, url: &str, batch: Option<BatchOperation>, now: i64) -> Explained {
+pub fn explain(
+    core: &Core<'_>,
+    token: &str,
+    method: &str,
+    url: &str,
+    batch: Option<BatchOperation>,
+    now: i64,
+) -> Explained {
     let mut lines = Vec::new();
     let parts = match request(token, method, url) {
         Ok(parts) => parts,
         Err(why) => return Explained { lines: vec![format!("request: {why}")], summary: None },
     };
-    lines.push(format!("request: {} {}{}", parts.method, parts.uri.path(), if parts.uri.query().is_some() { "?…" } else { "" }));
+    lines.push(format!(
+        "request: {} {}{}",
+        parts.method,
+        parts.uri.path(),
+        if parts.uri.query().is_some() { "?…" } else { "" }
+    ));
     let enforced = enforce(core, &parts, batch, now, &mut lines);
     let summary = enforced.verdict.summary();
     lines.push(match &enforced.verdict {

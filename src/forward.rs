@@ -14,9 +14,9 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 
 use crate::body::{self, Body};
-use crate::connect::{Holding, Transport};
 use crate::classify::{Family, FamilyMap};
 use crate::config::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamAddr, UpstreamConfig, Upstreams};
+use crate::connect::{Holding, Transport};
 use crate::metrics::Metrics;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
@@ -76,7 +76,12 @@ pub struct ForwardContext<'a> {
 /// Whether the request asks to switch protocols (HTTP/1.1 `Connection: upgrade` with `Upgrade`).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers.get_all(header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Why a request did not reach the upstream, and whose fault that is.
@@ -132,7 +137,9 @@ impl Upstream {
         let client = Transport::new(config, &scheme, socket)?;
         Ok(Upstream {
             family,
-            in_flight: config.max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n.min(tokio::sync::Semaphore::MAX_PERMITS)))),
+            in_flight: config
+                .max_connections
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n.min(tokio::sync::Semaphore::MAX_PERMITS)))),
             scheme,
             authority,
             prefix,
@@ -142,7 +149,10 @@ impl Upstream {
             seconds: metrics.upstream_seconds.with_label_values(&[family]),
             errors: ForwardError::KINDS.map(|kind| metrics.upstream_errors.with_label_values(&[family, kind])),
             replacement: config.replace.as_ref().map(replacement).transpose()?,
-            strip_prefix: config.strip_prefix.as_ref().map(|p| p.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            strip_prefix: config
+                .strip_prefix
+                .as_ref()
+                .map(|p| p.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
         })
     }
 
@@ -164,7 +174,11 @@ impl Upstream {
     pub fn for_families(config: &Upstreams, metrics: &Metrics) -> Result<FamilyMap<Arc<Upstream>>, String> {
         let built = config
             .all()
-            .map(|(family, c)| Upstream::new(c, family.id(), metrics).map(|u| (family, Arc::new(u))).map_err(|e| format!("upstreams.{}: {e}", family.id())))
+            .map(|(family, c)| {
+                Upstream::new(c, family.id(), metrics)
+                    .map(|u| (family, Arc::new(u)))
+                    .map_err(|e| format!("upstreams.{}: {e}", family.id()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let find = |family: Family| built.iter().find(|(f, _)| *f == family).map(|(_, u)| u.clone());
         let git = find(Family::Git).ok_or("upstreams.git is required")?;
@@ -190,21 +204,39 @@ impl Upstream {
     ///
     /// # Errors
     /// As [`Upstream::new`], naming the entry.
-    pub fn for_passthrough_hosts(hosts: Option<&crate::config::HostsConfig>, metrics: &Metrics) -> Result<Vec<Arc<Upstream>>, String> {
+    pub fn for_passthrough_hosts(
+        hosts: Option<&crate::config::HostsConfig>,
+        metrics: &Metrics,
+    ) -> Result<Vec<Arc<Upstream>>, String> {
         let hosts = hosts.map_or(&[][..], |h| &h.passthrough[..]);
-        hosts.iter().enumerate().map(|(i, host)| Upstream::new(&host.upstream, "passthrough", metrics).map(Arc::new).map_err(|e| format!("hosts.passthrough[{i}]: {e}"))).collect()
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                Upstream::new(&host.upstream, "passthrough", metrics)
+                    .map(Arc::new)
+                    .map_err(|e| format!("hosts.passthrough[{i}]: {e}"))
+            })
+            .collect()
     }
 
     /// Forwards one request and returns the upstream's response with its body streaming.
     ///
     /// # Errors
     /// A [`ForwardError`]; each upstream failure is counted by kind.
-    pub async fn forward(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Response<Body>, ForwardError> {
+    pub async fn forward(
+        &self,
+        mut parts: Parts,
+        body: Body,
+        ctx: &ForwardContext<'_>,
+    ) -> Result<Response<Body>, ForwardError> {
         let permit = match &self.in_flight {
             Some(limit) => Some(limit.clone().try_acquire_owned().map_err(|_| ForwardError::Busy(self.family))?),
             None => None,
         };
-        let upgrade = (ctx.upgrade && wants_upgrade(&parts.headers)).then(|| (parts.extensions.remove::<hyper::upgrade::OnUpgrade>(), parts.headers.get(header::UPGRADE).cloned()));
+        let upgrade = (ctx.upgrade && wants_upgrade(&parts.headers)).then(|| {
+            (parts.extensions.remove::<hyper::upgrade::OnUpgrade>(), parts.headers.get(header::UPGRADE).cloned())
+        });
         let mut request = self.upstream_request(parts, body, ctx)?;
         if let Some((_, Some(protocol))) = &upgrade {
             request.headers_mut().insert(header::UPGRADE, protocol.clone());
@@ -233,7 +265,8 @@ impl Upstream {
                 let _permit = permit;
                 match tokio::try_join!(client, upstream) {
                     Ok((client, upstream)) => {
-                        let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+                        let _ =
+                            tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
                     }
                     Err(e) => tracing::warn!(request_id, upstream = family, error = %e, "upgrade failed"),
                 }
@@ -251,7 +284,12 @@ impl Upstream {
         Ok(Response::from_parts(parts, body))
     }
 
-    fn upstream_request(&self, mut parts: Parts, body: Body, ctx: &ForwardContext<'_>) -> Result<Request<Body>, ForwardError> {
+    fn upstream_request(
+        &self,
+        mut parts: Parts,
+        body: Body,
+        ctx: &ForwardContext<'_>,
+    ) -> Result<Request<Body>, ForwardError> {
         let strips = match self.credentials {
             CredentialMode::Passthrough => false,
             CredentialMode::Strip | CredentialMode::Replace => true,
@@ -261,15 +299,21 @@ impl Upstream {
         let target = match (strips, parts.uri.query()) {
             (true, Some(q)) => {
                 let kept = without_credentials(q);
-                if kept.is_empty() { format!("{}{path}", self.prefix) } else { format!("{}{path}?{kept}", self.prefix) }
+                if kept.is_empty() {
+                    format!("{}{path}", self.prefix)
+                } else {
+                    format!("{}{path}?{kept}", self.prefix)
+                }
             }
             (false, Some(q)) => format!("{}{path}?{q}", self.prefix),
             (_, None) => format!("{}{path}", self.prefix),
         };
         // HTTP/2 clients send `:authority` instead of `Host`; the upstream still needs the host name.
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         parts.uri = Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
@@ -319,20 +363,28 @@ impl Upstream {
         let Some(prefix) = &self.strip_prefix else { return path.into() };
         let mut rest = path;
         for want in prefix {
-            let Some((segment, tail)) = rest.strip_prefix('/').map(|r| r.split_once('/').unwrap_or((r, ""))) else { return path.into() };
+            let Some((segment, tail)) = rest.strip_prefix('/').map(|r| r.split_once('/').unwrap_or((r, ""))) else {
+                return path.into();
+            };
             if want != "*" && want != segment {
                 return path.into();
             }
             rest = if tail.is_empty() { "" } else { &rest[segment.len() + 1..] };
         }
-        if rest.is_empty() { "/".into() } else { rest.into() }
+        if rest.is_empty() {
+            "/".into()
+        } else {
+            rest.into()
+        }
     }
 }
 
 /// Reads `replace`'s value file once, at start.
 fn replacement(replace: &ReplaceCredential) -> Result<(HeaderName, HeaderValue), String> {
-    let name = HeaderName::from_bytes(replace.header.as_bytes()).map_err(|e| format!("replace.header {:?}: {e}", replace.header))?;
-    let text = std::fs::read_to_string(&replace.value_file).map_err(|e| format!("{}: {e}", replace.value_file.display()))?;
+    let name = HeaderName::from_bytes(replace.header.as_bytes())
+        .map_err(|e| format!("replace.header {:?}: {e}", replace.header))?;
+    let text =
+        std::fs::read_to_string(&replace.value_file).map_err(|e| format!("{}: {e}", replace.value_file.display()))?;
     let mut value = HeaderValue::from_str(text.trim()).map_err(|e| format!("{}: {e}", replace.value_file.display()))?;
     value.set_sensitive(true);
     Ok((name, value))
@@ -400,7 +452,9 @@ fn remove_matching(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
 /// The raw query minus every pair that names a credential parameter (in any spelling Rack reads,
 /// `;`-joined ones included); kept pairs keep their bytes.
 fn without_credentials(query: &str) -> String {
-    let names_credential = |pair: &str| pair.split(';').any(|part| credential_param(part.split_once('=').map_or(part, |(k, _)| k)).is_some());
+    let names_credential = |pair: &str| {
+        pair.split(';').any(|part| credential_param(part.split_once('=').map_or(part, |(k, _)| k)).is_some())
+    };
     query.split('&').filter(|pair| !pair.is_empty() && !names_credential(pair)).collect::<Vec<_>>().join("&")
 }
 
@@ -428,7 +482,18 @@ mod tests {
 
     #[test]
     fn identity_headers_in_any_spelling() {
-        for name in ["X-Forwarded-For", "x_forwarded_host", "X-JOBGATE-JOB-ID", "x_jobgate_scopes", "Forwarded", "X-Real-IP", "x-request-id", "X-HTTP-Method-Override", "x_original_url", "X-Rewrite-URL"] {
+        for name in [
+            "X-Forwarded-For",
+            "x_forwarded_host",
+            "X-JOBGATE-JOB-ID",
+            "x_jobgate_scopes",
+            "Forwarded",
+            "X-Real-IP",
+            "x-request-id",
+            "X-HTTP-Method-Override",
+            "x_original_url",
+            "X-Rewrite-URL",
+        ] {
             assert!(is_identity_header(name), "{name}");
         }
         for name in ["x-forwardedfor", "git-protocol", "host", "authorization"] {
@@ -441,10 +506,24 @@ mod tests {
         assert_eq!(without_credentials("service=git-upload-pack&job_token=abc"), "service=git-upload-pack");
         assert_eq!(without_credentials("job%5Ftoken=abc&a=%2F&&b"), "a=%2F&b");
         assert_eq!(without_credentials("job_token=abc"), "");
-        for credential in ["private_token", "access_token", "bearer_token", "token", "feed_token", "rss_token", "job_token]", "[token]", "job_token[]"] {
+        for credential in [
+            "private_token",
+            "access_token",
+            "bearer_token",
+            "token",
+            "feed_token",
+            "rss_token",
+            "job_token]",
+            "[token]",
+            "job_token[]",
+        ] {
             assert_eq!(without_credentials(&format!("a=1&{credential}=x&b=2")), "a=1&b=2", "{credential}");
         }
-        assert_eq!(without_credentials("service=git-upload-pack;private_token=x&b=2"), "b=2", "`;` joins pairs for Rack");
+        assert_eq!(
+            without_credentials("service=git-upload-pack;private_token=x&b=2"),
+            "b=2",
+            "`;` joins pairs for Rack"
+        );
     }
 
     #[test]
@@ -458,11 +537,18 @@ mod tests {
 
     #[test]
     fn strip_prefix_removes_matching_leading_segments_only() {
-        let config: UpstreamConfig = serde_yaml::from_str("{url: 'http://127.0.0.1:1', strip_prefix: /api/v4/projects/*/packages/npm}").unwrap();
+        let config: UpstreamConfig =
+            serde_yaml::from_str("{url: 'http://127.0.0.1:1', strip_prefix: /api/v4/projects/*/packages/npm}").unwrap();
         let up = Upstream::new(&config, "packages", &Metrics::new()).unwrap();
         assert_eq!(up.upstream_path("/api/v4/projects/42/packages/npm/@acme%2flib"), "/@acme%2flib");
-        assert_eq!(up.upstream_path("/api/v4/projects/acme%2Fapp/packages/npm/lib/-/lib-1.0.0.tgz"), "/lib/-/lib-1.0.0.tgz");
+        assert_eq!(
+            up.upstream_path("/api/v4/projects/acme%2Fapp/packages/npm/lib/-/lib-1.0.0.tgz"),
+            "/lib/-/lib-1.0.0.tgz"
+        );
         assert_eq!(up.upstream_path("/api/v4/projects/42/packages/npm"), "/");
-        assert_eq!(up.upstream_path("/api/v4/projects/42/packages/pypi/simple"), "/api/v4/projects/42/packages/pypi/simple");
+        assert_eq!(
+            up.upstream_path("/api/v4/projects/42/packages/pypi/simple"),
+            "/api/v4/projects/42/packages/pypi/simple"
+        );
     }
 }

@@ -31,8 +31,7 @@ pub fn certs(dir: &Path) -> anyhow::Result<CertFiles> {
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])?;
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()])?;
     params.distinguished_name.push(DnType::CommonName, "localhost");
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer)?;

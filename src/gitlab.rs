@@ -25,7 +25,9 @@ use crate::redis_link::{RedisLink, Seal};
 use crate::refusal::Refusal;
 use crate::token::cache::{digest, TokenDigest};
 use crate::token::claims::Claims;
-use crate::token::gitlab::{is_protected, job_claims, member_role, protected_names, Identity, JobDocError, JobIdentities, RoleKey};
+use crate::token::gitlab::{
+    is_protected, job_claims, member_role, protected_names, Identity, JobDocError, JobIdentities, RoleKey,
+};
 
 /// The largest answer read from GitLab (an `Entities::Ci::Job` is a few KiB).
 const MAX_ANSWER: usize = 256 * 1024;
@@ -122,14 +124,26 @@ impl Answer {
 impl GitLab {
     /// # Errors
     /// An unusable URL or CA file.
-    pub fn new(config: &GitLabConfig, jobs: &GitLabJobTokens, metrics: &crate::metrics::Metrics) -> Result<GitLab, String> {
+    pub fn new(
+        config: &GitLabConfig,
+        jobs: &GitLabJobTokens,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<GitLab, String> {
         let base = config.url.trim_end_matches('/').to_owned();
         let _: Uri = format!("{base}/api/v4/job").parse().map_err(|e| format!("gitlab.url {:?}: {e}", config.url))?;
         let tls = crate::tls::client_config(config.ca_file.as_deref())?;
-        let api_token = config.api_token_file.as_deref().map(|file| secret_header(file, "gitlab.api_token_file")).transpose()?;
-        let admin_token = config.admin_token_file.as_deref().map(|file| secret_header(file, "gitlab.admin_token_file")).transpose()?;
-        let impersonation = admin_token.map(|token| crate::impersonate::Impersonation::new(token, jobs.lookups_per_sec, metrics.impersonation_tokens.clone()));
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+        let api_token =
+            config.api_token_file.as_deref().map(|file| secret_header(file, "gitlab.api_token_file")).transpose()?;
+        let admin_token = config
+            .admin_token_file
+            .as_deref()
+            .map(|file| secret_header(file, "gitlab.admin_token_file"))
+            .transpose()?;
+        let impersonation = admin_token.map(|token| {
+            crate::impersonate::Impersonation::new(token, jobs.lookups_per_sec, metrics.impersonation_tokens.clone())
+        });
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         let identities = JobIdentities::new(100_000, &base, api_token.is_some());
         Ok(GitLab {
             base,
@@ -160,7 +174,8 @@ impl GitLab {
     /// What `/-/ready` shows: the instance, its last failure to answer (if the last lookup failed)
     /// and the impersonation tokens' state.
     pub fn status(&self) -> serde_json::Value {
-        let error = self.last_error.load_full().map(|e| serde_json::json!({"at": crate::clock::rfc3339(e.0), "error": e.1}));
+        let error =
+            self.last_error.load_full().map(|e| serde_json::json!({"at": crate::clock::rfc3339(e.0), "error": e.1}));
         let impersonation = self.impersonation.as_ref().map(crate::impersonate::Impersonation::status);
         serde_json::json!({"url": self.base, "asks_roles": self.api_token.is_some(), "last_error": error, "impersonation": impersonation})
     }
@@ -173,7 +188,9 @@ impl GitLab {
     fn record(&self, result: &Result<(), LookupError>) {
         match result {
             Ok(()) => self.last_error.store(None),
-            Err(LookupError::Unavailable(e)) => self.last_error.store(Some(Arc::new((std::time::SystemTime::now(), e.clone())))),
+            Err(LookupError::Unavailable(e)) => {
+                self.last_error.store(Some(Arc::new((std::time::SystemTime::now(), e.clone()))))
+            }
             Err(LookupError::OverBudget) => {}
         }
     }
@@ -221,7 +238,9 @@ impl GitLab {
         if self.identities.role(key, now).is_some() {
             return Ok(());
         }
-        let Some(api_token) = &self.api_token else { return Err(LookupError::Unavailable("no gitlab.api_token_file to ask roles with".into())) };
+        let Some(api_token) = &self.api_token else {
+            return Err(LookupError::Unavailable("no gitlab.api_token_file to ask roles with".into()));
+        };
         let gate_key = digest(&format!("role {} {}", key.0, key.1));
         let gate = self.inflight.entry(gate_key).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone();
         let result = {
@@ -231,14 +250,18 @@ impl GitLab {
             } else {
                 let path = format!("/api/v4/projects/{}/members/all/{}", key.0, key.1);
                 match self.get(&path, "private-token", api_token.clone()).await {
-                    Ok((StatusCode::OK, _, body)) => member_role(&body).map_err(|e| LookupError::Unavailable(e.to_string())).map(|role| {
-                        self.identities.insert_role(key.clone(), role, now + self.cache_secs, now);
-                    }),
+                    Ok((StatusCode::OK, _, body)) => {
+                        member_role(&body).map_err(|e| LookupError::Unavailable(e.to_string())).map(|role| {
+                            self.identities.insert_role(key.clone(), role, now + self.cache_secs, now);
+                        })
+                    }
                     Ok((StatusCode::NOT_FOUND, _, _)) => {
                         self.identities.insert_role(key.clone(), None, now + self.cache_secs, now);
                         Ok(())
                     }
-                    Ok((status, _, _)) => Err(LookupError::Unavailable(format!("GitLab answered {status} for the user's membership"))),
+                    Ok((status, _, _)) => {
+                        Err(LookupError::Unavailable(format!("GitLab answered {status} for the user's membership")))
+                    }
                     Err(e) => Err(LookupError::Unavailable(e)),
                 }
             }
@@ -289,7 +312,9 @@ impl GitLab {
                     return Err(LookupError::Unavailable(e.to_string()));
                 }
             },
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => (Identity::Refused, until.min(now + REFUSED_SECS), "refused"),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => {
+                (Identity::Refused, until.min(now + REFUSED_SECS), "refused")
+            }
             other => {
                 self.lookups.with_label_values(&["unavailable"]).inc();
                 return Err(LookupError::Unavailable(format!("GitLab answered {other}")));
@@ -336,19 +361,26 @@ impl GitLab {
         let (mut bodies, mut page) = (Vec::new(), Some("1".to_owned()));
         for _ in 0..max {
             let Some(n) = page.take() else { break };
-            let (status, headers, body) = self.get(&format!("{path}per_page=100&page={n}"), "private-token", credential.clone()).await?;
+            let (status, headers, body) =
+                self.get(&format!("{path}per_page=100&page={n}"), "private-token", credential.clone()).await?;
             if status != StatusCode::OK {
                 return Err(format!("GitLab answered {status} to {}", path.trim_end_matches(['?', '&'])));
             }
             bodies.push(body);
-            page = headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
+            page =
+                headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
         }
         Ok(bodies)
     }
 
     /// A project's protected branch or tag names, from the cache or every page of GitLab's answer
     /// (at most 20 pages of 100).
-    async fn protected_names(&self, project: u64, kind: &'static str, api_token: &HeaderValue) -> Result<Arc<Vec<String>>, String> {
+    async fn protected_names(
+        &self,
+        project: u64,
+        kind: &'static str,
+        api_token: &HeaderValue,
+    ) -> Result<Arc<Vec<String>>, String> {
         let now = crate::clock::unix_now();
         if let Some(entry) = self.protected.get(&(project, kind)).filter(|e| e.1 >= now) {
             return Ok(entry.0.clone());
@@ -374,12 +406,19 @@ impl GitLab {
     ///
     /// # Errors
     /// GitLab unreachable or too slow.
-    pub async fn registry_token(&self, query: &str, login: &str, password: &str) -> Result<(StatusCode, Bytes), LookupError> {
+    pub async fn registry_token(
+        &self,
+        query: &str,
+        login: &str,
+        password: &str,
+    ) -> Result<(StatusCode, Bytes), LookupError> {
         use base64::Engine as _;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
-        let mut value = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| LookupError::Unavailable("the job token is not a header value".into()))?;
+        let mut value = HeaderValue::from_str(&format!("Basic {basic}"))
+            .map_err(|_| LookupError::Unavailable("the job token is not a header value".into()))?;
         value.set_sensitive(true);
-        let asked = self.get(&format!("/jwt/auth?{query}"), "authorization", value).await.map_err(LookupError::Unavailable);
+        let asked =
+            self.get(&format!("/jwt/auth?{query}"), "authorization", value).await.map_err(LookupError::Unavailable);
         self.record(&asked.as_ref().map(|_| ()).map_err(Clone::clone));
         asked.map(|(status, _, body)| (status, body))
     }
@@ -391,7 +430,12 @@ impl GitLab {
     }
 
     /// One GET of GitLab's API with a credential header; the answer bounded.
-    async fn get(&self, path: &str, credential: &'static str, value: HeaderValue) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+    async fn get(
+        &self,
+        path: &str,
+        credential: &'static str,
+        value: HeaderValue,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
         self.send(http::Method::GET, path, credential, value, None).await
     }
 
@@ -399,19 +443,36 @@ impl GitLab {
     ///
     /// # Errors
     /// GitLab unreachable, too slow, or its answer unreadable.
-    pub async fn send(&self, method: http::Method, path: &str, credential: &'static str, value: HeaderValue, json: Option<&serde_json::Value>) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+        credential: &'static str,
+        value: HeaderValue,
+        json: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
         let uri: Uri = format!("{}{path}", self.base).parse().map_err(|e| format!("{path}: {e}"))?;
-        let mut request = Request::builder().method(method).uri(uri).header(credential, value).header(header::ACCEPT, "application/json");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(credential, value)
+            .header(header::ACCEPT, "application/json");
         if json.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = request.body(Full::new(json.map_or_else(Bytes::new, |j| Bytes::from(j.to_string())))).map_err(|e| e.to_string())?;
+        let request = request
+            .body(Full::new(json.map_or_else(Bytes::new, |j| Bytes::from(j.to_string()))))
+            .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("{}{path}: no answer in time", self.base))?
             .map_err(|e| format!("{}{path}: {e}", self.base))?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_ANSWER).collect().await.map_err(|e| format!("reading GitLab's answer: {e}"))?.to_bytes();
+        let body = Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("reading GitLab's answer: {e}"))?
+            .to_bytes();
         Ok((parts.status, parts.headers, body))
     }
 }
@@ -419,7 +480,8 @@ impl GitLab {
 /// A token file's content as a header value marked sensitive (never printed).
 fn secret_header(file: &std::path::Path, what: &str) -> Result<HeaderValue, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{what} {}: {e}", file.display()))?;
-    let mut value = HeaderValue::from_str(text.trim()).map_err(|_| format!("{what} {}: not a header value", file.display()))?;
+    let mut value =
+        HeaderValue::from_str(text.trim()).map_err(|_| format!("{what} {}: not a header value", file.display()))?;
     value.set_sensitive(true);
     Ok(value)
 }
@@ -435,7 +497,8 @@ mod tests {
 
     #[test]
     fn a_shared_answer_round_trips_and_garbage_is_none() {
-        let answer = Answer { status: StatusCode::OK, body: Bytes::from_static(b"{\"id\": 1}\n{}"), until: 1_800_000_000 };
+        let answer =
+            Answer { status: StatusCode::OK, body: Bytes::from_static(b"{\"id\": 1}\n{}"), until: 1_800_000_000 };
         let decoded = Answer::decode(&answer.encode()).unwrap_or_else(|| unreachable!());
         assert_eq!((decoded.status, decoded.body, decoded.until), (answer.status, answer.body, answer.until));
         for garbage in [&b""[..], b"x", b"12 999999\n", b"12\n{}", b"a 200\n{}"] {

@@ -67,8 +67,16 @@ impl Impersonation {
     ///
     /// # Errors
     /// The job has no user, the mint budget is spent, or GitLab refused or could not be asked.
-    pub async fn token(&self, gitlab: &GitLab, claims: &Claims, scope: &'static str, now: i64) -> Result<Held, Refusal> {
-        let Some(user_id) = claims.user_id else { return Err(Refusal::new(Reason::ImpersonationRefused, "the job has no user to act as")) };
+    pub async fn token(
+        &self,
+        gitlab: &GitLab,
+        claims: &Claims,
+        scope: &'static str,
+        now: i64,
+    ) -> Result<Held, Refusal> {
+        let Some(user_id) = claims.user_id else {
+            return Err(Refusal::new(Reason::ImpersonationRefused, "the job has no user to act as"));
+        };
         let key = (claims.job_id, scope);
         if let Some(held) = self.held.get(&key).filter(|h| h.until > now && h.user_id == user_id) {
             return Ok(held.clone());
@@ -80,7 +88,10 @@ impl Impersonation {
         }
         if !self.budget.take(now) {
             self.events.with_label_values(&["mint_over_budget"]).inc();
-            return Err(Refusal::new(Reason::GitlabLookupBudget, "too many impersonation tokens to mint this second; retry"));
+            return Err(Refusal::new(
+                Reason::GitlabLookupBudget,
+                "too many impersonation tokens to mint this second; retry",
+            ));
         }
         let (expires_on, until) = expiry(now);
         let body = serde_json::json!({"name": format!("jobgate-job-{}", claims.job_id), "scopes": [scope], "expires_at": expires_on});
@@ -120,16 +131,23 @@ impl Impersonation {
     /// GitLab lists under the job's name (minted by another replica, or before a restart); a failed
     /// revoke is retried later.
     pub async fn end_job(&self, gitlab: &GitLab, job_id: u64) {
-        let mut ended: Vec<(u64, u64)> = self.held.iter().filter(|e| e.key().0 == job_id).map(|e| (e.id, e.user_id)).collect();
+        let mut ended: Vec<(u64, u64)> =
+            self.held.iter().filter(|e| e.key().0 == job_id).map(|e| (e.id, e.user_id)).collect();
         self.held.retain(|key, _| key.0 != job_id);
         self.gates.retain(|key, _| key.0 != job_id);
         let name = format!("jobgate-job-{job_id}");
         match self.listed(gitlab, &name).await {
             Ok(listed) => {
-                let others: Vec<(u64, u64)> = listed.into_iter().filter(|t| t.name == name && !ended.iter().any(|(id, _)| *id == t.id)).map(|t| (t.id, t.user_id)).collect();
+                let others: Vec<(u64, u64)> = listed
+                    .into_iter()
+                    .filter(|t| t.name == name && !ended.iter().any(|(id, _)| *id == t.id))
+                    .map(|t| (t.id, t.user_id))
+                    .collect();
                 ended.extend(others);
             }
-            Err(e) => tracing::warn!(job_id, error = %e, "GitLab's tokens of an ended job could not be listed; only those held here are revoked"),
+            Err(e) => {
+                tracing::warn!(job_id, error = %e, "GitLab's tokens of an ended job could not be listed; only those held here are revoked")
+            }
         }
         for (id, user_id) in ended {
             self.revoke(gitlab, id, user_id).await;
@@ -142,7 +160,12 @@ impl Impersonation {
     /// # Errors
     /// GitLab's list could not be read.
     pub async fn sweep(&self, gitlab: &GitLab, ended: impl Fn(u64) -> bool) -> Result<usize, String> {
-        let leftovers: Vec<Listed> = self.listed(gitlab, "jobgate-job-").await?.into_iter().filter(|t| t.name.strip_prefix("jobgate-job-").and_then(|id| id.parse().ok()).is_some_and(&ended)).collect();
+        let leftovers: Vec<Listed> = self
+            .listed(gitlab, "jobgate-job-")
+            .await?
+            .into_iter()
+            .filter(|t| t.name.strip_prefix("jobgate-job-").and_then(|id| id.parse().ok()).is_some_and(&ended))
+            .collect();
         for token in &leftovers {
             self.revoke(gitlab, token.id, token.user_id).await;
         }
@@ -174,7 +197,9 @@ impl Impersonation {
         let path = format!("/api/v4/users/{user_id}/impersonation_tokens/{id}");
         match gitlab.send(Method::DELETE, &path, "private-token", self.admin.clone(), None).await {
             // 404: already gone (revoked by hand, or the user deleted).
-            Ok((StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND, _, _)) => self.events.with_label_values(&["revoked"]).inc(),
+            Ok((StatusCode::NO_CONTENT | StatusCode::OK | StatusCode::NOT_FOUND, _, _)) => {
+                self.events.with_label_values(&["revoked"]).inc()
+            }
             answer => {
                 let why = answer.map_or_else(|e| e, |(status, _, _)| format!("GitLab answered {status}"));
                 tracing::warn!(token_id = id, user_id, error = %why, "an impersonation token could not be revoked; retrying");
@@ -197,7 +222,9 @@ impl Impersonation {
 fn expiry(now: i64) -> (String, i64) {
     let days = if now.rem_euclid(86_400) > 86_400 - 3_600 { 2 } else { 1 };
     let midnight = (now.div_euclid(86_400) + days) * 86_400;
-    let date = crate::clock::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(midnight).unwrap_or(0)));
+    let date = crate::clock::rfc3339(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(midnight).unwrap_or(0)),
+    );
     (date.chars().take(10).collect(), midnight - 60)
 }
 

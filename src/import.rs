@@ -96,27 +96,44 @@ struct Api {
 
 impl Api {
     fn new(config: &GitLabConfig) -> Result<Api, String> {
-        let file = config.api_token_file.as_ref().ok_or("gitlab.api_token_file is required: the import reads each project's settings with it")?;
+        let file = config
+            .api_token_file
+            .as_ref()
+            .ok_or("gitlab.api_token_file is required: the import reads each project's settings with it")?;
         let token = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        let mut token = HeaderValue::from_str(token.trim()).map_err(|_| format!("{}: not a header value", file.display()))?;
+        let mut token =
+            HeaderValue::from_str(token.trim()).map_err(|_| format!("{}: not a header value", file.display()))?;
         token.set_sensitive(true);
         let tls = crate::tls::client_config(config.ca_file.as_deref())?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
-        Ok(Api { base: config.url.trim_end_matches('/').to_owned(), token, client: Client::builder(TokioExecutor::new()).build(connector) })
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+        Ok(Api {
+            base: config.url.trim_end_matches('/').to_owned(),
+            token,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
     }
 
     /// One GET: the status, the `x-next-page` header and the body.
     async fn get(&self, path: &str) -> Result<(StatusCode, Option<u32>, Bytes), String> {
         let url = format!("{}/api/v4{path}", self.base);
         let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-        let request = Request::get(uri).header("private-token", self.token.clone()).header(header::ACCEPT, "application/json").body(Empty::new()).map_err(|e| e.to_string())?;
+        let request = Request::get(uri)
+            .header("private-token", self.token.clone())
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
             .map_err(|_| format!("GET {url}: no answer within {}s", TIMEOUT.as_secs()))?
             .map_err(|e| format!("GET {url}: {}", crate::error::chain(&e)))?;
         let (parts, body) = response.into_parts();
         let next = parts.headers.get("x-next-page").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok());
-        let body = Limited::new(body, MAX_ANSWER).collect().await.map_err(|e| format!("GET {url}: reading the answer: {e}"))?.to_bytes();
+        let body = Limited::new(body, MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("GET {url}: reading the answer: {e}"))?
+            .to_bytes();
         Ok((parts.status, next, body))
     }
 
@@ -126,11 +143,15 @@ impl Api {
         if status != StatusCode::OK {
             // GitLab's own words when it gave some (`{"message": "403 Forbidden"}`), else the status.
             let answer = serde_json::from_slice::<serde_json::Value>(&body).ok();
-            let message = answer.as_ref().and_then(|v| v.get("message").or_else(|| v.get("error"))).map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_owned));
+            let message = answer
+                .as_ref()
+                .and_then(|v| v.get("message").or_else(|| v.get("error")))
+                .map(|m| m.as_str().map_or_else(|| m.to_string(), str::to_owned));
             let said = message.filter(|m| m.starts_with(status.as_str())).unwrap_or_else(|| status.to_string());
             return Err(format!("GET /api/v4{path}: {said}"));
         }
-        let value = serde_json::from_slice(&body).map_err(|e| format!("GET /api/v4{path}: not GitLab's answer: {e}"))?;
+        let value =
+            serde_json::from_slice(&body).map_err(|e| format!("GET /api/v4{path}: not GitLab's answer: {e}"))?;
         Ok((value, next))
     }
 
@@ -164,10 +185,17 @@ pub async fn fetch(config: &GitLabConfig, groups: &[String]) -> Result<(Vec<Sett
     let api = Api::new(config)?;
     let mut projects = BTreeSet::new();
     if groups.is_empty() {
-        projects.extend(api.all::<ProjectDoc>("/projects").await?.into_iter().map(|p| Named { path: p.path_with_namespace, id: p.id }));
+        projects.extend(
+            api.all::<ProjectDoc>("/projects")
+                .await?
+                .into_iter()
+                .map(|p| Named { path: p.path_with_namespace, id: p.id }),
+        );
     }
     for group in groups {
-        let listed = api.all::<ProjectDoc>(&format!("/groups/{}/projects?include_subgroups=true", encode(group.trim_matches('/')))).await?;
+        let listed = api
+            .all::<ProjectDoc>(&format!("/groups/{}/projects?include_subgroups=true", encode(group.trim_matches('/'))))
+            .await?;
         projects.extend(listed.into_iter().map(|p| Named { path: p.path_with_namespace, id: p.id }));
     }
     let mut group_paths: BTreeMap<u64, String> = BTreeMap::new();
@@ -175,16 +203,27 @@ pub async fn fetch(config: &GitLabConfig, groups: &[String]) -> Result<(Vec<Sett
     for project in projects {
         match read_settings(&api, &project, &mut group_paths).await {
             Ok(read) => settings.push(read),
-            Err(e) => problems.push(format!("{}: {e}; not imported (it stays closed to other projects' jobs)", project.path)),
+            Err(e) => {
+                problems.push(format!("{}: {e}; not imported (it stays closed to other projects' jobs)", project.path))
+            }
         }
     }
     Ok((settings, problems))
 }
 
-async fn read_settings(api: &Api, project: &Named, group_paths: &mut BTreeMap<u64, String>) -> Result<Settings, String> {
+async fn read_settings(
+    api: &Api,
+    project: &Named,
+    group_paths: &mut BTreeMap<u64, String>,
+) -> Result<Settings, String> {
     let base = format!("/projects/{}/job_token_scope", project.id);
     let (scope, _): (ScopeDoc, _) = api.one(&base).await?;
-    let mut projects: Vec<Named> = api.all::<ProjectDoc>(&format!("{base}/allowlist")).await?.into_iter().map(|p| Named { path: p.path_with_namespace, id: p.id }).collect();
+    let mut projects: Vec<Named> = api
+        .all::<ProjectDoc>(&format!("{base}/allowlist"))
+        .await?
+        .into_iter()
+        .map(|p| Named { path: p.path_with_namespace, id: p.id })
+        .collect();
     projects.retain(|p| p.id != project.id);
     let mut groups = Vec::new();
     for group in api.all::<GroupRef>(&format!("{base}/groups_allowlist")).await? {
@@ -200,7 +239,13 @@ async fn read_settings(api: &Api, project: &Named, group_paths: &mut BTreeMap<u6
     }
     projects.sort();
     groups.sort();
-    Ok(Settings { project: project.clone(), inbound_enabled: scope.inbound_enabled, outbound_enabled: scope.outbound_enabled, projects, groups })
+    Ok(Settings {
+        project: project.clone(),
+        inbound_enabled: scope.inbound_enabled,
+        outbound_enabled: scope.outbound_enabled,
+        projects,
+        groups,
+    })
 }
 
 /// The policy files for `settings` (read from `source`, GitLab's URL) and what they leave unsaid.
@@ -228,10 +273,20 @@ pub fn render(settings: &[Settings], source: &str) -> Imported {
                 text.push_str("    allow:\n");
             }
             for p in &s.projects {
-                text.push_str(&format!("      # GitLab allowlist: project {} (id {})\n      - from: {}\n", p.path, p.id, q(&p.path)));
+                text.push_str(&format!(
+                    "      # GitLab allowlist: project {} (id {})\n      - from: {}\n",
+                    p.path,
+                    p.id,
+                    q(&p.path)
+                ));
             }
             for g in &s.groups {
-                text.push_str(&format!("      # GitLab groups allowlist: group {} (id {})\n      - from: {}\n", g.path, g.id, q(&g.path)));
+                text.push_str(&format!(
+                    "      # GitLab groups allowlist: group {} (id {})\n      - from: {}\n",
+                    g.path,
+                    g.id,
+                    q(&g.path)
+                ));
             }
             if s.outbound_enabled {
                 imported.report.push(format!("{}: GitLab's outbound scope (deprecated, removed in GitLab 18.0) is on; jobgate has none: it decides at the target", s.project.path));
@@ -249,7 +304,6 @@ pub fn render(settings: &[Settings], source: &str) -> Imported {
     imported
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,18 +315,44 @@ mod tests {
     #[test]
     fn settings_become_one_policy_per_top_level_group_that_loads() {
         let settings = vec![
-            Settings { project: named("acme/app", 42), inbound_enabled: true, outbound_enabled: false, projects: vec![named("acme/lib", 43)], groups: vec![named("acme/tools", 9)] },
-            Settings { project: named("acme/open", 45), inbound_enabled: false, outbound_enabled: true, projects: vec![], groups: vec![] },
-            Settings { project: named("other/x", 50), inbound_enabled: true, outbound_enabled: false, projects: vec![], groups: vec![] },
+            Settings {
+                project: named("acme/app", 42),
+                inbound_enabled: true,
+                outbound_enabled: false,
+                projects: vec![named("acme/lib", 43)],
+                groups: vec![named("acme/tools", 9)],
+            },
+            Settings {
+                project: named("acme/open", 45),
+                inbound_enabled: false,
+                outbound_enabled: true,
+                projects: vec![],
+                groups: vec![],
+            },
+            Settings {
+                project: named("other/x", 50),
+                inbound_enabled: true,
+                outbound_enabled: false,
+                projects: vec![],
+                groups: vec![],
+            },
         ];
         let imported = render(&settings, "https://gitlab.example.com");
         assert_eq!(imported.files.keys().collect::<Vec<_>>(), ["gitlab-acme.yaml", "gitlab-other.yaml"]);
         let acme = &imported.files["gitlab-acme.yaml"];
-        let policy = crate::policy::Policy::from_yaml(std::path::Path::new("gitlab-acme.yaml"), acme).unwrap_or_else(|e| panic!("{e}\n{acme}"));
+        let policy = crate::policy::Policy::from_yaml(std::path::Path::new("gitlab-acme.yaml"), acme)
+            .unwrap_or_else(|e| panic!("{e}\n{acme}"));
         let app = &policy.projects[&crate::path::ProjectPath::parse("acme/app").unwrap_or_else(|| unreachable!())];
         assert_eq!((app.id, app.scoped.allow.entries.len()), (Some(42), 2));
-        assert!(acme.contains("inbound: open") && acme.contains("# GitLab groups allowlist: group acme/tools (id 9)"), "{acme}");
+        assert!(
+            acme.contains("inbound: open") && acme.contains("# GitLab groups allowlist: group acme/tools (id 9)"),
+            "{acme}"
+        );
         assert!(imported.report.iter().any(|r| r.starts_with("acme/open: GitLab's outbound scope")));
-        assert_eq!(render(&settings, "https://gitlab.example.com").files, imported.files, "the same settings, the same bytes");
+        assert_eq!(
+            render(&settings, "https://gitlab.example.com").files,
+            imported.files,
+            "the same settings, the same bytes"
+        );
     }
 }

@@ -238,12 +238,19 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve { config } => done(runtime()?.block_on(serve(&config))),
         Command::Check { config, offline } => done(runtime()?.block_on(check(&config, offline))),
         Command::Explain { config, token, method, url, lfs_operation, json } => {
-            let batch = lfs_operation.map(|op| BatchOperation(if op == LfsOperation::Download { Action::Read } else { Action::Write }));
+            let batch = lfs_operation
+                .map(|op| BatchOperation(if op == LfsOperation::Download { Action::Read } else { Action::Write }));
             runtime()?.block_on(explain(&config, &token, &method, &url, batch, json))
         }
-        Command::Policy { command: PolicyCommand::Suggest { config, audit, since, out } } => done(suggest(&config, &audit, since.as_deref(), out.as_deref())),
-        Command::Policy { command: PolicyCommand::Import { config, group, out } } => done(runtime()?.block_on(import(&config, &group, out.as_deref()))),
-        Command::Demo { dir, listen, admin_listen } => done(runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen))),
+        Command::Policy { command: PolicyCommand::Suggest { config, audit, since, out } } => {
+            done(suggest(&config, &audit, since.as_deref(), out.as_deref()))
+        }
+        Command::Policy { command: PolicyCommand::Import { config, group, out } } => {
+            done(runtime()?.block_on(import(&config, &group, out.as_deref())))
+        }
+        Command::Demo { dir, listen, admin_listen } => {
+            done(runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen)))
+        }
         Command::Certs { command: CertsCommand::Generate { out } } => {
             let files = jobgate::generate::certs(&out)?;
             println!("wrote {} {} {}", files.ca.display(), files.cert.display(), files.key.display());
@@ -299,7 +306,12 @@ async fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
         }
     }
     let policy = &loaded.snapshot.policy;
-    println!("policy: {} file(s), {} project(s), {} group(s)", policy.files.len(), policy.projects.len(), policy.groups.len());
+    println!(
+        "policy: {} file(s), {} project(s), {} group(s)",
+        policy.files.len(),
+        policy.projects.len(),
+        policy.groups.len()
+    );
     println!("policy tests: {} passed, 0 failed", loaded.tests_passed);
     for warning in &loaded.warnings {
         println!("warning: {warning}");
@@ -308,10 +320,19 @@ async fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operation: Option<BatchOperation>, json: bool) -> anyhow::Result<std::process::ExitCode> {
+async fn explain(
+    path: &Path,
+    token: &str,
+    method: &str,
+    url: &str,
+    lfs_operation: Option<BatchOperation>,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
     let config = Config::load(path)?;
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
-    let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new(), true).await.map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+    let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new(), true)
+        .await
+        .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
     let verifier = jobgate::token::verify::Verifier::new(issuers, config.limits.max_token_bytes, 0);
     let registry = jobgate::registry::RegistryTokens::from_config(config.registry_auth.as_ref())?;
     // Read only: a running `serve` owns the file.
@@ -320,7 +341,14 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operatio
         None => jobgate::revoke::RevocationSet::default(),
     };
     let non_job = jobgate::enforce::NonJobRules::new(&config);
-    let core = jobgate::enforce::Core { snapshot: &snapshot, verifier: &verifier, revocations: &revocations, registry: registry.as_ref(), gitlab: None, non_job: &non_job };
+    let core = jobgate::enforce::Core {
+        snapshot: &snapshot,
+        verifier: &verifier,
+        revocations: &revocations,
+        registry: registry.as_ref(),
+        gitlab: None,
+        non_job: &non_job,
+    };
     let token = if token == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
@@ -330,7 +358,9 @@ async fn explain(path: &Path, token: &str, method: &str, url: &str, lfs_operatio
     };
     let explained = jobgate::explain::explain(&core, &token, method, url, lfs_operation, jobgate::clock::unix_now());
     if json {
-        let summary = explained.summary.map(|s| serde_json::json!({"decision": s.decision(), "enforced": s.enforced, "reason": s.reason.id()}));
+        let summary = explained
+            .summary
+            .map(|s| serde_json::json!({"decision": s.decision(), "enforced": s.enforced, "reason": s.reason.id()}));
         println!("{:#}", serde_json::json!({"summary": summary, "lines": explained.lines}));
     } else {
         for line in &explained.lines {
@@ -366,7 +396,8 @@ fn suggest(path: &Path, audit: &[PathBuf], since: Option<&str>, out: Option<&Pat
         None => print!("{policy}"),
         Some(out) => {
             let (policy_file, tests_file) = (out.join(POLICY_FILE), out.join("tests").join(POLICY_FILE));
-            std::fs::create_dir_all(out.join("tests")).with_context(|| format!("creating {}", out.join("tests").display()))?;
+            std::fs::create_dir_all(out.join("tests"))
+                .with_context(|| format!("creating {}", out.join("tests").display()))?;
             std::fs::write(&policy_file, policy).with_context(|| format!("writing {}", policy_file.display()))?;
             std::fs::write(&tests_file, tests).with_context(|| format!("writing {}", tests_file.display()))?;
             eprintln!("wrote {} {}", policy_file.display(), tests_file.display());
@@ -377,18 +408,27 @@ fn suggest(path: &Path, audit: &[PathBuf], since: Option<&str>, out: Option<&Pat
 
 async fn import(path: &Path, groups: &[String], out: Option<&Path>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let Some(gitlab) = &config.gitlab else { bail!("{}: the import needs a `gitlab:` block (url, api_token_file)", path.display()) };
+    let Some(gitlab) = &config.gitlab else {
+        bail!("{}: the import needs a `gitlab:` block (url, api_token_file)", path.display())
+    };
     let (settings, problems) = jobgate::import::fetch(gitlab, groups).await.map_err(anyhow::Error::msg)?;
     let imported = jobgate::import::render(&settings, &gitlab.url);
     let out = out.unwrap_or(&config.policy_dir);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // The folder as it will be, loaded and tested before anything is written.
-    let files: Vec<(PathBuf, String)> = imported.files.iter().map(|(name, text)| (out.join(name), text.clone())).collect();
-    let policy = jobgate::policy::Policy::load_dir_with(out, &files).context("the imported files do not load with the folder's other files")?;
+    let files: Vec<(PathBuf, String)> =
+        imported.files.iter().map(|(name, text)| (out.join(name), text.clone())).collect();
+    let policy = jobgate::policy::Policy::load_dir_with(out, &files)
+        .context("the imported files do not load with the folder's other files")?;
     let snapshot = jobgate::snapshot::Snapshot::new(policy, config.api_routes.clone(), 1);
     let report = jobgate::expect::run(&snapshot, out)?;
     if !report.failures.is_empty() {
-        bail!("with the imported files, {} policy test(s) of {} fail:\n{}", report.failures.len(), out.display(), report.failures.join("\n"));
+        bail!(
+            "with the imported files, {} policy test(s) of {} fail:\n{}",
+            report.failures.len(),
+            out.display(),
+            report.failures.join("\n")
+        );
     }
     for (file, text) in &files {
         std::fs::write(file, text).with_context(|| format!("writing {}", file.display()))?;
@@ -453,7 +493,10 @@ fn mint(args: MintArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a signing thread panicked".into()))).collect::<Result<_, _>>()
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err("a signing thread panicked".into())))
+            .collect::<Result<_, _>>()
     })
     .map_err(anyhow::Error::msg)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

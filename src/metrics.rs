@@ -3,8 +3,8 @@
 //! never a project, user, job id or path.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 /// What can ask for a reload: the file watcher, SIGHUP, `POST /-/reload`.
@@ -112,7 +112,10 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let gauge_vec = |name: &str, help: &str| {
-            register(r, IntGaugeVec::new(Opts::new(name, help), &["issuer"]).unwrap_or_else(|_| unreachable_metric(name)))
+            register(
+                r,
+                IntGaugeVec::new(Opts::new(name, help), &["issuer"]).unwrap_or_else(|_| unreachable_metric(name)),
+            )
         };
         let metrics = Metrics {
             requests: counter(
@@ -204,7 +207,8 @@ impl Metrics {
         for kind in ["error", "timeout"] {
             metrics.tls_handshake_failures.with_label_values(&[kind]);
         }
-        let build = IntGaugeVec::new(Opts::new("jobgate_build_info", "Build information."), &["version"]).unwrap_or_else(|_| unreachable_metric("jobgate_build_info"));
+        let build = IntGaugeVec::new(Opts::new("jobgate_build_info", "Build information."), &["version"])
+            .unwrap_or_else(|_| unreachable_metric("jobgate_build_info"));
         register(&metrics.registry, build).with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         metrics
     }
@@ -250,7 +254,10 @@ mod tests {
         assert!(text.contains("jobgate_issuer_key_fetches_total{issuer=\"gitlab\",outcome=\"updated\"} 1"), "{text}");
         assert!(text.contains("jobgate_token_cache_total{result=\"hit\"} 1"), "{text}");
         assert!(text.contains("jobgate_build_info{version="), "{text}");
-        assert!(text.contains("jobgate_reloads_total{result=\"failed\",source=\"watch\"} 0"), "pre-initialised: {text}");
+        assert!(
+            text.contains("jobgate_reloads_total{result=\"failed\",source=\"watch\"} 0"),
+            "pre-initialised: {text}"
+        );
         assert!(text.contains("jobgate_tls_handshake_failures_total{kind=\"timeout\"} 0"), "pre-initialised: {text}");
     }
 }

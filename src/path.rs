@@ -89,8 +89,22 @@ mod tests {
     #[test]
     fn rejects_anything_that_is_not_a_plain_name() {
         for bad in [
-            "", "a//b", "/a", "a/", "a/./b", "a/../b", "..", "a/%2e%2e/b", "a%2Fb", "a\\b", "a;x=1/b",
-            "a/b c", "-a/b", ".hidden/x", "a/b\0", "ä/b",
+            "",
+            "a//b",
+            "/a",
+            "a/",
+            "a/./b",
+            "a/../b",
+            "..",
+            "a/%2e%2e/b",
+            "a%2Fb",
+            "a\\b",
+            "a;x=1/b",
+            "a/b c",
+            "-a/b",
+            ".hidden/x",
+            "a/b\0",
+            "ä/b",
         ] {
             assert!(ProjectPath::parse(bad).is_none(), "{bad:?} must be refused");
         }

@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-
 use crate::admin::Secret;
 use crate::classify::FamilyMap;
 use crate::config::Config;
@@ -48,24 +47,45 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
     let mut errors = Vec::new();
     let tested = keep(&mut errors, crate::reload::tested_snapshot(config, 1));
     let certificates = keep(&mut errors, crate::tls::Certificates::load(&config.tls).map_err(|e| e.to_string()));
-    let registry = keep(&mut errors, RegistryTokens::from_config(config.registry_auth.as_ref()).map_err(|e| e.to_string()));
-    let upstreams = keep(&mut errors, Upstream::for_families(&config.upstreams, metrics).and_then(|families| Ok((families, Upstream::for_passthrough_hosts(config.hosts.as_ref(), metrics)?))));
+    let registry =
+        keep(&mut errors, RegistryTokens::from_config(config.registry_auth.as_ref()).map_err(|e| e.to_string()));
+    let upstreams = keep(
+        &mut errors,
+        Upstream::for_families(&config.upstreams, metrics)
+            .and_then(|families| Ok((families, Upstream::for_passthrough_hosts(config.hosts.as_ref(), metrics)?))),
+    );
     let job_tokens = config.issuers.iter().find_map(|i| i.gitlab_job_tokens.as_ref());
     // With a shared Redis and the replicas' answers key, replicas share GitLab's answers too.
     let redis = config.revocations.redis.as_ref();
-    let seal = keep(&mut errors, redis.and_then(|r| r.answers_key_file.as_deref()).map(Seal::load).transpose()).flatten();
-    let gitlab = keep(&mut errors, match (&config.gitlab, job_tokens) {
-        (Some(gitlab), Some(jobs)) => GitLab::new(gitlab, jobs, metrics).and_then(|gitlab| match (redis, seal) {
-            (Some(redis), Some(seal)) => Ok(Some(gitlab.share_answers(RedisLink::open(redis)?, seal))),
-            _ => Ok(Some(gitlab)),
-        }),
-        _ => Ok(None),
-    });
-    let admin_token = keep(&mut errors, Secret::load(config.admin.token_file.as_deref()).map_err(|e| format!("admin.token_file {e}")));
-    let webhook_secret = keep(&mut errors, Secret::load(config.admin.webhook_secret_file.as_deref()).map_err(|e| format!("admin.webhook_secret_file {e}")));
+    let seal =
+        keep(&mut errors, redis.and_then(|r| r.answers_key_file.as_deref()).map(Seal::load).transpose()).flatten();
+    let gitlab = keep(
+        &mut errors,
+        match (&config.gitlab, job_tokens) {
+            (Some(gitlab), Some(jobs)) => GitLab::new(gitlab, jobs, metrics).and_then(|gitlab| match (redis, seal) {
+                (Some(redis), Some(seal)) => Ok(Some(gitlab.share_answers(RedisLink::open(redis)?, seal))),
+                _ => Ok(Some(gitlab)),
+            }),
+            _ => Ok(None),
+        },
+    );
+    let admin_token = keep(
+        &mut errors,
+        Secret::load(config.admin.token_file.as_deref()).map_err(|e| format!("admin.token_file {e}")),
+    );
+    let webhook_secret = keep(
+        &mut errors,
+        Secret::load(config.admin.webhook_secret_file.as_deref()).map_err(|e| format!("admin.webhook_secret_file {e}")),
+    );
     if let Some(file) = &config.revocations.file {
         keep(&mut errors, writable_folder("revocations.file", file));
-        keep(&mut errors, crate::revoke::store::replay(file, crate::clock::unix_now()).await.map(drop).map_err(|e| format!("revocations.file {}: {e}", file.display())));
+        keep(
+            &mut errors,
+            crate::revoke::store::replay(file, crate::clock::unix_now())
+                .await
+                .map(drop)
+                .map_err(|e| format!("revocations.file {}: {e}", file.display())),
+        );
     }
     if let Some(redis) = &config.revocations.redis {
         keep(&mut errors, crate::revoke::shared::Shared::new(redis, Arc::default()).map(drop));
@@ -85,11 +105,29 @@ pub async fn load(config: &Config, metrics: &Metrics, fetch: bool) -> Result<Loa
         }
     };
     match (tested, certificates, registry, upstreams, gitlab, admin_token, webhook_secret, keys) {
-        (Some((snapshot, tests_passed)), Some(certificates), Some(registry), Some((upstreams, passthrough)), Some(gitlab), Some(admin_token), Some(webhook_secret), Some((issuers, key_sources)))
-            if errors.is_empty() =>
-        {
-            Ok(Loaded { snapshot, tests_passed, certificates, registry, upstreams, passthrough, gitlab, admin_token, webhook_secret, issuers, key_sources, warnings })
-        }
+        (
+            Some((snapshot, tests_passed)),
+            Some(certificates),
+            Some(registry),
+            Some((upstreams, passthrough)),
+            Some(gitlab),
+            Some(admin_token),
+            Some(webhook_secret),
+            Some((issuers, key_sources)),
+        ) if errors.is_empty() => Ok(Loaded {
+            snapshot,
+            tests_passed,
+            certificates,
+            registry,
+            upstreams,
+            passthrough,
+            gitlab,
+            admin_token,
+            webhook_secret,
+            issuers,
+            key_sources,
+            warnings,
+        }),
         _ => Err(errors),
     }
 }
@@ -106,7 +144,10 @@ fn key_set_problems(config: &Config, sources: &[Arc<KeySource>], fetched: bool) 
                 Some(e) if fetched => format!("not fetched: {e}"),
                 _ => "not fetched (offline)".to_owned(),
             };
-            warnings.push(format!("issuer {}: key set {why}; until it loads, this issuer's tokens are refused", issuer.name));
+            warnings.push(format!(
+                "issuer {}: key set {why}; until it loads, this issuer's tokens are refused",
+                issuer.name
+            ));
         } else if !keys.set.fits_any(&issuer.algorithms) {
             let algorithms: Vec<&str> = issuer.algorithms.iter().map(|a| a.name()).collect();
             errors.push(format!(
@@ -125,7 +166,9 @@ fn writable_folder(setting: &str, file: &Path) -> Result<(), String> {
     let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     match std::fs::metadata(folder) {
         Ok(meta) if meta.is_dir() && !meta.permissions().readonly() => Ok(()),
-        Ok(meta) if meta.is_dir() => Err(format!("{setting} {}: the folder {} is read-only", file.display(), folder.display())),
+        Ok(meta) if meta.is_dir() => {
+            Err(format!("{setting} {}: the folder {} is read-only", file.display(), folder.display()))
+        }
         Ok(_) => Err(format!("{setting} {}: {} is not a folder", file.display(), folder.display())),
         Err(e) => Err(format!("{setting} {}: the folder {}: {e}", file.display(), folder.display())),
     }

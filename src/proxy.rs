@@ -19,8 +19,8 @@ use crate::body_credentials;
 use crate::classify::{lfs, Family, FamilyMap, HostRole};
 use crate::clock::unix_now;
 use crate::enforce::{enforce, Core, Disposition, Enforced, Lookup, NoTrace, NonJobRules, Summary, Verdict};
-use crate::gitlab::GitLab;
 use crate::forward::{ForwardContext, Upstream};
+use crate::gitlab::GitLab;
 use crate::keys::KeySource;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
@@ -68,8 +68,14 @@ pub struct BodyPeek {
 
 impl BodyPeek {
     pub fn new(limits: &crate::config::Limits, timeouts: &crate::config::Timeouts) -> BodyPeek {
-        let budget = tokio::sync::Semaphore::new((limits.peek_budget_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS));
-        BodyPeek { bytes_per_request: limits.lfs_batch_bytes, credential_bytes: limits.body_credential_bytes, budget: Arc::new(budget), deadline: timeouts.body_peek() }
+        let budget =
+            tokio::sync::Semaphore::new((limits.peek_budget_bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS));
+        BodyPeek {
+            bytes_per_request: limits.lfs_batch_bytes,
+            credential_bytes: limits.body_credential_bytes,
+            budget: Arc::new(budget),
+            deadline: timeouts.body_peek(),
+        }
     }
 }
 
@@ -193,7 +199,16 @@ impl Gateway {
             Route::GitLabRealm => self.gitlab_realm(&snapshot, parts, body, peer, &cx).await,
             Route::Jwks => {
                 let jwks = self.registry.as_ref().map(RegistryTokens::jwks).unwrap_or_default();
-                (reject::json(&jwks), Outcome { request: None, claims: None, summary: allowed(), verified: None, upstream_credential: None })
+                (
+                    reject::json(&jwks),
+                    Outcome {
+                        request: None,
+                        claims: None,
+                        summary: allowed(),
+                        verified: None,
+                        upstream_credential: None,
+                    },
+                )
             }
             Route::Proxy => self.proxy(&snapshot, parts, body, peer, &cx).await,
         };
@@ -216,7 +231,10 @@ impl Gateway {
     /// Where a request goes: by its host (`hosts:`) first, then by its path.
     fn route(&self, parts: &Parts, role: Option<HostRole>) -> Route {
         let Some(role) = role else {
-            return Route::Misdirected(Refusal::new(Reason::UnknownHost, "this host is not served here (hosts:), or is not the name this TLS connection was opened for"));
+            return Route::Misdirected(Refusal::new(
+                Reason::UnknownHost,
+                "this host is not served here (hosts:), or is not the name this TLS connection was opened for",
+            ));
         };
         if let HostRole::Passthrough(i) = role {
             return Route::Passthrough(i);
@@ -224,11 +242,16 @@ impl Gateway {
         let path = parts.uri.path();
         if role == HostRole::Registry && !crate::classify::is_registry_path(path) {
             // Not even non-job traffic: nothing but the registry lives on its host.
-            return Route::Misdirected(Refusal::new(Reason::UnmatchedRequest, "the registry host serves the container registry only"));
+            return Route::Misdirected(Refusal::new(
+                Reason::UnmatchedRequest,
+                "the registry host serves the container registry only",
+            ));
         }
         match (&parts.method, path, &self.registry) {
             // GitLab's realm lives on GitLab's host.
-            (&Method::GET, "/jwt/auth", _) if self.registry_at_gitlab.is_some() && role != HostRole::Registry => Route::GitLabRealm,
+            (&Method::GET, "/jwt/auth", _) if self.registry_at_gitlab.is_some() && role != HostRole::Registry => {
+                Route::GitLabRealm
+            }
             // On the GitLab host these are GitLab's own (the dependency proxy): the proxy path decides.
             _ if role == HostRole::GitLab => Route::Proxy,
             (&Method::GET, "/jwt/auth", Some(_)) => Route::TokenRealm,
@@ -239,7 +262,14 @@ impl Gateway {
 
     /// enforce (→ one refetch for an unknown kid) → for an LFS batch of a verified job: peek its body
     /// and enforce again → forward | refuse.
-    async fn proxy(&self, snapshot: &Snapshot, parts: Parts, body: Body, peer: SocketAddr, cx: &RequestCx) -> (Response<Body>, Outcome) {
+    async fn proxy(
+        &self,
+        snapshot: &Snapshot,
+        parts: Parts,
+        body: Body,
+        peer: SocketAddr,
+        cx: &RequestCx,
+    ) -> (Response<Body>, Outcome) {
         let core = self.core(snapshot);
         // Credentials GitLab reads from an API body are decided like those of the query string.
         let (mut body, in_body) = match self.body_credentials(&parts, body).await {
@@ -269,7 +299,10 @@ impl Gateway {
                 }
                 Err(refusal) => {
                     let response = reject::response(&refusal, &cx.id, Some(Family::Lfs), &Challenge::GitLab);
-                    return (response, Outcome::refused(&refusal, enforced.request, enforced.verdict.claims().cloned()));
+                    return (
+                        response,
+                        Outcome::refused(&refusal, enforced.request, enforced.verdict.claims().cloned()),
+                    );
                 }
             }
         }
@@ -318,7 +351,9 @@ impl Gateway {
             Some(id) => Some(format!("impersonation:{id}").into()),
             None => identity.is_some().then(|| upstream.credential_kind().into()),
         };
-        let forwarded = upstream.forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity, upgrade, credential }).await;
+        let forwarded = upstream
+            .forward(parts, body, &ForwardContext { peer, request_id: &cx.id, identity, upgrade, credential })
+            .await;
         match forwarded {
             Ok(mut response) => {
                 if impersonated.is_some() {
@@ -342,18 +377,41 @@ impl Gateway {
 
     /// For an allowed job request on an `impersonate` upstream that goes beyond GitLab's job-token
     /// rules: the user's impersonation token in the client's form, and its id.
-    async fn impersonation(&self, upstream: &Upstream, enforced: &Enforced, headers: &http::HeaderMap) -> Result<Option<((http::HeaderName, http::HeaderValue), u64)>, Refusal> {
-        let (Verdict::Allow(claims, _), Some(request), Some(kind)) = (&enforced.verdict, &enforced.request, enforced.credential) else { return Ok(None) };
-        let Some(scope) = upstream.impersonates().then(|| crate::enforce::elevate::elevation(request, claims.claims(), kind)).flatten() else { return Ok(None) };
+    async fn impersonation(
+        &self,
+        upstream: &Upstream,
+        enforced: &Enforced,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<((http::HeaderName, http::HeaderValue), u64)>, Refusal> {
+        let (Verdict::Allow(claims, _), Some(request), Some(kind)) =
+            (&enforced.verdict, &enforced.request, enforced.credential)
+        else {
+            return Ok(None);
+        };
+        let Some(scope) = upstream
+            .impersonates()
+            .then(|| crate::enforce::elevate::elevation(request, claims.claims(), kind))
+            .flatten()
+        else {
+            return Ok(None);
+        };
         if !request.target.is_single() {
-            return Err(Refusal::new(Reason::UnresolvedTarget, "group and instance targets are not decided, so no user's token is presented for them"));
+            return Err(Refusal::new(
+                Reason::UnresolvedTarget,
+                "group and instance targets are not decided, so no user's token is presented for them",
+            ));
         }
-        let (Some(gitlab), Some(impersonation)) = (&self.gitlab, self.gitlab.as_ref().and_then(GitLab::impersonation)) else {
-            return Err(Refusal::new(Reason::InternalError, "credentials: impersonate without gitlab.admin_token_file"));
+        let (Some(gitlab), Some(impersonation)) = (&self.gitlab, self.gitlab.as_ref().and_then(GitLab::impersonation))
+        else {
+            return Err(Refusal::new(
+                Reason::InternalError,
+                "credentials: impersonate without gitlab.admin_token_file",
+            ));
         };
         let held = impersonation.token(gitlab, claims.claims(), scope, unix_now()).await?;
         let presented = crate::enforce::elevate::presented(headers, claims.claims().user_login.as_deref(), &held.token);
-        let presented = presented.ok_or_else(|| Refusal::new(Reason::InternalError, "GitLab's impersonation token is no header value"))?;
+        let presented = presented
+            .ok_or_else(|| Refusal::new(Reason::InternalError, "GitLab's impersonation token is no header value"))?;
         Ok(Some((presented, held.id)))
     }
 
@@ -379,14 +437,16 @@ impl Gateway {
             }
         }
         if enforced.gitlab_lookup.is_some() {
-            enforced.verdict = Verdict::Refuse(Refusal::new(Reason::GitlabUnavailable, "GitLab's answers did not settle"), None);
+            enforced.verdict =
+                Verdict::Refuse(Refusal::new(Reason::GitlabUnavailable, "GitLab's answers did not settle"), None);
         }
         enforced
     }
 
     /// Asks GitLab what `enforce` needs to know (the answer lands where `enforce` reads it).
     async fn resolve(&self, lookup: &Lookup) -> Result<(), Refusal> {
-        let gitlab = self.gitlab.as_ref().ok_or_else(|| Refusal::new(Reason::GitlabUnavailable, "no GitLab is configured"))?;
+        let gitlab =
+            self.gitlab.as_ref().ok_or_else(|| Refusal::new(Reason::GitlabUnavailable, "no GitLab is configured"))?;
         match lookup {
             Lookup::Token(token) => gitlab.resolve(token, unix_now()).await,
             Lookup::Role(key) => gitlab.resolve_role(key, unix_now()).await,
@@ -408,12 +468,16 @@ impl Gateway {
         let limit = self.peek.credential_bytes;
         let mut body = body;
         let (bytes, ended) = self.read_prefix(&mut body, limit, "API request body").await?;
-        let uninspected = |why: String| Refusal::new(Reason::BodyNotInspected, format!("the body may hold a credential GitLab would read: {why}"));
+        let uninspected = |why: String| {
+            Refusal::new(Reason::BodyNotInspected, format!("the body may hold a credential GitLab would read: {why}"))
+        };
         let (body, found, cut) = if ended {
             let found = body_credentials::params(&kind, &bytes).map_err(|why| Refusal::new(Reason::BadRequest, why))?;
             (body::full(bytes), found, None)
         } else {
-            let mut scanner = body_credentials::Streaming::new(&kind).ok_or_else(|| uninspected(format!("a form body larger than {limit} bytes (limits.body_credential_bytes)")))?;
+            let mut scanner = body_credentials::Streaming::new(&kind).ok_or_else(|| {
+                uninspected(format!("a form body larger than {limit} bytes (limits.body_credential_bytes)"))
+            })?;
             scanner.feed(&bytes).map_err(uninspected)?;
             let found = scanner.decided().map_err(uninspected)?;
             let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -427,16 +491,20 @@ impl Gateway {
     /// Reads `body` up to `limit` bytes (the frame that crosses it included), within the peek
     /// deadline and the process-wide budget: the bytes, and whether the body ended within them.
     async fn read_prefix(&self, body: &mut Body, limit: usize, what: &str) -> Result<(Bytes, bool), Refusal> {
-        use hyper::body::Body as _;
         use http_body_util::BodyExt;
+        use hyper::body::Body as _;
         // The budget holds what can arrive: the declared length when smaller than the bound.
         let expected = body.size_hint().upper().and_then(|n| usize::try_from(n).ok()).map_or(limit, |n| n.min(limit));
         let kib = u32::try_from(expected.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let _budget = self.peek.budget.clone().try_acquire_many_owned(kib).map_err(|_| Refusal::new(Reason::OverCapacity, format!("too many bodies being read ({what}); retry later")))?;
+        let _budget = self.peek.budget.clone().try_acquire_many_owned(kib).map_err(|_| {
+            Refusal::new(Reason::OverCapacity, format!("too many bodies being read ({what}); retry later"))
+        })?;
         let read = async {
             let mut bytes = bytes::BytesMut::new();
             while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.map_err(|_| Refusal::new(Reason::BadRequest, format!("{what} unreadable")))?.into_data() {
+                if let Ok(data) =
+                    frame.map_err(|_| Refusal::new(Reason::BadRequest, format!("{what} unreadable")))?.into_data()
+                {
                     bytes.extend_from_slice(&data);
                     if bytes.len() > limit {
                         return Ok((bytes.freeze(), false));
@@ -445,7 +513,9 @@ impl Gateway {
             }
             Ok((bytes.freeze(), true))
         };
-        tokio::time::timeout(self.peek.deadline, read).await.map_err(|_| Refusal::new(Reason::BadRequest, format!("{what} not received in time")))?
+        tokio::time::timeout(self.peek.deadline, read)
+            .await
+            .map_err(|_| Refusal::new(Reason::BadRequest, format!("{what} not received in time")))?
     }
 
     /// Reads an LFS batch body — at most `limits.lfs_batch_bytes`, within `timeouts.body_peek_secs`,
@@ -479,7 +549,9 @@ fn with_params(parts: &Parts, params: &[String]) -> Result<Parts, Refusal> {
 /// For a Terraform module download: the request with its wrapper token replaced by the credential
 /// the wrapper carries, for the decision only.
 fn unwrapped_terraform_token(parts: &Parts) -> Result<Option<Parts>, Refusal> {
-    let Some(query) = crate::token::wrapped::terraform_file_query(parts.uri.path(), parts.uri.query()) else { return Ok(None) };
+    let Some(query) = crate::token::wrapped::terraform_file_query(parts.uri.path(), parts.uri.query()) else {
+        return Ok(None);
+    };
     let query = query.map_err(|why| Refusal::new(Reason::MalformedToken, why))?;
     with_query(parts, &query).map(Some)
 }
@@ -488,9 +560,18 @@ fn unwrapped_terraform_token(parts: &Parts) -> Result<Option<Parts>, Refusal> {
 fn with_query(parts: &Parts, query: &str) -> Result<Parts, Refusal> {
     let unreadable = |_| Refusal::new(Reason::BadRequest, "a credential that cannot be read as a parameter");
     let mut uri = parts.uri.clone().into_parts();
-    uri.path_and_query = Some(format!("{}?{query}", parts.uri.path()).parse().map_err(|e: http::uri::InvalidUri| unreadable(e.to_string()))?);
+    uri.path_and_query = Some(
+        format!("{}?{query}", parts.uri.path())
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| unreadable(e.to_string()))?,
+    );
     let uri = http::Uri::from_parts(uri).map_err(|e| unreadable(e.to_string()))?;
-    let mut request = Request::builder().method(parts.method.clone()).version(parts.version).uri(uri).body(()).map_err(|e| unreadable(e.to_string()))?;
+    let mut request = Request::builder()
+        .method(parts.method.clone())
+        .version(parts.version)
+        .uri(uri)
+        .body(())
+        .map_err(|e| unreadable(e.to_string()))?;
     *request.headers_mut() = parts.headers.clone();
     *request.extensions_mut() = parts.extensions.clone();
     Ok(request.into_parts().0)

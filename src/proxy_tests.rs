@@ -17,8 +17,8 @@ use crate::classify::lfs::BatchOperation;
 use crate::classify::Action;
 use crate::config::{ApiRoute, NonJob, Upstreams};
 use crate::enforce::Summary;
-use crate::explain::{explain, request};
 use crate::expect::decide_case;
+use crate::explain::{explain, request};
 use crate::policy::Policy;
 use crate::registry::token::Access;
 use crate::token::claims::Claims;
@@ -68,10 +68,15 @@ fn fixture() -> &'static Fixture {
         let dir = tempfile::tempdir().unwrap();
         let (_, pem) = Signer::generate(Alg::RS256).unwrap();
         std::fs::write(dir.path().join("registry.pem"), pem).unwrap();
-        let registry = RegistryTokens::load(&dir.path().join("registry.pem"), "jobgate", "container_registry", 300).unwrap();
+        let registry =
+            RegistryTokens::load(&dir.path().join("registry.pem"), "jobgate", "container_registry", 300).unwrap();
         let metrics = Arc::new(Metrics::new());
         let upstreams: Upstreams = serde_yaml::from_str(&format!("{{ git: {{ url: 'http://{upstream}' }} }}")).unwrap();
-        let api_routes = vec![ApiRoute { method: "GET".into(), path: "/api/v4/version".into(), scope: crate::scope::Scope::ReadApi }];
+        let api_routes = vec![ApiRoute {
+            method: "GET".into(),
+            path: "/api/v4/version".into(),
+            scope: crate::scope::Scope::ReadApi,
+        }];
         let policy = Policy::from_yaml(std::path::Path::new("test.yaml"), POLICY).unwrap();
         let (audit, receiver) = Audit::channel();
         let gateway = Gateway::new(GatewayParts {
@@ -100,8 +105,12 @@ async fn ok_upstream() -> SocketAddr {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_request| async { Ok::<_, std::convert::Infallible>(Response::new(body::full("ok"))) });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(body::full("ok")))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -150,7 +159,8 @@ fn ids(summary: Summary) -> (&'static str, bool, &'static str) {
 }
 
 fn paths() -> impl Strategy<Value = String> {
-    let project = prop::sample::select(vec!["acme/app", "acme/lib", "acme/secret", "rollout/app", "other/x", "acme/app/sub"]);
+    let project =
+        prop::sample::select(vec!["acme/app", "acme/lib", "acme/secret", "rollout/app", "other/x", "acme/app/sub"]);
     let id = prop::sample::select(vec!["42", "43", "45", "999", "acme%2Fapp", "acme%2Fsecret"]);
     let shape = prop::sample::select(vec![
         "/{p}.git/info/refs?service=git-upload-pack",
@@ -178,7 +188,8 @@ fn paths() -> impl Strategy<Value = String> {
         "/acme%2Fapp.git/info/refs?service=git-upload-pack",
         "/{p}.git/info/refs?service=git-upload-pack&job_token=x",
     ]);
-    (shape, project.clone(), project, id).prop_map(|(s, p, q, i)| s.replace("{p}", p).replace("{q}", q).replace("{i}", i))
+    (shape, project.clone(), project, id)
+        .prop_map(|(s, p, q, i)| s.replace("{p}", p).replace("{q}", q).replace("{i}", i))
 }
 
 #[derive(Debug, Clone)]
@@ -216,14 +227,14 @@ fn token(cred: &Cred) -> (String, Option<Claims>) {
             (token, Some(claims))
         }
         Cred::Registry { project, image, push } => {
-            let claims = f.gateway.verifier().verify(&job_token(project, 1, true, 3600), now).unwrap().claims.claims().clone();
+            let claims =
+                f.gateway.verifier().verify(&job_token(project, 1, true, 3600), now).unwrap().claims.claims().clone();
             let actions = if *push { vec!["pull".into(), "push".into()] } else { vec!["pull".into()] };
             let access = vec![Access { kind: "repository".into(), name: (*image).into(), actions }];
             (f.gateway.registry.as_ref().unwrap().issue(&claims, &access, now).unwrap(), None)
         }
     }
 }
-
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
@@ -271,7 +282,10 @@ fn an_api_route_the_config_opens_is_decided_alike_everywhere() {
     assert_eq!(ids(decide_case(&snapshot, &claims, "GET", "/api/v4/version", None).unwrap()), summary_of(&record));
     // Without the route, all three agree it is unmatched.
     let bare = Snapshot::new(Policy::from_yaml(std::path::Path::new("t.yaml"), POLICY).unwrap(), Vec::new(), 2);
-    assert_eq!(ids(decide_case(&bare, &claims, "GET", "/api/v4/version", None).unwrap()), ("deny", true, "unmatched_request"));
+    assert_eq!(
+        ids(decide_case(&bare, &claims, "GET", "/api/v4/version", None).unwrap()),
+        ("deny", true, "unmatched_request")
+    );
 }
 
 #[test]
@@ -283,13 +297,19 @@ fn a_refused_lfs_batch_has_a_request_id_and_is_counted() {
     assert_eq!(id, record.request_id);
     assert_eq!((record.family, record.reason), (Some("lfs"), "bad_request"));
     let metrics = fixture().gateway.metrics().render();
-    assert!(metrics.contains(r#"jobgate_requests_total{action="write",decision="deny",family="lfs",reason="bad_request",status="4xx"}"#), "{metrics}");
+    assert!(
+        metrics.contains(
+            r#"jobgate_requests_total{action="write",decision="deny",family="lfs",reason="bad_request",status="4xx"}"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn token_realm_requests_are_recorded_and_counted() {
     let token = job_token("acme/app", 42, true, 3600);
-    let (response, record) = serve(&token, "GET", "/jwt/auth?service=container_registry&scope=repository:acme/app:pull,push", b"");
+    let (response, record) =
+        serve(&token, "GET", "/jwt/auth?service=container_registry&scope=repository:acme/app:pull,push", b"");
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-request-id"].to_str().unwrap(), record.request_id);
     assert_eq!((record.decision, record.reason, record.job_id), ("allow", "granted", Some(1042)));
@@ -300,7 +320,9 @@ fn token_realm_requests_are_recorded_and_counted() {
     assert_eq!((record.decision, record.reason), ("challenge", "missing_credential"));
     let metrics = fixture().gateway.metrics().render();
     for (decision, reason, class) in [("allow", "granted", "2xx"), ("challenge", "missing_credential", "4xx")] {
-        let line = format!(r#"jobgate_requests_total{{action="none",decision="{decision}",family="none",reason="{reason}",status="{class}"}}"#);
+        let line = format!(
+            r#"jobgate_requests_total{{action="none",decision="{decision}",family="none",reason="{reason}",status="{class}"}}"#
+        );
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 }
@@ -312,5 +334,8 @@ fn a_registry_refusal_challenges_with_the_realm() {
     assert_eq!(record.reason, "missing_credential");
     let challenge = response.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap();
     assert!(challenge.starts_with("Bearer realm=\"https://"), "{challenge}");
-    assert!(challenge.ends_with("service=\"container_registry\",scope=\"repository:acme/app:pull,push\""), "{challenge}");
+    assert!(
+        challenge.ends_with("service=\"container_registry\",scope=\"repository:acme/app:pull,push\""),
+        "{challenge}"
+    );
 }

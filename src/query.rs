@@ -8,14 +8,10 @@ use percent_encoding::percent_decode_str;
 
 /// The decoded `(name, value)` pairs of a raw query string; a pair without `=` has an empty value.
 pub fn pairs(query: Option<&str>) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-    query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (form_decode(name), form_decode(value))
-        })
+    query.into_iter().flat_map(|q| q.split('&')).filter(|pair| !pair.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (form_decode(name), form_decode(value))
+    })
 }
 
 /// `application/x-www-form-urlencoded` decoding of one name or value.
@@ -30,7 +26,14 @@ pub fn form_decode(raw: &str) -> Cow<'_, str> {
 /// Encodes one name or value for a query string: everything but unreserved characters and the
 /// `:`, `/` and `,` of registry scopes is percent-encoded.
 pub fn form_encode(raw: &str) -> Cow<'_, str> {
-    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b':').remove(b'/').remove(b',');
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~')
+        .remove(b':')
+        .remove(b'/')
+        .remove(b',');
     percent_encoding::utf8_percent_encode(raw, KEEP).into()
 }
 

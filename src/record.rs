@@ -96,7 +96,8 @@ struct RequestCounters {
 
 impl RequestCounters {
     fn new(vec: IntCounterVec) -> RequestCounters {
-        let slots = (0..FAMILIES * ACTIONS * DECISIONS * Reason::ALL.len() * CLASSES).map(|_| OnceLock::new()).collect();
+        let slots =
+            (0..FAMILIES * ACTIONS * DECISIONS * Reason::ALL.len() * CLASSES).map(|_| OnceLock::new()).collect();
         RequestCounters { vec, slots }
     }
 
@@ -113,7 +114,13 @@ impl RequestCounters {
         let index = (((f * ACTIONS + a) * DECISIONS + d) * Reason::ALL.len() + reason as usize) * CLASSES + c;
         let Some(slot) = self.slots.get(index) else { return };
         slot.get_or_init(|| {
-            let labels = [family.map_or("none", Family::id), action.map_or("none", Action::id), summary.decision(), reason.id(), CLASS_IDS[c]];
+            let labels = [
+                family.map_or("none", Family::id),
+                action.map_or("none", Action::id),
+                summary.decision(),
+                reason.id(),
+                CLASS_IDS[c],
+            ];
             self.vec.with_label_values(&labels)
         })
         .inc();
@@ -148,7 +155,13 @@ impl Recorder {
 
     /// Starts a request's record: a fresh id and the clock.
     pub fn start(&self, parts: &Parts, generation: u64) -> RequestCx {
-        RequestCx { id: self.ids.next(), started: Instant::now(), method: parts.method.to_string(), path: parts.uri.path().to_owned(), generation }
+        RequestCx {
+            id: self.ids.next(),
+            started: Instant::now(),
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            generation,
+        }
     }
 
     pub fn audit(&self) -> &Audit {

@@ -28,7 +28,8 @@ impl Seal {
     /// # Errors
     /// An unreadable file, or a secret under 32 bytes.
     pub fn load(file: &std::path::Path) -> Result<Seal, String> {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("revocations.redis.answers_key_file {}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("revocations.redis.answers_key_file {}: {e}", file.display()))?;
         let secret = text.trim();
         if secret.len() < 32 {
             return Err(format!("revocations.redis.answers_key_file {}: at least 32 bytes of secret", file.display()));
@@ -54,9 +55,14 @@ impl RedisLink {
     /// # Errors
     /// A URL that is not Redis's, or an unreadable password file.
     pub fn open(config: &RedisConfig) -> Result<RedisLink, String> {
-        let mut info = config.url.as_str().into_connection_info().map_err(|e| format!("revocations.redis.url {:?}: {e}", config.url))?;
+        let mut info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| format!("revocations.redis.url {:?}: {e}", config.url))?;
         if let Some(file) = &config.password_file {
-            let password = std::fs::read_to_string(file).map_err(|e| format!("revocations.redis.password_file {}: {e}", file.display()))?;
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| format!("revocations.redis.password_file {}: {e}", file.display()))?;
             info.redis.password = Some(password.trim().to_owned());
         }
         let client = Client::open(info).map_err(|e| format!("revocations.redis.url {:?}: {e}", config.url))?;
@@ -103,7 +109,9 @@ impl RedisLink {
 
 /// A Redis step that gives up after [`TIMEOUT`].
 pub async fn within<T>(future: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
-    tokio::time::timeout(TIMEOUT, future).await.unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))))
+    tokio::time::timeout(TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::IoError, "timed out"))))
 }
 
 #[cfg(test)]
@@ -116,7 +124,8 @@ mod tests {
         let (one, two) = (dir.path().join("one"), dir.path().join("two"));
         std::fs::write(&one, "0123456789abcdef0123456789abcdef").unwrap_or_else(|e| panic!("{e}"));
         std::fs::write(&two, "fedcba9876543210fedcba9876543210").unwrap_or_else(|e| panic!("{e}"));
-        let (a, b) = (Seal::load(&one).unwrap_or_else(|e| panic!("{e}")), Seal::load(&two).unwrap_or_else(|e| panic!("{e}")));
+        let (a, b) =
+            (Seal::load(&one).unwrap_or_else(|e| panic!("{e}")), Seal::load(&two).unwrap_or_else(|e| panic!("{e}")));
         let sealed = a.seal("k", b"value");
         assert_eq!(a.open("k", &sealed), Some(&b"value"[..]));
         assert_eq!(a.open("other", &sealed), None, "bound to its key");

@@ -30,7 +30,10 @@ impl Refusal {
 
     /// The policy's denial of `request` for the job behind `claims`.
     pub fn denied(denial: &Denial, claims: &Claims, request: &Classified) -> Refusal {
-        Refusal::new(denial.reason, format!("jobs of {} may not use {} on {}", claims.project_path, denial.needed, request.target))
+        Refusal::new(
+            denial.reason,
+            format!("jobs of {} may not use {} on {}", claims.project_path, denial.needed, request.target),
+        )
     }
 }
 

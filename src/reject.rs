@@ -16,9 +16,10 @@ pub fn status(reason: Reason) -> StatusCode {
     use Reason::*;
     match reason {
         BadRequest | ConflictingCredentials => StatusCode::BAD_REQUEST,
-        MissingCredential | NonJobRejected | TokenTooLarge | MalformedToken | UnknownIssuer | UnknownKid | AlgNotAllowed
-        | BadSignature | ClaimInvalid | TokenExpired | TokenNotYetValid | WrongAudience | LifetimeTooLong | TokenRevoked
-        | TokenKindNotAllowed | ProjectIdMismatch | JobTokenInvalid | RegistryScopeMissing => StatusCode::UNAUTHORIZED,
+        MissingCredential | NonJobRejected | TokenTooLarge | MalformedToken | UnknownIssuer | UnknownKid
+        | AlgNotAllowed | BadSignature | ClaimInvalid | TokenExpired | TokenNotYetValid | WrongAudience
+        | LifetimeTooLong | TokenRevoked | TokenKindNotAllowed | ProjectIdMismatch | JobTokenInvalid
+        | RegistryScopeMissing => StatusCode::UNAUTHORIZED,
         UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         KeySetStale | OverCapacity | GitlabUnavailable | GitlabLookupBudget => StatusCode::SERVICE_UNAVAILABLE,
         UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -27,9 +28,10 @@ pub fn status(reason: Reason) -> StatusCode {
         InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         // Fail closed: anything else, the allow reasons included (a `Refusal` cannot hold those), is a
         // plain refusal.
-        NoGitlabCredential | GitlabRefused | ImpersonationRefused | CredentialInBody | UpgradeRefused | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected | ConditionNotMet
-        | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | UnresolvedTarget | Granted
-        | GrantedViaOwnProject | NonJobPassthrough => StatusCode::FORBIDDEN,
+        NoGitlabCredential | GitlabRefused | ImpersonationRefused | CredentialInBody | UpgradeRefused
+        | UnmatchedRequest | NotInAllowlist | ScopeNotGranted | ElevationDisabled | RefNotProtected
+        | ConditionNotMet | UserCeiling | UserRoleUnknown | TokenCeiling | UnknownProjectId | UnresolvedTarget
+        | Granted | GrantedViaOwnProject | NonJobPassthrough => StatusCode::FORBIDDEN,
     }
 }
 
@@ -53,9 +55,13 @@ impl Challenge {
         if request.family != Family::Registry {
             return Challenge::GitLab;
         }
-        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str()));
+        let host =
+            parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or(parts.uri.authority().map(|a| a.as_str()));
         let plain = |h: &&str| !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-        let realm = registry.realm.clone().unwrap_or_else(|| format!("https://{}/jwt/auth", host.filter(plain).unwrap_or("localhost")));
+        let realm = registry
+            .realm
+            .clone()
+            .unwrap_or_else(|| format!("https://{}/jwt/auth", host.filter(plain).unwrap_or("localhost")));
         // Always offer pull and push: the realm grants only what the policy allows, and clients that
         // reuse their first token (oras) then hold every action they may use.
         let scope = match &request.target {
@@ -88,7 +94,8 @@ pub fn response(refusal: &Refusal, request_id: &str, family: Option<Family>, cha
     let (body, content_type) = match family {
         Some(Family::Registry) => {
             let code = if status == StatusCode::UNAUTHORIZED { "UNAUTHORIZED" } else { "DENIED" };
-            let json = serde_json::json!({"errors": [{"code": code, "message": line, "detail": {"reason": reason.id()}}]});
+            let json =
+                serde_json::json!({"errors": [{"code": code, "message": line, "detail": {"reason": reason.id()}}]});
             (format!("{json}\n"), "application/json")
         }
         // git-lfs prints `message` from this form (`lfshttp.ClientError`); anything else becomes its
@@ -135,7 +142,11 @@ pub fn gitlab_answer(status: StatusCode, answer: bytes::Bytes) -> Response<Body>
     let mut response = Response::new(body::full(answer));
     *response.status_mut() = status;
     if !status.is_success() {
-        let phrase = format!("{} (GitLab refused; jobgate: {})", status.canonical_reason().unwrap_or(""), Reason::GitlabRefused.id());
+        let phrase = format!(
+            "{} (GitLab refused; jobgate: {})",
+            status.canonical_reason().unwrap_or(""),
+            Reason::GitlabRefused.id()
+        );
         if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase) {
             response.extensions_mut().insert(phrase);
         }
@@ -151,7 +162,8 @@ pub fn gitlab_answer(status: StatusCode, answer: bytes::Bytes) -> Response<Body>
 pub fn mark_upstream_refusal(response: &mut Response<Body>) {
     let status = response.status();
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-        let phrase = format!("{} (GitLab refused the job's user; jobgate allowed)", status.canonical_reason().unwrap_or(""));
+        let phrase =
+            format!("{} (GitLab refused the job's user; jobgate allowed)", status.canonical_reason().unwrap_or(""));
         if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(phrase) {
             response.extensions_mut().insert(phrase);
         }
@@ -182,10 +194,18 @@ mod tests {
         let r = response(&Refusal::new(Reason::TokenExpired, "token has expired"), "rid", None, &Challenge::GitLab);
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"GitLab\"");
-        let registry = Challenge::Registry { realm: "https://h/jwt/auth".into(), service: "s".into(), scope: Some("repository:a/b:pull,push".into()) };
+        let registry = Challenge::Registry {
+            realm: "https://h/jwt/auth".into(),
+            service: "s".into(),
+            scope: Some("repository:a/b:pull,push".into()),
+        };
         let r = response(&Refusal::new(Reason::RegistryScopeMissing, "no"), "rid", Some(Family::Registry), &registry);
-        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer realm=\"https://h/jwt/auth\",service=\"s\",scope=\"repository:a/b:pull,push\"");
-        let r = response(&Refusal::new(Reason::ScopeNotGranted, "no"), "rid", Some(Family::Packages), &Challenge::GitLab);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"https://h/jwt/auth\",service=\"s\",scope=\"repository:a/b:pull,push\""
+        );
+        let r =
+            response(&Refusal::new(Reason::ScopeNotGranted, "no"), "rid", Some(Family::Packages), &Challenge::GitLab);
         assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
     }

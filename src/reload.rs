@@ -143,7 +143,8 @@ impl Reloader {
     /// when revocations are shared, they were replayed and Redis was not lost for too long.
     pub fn ready(&self) -> bool {
         let now = crate::clock::unix_now();
-        let keys = self.gateway.key_sources().iter().all(|s| !s.state().is_stale(now) && !s.state().current().set.is_empty());
+        let keys =
+            self.gateway.key_sources().iter().all(|s| !s.state().is_stale(now) && !s.state().current().set.is_empty());
         keys && self.gateway.revocations().shared().is_none_or(|shared| shared.ready())
     }
 

@@ -53,12 +53,16 @@ pub struct Running {
 /// Any file that does not load, or an address that cannot be bound.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let loaded = crate::preflight::load(&config, &metrics, true).await.map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
+    let loaded = crate::preflight::load(&config, &metrics, true)
+        .await
+        .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
     let mut revocations = match &config.revocations.file {
-        Some(path) => Revocations::open(path, crate::clock::unix_now()).await.with_context(|| format!("revocations.file {}", path.display()))?,
+        Some(path) => Revocations::open(path, crate::clock::unix_now())
+            .await
+            .with_context(|| format!("revocations.file {}", path.display()))?,
         None => Revocations::in_memory(),
     };
     if let Some(redis) = &config.revocations.redis {
@@ -71,10 +75,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     metrics.revocations.set(i64::try_from(revocations.set().len()).unwrap_or(i64::MAX));
     let certs = Arc::new(CertResolver::new(loaded.certificates));
     let acceptor = TlsAcceptor::from(tls::server_config(certs.clone())?);
-    let audit = Audit::start(&config.audit, metrics.audit_dropped.clone()).await.with_context(|| match &config.audit.file {
-        Some(file) => format!("opening the audit log {}", file.display()),
-        None => "opening the audit log (standard output)".to_owned(),
-    })?;
+    let audit =
+        Audit::start(&config.audit, metrics.audit_dropped.clone()).await.with_context(|| match &config.audit.file {
+            Some(file) => format!("opening the audit log {}", file.display()),
+            None => "opening the audit log (standard output)".to_owned(),
+        })?;
     let gateway = Arc::new(Gateway::new(GatewayParts {
         snapshot: loaded.snapshot,
         verifier: Verifier::new(loaded.issuers, config.limits.max_token_bytes, config.limits.token_cache_entries),
@@ -82,7 +87,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         revocations,
         registry: loaded.registry,
         gitlab: loaded.gitlab,
-        registry_at_gitlab: config.registry_auth.as_ref().filter(|r| r.tokens == crate::config::RegistryTokenSource::Gitlab).map(|r| r.service.clone()),
+        registry_at_gitlab: config
+            .registry_auth
+            .as_ref()
+            .filter(|r| r.tokens == crate::config::RegistryTokenSource::Gitlab)
+            .map(|r| r.service.clone()),
         non_job: NonJobRules::new(&config),
         upstreams: loaded.upstreams,
         passthrough: loaded.passthrough,
@@ -90,8 +99,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         peek: BodyPeek::new(&config.limits, &config.timeouts),
     }));
-    let public = TcpListener::bind(config.listen.public).await.with_context(|| format!("binding {}", config.listen.public))?;
-    let admin = TcpListener::bind(config.listen.admin).await.with_context(|| format!("binding {}", config.listen.admin))?;
+    let public =
+        TcpListener::bind(config.listen.public).await.with_context(|| format!("binding {}", config.listen.public))?;
+    let admin =
+        TcpListener::bind(config.listen.admin).await.with_context(|| format!("binding {}", config.listen.admin))?;
     let (public_addr, admin_addr) = (public.local_addr()?, admin.local_addr()?);
     let (shutdown, signal) = watch::channel(false);
     let (timeouts, limits) = (config.timeouts.clone(), config.limits.clone());
@@ -119,7 +130,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));
     reloader.record_certificate_expiry();
-    let admin_state = Arc::new(Admin { reloader: reloader.clone(), token: loaded.admin_token, webhook_secret: loaded.webhook_secret });
+    let admin_state = Arc::new(Admin {
+        reloader: reloader.clone(),
+        token: loaded.admin_token,
+        webhook_secret: loaded.webhook_secret,
+    });
     let watcher = crate::watch::start(&config, reloader.clone()).context("watching files for changes")?;
     Ok(Running {
         _watcher: watcher,
@@ -188,7 +203,8 @@ async fn serve_public(
             },
             _ = shutdown.changed() => break,
         };
-        let (acceptor, gateway, builders, watcher) = (acceptor.clone(), gateway.clone(), builders.clone(), graceful.watcher());
+        let (acceptor, gateway, builders, watcher) =
+            (acceptor.clone(), gateway.clone(), builders.clone(), graceful.watcher());
         let (handshake_timeout, header_timeout) = (timeouts.tls_handshake(), timeouts.request_header());
         let permit = permits.clone().try_acquire_owned().ok();
         tokio::spawn(async move {
@@ -323,7 +339,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<T> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[std::io::IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {

@@ -31,6 +31,12 @@ impl Snapshot {
 
     /// A snapshot serving every family on every host.
     pub fn new(policy: Policy, api_routes: Vec<ApiRoute>, generation: u64) -> Snapshot {
-        Snapshot { generation, loaded_at: SystemTime::now(), policy, api_routes, hosts: crate::classify::HostRules::default() }
+        Snapshot {
+            generation,
+            loaded_at: SystemTime::now(),
+            policy,
+            api_routes,
+            hosts: crate::classify::HostRules::default(),
+        }
     }
 }

@@ -66,15 +66,23 @@ pub fn read(files: &[PathBuf], since: Option<SystemTime>) -> Result<Lines, Strin
         let failed = |e: std::io::Error| format!("{}: {e}", file.display());
         let mut reader = std::io::BufReader::new(std::fs::File::open(file).map_err(failed)?);
         let gzip = reader.fill_buf().map_err(failed)?.starts_with(&[0x1f, 0x8b]);
-        let reader: Box<dyn BufRead> =
-            if gzip { Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(reader))) } else { Box::new(reader) };
+        let reader: Box<dyn BufRead> = if gzip {
+            Box::new(std::io::BufReader::new(flate2::read::MultiGzDecoder::new(reader)))
+        } else {
+            Box::new(reader)
+        };
         for (number, line) in reader.lines().enumerate() {
             let line = line.map_err(failed)?;
             if line.trim().is_empty() {
                 continue;
             }
             match serde_json::from_str::<AuditLine>(&line) {
-                Ok(parsed) if since.is_none_or(|since| humantime::parse_rfc3339_weak(&parsed.time).is_ok_and(|t| t >= since)) => out.lines.push(parsed),
+                Ok(parsed)
+                    if since
+                        .is_none_or(|since| humantime::parse_rfc3339_weak(&parsed.time).is_ok_and(|t| t >= since)) =>
+                {
+                    out.lines.push(parsed)
+                }
                 Ok(_) => {}
                 Err(e) => out.unreadable.push(format!("{}:{}: not an audit line: {e}", file.display(), number + 1)),
             }
@@ -133,7 +141,17 @@ pub fn suggest(snapshot: &Snapshot, policy_dir: &Path, lines: &[AuditLine]) -> S
         match admission(policy, &known, line) {
             Ok(admitted) => uses.push((admitted, line)),
             Err(why) => {
-                let slot = left_out.entry(why).or_insert_with(|| (0, format!("{} {}{}", line.method, line.path, line.job_id.map_or(String::new(), |j| format!(" by job {j}")))));
+                let slot = left_out.entry(why).or_insert_with(|| {
+                    (
+                        0,
+                        format!(
+                            "{} {}{}",
+                            line.method,
+                            line.path,
+                            line.job_id.map_or(String::new(), |j| format!(" by job {j}"))
+                        ),
+                    )
+                });
                 slot.0 += 1;
             }
         }
@@ -164,18 +182,35 @@ pub fn suggest(snapshot: &Snapshot, policy_dir: &Path, lines: &[AuditLine]) -> S
     let mut entries = Vec::new();
     for entry in merge(&needs, &known) {
         if policy.projects.contains_key(entry.target.as_str()) {
-            out.for_existing.push(format!("{} (defined in the policy already): add to its allow:\n{}", entry.target, render_entry(&entry, "  ")));
+            out.for_existing.push(format!(
+                "{} (defined in the policy already): add to its allow:\n{}",
+                entry.target,
+                render_entry(&entry, "  ")
+            ));
             continue;
         }
         match check(snapshot, policy_dir, &entry) {
             Ok(()) => entries.push(entry),
             Err(why) => {
-                let slot = left_out.entry(format!("a suggestion for {} from {} does not admit its own request: {why}", entry.target, entry.from)).or_default();
+                let slot = left_out
+                    .entry(format!(
+                        "a suggestion for {} from {} does not admit its own request: {why}",
+                        entry.target, entry.from
+                    ))
+                    .or_default();
                 slot.0 += entry.needs.iter().map(|(_, n)| n.uses).sum::<usize>();
             }
         }
     }
-    out.left_out = left_out.into_iter().map(|(why, (count, example))| format!("{count} line(s): {why}{}", if example.is_empty() { String::new() } else { format!(" (e.g. {example})") })).collect();
+    out.left_out = left_out
+        .into_iter()
+        .map(|(why, (count, example))| {
+            format!(
+                "{count} line(s): {why}{}",
+                if example.is_empty() { String::new() } else { format!(" (e.g. {example})") }
+            )
+        })
+        .collect();
     if !entries.is_empty() {
         out.entries = entries.len();
         out.policy = Some(render_policy(&entries, lines));
@@ -186,19 +221,33 @@ pub fn suggest(snapshot: &Snapshot, policy_dir: &Path, lines: &[AuditLine]) -> S
 
 /// The target project, the job's project and the needed scope of a refusal a policy entry can
 /// lift; otherwise why it is left out.
-fn admission(policy: &Policy, known: &BTreeSet<String>, line: &AuditLine) -> Result<(ProjectPath, ProjectPath, Scope), String> {
+fn admission(
+    policy: &Policy,
+    known: &BTreeSet<String>,
+    line: &AuditLine,
+) -> Result<(ProjectPath, ProjectPath, Scope), String> {
     let (Some(_), Some(source)) = (line.job_id, line.token_project.as_deref().and_then(ProjectPath::parse)) else {
-        return Err("no verified job credential (missing, malformed, expired or unknown tokens): no entry can admit it".into());
+        return Err(
+            "no verified job credential (missing, malformed, expired or unknown tokens): no entry can admit it".into(),
+        );
     };
     let why = match line.reason.as_str() {
         "not_in_allowlist" | "scope_not_granted" => None,
-        "unmatched_request" | "bad_request" | "unresolved_target" => Some("the request names no single project endpoint: never suggested"),
+        "unmatched_request" | "bad_request" | "unresolved_target" => {
+            Some("the request names no single project endpoint: never suggested")
+        }
         "token_ceiling" => Some("beyond the token's own scopes: a policy cannot widen a token"),
-        "user_ceiling" | "user_role_unknown" => Some("beyond what the job's user may do: jobgate never grants more than the user"),
+        "user_ceiling" | "user_role_unknown" => {
+            Some("beyond what the job's user may do: jobgate never grants more than the user")
+        }
         "ref_not_protected" => Some("a destructive action from an unprotected ref: run it from a protected ref"),
         "elevation_disabled" => Some("elevation is switched off for the target (compliance): not suggested"),
-        "condition_not_met" => Some("an existing entry's condition did not hold: widen that condition by hand if it is meant"),
-        "unknown_project_id" | "project_id_mismatch" => Some("the token and the policy disagree about a project (an attack pattern): never suggested"),
+        "condition_not_met" => {
+            Some("an existing entry's condition did not hold: widen that condition by hand if it is meant")
+        }
+        "unknown_project_id" | "project_id_mismatch" => {
+            Some("the token and the policy disagree about a project (an attack pattern): never suggested")
+        }
         _ => return Err(format!("refused for {} (not a missing grant)", line.reason)),
     };
     if let Some(why) = why {
@@ -207,7 +256,11 @@ fn admission(policy: &Policy, known: &BTreeSet<String>, line: &AuditLine) -> Res
     let scope = line.scope.as_deref().and_then(Scope::parse).ok_or_else(|| "no needed scope recorded".to_owned())?;
     let target = line.target.as_deref().unwrap_or_default();
     let target = if let Some(id) = target.strip_prefix("project id ") {
-        id.parse().ok().and_then(|id| policy.ids.get(&id)).cloned().ok_or("a numeric project id the policy does not name: give that project its `id:` and suggest again")?
+        id.parse()
+            .ok()
+            .and_then(|id| policy.ids.get(&id))
+            .cloned()
+            .ok_or("a numeric project id the policy does not name: give that project its `id:` and suggest again")?
     } else if let Some(image) = target.strip_prefix("image ").and_then(ProjectPath::parse) {
         // As `decide` does: the image's path or one of its two nearest parents that is a project.
         std::iter::once(image.as_str())
@@ -223,7 +276,10 @@ fn admission(policy: &Policy, known: &BTreeSet<String>, line: &AuditLine) -> Res
 
 /// Every project path the policy names or the audit lines show (as a job's project or a target).
 fn known_projects(policy: &Policy, lines: &[AuditLine]) -> BTreeSet<String> {
-    let seen = lines.iter().flat_map(|l| [l.token_project.as_deref(), l.target.as_deref().filter(|t| !t.contains(' '))]).flatten();
+    let seen = lines
+        .iter()
+        .flat_map(|l| [l.token_project.as_deref(), l.target.as_deref().filter(|t| !t.contains(' '))])
+        .flatten();
     policy.projects.keys().map(|p| p.as_str()).chain(seen).map(str::to_owned).collect()
 }
 
@@ -244,7 +300,9 @@ fn merge<'a>(needs: &'a Needs<'a>, known: &BTreeSet<String>) -> Vec<Entry<'a>> {
         let mut single = Vec::new();
         for (source, kinds) in &sources {
             match source.rsplit_once('/') {
-                Some((group, _)) if !within(target, group) && source != &target => groups.entry(group).or_default().push((source, kinds)),
+                Some((group, _)) if !within(target, group) && source != &target => {
+                    groups.entry(group).or_default().push((source, kinds))
+                }
                 _ => single.push((*source, kinds)),
             }
         }
@@ -255,7 +313,12 @@ fn merge<'a>(needs: &'a Needs<'a>, known: &BTreeSet<String>) -> Vec<Entry<'a>> {
             if members.len() >= 2 && same && all {
                 for (i, (protected, _)) in members[0].1.iter().enumerate() {
                     let needs = members.iter().map(|(source, kinds)| (*source, kinds[i].1)).collect();
-                    entries.push(Entry { target: target.to_owned(), from: group.to_owned(), protected: *protected, needs });
+                    entries.push(Entry {
+                        target: target.to_owned(),
+                        from: group.to_owned(),
+                        protected: *protected,
+                        needs,
+                    });
                 }
             } else {
                 single.extend(members);
@@ -263,7 +326,12 @@ fn merge<'a>(needs: &'a Needs<'a>, known: &BTreeSet<String>) -> Vec<Entry<'a>> {
         }
         for (source, kinds) in single {
             for (protected, need) in kinds {
-                entries.push(Entry { target: target.to_owned(), from: source.to_owned(), protected: *protected, needs: vec![(source, need)] });
+                entries.push(Entry {
+                    target: target.to_owned(),
+                    from: source.to_owned(),
+                    protected: *protected,
+                    needs: vec![(source, need)],
+                });
             }
         }
     }
@@ -340,8 +408,18 @@ fn render_tests(entry: &Entry<'_>) -> String {
                 token.push_str(&format!(", user_id: {user}"));
             }
             let lfs = lfs.map_or(String::new(), |op| format!(", lfs_operation: {op}"));
-            let name = format!("suggested: {source} needs {scope} on {} (job {}, {})", entry.target, line.job_id.unwrap_or_default(), line.time);
-            out.push_str(&format!("- name: {}\n  token: {{ {token} }}\n  request: {{ method: {}, url: {}{lfs} }}\n  expect: allow\n", q(&name), q(method), q(&url)));
+            let name = format!(
+                "suggested: {source} needs {scope} on {} (job {}, {})",
+                entry.target,
+                line.job_id.unwrap_or_default(),
+                line.time
+            );
+            out.push_str(&format!(
+                "- name: {}\n  token: {{ {token} }}\n  request: {{ method: {}, url: {}{lfs} }}\n  expect: allow\n",
+                q(&name),
+                q(method),
+                q(&url)
+            ));
         }
     }
     out
@@ -354,10 +432,14 @@ fn render_tests(entry: &Entry<'_>) -> String {
 fn replayable(line: &AuditLine) -> (&str, String, Option<&'static str>) {
     let write = line.action.as_deref() == Some("write");
     match line.family.as_deref() {
-        Some("git") if line.path.ends_with("/info/refs") => {
-            ("GET", format!("{}?service={}", line.path, if write { "git-receive-pack" } else { "git-upload-pack" }), None)
+        Some("git") if line.path.ends_with("/info/refs") => (
+            "GET",
+            format!("{}?service={}", line.path, if write { "git-receive-pack" } else { "git-upload-pack" }),
+            None,
+        ),
+        Some("lfs") if line.path.ends_with("/info/lfs/objects/batch") => {
+            ("POST", line.path.clone(), Some(if write { "upload" } else { "download" }))
         }
-        Some("lfs") if line.path.ends_with("/info/lfs/objects/batch") => ("POST", line.path.clone(), Some(if write { "upload" } else { "download" })),
         Some("registry") if !line.path.starts_with("/v2/") => {
             let image = line.target.as_deref().and_then(|t| t.strip_prefix("image ")).unwrap_or_default();
             if write {
@@ -369,7 +451,6 @@ fn replayable(line: &AuditLine) -> (&str, String, Option<&'static str>) {
         _ => (&line.method, line.path.clone(), None),
     }
 }
-
 
 /// Reads `--since`: an RFC 3339 time, or a duration before now (`24h`, `7days`).
 ///

@@ -52,7 +52,10 @@ pub fn unused_client_config() -> Result<rustls::ClientConfig, String> {
 ///
 /// # Errors
 /// As [`client_config`]; an unreadable client certificate or key, or a pair that does not match.
-pub fn client_config_with(ca_file: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<rustls::ClientConfig, String> {
+pub fn client_config_with(
+    ca_file: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -76,7 +79,12 @@ pub fn client_config_with(ca_file: Option<&Path>, client: Option<(&Path, &Path)>
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
             let pair = load_certified_key(cert, key).map_err(|e| e.to_string())?;
-            builder.with_client_auth_cert(pair.cert, PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?).map_err(|e| format!("client certificate {}: {e}", cert.display()))
+            builder
+                .with_client_auth_cert(
+                    pair.cert,
+                    PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?,
+                )
+                .map_err(|e| format!("client certificate {}: {e}", cert.display()))
         }
     }
 }
@@ -94,7 +102,8 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     if chain.is_empty() {
         return Err(file_error(cert, "no CERTIFICATE block".into()));
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, format!("no usable private key: {e}")))?;
+    let private =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| file_error(key, format!("no usable private key: {e}")))?;
     CertifiedKey::from_der(chain, private, &provider()).map_err(|e| TlsError::Pair {
         cert: cert.display().to_string(),
         key: key.display().to_string(),
@@ -244,14 +253,21 @@ mod tests {
         let default = files(&dir.path().join("server.pem"), &dir.path().join("server-key.pem"));
         let pair = |names: &[&str], file: &str| {
             let key = rcgen::KeyPair::generate().unwrap();
-            let cert = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap().self_signed(&key).unwrap();
+            let cert = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
             std::fs::write(dir.path().join(format!("{file}.pem")), cert.pem()).unwrap();
             std::fs::write(dir.path().join(format!("{file}-key.pem")), key.serialize_pem()).unwrap();
-            crate::config::CertPair { cert: dir.path().join(format!("{file}.pem")), key: dir.path().join(format!("{file}-key.pem")) }
+            crate::config::CertPair {
+                cert: dir.path().join(format!("{file}.pem")),
+                key: dir.path().join(format!("{file}-key.pem")),
+            }
         };
         let registry = pair(&["registry.example.com"], "registry");
         let pages = pair(&["*.pages.example.com"], "pages");
-        let certificates = Certificates::load(&crate::config::TlsFiles { certificates: vec![registry, pages], ..default }).unwrap();
+        let certificates =
+            Certificates::load(&crate::config::TlsFiles { certificates: vec![registry, pages], ..default }).unwrap();
         let names = |sni: Option<&str>| dns_names(&certificates.for_name(sni));
         assert_eq!(names(Some("REGISTRY.example.com")), ["registry.example.com"]);
         assert_eq!(names(Some("acme.pages.example.com")), ["*.pages.example.com"]);

@@ -64,7 +64,13 @@ pub fn explain_form(body: &[u8]) -> (String, ExplainForm) {
 }
 
 /// The whole page.
-pub fn page(view: &View, filter: &Filter, generation: u64, form: &ExplainForm, explained: Option<&Explained>) -> String {
+pub fn page(
+    view: &View,
+    filter: &Filter,
+    generation: u64,
+    form: &ExplainForm,
+    explained: Option<&Explained>,
+) -> String {
     let mut out = String::with_capacity(64 * 1024);
     out.push_str(concat!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>jobgate decisions</title>\n<style>",
@@ -143,7 +149,12 @@ fn matrix(out: &mut String, view: &View) {
         let _ = writeln!(out, "<p>{} job projects × {} targets: showing the first {MATRIX_SIDE} of each; filter by project or group for the rest.</p>", sources.len(), targets.len());
     }
     if view.pairs_dropped > 0 {
-        let _ = writeln!(out, "<p>{} request(s) of project pairs beyond the {} kept are not shown.</p>", view.pairs_dropped, crate::decisions::MAX_PAIRS);
+        let _ = writeln!(
+            out,
+            "<p>{} request(s) of project pairs beyond the {} kept are not shown.</p>",
+            view.pairs_dropped,
+            crate::decisions::MAX_PAIRS
+        );
     }
     sources.truncate(MATRIX_SIDE);
     targets.truncate(MATRIX_SIDE);
@@ -213,7 +224,10 @@ fn explain(out: &mut String, form: &ExplainForm, explained: Option<&Explained>) 
 /// URL is used for the explanation, never written back.
 fn without_credentials(url: &str) -> String {
     let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
-    let kept: Vec<&str> = query.split('&').filter(|pair| crate::token::extract::credential_param(pair.split('=').next().unwrap_or_default()).is_none()).collect();
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| crate::token::extract::credential_param(pair.split('=').next().unwrap_or_default()).is_none())
+        .collect();
     if kept.is_empty() {
         base.to_owned()
     } else {
@@ -252,9 +266,15 @@ mod tests {
 
     #[test]
     fn a_credential_in_the_pasted_url_is_not_written_back() {
-        assert_eq!(without_credentials("/p/-/jobs/artifacts/main/download?job=build&job%5Ftoken=secret&private_token=x"), "/p/-/jobs/artifacts/main/download?job=build");
+        assert_eq!(
+            without_credentials("/p/-/jobs/artifacts/main/download?job=build&job%5Ftoken=secret&private_token=x"),
+            "/p/-/jobs/artifacts/main/download?job=build"
+        );
         assert_eq!(without_credentials("/a.git/info/refs?token=abc"), "/a.git/info/refs");
-        assert_eq!(without_credentials("/a.git/info/refs?service=git-upload-pack"), "/a.git/info/refs?service=git-upload-pack");
+        assert_eq!(
+            without_credentials("/a.git/info/refs?service=git-upload-pack"),
+            "/a.git/info/refs?service=git-upload-pack"
+        );
     }
 
     #[test]

@@ -52,8 +52,10 @@ impl Watched {
         let mut paths = self.files.clone();
         for folder in [self.policy_dir.clone(), self.policy_dir.join("tests")] {
             let Ok(entries) = std::fs::read_dir(&folder) else { continue };
-            let mut yaml: Vec<PathBuf> =
-                entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml")).collect();
+            let mut yaml: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
             yaml.sort();
             paths.extend(yaml);
         }
@@ -128,7 +130,8 @@ mod tests {
         std::os::unix::fs::symlink("..data/tls.crt", d.join("tls.crt")).unwrap_or_else(|e| panic!("{e}"));
         let watched = Watched { files: vec![d.join("tls.crt")], policy_dir: d.join("policies") };
         let first = watched.digest();
-        let modified = std::fs::File::open(d.join("tls.crt")).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+        let modified =
+            std::fs::File::open(d.join("tls.crt")).and_then(|f| f.set_modified(std::time::SystemTime::now()));
         modified.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(watched.digest(), first, "same content, same digest");
         write("..2026_12_01_b", "second");

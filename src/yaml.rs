@@ -95,11 +95,15 @@ where
 /// of its first two appearances as a key from there on.
 fn repeated_lines(text: &str, message: &str, line: usize) -> Option<(usize, usize)> {
     // Ours for maps, serde's for struct fields.
-    let key = [REPEATED, "duplicate field "].iter().find_map(|prefix| message.split(prefix).nth(1))?.split('`').nth(1)?;
+    let key =
+        [REPEATED, "duplicate field "].iter().find_map(|prefix| message.split(prefix).nth(1))?.split('`').nth(1)?;
     let as_key = format!("{key}:");
     let mut at = text.lines().enumerate().skip(line.saturating_sub(1)).filter(|(_, l)| {
         let code = l.split(" #").next().unwrap_or("");
-        code.split(['{', ',']).any(|part| part.trim_start().trim_start_matches("- ").trim_matches(['"', '\'']).starts_with(&as_key) || part.trim_start().starts_with(&format!("\"{key}\":")))
+        code.split(['{', ',']).any(|part| {
+            part.trim_start().trim_start_matches("- ").trim_matches(['"', '\'']).starts_with(&as_key)
+                || part.trim_start().starts_with(&format!("\"{key}\":"))
+        })
     });
     let first = at.next()?.0 + 1;
     let second = at.next()?.0 + 1;

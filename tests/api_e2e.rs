@@ -16,7 +16,12 @@ fn gateway(dir: &std::path::Path) -> Gateway {
     let echo = echo_upstream();
     let replace = format!("url: 'http://127.0.0.1:{echo}', credentials: replace, replace: {{ header: PRIVATE-TOKEN, value_file: upstream-token }}");
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\napi: {{ {replace} }}\npackages: {{ {replace} }}");
-    Gateway::start_upstreams(dir, &upstreams, POLICY, "api_routes: [{ method: GET, path: /api/v4/version, scope: read_api }]")
+    Gateway::start_upstreams(
+        dir,
+        &upstreams,
+        POLICY,
+        "api_routes: [{ method: GET, path: /api/v4/version, scope: read_api }]",
+    )
 }
 
 /// (status, echoed request) for one request with the job token in `JOB-TOKEN`.
@@ -39,7 +44,13 @@ fn replace_mode_sends_identity_and_the_upstream_credential_only() {
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(dir.path());
     let token = gw.token("acme/app", 42, true);
-    let spoofed = ["X-Jobgate-Job-Id: 1", "x_jobgate_project_path: acme/secret", "X-JOBGATE-SCOPES: api", "Connection: X-Jobgate-User-Id", "X-Jobgate-User-Id: 0"];
+    let spoofed = [
+        "X-Jobgate-Job-Id: 1",
+        "x_jobgate_project_path: acme/secret",
+        "X-JOBGATE-SCOPES: api",
+        "Connection: X-Jobgate-User-Id",
+        "X-Jobgate-User-Id: 0",
+    ];
     let (status, echo) = send(&gw, &token, "GET", "/api/v4/projects/acme%2Fapp/issues?state=opened", &spoofed);
     assert_eq!(status, 200);
     let echo = echo.unwrap();
@@ -51,10 +62,18 @@ fn replace_mode_sends_identity_and_the_upstream_credential_only() {
     assert_eq!(headers["x-jobgate-project-path"], "acme/app");
     assert_eq!(headers["x-jobgate-user-id"], "5");
     assert!(headers["x-jobgate-scopes"].as_str().unwrap().contains("read_api"));
-    assert!(headers.get("x_jobgate_project_path").is_none() && headers.get("job-token").is_none() && headers.get("authorization").is_none());
+    assert!(
+        headers.get("x_jobgate_project_path").is_none()
+            && headers.get("job-token").is_none()
+            && headers.get("authorization").is_none()
+    );
     assert!(!echo.to_string().contains(&token[..40]), "the job token never reaches the upstream");
     let lines = gw.audit_until(|lines| !lines.is_empty());
-    assert_eq!(lines[0]["upstream_credential"], "static", "the record says jobgate's own credential went: {:?}", lines[0]);
+    assert_eq!(
+        lines[0]["upstream_credential"], "static",
+        "the record says jobgate's own credential went: {:?}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -98,7 +117,8 @@ fn api_and_package_decisions() {
         assert_eq!(status, want, "{method} {path}");
     }
     let reasons = gw.audit_until(|lines| lines.len() >= 19);
-    let find = |path: &str| reasons.iter().find(|l| l["path"] == path).map(|l| l["reason"].as_str().unwrap_or("").to_owned());
+    let find =
+        |path: &str| reasons.iter().find(|l| l["path"] == path).map(|l| l["reason"].as_str().unwrap_or("").to_owned());
     assert_eq!(find("/api/v4/groups/acme/-/packages/npm/@acme/lib").as_deref(), Some("unresolved_target"));
     assert_eq!(find("/api/v4/packages/npm/@acme/lib").as_deref(), Some("unresolved_target"));
     assert_eq!(find("/api/v4/users").as_deref(), Some("unmatched_request"));
@@ -122,11 +142,25 @@ fn a_trigger_with_the_job_token_in_its_form_body_is_decided_by_that_token() {
     let (status, text) = form(&gw.token("acme/lib", 44, true));
     assert_eq!(status, 403, "acme/lib is not admitted, though its token is only in the body: {text}");
     assert!(text.contains("not_in_allowlist"), "{text}");
-    let lines = gw.audit_until(|lines| lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").count() >= 2);
-    let decided: Vec<(&str, &str)> = lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").map(|l| (l["token_project"].as_str().unwrap_or(""), l["decision"].as_str().unwrap_or(""))).collect();
-    assert_eq!(decided, [("acme/app", "allow"), ("acme/lib", "deny")], "both decided as job requests, neither passed through");
+    let lines = gw.audit_until(|lines| {
+        lines.iter().filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline").count() >= 2
+    });
+    let decided: Vec<(&str, &str)> = lines
+        .iter()
+        .filter(|l| l["path"] == "/api/v4/projects/acme%2Ftools/trigger/pipeline")
+        .map(|l| (l["token_project"].as_str().unwrap_or(""), l["decision"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        decided,
+        [("acme/app", "allow"), ("acme/lib", "deny")],
+        "both decided as job requests, neither passed through"
+    );
     let sent: Vec<&Value> = lines.iter().map(|l| &l["upstream_credential"]).collect();
-    assert_eq!(sent, [&Value::from("job_credential"), &Value::Null], "the allowed one went with the job's own credential, the refused one nowhere");
+    assert_eq!(
+        sent,
+        [&Value::from("job_credential"), &Value::Null],
+        "the allowed one went with the job's own credential, the refused one nowhere"
+    );
 }
 
 /// Whole-host routes through the real binary: the runner's own API passes untouched (runner tokens
@@ -143,19 +177,51 @@ fn runner_composer_and_terraform_routes_through_jobgate() {
     let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, "non_job: passthrough");
     for version in ["--http1.1", "--http2"] {
         let body = r#"{"token":"glrt-runner-token","info":{"name":"gitlab-runner"}}"#;
-        let (status, text) = curl(&gw, &[version, "-X", "POST", "-H", "Content-Type: application/json", "--data", body, &gw.url("/api/v4/jobs/request")]);
+        let (status, text) = curl(
+            &gw,
+            &[
+                version,
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                body,
+                &gw.url("/api/v4/jobs/request"),
+            ],
+        );
         assert!(status == 200 && text.contains("\"path\": \"/api/v4/jobs/request\""), "{version}: {text}");
     }
     let job = gw.token("acme/app", 42, false);
     let bearer = format!("Authorization: Bearer {job}");
     let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let wrapped = |token: &str| format!("{}.{}.c2ln", part(serde_json::json!({"alg": "HS256", "typ": "JWT"})), part(serde_json::json!({"token": token})));
+    let wrapped = |token: &str| {
+        format!(
+            "{}.{}.c2ln",
+            part(serde_json::json!({"alg": "HS256", "typ": "JWT"})),
+            part(serde_json::json!({"token": token}))
+        )
+    };
     for (path, header, want) in [
         ("/api/v4/group/acme/-/packages/composer/packages.json", bearer.clone(), 200),
         ("/.well-known/terraform.json", bearer.clone(), 200),
         ("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", bearer.clone(), 200),
-        (&*format!("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file?token={}&archive=tgz", wrapped(&job)), String::new(), 200),
-        (&*format!("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file?token={}&archive=tgz", wrapped("glcbt-not-a-running-job")), String::new(), 401),
+        (
+            &*format!(
+                "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file?token={}&archive=tgz",
+                wrapped(&job)
+            ),
+            String::new(),
+            200,
+        ),
+        (
+            &*format!(
+                "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file?token={}&archive=tgz",
+                wrapped("glcbt-not-a-running-job")
+            ),
+            String::new(),
+            401,
+        ),
     ] {
         let mut args = vec![];
         if !header.is_empty() {
@@ -167,10 +233,20 @@ fn runner_composer_and_terraform_routes_through_jobgate() {
         assert_eq!(status, want, "{path}: {text}");
     }
     let lines = gw.audit_until(|lines| lines.len() >= 7);
-    let line = |path: &str| lines.iter().find(|l| l["path"] == path).unwrap_or_else(|| panic!("no line for {path}: {lines:?}"));
+    let line = |path: &str| {
+        lines.iter().find(|l| l["path"] == path).unwrap_or_else(|| panic!("no line for {path}: {lines:?}"))
+    };
     assert_eq!(line("/api/v4/jobs/request")["decision"], "passthrough");
-    for path in ["/api/v4/group/acme/-/packages/composer/packages.json", "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file"] {
+    for path in [
+        "/api/v4/group/acme/-/packages/composer/packages.json",
+        "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions",
+        "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/1.0.0/file",
+    ] {
         let l = line(path);
-        assert_eq!((l["family"].as_str(), l["scope"].as_str(), l["target"].as_str(), l["decision"].as_str()), (Some("packages"), Some("read_package_registry"), Some("group acme"), Some("allow")), "{l}");
+        assert_eq!(
+            (l["family"].as_str(), l["scope"].as_str(), l["target"].as_str(), l["decision"].as_str()),
+            (Some("packages"), Some("read_package_registry"), Some("group acme"), Some("allow")),
+            "{l}"
+        );
     }
 }

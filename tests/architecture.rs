@@ -33,12 +33,13 @@ const CORE: &[&str] = &[
 
 /// What the core may name with `crate::` (its own modules and the static config types).
 const ALLOWED: &[&str] = &[
-    "classify", "policy", "token", "enforce", "scope", "refusal", "reason", "path", "query", "revoke", "registry", "snapshot",
-    "config", "clock", "yaml",
+    "classify", "policy", "token", "enforce", "scope", "refusal", "reason", "path", "query", "revoke", "registry",
+    "snapshot", "config", "clock", "yaml",
 ];
 
 /// Paths that must never appear in the core, even inside an allowed module.
-const BANNED: &[&str] = &["tokio::", "hyper::", "hyper_util", "hyper_rustls", "prometheus", "revoke::store", "Revocations"];
+const BANNED: &[&str] =
+    &["tokio::", "hyper::", "hyper_util", "hyper_rustls", "prometheus", "revoke::store", "Revocations"];
 
 fn files(root: &Path) -> Vec<PathBuf> {
     if root.is_file() {

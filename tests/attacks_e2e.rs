@@ -26,7 +26,8 @@ fn hs256(secret: &[u8], input: &str) -> String {
 async fn every_attack_is_refused_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = format!("http://127.0.0.1:{}", echo_upstream());
-    let gw = tokio::task::block_in_place(|| Gateway::start(dir.path(), &upstream, "projects:\n  acme/app: { id: 42 }\n"));
+    let gw =
+        tokio::task::block_in_place(|| Gateway::start(dir.path(), &upstream, "projects:\n  acme/app: { id: 42 }\n"));
     let client = Client::new(&gw.ca);
     let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
     // A listener standing in for every URL an attacker names in a header: it must never be contacted.
@@ -68,8 +69,14 @@ async fn every_attack_is_refused_with_its_reason() {
     cases.push(("empty signature".into(), format!("{rs_header}.{body}."), "bad_signature"));
     let hs_header = b64(json!({"alg": "HS256", "kid": kid}).to_string());
     let hs_input = format!("{hs_header}.{body}");
-    for (form, secret) in [("JWKS text", public_pem.as_bytes().to_vec()), ("modulus DER", der), ("JWK n", n.as_bytes().to_vec())] {
-        cases.push((format!("HS256 keyed with the public key ({form})"), format!("{hs_input}.{}", hs256(&secret, &hs_input)), "alg_not_allowed"));
+    for (form, secret) in
+        [("JWKS text", public_pem.as_bytes().to_vec()), ("modulus DER", der), ("JWK n", n.as_bytes().to_vec())]
+    {
+        cases.push((
+            format!("HS256 keyed with the public key ({form})"),
+            format!("{hs_input}.{}", hs256(&secret, &hs_input)),
+            "alg_not_allowed",
+        ));
     }
     for (name, extra) in [
         ("embedded jwk", json!({"jwk": attacker.public_jwk()})),
@@ -85,15 +92,27 @@ async fn every_attack_is_refused_with_its_reason() {
         cases.push((format!("kid {bad_kid:?}"), gw.signer.sign(bad_kid, &claims).unwrap(), "unknown_kid"));
     }
     cases.extend([
-        ("crit header".to_owned(), gw.signer.sign_raw(&json!({"alg": "RS256", "kid": kid, "crit": ["exp"]}), &claims).unwrap(), "malformed_token"),
+        (
+            "crit header".to_owned(),
+            gw.signer.sign_raw(&json!({"alg": "RS256", "kid": kid, "crit": ["exp"]}), &claims).unwrap(),
+            "malformed_token",
+        ),
         (
             "duplicate header keys".to_owned(),
-            format!("{}.{body}.{}", b64(format!(r#"{{"alg":"RS256","kid":"{kid}","alg":"none"}}"#)), good.rsplit('.').next().unwrap()),
+            format!(
+                "{}.{body}.{}",
+                b64(format!(r#"{{"alg":"RS256","kid":"{kid}","alg":"none"}}"#)),
+                good.rsplit('.').next().unwrap()
+            ),
             "malformed_token",
         ),
         ("huge token".to_owned(), format!("{}.{}.{}", rs_header, "A".repeat(20_000), "AAAA"), "token_too_large"),
         ("huge numeric exp".to_owned(), gw.signer.sign(&kid, &with(json!({"exp": 1e20}))).unwrap(), "claim_invalid"),
-        ("float exp".to_owned(), gw.signer.sign(&kid, &with(json!({"exp": (now + 600) as f64 + 0.5}))).unwrap(), "claim_invalid"),
+        (
+            "float exp".to_owned(),
+            gw.signer.sign(&kid, &with(json!({"exp": (now + 600) as f64 + 0.5}))).unwrap(),
+            "claim_invalid",
+        ),
         ("missing exp".to_owned(), gw.signer.sign(&kid, &with(json!({"exp": null}))).unwrap(), "claim_invalid"),
         ("not a JWT at all".to_owned(), "glcbt-64_abcdefghijklmnop".to_owned(), "malformed_token"),
     ]);
@@ -102,7 +121,10 @@ async fn every_attack_is_refused_with_its_reason() {
         assert_eq!(status, 401, "{name}: {body}");
         assert!(body.contains(&format!("reason: {reason}")), "{name}: expected {reason}: {body}");
     }
-    assert!(matches!(trap.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock), "a URL from a token header was fetched");
+    assert!(
+        matches!(trap.accept(), Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "a URL from a token header was fetched"
+    );
     let (status, body) = client.get_with(&url, "job-token", &good).await;
     assert_eq!(status, 200, "still serving after {} attacks: {body}", cases.len());
 }

@@ -36,13 +36,18 @@ fn check_accepts_good_files_and_names_file_and_line_of_bad_ones() {
     assert!(ok, "{text}");
     assert!(text.contains("1 project(s)"), "{text}");
 
-    std::fs::write(d.join("policies/q.yaml"), "projects:\n  acme/lib:\n    allow:\n      - from: acme/app\n        scopes: [write_everything]\n").unwrap();
+    std::fs::write(
+        d.join("policies/q.yaml"),
+        "projects:\n  acme/lib:\n    allow:\n      - from: acme/app\n        scopes: [write_everything]\n",
+    )
+    .unwrap();
     let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
     assert!(!ok);
     assert!(text.contains("q.yaml:5: ") && text.contains("write_everything"), "{text}");
     std::fs::remove_file(d.join("policies/q.yaml")).unwrap();
 
-    std::fs::write(d.join("keys/jwks.json"), "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"h\", \"k\": \"c2VjcmV0\"}]}").unwrap();
+    std::fs::write(d.join("keys/jwks.json"), "{\"keys\": [{\"kty\": \"oct\", \"kid\": \"h\", \"k\": \"c2VjcmV0\"}]}")
+        .unwrap();
     let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
     assert!(!ok);
     assert!(text.contains("jwks.json: no usable key") && text.contains("unsupported kty"), "{text}");
@@ -60,9 +65,25 @@ fn minted_tokens_verify_against_the_generated_key_set() {
     let (ok, text) = jobgate(&["keys", "generate", "--out", "keys"], d);
     assert!(ok, "{text}");
     let args = [
-        "token", "mint", "--key", "keys/signing-key.pem", "--iss", "jobgate-test", "--aud", "jobgate",
-        "--project-path", "acme/app", "--project-id", "42", "--job-id", "7", "--ref-protected",
-        "--scopes", "read_repository,write_repository", "--claim", "environment=production",
+        "token",
+        "mint",
+        "--key",
+        "keys/signing-key.pem",
+        "--iss",
+        "jobgate-test",
+        "--aud",
+        "jobgate",
+        "--project-path",
+        "acme/app",
+        "--project-id",
+        "42",
+        "--job-id",
+        "7",
+        "--ref-protected",
+        "--scopes",
+        "read_repository,write_repository",
+        "--claim",
+        "environment=production",
     ];
     let (ok, token) = jobgate(&args, d);
     assert!(ok, "{token}");
@@ -94,13 +115,34 @@ fn explain_prints_the_derivation_without_the_token() {
     assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
     assert!(jobgate(&["keys", "generate", "--out", "keys", "--alg", "ES256"], d).0);
     std::fs::create_dir(d.join("policies")).unwrap();
-    std::fs::write(d.join("policies/p.yaml"), "projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [write_repository], refs: protected }\n").unwrap();
+    std::fs::write(
+        d.join("policies/p.yaml"),
+        "projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [write_repository], refs: protected }\n",
+    )
+    .unwrap();
     std::fs::write(d.join("jobgate.yaml"), CONFIG).unwrap();
-    let mint = ["token", "mint", "--key", "keys/signing-key.pem", "--iss", "jobgate-test", "--aud", "jobgate", "--project-path", "acme/lib", "--project-id", "43", "--job-id", "9"];
+    let mint = [
+        "token",
+        "mint",
+        "--key",
+        "keys/signing-key.pem",
+        "--iss",
+        "jobgate-test",
+        "--aud",
+        "jobgate",
+        "--project-path",
+        "acme/lib",
+        "--project-id",
+        "43",
+        "--job-id",
+        "9",
+    ];
     let (ok, token) = jobgate(&mint, d);
     assert!(ok, "{token}");
     let token = token.trim();
-    let explain = |url: &str, method: &str| jobgate(&["explain", "--config", "jobgate.yaml", "--token", token, "--method", method, "--url", url], d);
+    let explain = |url: &str, method: &str| {
+        jobgate(&["explain", "--config", "jobgate.yaml", "--token", token, "--method", method, "--url", url], d)
+    };
     let (ok, text) = explain("https://gitlab.example.com/acme/app.git/git-receive-pack", "POST");
     assert!(text.contains("classified: family git action write scope write_repository target acme/app"), "{text}");
     assert!(text.contains("holds back [write_repository]: ref_not_protected"), "{text}");
@@ -129,16 +171,54 @@ fn explain_and_check_see_the_api_routes_serve_opens() {
     std::fs::write(d.join("jobgate.yaml"), &opened).unwrap();
     let (ok, text) = jobgate(&["check", "--config", "jobgate.yaml"], d);
     assert!(ok && text.contains("policy tests: 1 passed, 0 failed"), "{text}");
-    let mint = ["token", "mint", "--key", "keys/signing-key.pem", "--iss", "jobgate-test", "--aud", "jobgate", "--project-path", "acme/app", "--project-id", "42", "--job-id", "9"];
+    let mint = [
+        "token",
+        "mint",
+        "--key",
+        "keys/signing-key.pem",
+        "--iss",
+        "jobgate-test",
+        "--aud",
+        "jobgate",
+        "--project-path",
+        "acme/app",
+        "--project-id",
+        "42",
+        "--job-id",
+        "9",
+    ];
     let (ok, token) = jobgate(&mint, d);
     assert!(ok, "{token}");
-    let explain = || jobgate(&["explain", "--config", "jobgate.yaml", "--token", token.trim(), "--method", "GET", "--url", "/api/v4/version"], d).1;
+    let explain = || {
+        jobgate(
+            &[
+                "explain",
+                "--config",
+                "jobgate.yaml",
+                "--token",
+                token.trim(),
+                "--method",
+                "GET",
+                "--url",
+                "/api/v4/version",
+            ],
+            d,
+        )
+        .1
+    };
     let text = explain();
     assert!(text.contains("decision: allow (granted_via_own_project)"), "{text}");
-    let (ok, out) = jobgate(&["explain", "--config", "jobgate.yaml", "--token", token.trim(), "--url", "/api/v4/version", "--json"], d);
+    let (ok, out) = jobgate(
+        &["explain", "--config", "jobgate.yaml", "--token", token.trim(), "--url", "/api/v4/version", "--json"],
+        d,
+    );
     assert!(ok, "an allow exits 0: {out}");
     let json: serde_json::Value = serde_json::from_str(&out[out.find('{').unwrap()..]).unwrap();
-    assert_eq!((json["summary"]["decision"].as_str(), json["summary"]["reason"].as_str()), (Some("allow"), Some("granted_via_own_project")), "{json}");
+    assert_eq!(
+        (json["summary"]["decision"].as_str(), json["summary"]["reason"].as_str()),
+        (Some("allow"), Some("granted_via_own_project")),
+        "{json}"
+    );
     assert!(json["lines"].as_array().is_some_and(|l| l.len() > 3), "{json}");
 
     // Without the route, serve would not match the request: explain and the policy test say so too.
@@ -218,11 +298,16 @@ audit: { file: logs/audit.log }
         assert!(checked.contains(problem), "check misses {problem:?}: {checked}");
         assert!(served.contains(problem), "serve misses {problem:?}: {served}");
     }
-    assert!(checked.contains("state: No such file or directory") || checked.contains("the folder") , "the folder is named: {checked}");
+    assert!(
+        checked.contains("state: No such file or directory") || checked.contains("the folder"),
+        "the folder is named: {checked}"
+    );
 
     // Fixed one by one, the same config is accepted by both.
     assert!(jobgate(&["keys", "generate", "--out", "keys", "--registry"], d).0);
-    for (file, text) in [("secrets/admin-token", "admin"), ("secrets/webhook-secret", "hook"), ("secrets/upstream-token", "glpat-x")] {
+    for (file, text) in
+        [("secrets/admin-token", "admin"), ("secrets/webhook-secret", "hook"), ("secrets/upstream-token", "glpat-x")]
+    {
         std::fs::write(d.join(file), text).unwrap();
     }
     std::fs::create_dir(d.join("state")).unwrap();
@@ -250,7 +335,10 @@ fn key_fetch_failures_name_their_cause_and_offline_fetches_nothing() {
     std::fs::write(d.join("jobgate.yaml"), with_url(&server.url())).unwrap();
     let (ok, untrusted) = jobgate(&["check", "--config", "jobgate.yaml"], d);
     assert!(ok, "serve would start: {untrusted}");
-    assert!(untrusted.contains("warning: issuer ci: key set not fetched") && untrusted.contains("UnknownIssuer"), "{untrusted}");
+    assert!(
+        untrusted.contains("warning: issuer ci: key set not fetched") && untrusted.contains("UnknownIssuer"),
+        "{untrusted}"
+    );
     assert!(!untrusted.contains("keeping the last good one"), "there is no last good one: {untrusted}");
 
     std::fs::write(d.join("jobgate.yaml"), with_url("https://127.0.0.1:9/jwks")).unwrap();
@@ -279,7 +367,11 @@ fn logs_off_a_terminal_are_json_or_plain_text_without_colour() {
     assert!(jobgate(&["certs", "generate", "--out", "certs"], d).0);
     std::fs::create_dir(d.join("policies")).unwrap();
     // An unreachable key set makes serve log an error before it listens.
-    std::fs::write(d.join("jobgate.yaml"), CONFIG.replace("jwks_file: keys/jwks.json", "jwks_url: 'https://127.0.0.1:9/jwks'")).unwrap();
+    std::fs::write(
+        d.join("jobgate.yaml"),
+        CONFIG.replace("jwks_file: keys/jwks.json", "jwks_url: 'https://127.0.0.1:9/jwks'"),
+    )
+    .unwrap();
     let (started, text) = serve_starts(d);
     assert!(started, "{text}");
     let logs: Vec<&str> = text.lines().filter(|l| !l.starts_with("jobgate listening")).collect();
@@ -289,7 +381,11 @@ fn logs_off_a_terminal_are_json_or_plain_text_without_colour() {
         assert!(json["level"].is_string() && json["fields"]["message"].is_string(), "{line}");
     }
     assert!(logs.iter().any(|l| l.contains("no key set loaded yet") && l.contains("Connection refused")), "{text}");
-    let out = Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["--log-format", "text", "check", "--config", "jobgate.yaml"]).current_dir(d).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_jobgate"))
+        .args(["--log-format", "text", "check", "--config", "jobgate.yaml"])
+        .current_dir(d)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains(" ERROR ") && !text.contains('\u{1b}') && !text.trim_start().starts_with('{'), "{text}");
 }

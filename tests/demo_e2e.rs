@@ -38,7 +38,12 @@ fn the_demo_walkthrough_behaves_as_printed() {
         }
         listing |= line.contains("in another shell:");
         let line = line.trim();
-        if listing && !line.is_empty() && !line.starts_with('#') && !line.starts_with('(') && !line.contains("in another shell") {
+        if listing
+            && !line.is_empty()
+            && !line.starts_with('#')
+            && !line.starts_with('(')
+            && !line.contains("in another shell")
+        {
             printed.push(line.to_owned());
         }
         if line.contains("/-/decisions?") {
@@ -50,7 +55,8 @@ fn the_demo_walkthrough_behaves_as_printed() {
     assert!(setup.starts_with("source ") && setup.ends_with("export GIT_SSL_CAINFO=$JOBGATE_CA"), "{printed:?}");
 
     // A newcomer's shell: the system PATH, nothing from cargo's target folder; git with a clean home.
-    let path: Vec<String> = std::env::var("PATH").unwrap().split(':').filter(|p| !p.contains("target")).map(str::to_owned).collect();
+    let path: Vec<String> =
+        std::env::var("PATH").unwrap().split(':').filter(|p| !p.contains("target")).map(str::to_owned).collect();
     let home = dir.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     let shell = |command: &str| {
@@ -88,16 +94,25 @@ fn the_demo_walkthrough_behaves_as_printed() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{line}");
     }
     // explain, metrics, reload, the audit tail, the decision view: each works as printed.
-    let rest: Vec<&String> = commands.iter().filter(|c| !c.starts_with("git ") && !c.starts_with("curl -s --cacert")).collect();
+    let rest: Vec<&String> =
+        commands.iter().filter(|c| !c.starts_with("git ") && !c.starts_with("curl -s --cacert")).collect();
     assert_eq!(rest.len(), 5, "{rest:?}");
     let outputs: Vec<(bool, String)> = rest
         .iter()
         .map(|command| {
             let out = shell(command);
-            (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            (
+                out.status.success(),
+                format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            )
         })
         .collect();
-    assert!(!outputs[0].0 && outputs[0].1.contains("decision: deny (ref_not_protected)"), "{}: {}", rest[0], outputs[0].1);
+    assert!(
+        !outputs[0].0 && outputs[0].1.contains("decision: deny (ref_not_protected)"),
+        "{}: {}",
+        rest[0],
+        outputs[0].1
+    );
     assert!(outputs[1].0 && outputs[1].1.contains("jobgate_requests_total{"), "{}: {}", rest[1], outputs[1].1);
     assert!(outputs[2].0 && outputs[2].1.contains("\"reloaded\": true"), "{}: {}", rest[2], outputs[2].1);
     assert!(outputs[3].0 && outputs[3].1.lines().count() == 5, "{}: {}", rest[3], outputs[3].1);

@@ -35,10 +35,20 @@ fn promtool_accepts_the_scrape_config_and_every_alert_passes_its_tests() {
 
 #[test]
 fn kubernetes_manifests_validate_against_the_schemas() {
-    let validator = std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "target/tools/venv/bin/kubernetes-validate".into());
+    let validator =
+        std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "target/tools/venv/bin/kubernetes-validate".into());
     let manifests: Vec<PathBuf> = std::fs::read_dir("deploy/kubernetes").unwrap().map(|e| e.unwrap().path()).collect();
     let out = ok(Command::new(&validator).arg("--strict").args(&manifests));
-    let kinds = ["deployment/jobgate", "service/jobgate", "configmap/jobgate-config", "secret/jobgate-tls", "poddisruptionbudget/jobgate", "horizontalpodautoscaler/jobgate", "statefulset/jobgate-redis", "networkpolicy/jobgate-redis"];
+    let kinds = [
+        "deployment/jobgate",
+        "service/jobgate",
+        "configmap/jobgate-config",
+        "secret/jobgate-tls",
+        "poddisruptionbudget/jobgate",
+        "horizontalpodautoscaler/jobgate",
+        "statefulset/jobgate-redis",
+        "networkpolicy/jobgate-redis",
+    ];
     for kind in kinds {
         assert!(out.contains(&format!("passed for resource {kind}")), "{kind} was not validated:\n{out}");
     }
@@ -69,15 +79,22 @@ use serde::Deserialize as _;
 
 #[test]
 fn every_dashboard_metric_is_one_jobgate_defines() {
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("deploy/grafana/jobgate.json").unwrap()).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("deploy/grafana/jobgate.json").unwrap()).unwrap();
     let defined = std::fs::read_to_string("src/metrics.rs").unwrap();
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = target["expr"].as_str().unwrap();
-            for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("jobgate_")) {
+            for name in
+                expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("jobgate_"))
+            {
                 let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-                assert!(defined.contains(&format!("\"{base}\"")), "panel {:?} queries {name}, which jobgate does not export", panel["title"]);
+                assert!(
+                    defined.contains(&format!("\"{base}\"")),
+                    "panel {:?} queries {name}, which jobgate does not export",
+                    panel["title"]
+                );
                 checked += 1;
             }
         }
@@ -88,9 +105,12 @@ fn every_dashboard_metric_is_one_jobgate_defines() {
 #[test]
 fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", echo_upstream()), "projects:\n  acme/app: {}\n");
+    let gw =
+        Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", echo_upstream()), "projects:\n  acme/app: {}\n");
     let token = gw.token("acme/app", 42, false);
-    for path in ["/acme/app.git/info/refs?service=git-upload-pack", "/acme/secret.git/info/refs?service=git-upload-pack"] {
+    for path in
+        ["/acme/app.git/info/refs?service=git-upload-pack", "/acme/secret.git/info/refs?service=git-upload-pack"]
+    {
         for _ in 0..3 {
             curl(&gw, &["-H", &format!("JOB-TOKEN: {token}"), &gw.url(path)]);
         }
@@ -98,7 +118,9 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
     // deploy's scrape config, pointed at this jobgate and scraping every second.
     let shipped = std::fs::read_to_string("deploy/prometheus/prometheus.yml").unwrap();
     assert!(shipped.contains("127.0.0.1:9443"), "the shipped target moved; update this test");
-    let config = shipped.replace("127.0.0.1:9443", &format!("127.0.0.1:{}", gw.admin_port)).replace("scrape_interval: 15s", "scrape_interval: 1s");
+    let config = shipped
+        .replace("127.0.0.1:9443", &format!("127.0.0.1:{}", gw.admin_port))
+        .replace("scrape_interval: 15s", "scrape_interval: 1s");
     let prom = dir.path().join("prometheus");
     std::fs::create_dir_all(&prom).unwrap();
     std::fs::write(prom.join("prometheus.yml"), config).unwrap();
@@ -115,13 +137,20 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
     });
 
     let query = |q: &str| -> serde_json::Value {
-        let out = Command::new("curl").args(["-s", "--get", "--data-urlencode", &format!("query={q}")]).arg(format!("http://127.0.0.1:{port}/api/v1/query")).output().unwrap();
+        let out = Command::new("curl")
+            .args(["-s", "--get", "--data-urlencode", &format!("query={q}")])
+            .arg(format!("http://127.0.0.1:{port}/api/v1/query"))
+            .output()
+            .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     };
-    let value = |q: &str| -> Option<f64> { query(q)["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()) };
+    let value =
+        |q: &str| -> Option<f64> { query(q)["data"]["result"][0]["value"][1].as_str().and_then(|v| v.parse().ok()) };
     let deadline = Instant::now() + Duration::from_secs(30);
     let denied = loop {
-        if let Some(v) = value("sum(jobgate_requests_total{decision=\"deny\",reason=\"not_in_allowlist\",family=\"git\"})") {
+        if let Some(v) =
+            value("sum(jobgate_requests_total{decision=\"deny\",reason=\"not_in_allowlist\",family=\"git\"})")
+        {
             break v;
         }
         assert!(Instant::now() < deadline, "Prometheus never scraped jobgate: {}", query("up"));
@@ -136,18 +165,24 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
     assert_eq!(value("up{job=\"jobgate\"}"), Some(1.0));
     assert_eq!(value("jobgate_issuer_keys{issuer=\"ci\"}"), Some(1.0));
     assert_eq!(value("count(jobgate_build_info)"), Some(1.0));
-    assert!(value("jobgate_certificate_expiry_timestamp_seconds{listener=\"public\"} - time()").is_some_and(|s| s > 86400.0));
+    assert!(value("jobgate_certificate_expiry_timestamp_seconds{listener=\"public\"} - time()")
+        .is_some_and(|s| s > 86400.0));
 }
 
 /// Writes what a recipe's config names below `/etc/jobgate/` (certificates and keys, CA bundles,
 /// secrets, a policy folder) into `root`, and the config itself with its paths moved there.
 fn recipe_in(root: &Path, config: &str) -> PathBuf {
     let certs = jobgate::generate::certs(&root.join("generated")).unwrap();
-    let moved = config.replace("/etc/jobgate/", &format!("{}/etc/jobgate/", root.display())).replace("/var/lib/jobgate/", &format!("{}/var/lib/jobgate/", root.display()));
+    let moved = config
+        .replace("/etc/jobgate/", &format!("{}/etc/jobgate/", root.display()))
+        .replace("/var/lib/jobgate/", &format!("{}/var/lib/jobgate/", root.display()));
     std::fs::create_dir_all(root.join("var/lib/jobgate")).unwrap();
     std::fs::create_dir_all(root.join("etc/jobgate/policies")).unwrap();
     std::fs::write(root.join("etc/jobgate/policies/default.yaml"), "projects:\n  acme/app: { id: 42 }\n").unwrap();
-    for path in config.split(|c: char| c.is_whitespace() || ",}\"'".contains(c)).filter(|w| w.starts_with("/etc/jobgate/") && w.len() > "/etc/jobgate/".len()) {
+    for path in config
+        .split(|c: char| c.is_whitespace() || ",}\"'".contains(c))
+        .filter(|w| w.starts_with("/etc/jobgate/") && w.len() > "/etc/jobgate/".len())
+    {
         let target = root.join(path.trim_start_matches('/'));
         if path.ends_with('/') || path.ends_with("policies") {
             continue;
@@ -185,11 +220,19 @@ fn the_omnibus_and_helm_recipes_load_with_jobgate_check_and_their_manifests_vali
     let omnibus = std::fs::read_to_string("deploy/omnibus/jobgate.yaml").unwrap();
     let out = jobgate_check(&recipe_in(&dir.path().join("omnibus"), &omnibus));
     assert!(out.contains("ok: "), "{out}");
-    for needed in ["registry_auth: { tokens: gitlab }", "unix:/var/opt/gitlab/gitlab-workhorse/sockets/socket", "passthrough:"] {
+    for needed in
+        ["registry_auth: { tokens: gitlab }", "unix:/var/opt/gitlab/gitlab-workhorse/sockets/socket", "passthrough:"]
+    {
         assert!(omnibus.contains(needed), "the Omnibus recipe lost {needed:?}");
     }
     let rb = std::fs::read_to_string("deploy/omnibus/gitlab.rb").unwrap();
-    for setting in ["nginx['enable'] = false", "registry_nginx['enable'] = false", "web_server['external_users'] = ['jobgate']", "puma['port'] = 8080", "registry['registry_http_addr'] = \"127.0.0.1:5000\""] {
+    for setting in [
+        "nginx['enable'] = false",
+        "registry_nginx['enable'] = false",
+        "web_server['external_users'] = ['jobgate']",
+        "puma['port'] = 8080",
+        "registry['registry_http_addr'] = \"127.0.0.1:5000\"",
+    ] {
         assert!(rb.contains(setting), "gitlab.rb lost {setting:?}");
     }
     // The Helm recipe: its ConfigMap's config loads, and it validates with deploy/kubernetes/'s manifests.
@@ -198,10 +241,16 @@ fn the_omnibus_and_helm_recipes_load_with_jobgate_check_and_their_manifests_vali
     let config = value["data"]["jobgate.yaml"].as_str().unwrap();
     let out = jobgate_check(&recipe_in(&dir.path().join("helm"), config));
     assert!(out.contains("ok: "), "{out}");
-    let validator = std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "target/tools/venv/bin/kubernetes-validate".into());
+    let validator =
+        std::env::var("KUBERNETES_VALIDATE").unwrap_or_else(|_| "target/tools/venv/bin/kubernetes-validate".into());
     let out = ok(Command::new(&validator).args(["--strict", "deploy/helm/configmap.yaml"]));
     assert!(out.contains("passed for resource configmap/jobgate-config"), "{out}");
-    let values: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string("deploy/helm/values.yaml").unwrap()).unwrap();
+    let values: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("deploy/helm/values.yaml").unwrap()).unwrap();
     assert_eq!(values["global"]["ingress"]["enabled"], serde_yaml::Value::Bool(false), "jobgate is the entry");
-    assert_eq!(values["global"]["workhorse"]["tls"]["enabled"], serde_yaml::Value::Bool(true), "jobgate's https upstream");
+    assert_eq!(
+        values["global"]["workhorse"]["tls"]["enabled"],
+        serde_yaml::Value::Bool(true),
+        "jobgate's https upstream"
+    );
 }

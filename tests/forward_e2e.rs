@@ -61,7 +61,8 @@ fn identity_headers_are_ours_and_credentials_pass_through() {
         for name in headers.keys() {
             let folded = name.replace('_', "-");
             assert!(
-                !folded.starts_with("x-jobgate") && !["forwarded", "x-real-ip", "x-custom", "connection"].contains(&folded.as_str()),
+                !folded.starts_with("x-jobgate")
+                    && !["forwarded", "x-real-ip", "x-custom", "connection"].contains(&folded.as_str()),
                 "{version}: {name} must not reach the upstream"
             );
         }
@@ -74,7 +75,8 @@ fn identity_headers_are_ours_and_credentials_pass_through() {
 fn strip_mode_removes_every_job_credential() {
     let dir = tempfile::tempdir().unwrap();
     let upstream = echo_upstream();
-    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{upstream}', credentials: strip"), POLICY, "");
+    let gw =
+        Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{upstream}', credentials: strip"), POLICY, "");
     let token = gw.token("acme/app", 42, false);
     let cases = [
         vec!["-u".to_owned(), format!("gitlab-ci-token:{token}")],
@@ -108,16 +110,34 @@ fn upstream_down_is_502_and_upstream_silence_is_504() {
     let sockets = tempfile::tempdir().unwrap();
     let gw = Gateway::start(sockets.path(), &format!("unix:{}", sockets.path().join("missing.sock").display()), POLICY);
     let started = std::time::Instant::now();
-    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    let (status, text) = curl(
+        &gw,
+        &[
+            "-u",
+            &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)),
+            &gw.url("/acme/app.git/info/refs?service=git-upload-pack"),
+        ],
+    );
     assert_eq!(status, 502, "{text}");
-    assert!(text.contains("cannot connect to the git upstream") && started.elapsed() < std::time::Duration::from_secs(4), "{text}");
+    assert!(
+        text.contains("cannot connect to the git upstream") && started.elapsed() < std::time::Duration::from_secs(4),
+        "{text}"
+    );
 
     // An upstream that accepts connections and never answers.
     let port = silent_upstream();
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 1"), POLICY, "");
+    let gw = Gateway::start_with(
+        dir.path(),
+        &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 1"),
+        POLICY,
+        "",
+    );
     let token = gw.token("acme/app", 42, false);
-    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    let (status, text) = curl(
+        &gw,
+        &["-u", &format!("gitlab-ci-token:{token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")],
+    );
     assert_eq!(status, 504, "{text}");
     assert!(text.contains("upstream_timeout"), "{text}");
     let timed_out = |l: &Value| l["status"] == 504 && l["reason"] == "upstream_timeout";
@@ -140,7 +160,10 @@ fn audit_mode_forwards_and_records_the_would_deny() {
     let would_deny = |l: &Value| l["target"] == "rollout/app" && l["decision"] == "deny" && l["enforced"] == false;
     let enforced = |l: &Value| l["target"] == "strict/app" && l["decision"] == "deny" && l["enforced"] == true;
     let lines = gw.audit_until(|lines| lines.iter().any(would_deny) && lines.iter().any(enforced));
-    assert!(lines.iter().any(|l| would_deny(l) && l["reason"] == "not_in_allowlist" && l["status"] == 200), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| would_deny(l) && l["reason"] == "not_in_allowlist" && l["status"] == 200),
+        "{lines:?}"
+    );
     assert!(lines.iter().any(enforced), "{lines:?}");
 }
 
@@ -165,7 +188,18 @@ fn audit_lines_never_carry_tokens_authorization_or_query_values() {
     let lines = gw.audit_until(|lines| lines.len() >= requests.len());
     assert_eq!(lines.len(), requests.len(), "one line per request");
     let text = std::fs::read_to_string(&gw.audit).unwrap();
-    for secret in [&token[..], &refused[..], token.split('.').nth(2).unwrap(), "query-value", "glpat-query-secret", "YWxpY2U6aHVudGVyMg", "hunter2", "service=", "Authorization", "authorization"] {
+    for secret in [
+        &token[..],
+        &refused[..],
+        token.split('.').nth(2).unwrap(),
+        "query-value",
+        "glpat-query-secret",
+        "YWxpY2U6aHVudGVyMg",
+        "hunter2",
+        "service=",
+        "Authorization",
+        "authorization",
+    ] {
         assert!(!text.contains(secret), "the audit log contains {secret:?}:\n{text}");
     }
 }
@@ -209,7 +243,12 @@ fn pooled_connections_are_not_reused_past_the_upstreams_keep_alive() {
     let upstream = impatient_upstream(std::time::Duration::from_millis(1500));
     let fetch_twice = |pool_idle_secs: u64| {
         let dir = tempfile::tempdir().unwrap();
-        let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{upstream}', pool_idle_timeout_secs: {pool_idle_secs}"), POLICY, "");
+        let gw = Gateway::start_with(
+            dir.path(),
+            &format!("url: 'http://127.0.0.1:{upstream}', pool_idle_timeout_secs: {pool_idle_secs}"),
+            POLICY,
+            "",
+        );
         let token = gw.token("acme/app", 42, false);
         let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
         let first = curl(&gw, &["--http1.1", "-H", &format!("JOB-TOKEN: {token}"), &url]).0;
@@ -238,10 +277,17 @@ fn silent_upstream() -> u16 {
 
 /// nginx terminating TLS with `cert`/`key` (and, with `client_ca`, asking for a client certificate
 /// it signed) in front of `backend`.
-fn nginx_tls(dir: &std::path::Path, backend: u16, cert: &std::path::Path, key: &std::path::Path, client_ca: Option<&std::path::Path>) -> (u16, common::Process) {
+fn nginx_tls(
+    dir: &std::path::Path,
+    backend: u16,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> (u16, common::Process) {
     std::fs::create_dir_all(dir.join("nginx-tmp")).unwrap();
     let conf = dir.join("nginx.conf");
-    let verify = client_ca.map_or(String::new(), |ca| format!("ssl_client_certificate {}; ssl_verify_client on;", ca.display()));
+    let verify =
+        client_ca.map_or(String::new(), |ca| format!("ssl_client_certificate {}; ssl_verify_client on;", ca.display()));
     common::serve_on_free_port(|port| {
         std::fs::write(
             &conf,
@@ -270,9 +316,12 @@ fn an_https_upstream_with_a_private_ca_and_a_client_certificate() {
     let (port, _nginx) = nginx_tls(dir.path(), git.port, &pki.cert, &pki.key, Some(&pki.ca));
     let clone = |gw: &Gateway, name: &str| {
         let url = gw.git_url(&gw.token("acme/app", 42, false), "acme/app");
-        common::run(common::git_command(dir.path(), Some(&gw.ca)).args(["clone", "--quiet", &url]).arg(dir.path().join(name)))
+        common::run(
+            common::git_command(dir.path(), Some(&gw.ca)).args(["clone", "--quiet", &url]).arg(dir.path().join(name)),
+        )
     };
-    let tls = |extra: &str| format!("url: 'https://127.0.0.1:{port}', tls: {{ ca_file: '{}'{extra} }}", pki.ca.display());
+    let tls =
+        |extra: &str| format!("url: 'https://127.0.0.1:{port}', tls: {{ ca_file: '{}'{extra} }}", pki.ca.display());
     let client = format!(", client_cert: '{}', client_key: '{}'", pki.cert.display(), pki.key.display());
     let trusted = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(trusted.path(), &tls(&client), POLICY, "");
@@ -283,17 +332,39 @@ fn an_https_upstream_with_a_private_ca_and_a_client_certificate() {
     let gw = Gateway::start_with(named.path(), &tls(&format!("{client}, server_name: localhost")), POLICY, "");
     assert!(clone(&gw, "named").status.success());
     let wrong = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(wrong.path(), &tls(&format!("{client}, server_name: gitlab.other.example")), POLICY, "");
-    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    let gw =
+        Gateway::start_with(wrong.path(), &tls(&format!("{client}, server_name: gitlab.other.example")), POLICY, "");
+    let (status, text) = curl(
+        &gw,
+        &[
+            "-u",
+            &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)),
+            &gw.url("/acme/app.git/info/refs?service=git-upload-pack"),
+        ],
+    );
     assert_eq!(status, 502, "a certificate for another name: {text}");
     // Without the private CA the upstream is not trusted; without the client certificate nginx refuses.
     let untrusted = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(untrusted.path(), &format!("url: 'https://127.0.0.1:{port}'"), POLICY, "");
-    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    let (status, text) = curl(
+        &gw,
+        &[
+            "-u",
+            &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)),
+            &gw.url("/acme/app.git/info/refs?service=git-upload-pack"),
+        ],
+    );
     assert_eq!(status, 502, "{text}");
     let anonymous = tempfile::tempdir().unwrap();
     let gw = Gateway::start_with(anonymous.path(), &tls(""), POLICY, "");
-    let (status, text) = curl(&gw, &["-u", &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    let (status, text) = curl(
+        &gw,
+        &[
+            "-u",
+            &format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)),
+            &gw.url("/acme/app.git/info/refs?service=git-upload-pack"),
+        ],
+    );
     assert_eq!(status, 400, "nginx wants the client certificate: {text}");
 }
 
@@ -332,7 +403,8 @@ async fn a_websocket_round_trip_passes_as_non_job_traffic_and_a_job_credential_i
     use tokio_tungstenite::tungstenite::Message;
     let echo = websocket_echo().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{echo}'"), POLICY, "non_job: passthrough");
+    let gw =
+        Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{echo}'"), POLICY, "non_job: passthrough");
     let url = format!("wss://localhost:{}/-/cable", gw.port);
     let (mut ws, response) = tokio_tungstenite::client_async(url.as_str(), tls_to(&gw).await).await.unwrap();
     assert_eq!(response.status(), 101);
@@ -345,7 +417,10 @@ async fn a_websocket_round_trip_passes_as_non_job_traffic_and_a_job_credential_i
     // An upgrade with a job token, on a request the policy allows: refused, the upstream never asked.
     let allowed = format!("wss://localhost:{}/acme/app.git/info/refs?service=git-upload-pack", gw.port);
     let mut request = allowed.as_str().into_client_request().unwrap();
-    let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)));
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false)),
+    );
     request.headers_mut().insert("authorization", format!("Basic {basic}").parse().unwrap());
     match tokio_tungstenite::client_async(request, tls_to(&gw).await).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
@@ -361,9 +436,15 @@ async fn a_websocket_round_trip_passes_as_non_job_traffic_and_a_job_credential_i
 fn hosts_route_the_registry_by_name_and_refuse_unknown_hosts() {
     let dir = tempfile::tempdir().unwrap();
     let (gitlab, registry) = (echo_upstream(), common::sink_upstream());
-    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry}' }}");
+    let upstreams =
+        format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry}' }}");
     // The GitLab host is 127.0.0.1, the registry host localhost (both on jobgate's certificate).
-    let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, "non_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }");
+    let gw = Gateway::start_upstreams(
+        dir.path(),
+        &upstreams,
+        POLICY,
+        "non_job: passthrough\nhosts: { gitlab: ['127.0.0.1'], registry: [localhost] }",
+    );
     let job = format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false));
     let at = |host: &str, path: &str| format!("https://{host}:{}{path}", gw.port);
     for version in ["--http2", "--http1.1"] {
@@ -380,7 +461,15 @@ fn hosts_route_the_registry_by_name_and_refuse_unknown_hosts() {
         let (status, text) = curl(&gw, &[version, "-u", &job, &at("127.0.0.1", "/v2/acme/app/tags/list")]);
         assert!(status == 403 && text.contains("unmatched_request"), "{version}: {text}");
         // A host no route serves.
-        let (status, text) = curl(&gw, &[version, "-H", "Host: gitlab.evil.example", &at("127.0.0.1", "/acme/app.git/info/refs?service=git-upload-pack")]);
+        let (status, text) = curl(
+            &gw,
+            &[
+                version,
+                "-H",
+                "Host: gitlab.evil.example",
+                &at("127.0.0.1", "/acme/app.git/info/refs?service=git-upload-pack"),
+            ],
+        );
         assert!(status == 421 && text.contains("unknown_host"), "{version}: {text}");
     }
     // Git still works on the GitLab host.
@@ -397,7 +486,8 @@ fn each_host_gets_its_own_certificate_by_sni_and_a_host_must_be_the_connections_
     let cert = rcgen::CertificateParams::new(vec!["registry.test".to_owned()]).unwrap().self_signed(&key).unwrap();
     std::fs::write(dir.path().join("registry.pem"), cert.pem()).unwrap();
     std::fs::write(dir.path().join("registry-key.pem"), key.serialize_pem()).unwrap();
-    let upstreams = format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry}' }}");
+    let upstreams =
+        format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{registry}' }}");
     let extra = "tls: { cert: certs/server.pem, key: certs/server-key.pem, certificates: [ { cert: registry.pem, key: registry-key.pem } ] }\nhosts: { gitlab: [localhost], registry: [registry.test] }\nnon_job: passthrough";
     let gw = Gateway::start_upstreams(dir.path(), &upstreams, POLICY, extra);
     let resolve = format!("registry.test:{}:127.0.0.1", gw.port);
@@ -417,7 +507,8 @@ fn each_host_gets_its_own_certificate_by_sni_and_a_host_must_be_the_connections_
     assert!(status == 200 && text.contains("\"path\": \"/v2/\""), "{text}");
     // A request whose Host is not the name its connection was opened for: 421, over either protocol.
     for version in ["--http1.1", "--http2"] {
-        let (status, text) = on_registry("/acme/app.git/info/refs?service=git-upload-pack", &[version, "-H", "Host: localhost"]);
+        let (status, text) =
+            on_registry("/acme/app.git/info/refs?service=git-upload-pack", &[version, "-H", "Host: localhost"]);
         assert!(status == 421 && text.contains("unknown_host"), "{version}: {text}");
     }
 }
@@ -427,7 +518,12 @@ fn an_upstreams_max_connections_bounds_requests_in_flight_and_frees_them() {
     // An upstream that accepts connections and never answers: each request holds its connection.
     let port = silent_upstream();
     let dir = tempfile::tempdir().unwrap();
-    let gw = std::sync::Arc::new(Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 2, max_connections: 1"), POLICY, ""));
+    let gw = std::sync::Arc::new(Gateway::start_with(
+        dir.path(),
+        &format!("url: 'http://127.0.0.1:{port}', response_timeout_secs: 2, max_connections: 1"),
+        POLICY,
+        "",
+    ));
     let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
     let basic = format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false));
     let first = {
@@ -438,7 +534,12 @@ fn an_upstreams_max_connections_bounds_requests_in_flight_and_frees_them() {
     let started = std::time::Instant::now();
     let (status, text) = curl(&gw, &["-u", &basic, &url]);
     assert_eq!(status, 503, "the one connection is in use: {text}");
-    assert!(text.contains("max_connections") && text.contains("over_capacity") && started.elapsed() < std::time::Duration::from_secs(1), "{text}");
+    assert!(
+        text.contains("max_connections")
+            && text.contains("over_capacity")
+            && started.elapsed() < std::time::Duration::from_secs(1),
+        "{text}"
+    );
     assert_eq!(first.join().unwrap(), 504, "the first one waited for the silent upstream");
     let (status, text) = curl(&gw, &["-u", &basic, &url]);
     assert_eq!(status, 504, "its connection was given back: {text}");
@@ -473,7 +574,10 @@ fn a_passthrough_host_goes_to_its_own_upstream_undecided_and_refuses_job_credent
         assert!(status == 200 && text.contains("\"path\": \"/app/index.html\""), "{version}: {text}");
         let job = format!("gitlab-ci-token:{}", gw.token("acme/app", 42, false));
         let (status, text) = on_pages("/app/index.html", &[version, "-u", &job]);
-        assert!(status == 403 && text.contains("unmatched_request") && text.contains("hosts.passthrough"), "{version}: {text}");
+        assert!(
+            status == 403 && text.contains("unmatched_request") && text.contains("hosts.passthrough"),
+            "{version}: {text}"
+        );
     }
     let lines = gw.audit_until(|lines| lines.iter().filter(|l| l["decision"] == "passthrough").count() >= 2);
     assert!(lines.iter().any(|l| l["decision"] == "deny" && l["reason"] == "unmatched_request"), "{lines:?}");

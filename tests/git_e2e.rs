@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{curl, git_command, git_ok, run, GitServer, Gateway};
+use common::{curl, git_command, git_ok, run, Gateway, GitServer};
 
 const POLICY: &str = "
 projects:
@@ -41,7 +41,8 @@ impl Env {
     fn clone(&self, url: &str, name: &str) -> (Output, PathBuf) {
         let target = self.dir.path().join("work").join(name);
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        let out = run(git_command(self.dir.path(), Some(&self.gateway.ca)).args(["clone", "--quiet", url]).arg(&target));
+        let out =
+            run(git_command(self.dir.path(), Some(&self.gateway.ca)).args(["clone", "--quiet", url]).arg(&target));
         (out, target)
     }
 
@@ -76,7 +77,8 @@ fn own_project_clone_is_allowed_and_audited() {
     let url = env.gateway.git_url(&token, "acme/platform/tools").trim_end_matches(".git").to_owned();
     env.clone_ok(&url, "tools");
 
-    let allowed = |lines: &[serde_json::Value]| lines.iter().filter(|l| l["decision"] == "allow" && l["job_id"] == 1042).count();
+    let allowed =
+        |lines: &[serde_json::Value]| lines.iter().filter(|l| l["decision"] == "allow" && l["job_id"] == 1042).count();
     let lines = env.gateway.audit_until(|lines| allowed(lines) >= 2);
     assert!(allowed(&lines) >= 2, "info/refs and upload-pack are audited: {lines:?}");
     let text = std::fs::read_to_string(&env.gateway.audit).unwrap();
@@ -204,13 +206,44 @@ fn refusals_before_anything_reaches_git() {
         (vec!["-u".into(), format!("gitlab-ci-token:{tampered}"), info_refs.clone()], 401, "bad_signature"),
         (vec!["-u".into(), format!("gitlab-ci-token:{expired}"), info_refs.clone()], 401, "token_expired"),
         (vec!["-u".into(), "alice:glpat-secret".into(), info_refs.clone()], 401, "non_job_rejected"),
-        (vec!["-u".into(), basic.clone(), "-H".into(), format!("JOB-TOKEN: {other_token}"), info_refs.clone()], 400, "conflicting_credentials"),
-        (vec!["-H".into(), format!("Job_Token: {token}"), "-H".into(), format!("JOB-TOKEN: {other_token}"), info_refs.clone()], 400, "conflicting_credentials"),
+        (
+            vec!["-u".into(), basic.clone(), "-H".into(), format!("JOB-TOKEN: {other_token}"), info_refs.clone()],
+            400,
+            "conflicting_credentials",
+        ),
+        (
+            vec![
+                "-H".into(),
+                format!("Job_Token: {token}"),
+                "-H".into(),
+                format!("JOB-TOKEN: {other_token}"),
+                info_refs.clone(),
+            ],
+            400,
+            "conflicting_credentials",
+        ),
         (vec!["-u".into(), basic.clone(), gw.url("/acme/app.git/HEAD")], 403, "unmatched_request"),
         (vec!["-u".into(), basic.clone(), gw.url("/acme/app.git/info/refs")], 403, "unmatched_request"),
-        (vec!["--path-as-is".into(), "-u".into(), basic.clone(), gw.url("/acme/app/../secret.git/info/refs?service=git-upload-pack")], 403, "unmatched_request"),
-        (vec!["-u".into(), basic.clone(), gw.url("/acme/app/%2e%2e/secret.git/info/refs?service=git-upload-pack")], 403, "unmatched_request"),
-        (vec!["-u".into(), basic.clone(), gw.url("/acme%2Fsecret.git/info/refs?service=git-upload-pack")], 403, "unmatched_request"),
+        (
+            vec![
+                "--path-as-is".into(),
+                "-u".into(),
+                basic.clone(),
+                gw.url("/acme/app/../secret.git/info/refs?service=git-upload-pack"),
+            ],
+            403,
+            "unmatched_request",
+        ),
+        (
+            vec!["-u".into(), basic.clone(), gw.url("/acme/app/%2e%2e/secret.git/info/refs?service=git-upload-pack")],
+            403,
+            "unmatched_request",
+        ),
+        (
+            vec!["-u".into(), basic.clone(), gw.url("/acme%2Fsecret.git/info/refs?service=git-upload-pack")],
+            403,
+            "unmatched_request",
+        ),
         (vec![format!("{info_refs}&job_token={token}")], 200, "advertisement"),
         (vec!["-H".into(), format!("Authorization: Bearer glcbt-{token}"), info_refs.clone()], 200, "advertisement"),
     ];

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::gitlab::{GitLab, Job};
 use common::net::Client;
-use common::{git_command, GitServer, Gateway};
+use common::{git_command, Gateway, GitServer};
 
 use common::POLICY;
 
@@ -36,28 +36,56 @@ fn an_unmodified_pipelines_git_traffic_passes_with_its_ci_job_token() {
     let (app, lib) = ("glcbt-64_AppJobToken_x9x9x9x9x9x9", "glcbt-64_LibJobToken_y8y8y8y8y8y8");
     gitlab.add(app, job(4200, "acme/app", 42));
     gitlab.add(lib, job(4300, "acme/lib", 43));
-    let gw = Gateway::start_with_gitlab(d, &format!("git: {{ url: 'http://127.0.0.1:{}' }}", git.port), POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, "");
-    let clone = |token: &str, project: &str, into: &str| git_command(d, Some(&gw.ca)).args(["clone", "--quiet", &runner_url(&gw, token, project), into]).output().unwrap();
+    let gw = Gateway::start_with_gitlab(
+        d,
+        &format!("git: {{ url: 'http://127.0.0.1:{}' }}", git.port),
+        POLICY,
+        &format!("url: '{}'", gitlab.url()),
+        60,
+        50,
+        "",
+    );
+    let clone = |token: &str, project: &str, into: &str| {
+        git_command(d, Some(&gw.ca))
+            .args(["clone", "--quiet", &runner_url(&gw, token, project), into])
+            .output()
+            .unwrap()
+    };
 
     let out = clone(app, "acme/app", "own");
     assert!(out.status.success(), "own project: {}", String::from_utf8_lossy(&out.stderr));
     let out = clone(lib, "acme/app", "admitted");
     assert!(out.status.success(), "admitted cross-project read: {}", String::from_utf8_lossy(&out.stderr));
     let out = clone(lib, "acme/secret", "refused");
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not_in_allowlist"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not_in_allowlist"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // GitLab's answer says nothing about protection: without a protected-ref lookup a job counts as
     // on an unprotected ref, so a grant that needs one does not apply.
     let work = d.join("admitted");
     std::fs::write(work.join("change.txt"), "from lib").unwrap();
     assert!(git_command(&work, None).args(["add", "change.txt"]).status().unwrap().success());
     assert!(git_command(&work, None).args(["commit", "--quiet", "-m", "lib change"]).status().unwrap().success());
-    let push = git_command(&work, Some(&gw.ca)).args(["push", "--quiet", &runner_url(&gw, lib, "acme/app"), "HEAD:main"]).output().unwrap();
-    assert!(!push.status.success() && String::from_utf8_lossy(&push.stderr).contains("ref_not_protected"), "{}", String::from_utf8_lossy(&push.stderr));
+    let push = git_command(&work, Some(&gw.ca))
+        .args(["push", "--quiet", &runner_url(&gw, lib, "acme/app"), "HEAD:main"])
+        .output()
+        .unwrap();
+    assert!(
+        !push.status.success() && String::from_utf8_lossy(&push.stderr).contains("ref_not_protected"),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
     assert!(gitlab.calls() <= 2, "one lookup per token, then the cache: {}", gitlab.calls());
 
     // A token GitLab does not know is refused, never passed on.
     let out = clone("glcbt-64_NoSuchJob_zzzzzzzzzzzz", "acme/app", "unknown");
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("job_token_invalid"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("job_token_invalid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -73,26 +101,52 @@ fn a_push_passes_from_a_ref_gitlab_says_is_protected() {
     gitlab.add(feature, Job { git_ref: "feature", ..job(4311, "acme/lib", 43) });
     gitlab.protect_branches(43, vec!["main"]);
     let fields = format!("url: '{}', api_token_file: gitlab-token", gitlab.url());
-    let gw = Gateway::start_with_gitlab(d, &format!("git: {{ url: 'http://127.0.0.1:{}' }}", git.port), POLICY, &fields, 60, 50, "");
-    let out = git_command(d, Some(&gw.ca)).args(["clone", "--quiet", &runner_url(&gw, main, "acme/app"), "work"]).output().unwrap();
+    let gw = Gateway::start_with_gitlab(
+        d,
+        &format!("git: {{ url: 'http://127.0.0.1:{}' }}", git.port),
+        POLICY,
+        &fields,
+        60,
+        50,
+        "",
+    );
+    let out = git_command(d, Some(&gw.ca))
+        .args(["clone", "--quiet", &runner_url(&gw, main, "acme/app"), "work"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let work = d.join("work");
     std::fs::write(work.join("change.txt"), "from lib").unwrap();
     assert!(git_command(&work, None).args(["add", "change.txt"]).status().unwrap().success());
     assert!(git_command(&work, None).args(["commit", "--quiet", "-m", "lib change"]).status().unwrap().success());
-    let push = |token: &str| git_command(&work, Some(&gw.ca)).args(["push", "--quiet", &runner_url(&gw, token, "acme/app"), "HEAD:main"]).output().unwrap();
+    let push = |token: &str| {
+        git_command(&work, Some(&gw.ca))
+            .args(["push", "--quiet", &runner_url(&gw, token, "acme/app"), "HEAD:main"])
+            .output()
+            .unwrap()
+    };
     let out = push(feature);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ref_not_protected"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ref_not_protected"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = push(main);
     assert!(out.status.success(), "a job on a protected ref pushes: {}", String::from_utf8_lossy(&out.stderr));
     let bare = git.root.join("acme/app.git");
-    let head = String::from_utf8_lossy(&git_command(&bare, None).args(["log", "-1", "--format=%s", "main"]).output().unwrap().stdout).trim().to_owned();
+    let head = String::from_utf8_lossy(
+        &git_command(&bare, None).args(["log", "-1", "--format=%s", "main"]).output().unwrap().stdout,
+    )
+    .trim()
+    .to_owned();
     assert_eq!(head, "lib change", "the push arrived");
 }
 
 async fn gateway_with(cache_secs: u64, dir: &std::path::Path, gitlab: &GitLab) -> Arc<Gateway> {
     let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", common::echo_upstream());
-    Arc::new(tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir, &upstream, POLICY, &format!("url: '{}'", gitlab.url()), cache_secs, 20, "")))
+    Arc::new(tokio::task::block_in_place(|| {
+        Gateway::start_with_gitlab(dir, &upstream, POLICY, &format!("url: '{}'", gitlab.url()), cache_secs, 20, "")
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -150,7 +204,10 @@ async fn lookups_are_cached_shared_budgeted_and_fail_closed() {
     // The budget's windows are wall-clock seconds: a burst of d seconds touches at most ceil(d) + 1.
     let (asked, elapsed) = (gitlab.calls() - before, started.elapsed().as_secs_f64());
     let windows = elapsed.ceil() as usize + 1;
-    assert!(over_budget > 0 && asked <= 20 * windows, "{asked} lookups in {elapsed:.1} s ({windows} windows), {over_budget} over budget");
+    assert!(
+        over_budget > 0 && asked <= 20 * windows,
+        "{asked} lookups in {elapsed:.1} s ({windows} windows), {over_budget} over budget"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +238,8 @@ async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("gitlab-token"), format!("{}\n", common::gitlab::API_TOKEN)).unwrap();
     let gitlab = GitLab::start();
-    let (on_main, on_feature, guest) = ("glcbt-64_LibOnMain_eeeeeeeeeeee", "glcbt-64_LibOnFeature_ffffffffff", "glcbt-64_GuestJob_gggggggggggg");
+    let (on_main, on_feature, guest) =
+        ("glcbt-64_LibOnMain_eeeeeeeeeeee", "glcbt-64_LibOnFeature_ffffffffff", "glcbt-64_GuestJob_gggggggggggg");
     gitlab.add(on_main, job(4301, "acme/lib", 43));
     gitlab.add(on_feature, Job { git_ref: "feature", ..job(4302, "acme/lib", 43) });
     gitlab.add(guest, Job { user: (6, "gus"), ..job(4401, "acme/secret", 44) });
@@ -193,7 +251,8 @@ async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
     gitlab.member(44, 6, 10);
     let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", common::echo_upstream());
     let fields = format!("url: '{}', api_token_file: gitlab-token", gitlab.url());
-    let gw = tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 60, 50, ""));
+    let gw =
+        tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 60, 50, ""));
     let client = Client::new(&gw.ca);
     // acme/app grants acme/lib write_repository on protected refs only.
     let push = gw.url("/acme/app.git/info/refs?service=git-receive-pack");
@@ -206,7 +265,8 @@ async fn with_an_api_token_protection_and_roles_come_from_gitlab() {
     let (status, body) = client.get_with(&push, "JOB-TOKEN", reporter).await;
     assert!(status == 403 && body.contains("user_ceiling"), "{status}: {body}");
     // The user's role in the job's own project is GitLab's: a guest may not even read the repository.
-    let (status, body) = client.get_with(&gw.url("/acme/secret.git/info/refs?service=git-upload-pack"), "JOB-TOKEN", guest).await;
+    let (status, body) =
+        client.get_with(&gw.url("/acme/secret.git/info/refs?service=git-upload-pack"), "JOB-TOKEN", guest).await;
     assert!(status == 403 && body.contains("user_ceiling"), "{status}: {body}");
 }
 
@@ -220,13 +280,27 @@ async fn the_job_events_webhook_kills_a_gitlab_job_token_at_once() {
     let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", common::echo_upstream());
     let fields = format!("url: '{}'", gitlab.url());
     let extra = "admin: { webhook_secret_file: webhook-secret }";
-    let gw = tokio::task::block_in_place(|| Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 600, 50, extra));
+    let gw = tokio::task::block_in_place(|| {
+        Gateway::start_with_gitlab(dir.path(), &upstream, POLICY, &fields, 600, 50, extra)
+    });
     let client = Client::new(&gw.ca);
     let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
     assert_eq!(client.get_with(&url, "JOB-TOKEN", token).await.0, 200);
     // GitLab still answers for the job (its answer is cached for 10 minutes), but the job has ended.
     let hook = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "X-Gitlab-Event: Job Hook", "-H", "X-Gitlab-Token: hook-s3cret"])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "-H",
+            "X-Gitlab-Event: Job Hook",
+            "-H",
+            "X-Gitlab-Token: hook-s3cret",
+        ])
         .args(["--data-binary", r#"{"object_kind":"build","build_id":4203,"build_status":"success","project_id":42}"#])
         .arg(format!("http://127.0.0.1:{}/-/hooks/gitlab", gw.admin_port))
         .output()

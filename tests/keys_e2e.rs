@@ -192,7 +192,8 @@ async fn rotating_under_load_fails_no_request() {
         tokio::spawn(async move {
             for round in 0..30 {
                 let extra = es256();
-                let mut doc: Value = serde_json::from_str(&jwks(&[(&env.main_kid, &env.main), (&format!("r{round}"), &extra)])).unwrap();
+                let mut doc: Value =
+                    serde_json::from_str(&jwks(&[(&env.main_kid, &env.main), (&format!("r{round}"), &extra)])).unwrap();
                 let stays: Value = serde_json::from_str(&stays_jwk).unwrap();
                 doc["keys"].as_array_mut().unwrap().push(stays["keys"][0].clone());
                 env.server.publish(doc.to_string());
@@ -229,15 +230,16 @@ async fn discovery_finds_the_jwks_uri() {
     let (main, kid) = Gateway::issuer_key(dir.path());
     let server = JwksServer::start(dir.path(), jwks(&[(&kid, &main)]), 300).await;
     let iss = server.issuer_url();
-    let issuer = format!("name: ci, iss: '{iss}', audiences: [{AUDIENCE}], discovery: true, ca_file: '{}'", server.ca.display());
+    let issuer =
+        format!("name: ci, iss: '{iss}', audiences: [{AUDIENCE}], discovery: true, ca_file: '{}'", server.ca.display());
     let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", echo_upstream());
     let gateway = tokio::task::block_in_place(|| Gateway::start_full(dir.path(), &upstream, &issuer, POLICY, ""));
     let token = gateway.token_with("acme/app", 42, false, vec![("iss".into(), json!(iss))]);
-    let (status, body) = Client::new(&gateway.ca).get_bearer(&gateway.url("/acme/app/info/refs?service=git-upload-pack"), &token).await;
+    let (status, body) =
+        Client::new(&gateway.ca).get_bearer(&gateway.url("/acme/app/info/refs?service=git-upload-pack"), &token).await;
     assert_eq!(status, 200, "{body}");
     assert!(server.fetches() >= 1);
 }
-
 
 #[test]
 fn a_watched_jwks_file_rotates_without_restart_and_a_broken_edit_changes_nothing() {

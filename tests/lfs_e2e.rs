@@ -37,11 +37,24 @@ fn giftless(dir: &Path) -> (u16, PathBuf, Process) {
         ),
     )
     .unwrap();
-    let tools = std::env::var("GIFTLESS_TOOLS").map_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/giftless/bin"), PathBuf::from);
+    let tools = std::env::var("GIFTLESS_TOOLS")
+        .map_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tools/giftless/bin"), PathBuf::from);
     let (port, process) = serve_on_free_port(|port| {
         let mut command = Command::new(tools.join("gunicorn"));
         command
-            .args(["-b", &format!("127.0.0.1:{port}"), "-b", &format!("unix:{}", dir.join("giftless.sock").display()), "-k", "gthread", "--threads", "8", "--timeout", "120", "giftless.wsgi_entrypoint:app"])
+            .args([
+                "-b",
+                &format!("127.0.0.1:{port}"),
+                "-b",
+                &format!("unix:{}", dir.join("giftless.sock").display()),
+                "-k",
+                "gthread",
+                "--threads",
+                "8",
+                "--timeout",
+                "120",
+                "giftless.wsgi_entrypoint:app",
+            ])
             .env("GIFTLESS_CONFIG_FILE", &config)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -110,7 +123,10 @@ fn scenario(tokens: &Tokens, sockets: bool) {
     // Own project: push a 20 MB LFS object.
     let app_url = gw.git_url(&tokens.token(&gw, "acme/app", 42, true), "acme/app");
     let work = d.join("app");
-    assert!(git_in(d, &["clone", "--quiet", &app_url]).status.success() || git_in(d, &["clone", "--quiet", &app_url, work.to_str().unwrap()]).status.success());
+    assert!(
+        git_in(d, &["clone", "--quiet", &app_url]).status.success()
+            || git_in(d, &["clone", "--quiet", &app_url, work.to_str().unwrap()]).status.success()
+    );
     let work = if work.exists() { work } else { d.join("app") };
     let mut data = vec![0u8; 20 << 20];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut data).unwrap();
@@ -136,17 +152,25 @@ fn scenario(tokens: &Tokens, sockets: bool) {
     git_ok(&lib_work, &["commit", "--quiet", "-m", "lib's object"]);
     let out = git_in(&lib_work, &["lfs", "push", &lib_url, "HEAD"]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("jobgate: jobs of acme/lib may not use write_repository on acme/app (reason: scope_not_granted"), "git-lfs shows why: {}", text(&out));
+    assert!(
+        text(&out)
+            .contains("jobgate: jobs of acme/lib may not use write_repository on acme/app (reason: scope_not_granted"),
+        "git-lfs shows why: {}",
+        text(&out)
+    );
     let new_oid = sha256_hex(b"a new object from acme/lib");
     assert!(!stored_objects(&store).contains(&new_oid), "nothing stored upstream");
-    let refused = |l: &serde_json::Value| l["family"] == "lfs" && l["job_id"] == 1043 && l["scope"] == "write_repository" && l["decision"] == "deny";
+    let refused = |l: &serde_json::Value| {
+        l["family"] == "lfs" && l["job_id"] == 1043 && l["scope"] == "write_repository" && l["decision"] == "deny"
+    };
     assert!(gw.audit_until(|lines| lines.iter().any(refused)).iter().any(refused), "refused at the batch call");
 
     // Batch bodies jobgate cannot read are refused before anything is forwarded.
     let token = tokens.token(&gw, "acme/app", 42, true);
     let batch = gw.url("/acme/app.git/info/lfs/objects/batch");
     for body in ["not json", r#"{"objects":[]}"#, r#"{"operation":"delete","objects":[]}"#] {
-        let (status, text) = common::curl(&gw, &["-X", "POST", "-H", &format!("JOB-TOKEN: {token}"), "--data-binary", body, &batch]);
+        let (status, text) =
+            common::curl(&gw, &["-X", "POST", "-H", &format!("JOB-TOKEN: {token}"), "--data-binary", body, &batch]);
         assert_eq!(status, 400, "{body}: {text}");
         assert!(text.contains("operation"), "{text}");
     }

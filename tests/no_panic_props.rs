@@ -38,7 +38,15 @@ fn verifier() -> &'static (Verifier, String) {
 }
 
 fn method() -> impl Strategy<Value = Method> {
-    prop::sample::select(vec![Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+    prop::sample::select(vec![
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ])
 }
 
 proptest! {

@@ -22,7 +22,8 @@ fn served_fingerprint(port: u16) -> String {
 }
 
 fn file_fingerprint(pem: &Path) -> String {
-    let out = Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(pem).output().unwrap();
+    let out =
+        Command::new("openssl").args(["x509", "-noout", "-fingerprint", "-sha256", "-in"]).arg(pem).output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -44,7 +45,11 @@ fn certificates_rotate_by_rename_and_bad_ones_are_refused() {
     assert_eq!(served_fingerprint(gw.port), original);
 
     // A broken PEM: refused, reported, the old certificate stays.
-    jobgate::generate::write(&certs.join("server.pem"), "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n").unwrap();
+    jobgate::generate::write(
+        &certs.join("server.pem"),
+        "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     wait_until("the broken certificate is reported", || admin_get(&gw, "/-/ready").contains("server.pem"));
     assert_eq!(served_fingerprint(gw.port), original);
 
@@ -77,7 +82,13 @@ fn sigterm_lets_a_streaming_upload_finish_and_refuses_new_connections() {
         .args(["-s", "--http1.1", "--limit-rate", "256K", "--cacert"])
         .arg(&gw.ca)
         .env_remove("CURL_CA_BUNDLE")
-        .args(["-H", &format!("JOB-TOKEN: {token}"), "-H", "Content-Type: application/x-git-upload-pack-request", "--data-binary"])
+        .args([
+            "-H",
+            &format!("JOB-TOKEN: {token}"),
+            "-H",
+            "Content-Type: application/x-git-upload-pack-request",
+            "--data-binary",
+        ])
         .arg(format!("@{}", upload.display()))
         .arg(gw.url("/acme/app.git/git-upload-pack"))
         .stdout(Stdio::piped())
@@ -98,7 +109,9 @@ fn sigterm_lets_a_streaming_upload_finish_and_refuses_new_connections() {
 async fn an_idle_http2_client_does_not_hold_the_drain() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let gw = tokio::task::block_in_place(|| Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", sink_upstream()), "{}"));
+    let gw = tokio::task::block_in_place(|| {
+        Gateway::start(dir.path(), &format!("http://127.0.0.1:{}", sink_upstream()), "{}")
+    });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from_pem_file(&gw.ca).unwrap()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider())
@@ -112,17 +125,23 @@ async fn an_idle_http2_client_does_not_hold_the_drain() {
         .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let (_sender, connection) =
-        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
+    let (_sender, connection) = hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     let held = tokio::spawn(connection);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
     gw.sigterm();
     let status = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(10)));
     assert!(status.success());
-    assert!(started.elapsed() < Duration::from_secs(5), "an idle h2 connection held the drain for {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an idle h2 connection held the drain for {:?}",
+        started.elapsed()
+    );
     let _ = tokio::time::timeout(Duration::from_secs(2), held).await;
 }
 

@@ -76,7 +76,8 @@ impl Npm<'_> {
 fn package(dir: &Path, name: &str, version: &str) -> PathBuf {
     let pkg = dir.join(format!("{name}-{version}"));
     std::fs::create_dir_all(&pkg).unwrap();
-    std::fs::write(pkg.join("package.json"), format!(r#"{{"name":"{name}","version":"{version}","main":"index.js"}}"#)).unwrap();
+    std::fs::write(pkg.join("package.json"), format!(r#"{{"name":"{name}","version":"{version}","main":"index.js"}}"#))
+        .unwrap();
     std::fs::write(pkg.join("index.js"), format!("module.exports = '{name}@{version}';\n")).unwrap();
     pkg
 }
@@ -105,14 +106,17 @@ fn npm_scenario(tokens: &Tokens) {
         )
         .unwrap();
         let mut command = Command::new(&verdaccio);
-        command
-            .arg("--config")
-            .arg(d.join("verdaccio.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        command.arg("--config").arg(d.join("verdaccio.yaml")).stdout(Stdio::null()).stderr(Stdio::null());
         command
     });
-    let gw = tokens.gateway(d, &upstreams(&format!("url: 'http://127.0.0.1:{port}', credentials: strip, strip_prefix: /api/v4/projects/*/packages/npm")), POLICY, "");
+    let gw = tokens.gateway(
+        d,
+        &upstreams(&format!(
+            "url: 'http://127.0.0.1:{port}', credentials: strip, strip_prefix: /api/v4/projects/*/packages/npm"
+        )),
+        POLICY,
+        "",
+    );
 
     let app = Npm::new(&gw, d, &tokens.token(&gw, "acme/app", 42, false));
     let out = app.run(&package(d, "jobgate-e2e-pkg", "1.0.0"), &["publish"]);
@@ -122,7 +126,10 @@ fn npm_scenario(tokens: &Tokens) {
     let out = lib.run(&package(d, "jobgate-e2e-pkg", "2.0.0"), &["publish"]);
     assert!(!out.status.success());
     let shown = text(&out);
-    assert!(shown.contains("403") && shown.contains("write_package_registry") && shown.contains("scope_not_granted"), "npm shows why: {shown}");
+    assert!(
+        shown.contains("403") && shown.contains("write_package_registry") && shown.contains("scope_not_granted"),
+        "npm shows why: {shown}"
+    );
     let stored = std::fs::read_to_string(d.join("storage/jobgate-e2e-pkg/package.json")).unwrap();
     assert!(stored.contains("1.0.0") && !stored.contains("2.0.0"), "nothing stored upstream: {stored}");
 
@@ -157,7 +164,10 @@ fn wheel(dir: &Path, name: &str, version: &str) -> PathBuf {
     std::fs::write(src.join(name.replace('-', "_")).join("__init__.py"), format!("VERSION = '{version}'\n")).unwrap();
     std::fs::write(
         src.join("setup.py"),
-        format!("from setuptools import setup\nsetup(name='{name}', version='{version}', packages=['{}'])\n", name.replace('-', "_")),
+        format!(
+            "from setuptools import setup\nsetup(name='{name}', version='{version}', packages=['{}'])\n",
+            name.replace('-', "_")
+        ),
     )
     .unwrap();
     let out = run(Command::new(python_tools().join("python"))
@@ -207,7 +217,17 @@ fn python_scenario(tokens: &Tokens) {
     let upload_url = format!("https://127.0.0.1:{}/api/v4/projects/42/packages/pypi", gw.port);
     let twine = |token: &str, wheel: &Path| {
         run(python_env(&mut Command::new(python_tools().join("twine")), &gw)
-            .args(["upload", "--non-interactive", "--disable-progress-bar", "--repository-url", &upload_url, "-u", "gitlab-ci-token", "-p", token])
+            .args([
+                "upload",
+                "--non-interactive",
+                "--disable-progress-bar",
+                "--repository-url",
+                &upload_url,
+                "-u",
+                "gitlab-ci-token",
+                "-p",
+                token,
+            ])
             .arg(wheel))
     };
 
@@ -217,11 +237,13 @@ fn python_scenario(tokens: &Tokens) {
     assert!(!out.status.success());
     let shown = text(&out);
     assert!(shown.contains("403") && shown.contains("scope_not_granted"), "twine shows why: {shown}");
-    let stored: Vec<String> = std::fs::read_dir(&packages).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let stored: Vec<String> =
+        std::fs::read_dir(&packages).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(stored, vec!["jobgate_e2e-1.0.0-py3-none-any.whl".to_owned()], "nothing else stored upstream");
 
     let pip = |token: &str, target: &Path| {
-        let index = format!("https://gitlab-ci-token:{token}@127.0.0.1:{}/api/v4/projects/42/packages/pypi/simple", gw.port);
+        let index =
+            format!("https://gitlab-ci-token:{token}@127.0.0.1:{}/api/v4/projects/42/packages/pypi/simple", gw.port);
         run(python_env(&mut Command::new(python_tools().join("pip")), &gw)
             .args(["install", "--no-cache-dir", "--no-deps", "--index-url", &index, "--target"])
             .arg(target)
@@ -287,7 +309,17 @@ fn mvn_deploy(dir: &Path, gw: &Gateway, token: &str, version: &str) -> Output {
     let truststore = dir.join("trust.p12");
     if !truststore.exists() {
         let out = run(Command::new("keytool")
-            .args(["-importcert", "-noprompt", "-alias", "jobgate-ca", "-storetype", "PKCS12", "-storepass", "changeit", "-file"])
+            .args([
+                "-importcert",
+                "-noprompt",
+                "-alias",
+                "jobgate-ca",
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+                "changeit",
+                "-file",
+            ])
             .arg(&gw.ca)
             .arg("-keystore")
             .arg(&truststore));
@@ -307,7 +339,8 @@ fn mvn_deploy_and_generic_packages_through_jobgate_to_a_webdav_repository() {
     let d = dir.path();
     let (port, root, _nginx) = nginx(d);
     let gw = gateway(d, &format!("url: 'http://127.0.0.1:{port}', credentials: strip"));
-    let (app, lib, other) = (gw.token("acme/app", 42, false), gw.token("acme/lib", 43, false), gw.token("acme/other", 44, false));
+    let (app, lib, other) =
+        (gw.token("acme/app", 42, false), gw.token("acme/lib", 43, false), gw.token("acme/other", 44, false));
     let maven = root.join("api/v4/projects/42/packages/maven/com/example/jobgate/e2e");
 
     let out = mvn_deploy(d, &gw, &app, "1.0.0");
@@ -329,7 +362,9 @@ fn mvn_deploy_and_generic_packages_through_jobgate_to_a_webdav_repository() {
     let file = d.join("tool.bin");
     std::fs::write(&file, b"generic package bytes").unwrap();
     let generic = gw.url("/api/v4/projects/42/packages/generic/tool/1.0.0/tool.bin");
-    let put = |token: &str| common::curl(&gw, &["-H", &format!("JOB-TOKEN: {token}"), "--upload-file", file.to_str().unwrap(), &generic]);
+    let put = |token: &str| {
+        common::curl(&gw, &["-H", &format!("JOB-TOKEN: {token}"), "--upload-file", file.to_str().unwrap(), &generic])
+    };
     assert!(matches!(put(&app).0, 200 | 201 | 204), "own project publishes");
     let (status, body) = put(&lib);
     assert_eq!(status, 403);
@@ -345,7 +380,11 @@ fn a_stopped_nginx_leaves_no_worker_behind() {
     let dir = tempfile::tempdir().unwrap();
     let (_port, _root, process) = nginx(dir.path());
     let group = process.child.id();
-    assert!(common::group_members(group).len() >= 2, "nginx runs a master and a worker: {:?}", common::group_members(group));
+    assert!(
+        common::group_members(group).len() >= 2,
+        "nginx runs a master and a worker: {:?}",
+        common::group_members(group)
+    );
     drop(process);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while !common::group_members(group).is_empty() {

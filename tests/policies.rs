@@ -11,7 +11,8 @@ use jobgate::snapshot::Snapshot;
 fn shipped_policies_load_and_pass_their_tests() {
     for dir in ["policies", "policies/examples/compliance", "policies/examples/monorepo"] {
         let policy = Policy::load_dir(Path::new(dir)).unwrap_or_else(|e| panic!("{e}"));
-        let report = expect::run(&Snapshot::new(policy, Vec::new(), 1), Path::new(dir)).unwrap_or_else(|e| panic!("{e}"));
+        let report =
+            expect::run(&Snapshot::new(policy, Vec::new(), 1), Path::new(dir)).unwrap_or_else(|e| panic!("{e}"));
         assert!(report.failures.is_empty(), "{dir}: {:#?}", report.failures);
         assert!(report.passed >= 3, "{dir}: only {} cases ran", report.passed);
     }
@@ -29,7 +30,11 @@ fn a_wrong_expectation_fails_with_file_case_and_both_answers() {
     let report = expect::run(&Snapshot::new(Policy::default(), Vec::new(), 1), dir.path()).unwrap();
     assert_eq!(report.passed, 0);
     assert_eq!(report.failures.len(), 1);
-    assert!(report.failures[0].contains("t.yaml: wrong: expected Allow, got Deny (not_in_allowlist)"), "{:?}", report.failures);
+    assert!(
+        report.failures[0].contains("t.yaml: wrong: expected Allow, got Deny (not_in_allowlist)"),
+        "{:?}",
+        report.failures
+    );
     std::fs::write(dir.path().join("tests/t.yaml"), "- name: x\n  tokn: {}\n").unwrap();
     let err = expect::run(&Snapshot::new(Policy::default(), Vec::new(), 1), dir.path()).unwrap_err().to_string();
     assert!(err.contains("t.yaml:2:") && err.contains("tokn"), "{err}");

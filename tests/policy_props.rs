@@ -8,8 +8,8 @@ use std::path::Path;
 
 use jobgate::classify::{Action, Classified, Family, ProjectRef, Target};
 use jobgate::path::ProjectPath;
-use jobgate::scope::{Role, Scope, ScopeSet};
 use jobgate::policy::{decide, Decision, Policy};
+use jobgate::scope::{Role, Scope, ScopeSet};
 use jobgate::token::claims::Claims;
 use proptest::prelude::*;
 
@@ -50,7 +50,11 @@ struct PolicyGen {
 }
 
 fn entry() -> impl Strategy<Value = EntryGen> {
-    (0..PROJECTS.len() + GROUPS.len(), any::<u8>(), any::<bool>()).prop_map(|(from, scopes, protected)| EntryGen { from, scopes, protected })
+    (0..PROJECTS.len() + GROUPS.len(), any::<u8>(), any::<bool>()).prop_map(|(from, scopes, protected)| EntryGen {
+        from,
+        scopes,
+        protected,
+    })
 }
 
 fn level() -> impl Strategy<Value = LevelGen> {
@@ -67,7 +71,14 @@ fn policy_gen() -> impl Strategy<Value = PolicyGen> {
         prop::collection::vec(level(), GROUPS.len()),
         prop::collection::vec(level(), PROJECTS.len()),
     )
-        .prop_map(|(elevation, own, cross, destructive, groups, projects)| PolicyGen { elevation, own, cross, destructive, groups, projects })
+        .prop_map(|(elevation, own, cross, destructive, groups, projects)| PolicyGen {
+            elevation,
+            own,
+            cross,
+            destructive,
+            groups,
+            projects,
+        })
 }
 
 fn render(p: &PolicyGen) -> String {
@@ -84,7 +95,11 @@ fn render(p: &PolicyGen) -> String {
             out.push_str("    allow:\n");
             for e in &l.entries {
                 let refs = if e.protected { "protected" } else { "any" };
-                out.push_str(&format!("      - {{ from: {}, scopes: {}, refs: {refs} }}\n", source(e.from), yaml_scopes(e.scopes)));
+                out.push_str(&format!(
+                    "      - {{ from: {}, scopes: {}, refs: {refs} }}\n",
+                    source(e.from),
+                    yaml_scopes(e.scopes)
+                ));
             }
         }
         if out.is_empty() {
@@ -121,8 +136,24 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (0..PROJECTS.len(), 0..PROJECTS.len(), 0..8usize, any::<bool>(), any::<bool>(), proptest::option::of(any::<u8>()), proptest::option::of(0..5usize))
-        .prop_map(|(source, target, needed, destructive, protected, token_scopes, role)| Case { source, target, needed, destructive, protected, token_scopes, role })
+    (
+        0..PROJECTS.len(),
+        0..PROJECTS.len(),
+        0..8usize,
+        any::<bool>(),
+        any::<bool>(),
+        proptest::option::of(any::<u8>()),
+        proptest::option::of(0..5usize),
+    )
+        .prop_map(|(source, target, needed, destructive, protected, token_scopes, role)| Case {
+            source,
+            target,
+            needed,
+            destructive,
+            protected,
+            token_scopes,
+            role,
+        })
 }
 
 fn claims(c: &Case) -> Claims {

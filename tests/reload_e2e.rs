@@ -40,7 +40,11 @@ async fn reloads_under_load_fail_no_request_and_broken_files_change_nothing() {
             for round in 1..=20 {
                 jobgate::generate::write(&policies.join("policy.yaml"), &policy(round)).unwrap();
                 if round % 5 == 0 {
-                    jobgate::generate::write(&policies.join("broken.yaml"), "projects:\n  acme/app: {allow: [{from: 'a/../b'}]}\n").unwrap();
+                    jobgate::generate::write(
+                        &policies.join("broken.yaml"),
+                        "projects:\n  acme/app: {allow: [{from: 'a/../b'}]}\n",
+                    )
+                    .unwrap();
                     let (status, body) = admin_post(&gw, "/-/reload", "s3cret-admin");
                     assert_eq!(status, 422, "{body}");
                     assert!(body.contains("broken.yaml:2"), "{body}");
@@ -105,7 +109,9 @@ async fn a_policy_that_fails_its_own_tests_never_goes_live() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("admin-token"), "s3cret-admin\n").unwrap();
     let upstream = format!("url: 'http://127.0.0.1:{}'", echo_upstream());
-    let gw = tokio::task::block_in_place(|| Gateway::start_with(dir.path(), &upstream, &policy(0), "admin: { token_file: admin-token }"));
+    let gw = tokio::task::block_in_place(|| {
+        Gateway::start_with(dir.path(), &upstream, &policy(0), "admin: { token_file: admin-token }")
+    });
     let tests = dir.path().join("policies/tests");
     std::fs::create_dir_all(&tests).unwrap();
     let case = "- name: lib reads app\n  token: { project: acme/lib }\n  request: { method: GET, url: '/acme/app.git/info/refs?service=git-upload-pack' }\n  expect: allow\n";
@@ -119,7 +125,11 @@ async fn a_policy_that_fails_its_own_tests_never_goes_live() {
     jobgate::generate::write(&dir.path().join("policies/policy.yaml"), closed).unwrap();
     let (status, body) = admin_post(&gw, "/-/reload", "s3cret-admin");
     assert_eq!(status, 422, "{body}");
-    assert!(body.contains("1 policy test(s) failed") && body.contains("t.yaml: lib reads app: expected Allow, got Deny (not_in_allowlist)"), "{body}");
+    assert!(
+        body.contains("1 policy test(s) failed")
+            && body.contains("t.yaml: lib reads app: expected Allow, got Deny (not_in_allowlist)"),
+        "{body}"
+    );
     assert_eq!(client.get_bearer(&url, &token).await.0, 200, "the last good policy still decides");
     let ready = admin_get(&gw, "/-/ready");
     assert!(ready.contains("policy test(s) failed"), "{ready}");

@@ -40,7 +40,18 @@ impl Redis {
     fn command(dir: &Path, port: u16) -> Command {
         let mut command = Command::new("redis-server");
         command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null());
@@ -52,7 +63,9 @@ impl Redis {
         drop(self.process.take());
         std::thread::sleep(down_for);
         self.process = Some(Process::spawn(&mut Redis::command(&self.dir, self.port)));
-        wait_until("redis listens again", Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", self.port)).is_ok());
+        wait_until("redis listens again", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
     }
 
     fn members(&self) -> usize {
@@ -85,7 +98,8 @@ impl Balancer {
                 let mut list = open_list.lock().unwrap();
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);
@@ -147,7 +161,11 @@ fn revoked_jobs(gw: &Gateway) -> HashSet<u64> {
 
 fn admin_get_body(gw: &Gateway, path: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", gw.admin_port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
     text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
@@ -184,7 +202,11 @@ impl Cluster {
         let upstream = echo_upstream();
         Gateway::issuer_key(&root.join("issuer"));
         let ports = redis_ports(redis.port);
-        let replicas = ["a", "b", "c"].iter().zip(ports).map(|(name, port)| replica(&root.join(name), &root.join("issuer/keys"), port, upstream)).collect();
+        let replicas = ["a", "b", "c"]
+            .iter()
+            .zip(ports)
+            .map(|(name, port)| replica(&root.join(name), &root.join("issuer/keys"), port, upstream))
+            .collect();
         Cluster { replicas, redis, upstream, root, _dir: dir }
     }
 
@@ -205,19 +227,30 @@ fn a_webhook_to_one_replica_revokes_on_all_three_within_a_second() {
     let token = cluster.replicas[0].token("acme/app", 42, false); // job 1042
     for replica in 0..3 {
         assert_eq!(cluster.status(replica, &token), 200, "replica {replica} accepts (and caches) the token");
-        assert_eq!(admin_status(&cluster.replicas[replica], "/-/ready"), 200, "{}", admin_get(&cluster.replicas[replica], "/-/ready"));
+        assert_eq!(
+            admin_status(&cluster.replicas[replica], "/-/ready"),
+            200,
+            "{}",
+            admin_get(&cluster.replicas[replica], "/-/ready")
+        );
     }
     assert_eq!(job_hook(balancer.port, 1042), 200);
     for replica in 0..3 {
-        let took = wait_until("every replica refuses the finished job's token", Duration::from_secs(1), || cluster.status(replica, &token) == 401);
+        let took = wait_until("every replica refuses the finished job's token", Duration::from_secs(1), || {
+            cluster.status(replica, &token) == 401
+        });
         eprintln!("replica {replica} refused within {took:?}");
     }
     assert_eq!(cluster.redis.members(), 1);
 
     // A replica that starts later replays the set from Redis.
-    let late = replica(&cluster.root.join("d"), &cluster.root.join("issuer/keys"), cluster.redis.port, cluster.upstream);
+    let late =
+        replica(&cluster.root.join("d"), &cluster.root.join("issuer/keys"), cluster.redis.port, cluster.upstream);
     assert!(revoked_jobs(&late).contains(&1042), "{}", admin_get(&late, "/-/ready"));
-    let (status, _) = curl(&late, &["-H", &format!("JOB-TOKEN: {token}"), &late.url("/acme/app.git/info/refs?service=git-upload-pack")]);
+    let (status, _) = curl(
+        &late,
+        &["-H", &format!("JOB-TOKEN: {token}"), &late.url("/acme/app.git/info/refs?service=git-upload-pack")],
+    );
     assert_eq!(status, 401);
 
     // Propagation over 1,000 revocations, one after the other: acknowledged by replica a, applied
@@ -225,7 +258,11 @@ fn a_webhook_to_one_replica_revokes_on_all_three_within_a_second() {
     let (a, c) = (&cluster.replicas[0], &cluster.replicas[2]);
     let received = |gw: &Gateway| -> usize {
         let metrics = admin_get(gw, "/metrics");
-        metrics.lines().find_map(|l| l.strip_prefix("jobgate_revocations_received_total ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("jobgate_revocations_received_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
     };
     let base = received(c);
     let applied: Arc<Mutex<Vec<Instant>>> = Arc::default();
@@ -239,7 +276,11 @@ fn a_webhook_to_one_replica_revokes_on_all_three_within_a_second() {
                 let mut text = String::new();
                 stream.read_to_string(&mut text).unwrap();
                 let now = Instant::now();
-                let count: usize = text.lines().find_map(|l| l.strip_prefix("jobgate_revocations_received_total ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                let count: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("jobgate_revocations_received_total "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
                 let mut applied = applied.lock().unwrap();
                 while applied.len() < count.saturating_sub(base).min(1000) {
                     applied.push(now);
@@ -255,7 +296,13 @@ fn a_webhook_to_one_replica_revokes_on_all_three_within_a_second() {
     wait_until("replica c applied all 1,000", Duration::from_secs(5), || applied.lock().unwrap().len() == 1000);
     done.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
-    let mut latencies: Vec<Duration> = applied.lock().unwrap().iter().zip(&acked).map(|(applied, acked)| applied.saturating_duration_since(*acked)).collect();
+    let mut latencies: Vec<Duration> = applied
+        .lock()
+        .unwrap()
+        .iter()
+        .zip(&acked)
+        .map(|(applied, acked)| applied.saturating_duration_since(*acked))
+        .collect();
     latencies.sort();
     let (p50, p99) = (latencies[500], latencies[990]);
     eprintln!("propagation a → c over 1,000 revocations: p50 {p50:?}, p99 {p99:?}, max {:?} (upper bounds: one /metrics poll of c is added)", latencies[999]);
@@ -292,7 +339,9 @@ fn kill_9_during_a_burst_and_a_redis_restart_lose_no_acknowledged_revocation() {
     let acked: HashSet<u64> = acknowledged.lock().unwrap().iter().copied().collect();
     assert!(acked.len() >= 150 && acked.len() < 300, "some went to the killed replica: {} acknowledged", acked.len());
     for gw in &cluster.replicas {
-        wait_until("the survivors hold every acknowledged revocation", Duration::from_secs(2), || acked.is_subset(&revoked_jobs(gw)));
+        wait_until("the survivors hold every acknowledged revocation", Duration::from_secs(2), || {
+            acked.is_subset(&revoked_jobs(gw))
+        });
     }
 
     // Redis is killed and restarted from its append-only file; revocations made meanwhile are queued.
@@ -301,11 +350,14 @@ fn kill_9_during_a_burst_and_a_redis_restart_lose_no_acknowledged_revocation() {
     assert_eq!(during.len(), 20);
     let all: HashSet<u64> = acked.iter().copied().chain(during.iter().copied()).collect();
     for gw in &cluster.replicas {
-        wait_until("every revocation reaches every replica after the restart", Duration::from_secs(5), || all.is_subset(&revoked_jobs(gw)));
+        wait_until("every revocation reaches every replica after the restart", Duration::from_secs(5), || {
+            all.is_subset(&revoked_jobs(gw))
+        });
     }
     wait_until("Redis holds them all", Duration::from_secs(5), || cluster.redis.members() >= all.len());
     // A replica started now replays them from Redis alone.
-    let late = replica(&cluster.root.join("e"), &cluster.root.join("issuer/keys"), cluster.redis.port, cluster.upstream);
+    let late =
+        replica(&cluster.root.join("e"), &cluster.root.join("issuer/keys"), cluster.redis.port, cluster.upstream);
     let replayed = revoked_jobs(&late);
     assert!(all.is_subset(&replayed), "{} of {} replayed", all.intersection(&replayed).count(), all.len());
 }
@@ -327,7 +379,9 @@ fn a_replica_cut_off_from_redis_keeps_enforcing_queues_and_goes_not_ready() {
     wait_until("c holds the revocation", Duration::from_secs(1), || cluster.status(2, &token) == 401);
 
     link.cut();
-    wait_until("c reports not ready after unready_after_secs (2 s)", Duration::from_secs(8), || admin_status(c, "/-/ready") == 503);
+    wait_until("c reports not ready after unready_after_secs (2 s)", Duration::from_secs(8), || {
+        admin_status(c, "/-/ready") == 503
+    });
     assert_eq!(cluster.status(2, &token), 401, "c keeps enforcing what it holds");
     assert!(admin_get(c, "/-/ready").contains("\"connected\": false"), "{}", admin_get(c, "/-/ready"));
     assert_eq!(revoke(c.admin_port, 7777), 200, "c revokes locally while cut off");
@@ -336,7 +390,9 @@ fn a_replica_cut_off_from_redis_keeps_enforcing_queues_and_goes_not_ready() {
     assert!(!revoked_jobs(&cluster.replicas[0]).contains(&7777), "a cannot know yet");
 
     link.restore();
-    wait_until("c's queued revocation reaches a", Duration::from_secs(8), || revoked_jobs(&cluster.replicas[0]).contains(&7777));
+    wait_until("c's queued revocation reaches a", Duration::from_secs(8), || {
+        revoked_jobs(&cluster.replicas[0]).contains(&7777)
+    });
     wait_until("c is ready again", Duration::from_secs(5), || admin_status(c, "/-/ready") == 200);
 }
 
@@ -349,7 +405,9 @@ fn a_second_process_on_one_revocations_file_refuses_to_start_and_the_file_is_int
     assert_eq!(revoke(first.admin_port, 1042), 200);
     let file = dir.path().join("revocations.log");
     let before = std::fs::read(&file).unwrap();
-    let out = common::run(Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["serve", "--config"]).arg(dir.path().join("jobgate.yaml")));
+    let out = common::run(
+        Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["serve", "--config"]).arg(dir.path().join("jobgate.yaml")),
+    );
     let text = common::output_text(&out);
     assert!(!out.status.success() && text.contains("in use by another jobgate process"), "{text}");
     assert_eq!(std::fs::read(&file).unwrap(), before, "the second process left the file alone");
@@ -366,7 +424,17 @@ fn replicas_ask_gitlab_once_per_token_between_them() {
     let redis = Redis::start(&root.join("redis"));
     let gitlab = common::gitlab::GitLab::start();
     let token = "glcbt-64_SharedJobToken_z7z7z7z7z7";
-    gitlab.add(token, common::gitlab::Job { id: 4242, project_path: "acme/app", project_id: 42, git_ref: "main", tag: false, user: (5, "ann") });
+    gitlab.add(
+        token,
+        common::gitlab::Job {
+            id: 4242,
+            project_path: "acme/app",
+            project_id: 42,
+            git_ref: "main",
+            tag: false,
+            user: (5, "ann"),
+        },
+    );
     let upstream = echo_upstream();
     let replicas: Vec<Gateway> = ["a", "b", "c"]
         .iter()
@@ -383,23 +451,39 @@ fn replicas_ask_gitlab_once_per_token_between_them() {
             Gateway::start_with_gitlab(&d, &format!("git: {{ url: 'http://127.0.0.1:{upstream}' }}"), POLICY, &format!("url: '{}'", gitlab.url()), 60, 50, &extra)
         })
         .collect();
-    let status = |gw: &Gateway| curl(gw, &["-H", &format!("JOB-TOKEN: {token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]).0;
+    let status = |gw: &Gateway| {
+        curl(gw, &["-H", &format!("JOB-TOKEN: {token}"), &gw.url("/acme/app.git/info/refs?service=git-upload-pack")]).0
+    };
     let before = gitlab.calls();
     for gw in &replicas {
         assert_eq!(status(gw), 200);
     }
     assert_eq!(gitlab.calls() - before, 1, "one lookup at GitLab for three replicas");
     for gw in &replicas[1..] {
-        assert!(admin_get(gw, "/metrics").contains("jobgate_gitlab_lookups_total{outcome=\"shared\"} 1"), "{}", admin_get(gw, "/metrics"));
+        assert!(
+            admin_get(gw, "/metrics").contains("jobgate_gitlab_lookups_total{outcome=\"shared\"} 1"),
+            "{}",
+            admin_get(gw, "/metrics")
+        );
     }
     // An answer written into Redis by anyone but a replica is not believed: GitLab is asked (and
     // refuses the made-up token).
     let forged = "glcbt-64_ForgedJobToken_f0f0f0f0f0";
     let digest: String = jobgate::token::cache::sha256(forged.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
     let body = format!("{}{} 200\n{}", "x".repeat(32), jobgate::clock::unix_now() + 600, gitlab.job_body(token));
-    let out = common::run(Command::new("redis-cli").args(["-p", &redis.port.to_string(), "SET", &format!("t:gitlab-job:{digest}"), &body]));
+    let out = common::run(Command::new("redis-cli").args([
+        "-p",
+        &redis.port.to_string(),
+        "SET",
+        &format!("t:gitlab-job:{digest}"),
+        &body,
+    ]));
     assert!(out.status.success(), "{}", common::output_text(&out));
-    let forged_status = curl(&replicas[2], &["-H", &format!("JOB-TOKEN: {forged}"), &replicas[2].url("/acme/app.git/info/refs?service=git-upload-pack")]).0;
+    let forged_status = curl(
+        &replicas[2],
+        &["-H", &format!("JOB-TOKEN: {forged}"), &replicas[2].url("/acme/app.git/info/refs?service=git-upload-pack")],
+    )
+    .0;
     assert_eq!(forged_status, 401);
     assert!(admin_get(&replicas[2], "/metrics").contains("jobgate_gitlab_lookups_total{outcome=\"shared_unsealed\"} 1"));
 

@@ -11,7 +11,8 @@ use std::process::Command;
 use common::{admin_get, curl, echo_upstream, Gateway};
 
 const POLICY: &str = "projects:\n  acme/app: { id: 42 }\n";
-const EXTRA: &str = "admin: { token_file: admin-token, webhook_secret_file: webhook-secret }\nrevocations: { file: revocations.log }";
+const EXTRA: &str =
+    "admin: { token_file: admin-token, webhook_secret_file: webhook-secret }\nrevocations: { file: revocations.log }";
 
 fn start(dir: &Path, upstream: u16) -> Gateway {
     std::fs::write(dir.join("admin-token"), "admin-s3cret\n").unwrap();
@@ -22,7 +23,12 @@ fn start(dir: &Path, upstream: u16) -> Gateway {
 /// A token of another job of acme/app (the policy's id 42: other ids would contradict it).
 fn job(gw: &Gateway, job_id: u64) -> String {
     let claims = [("job_id", job_id.to_string()), ("jti", format!("jti-of-{job_id}"))];
-    gw.token_with("acme/app", 42, false, claims.into_iter().map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect())
+    gw.token_with(
+        "acme/app",
+        42,
+        false,
+        claims.into_iter().map(|(k, v)| (k.to_owned(), serde_json::json!(v))).collect(),
+    )
 }
 
 fn status(gw: &Gateway, token: &str) -> (u16, String) {
@@ -80,7 +86,12 @@ fn a_finished_job_loses_its_token_at_once_and_for_good() {
     let (code, text) = admin_post_json(&gw, "/-/revocations", &["Authorization: Bearer admin-s3cret"], &past);
     assert!(code == 400 && text.contains("expires_at is in the past"), "{text}");
     assert_eq!(status(&gw, &other).0, 200);
-    let (code, text) = admin_post_json(&gw, "/-/revocations", &["Authorization: Bearer admin-s3cret"], &format!(r#"{{"jti":"{jti}"}}"#));
+    let (code, text) = admin_post_json(
+        &gw,
+        "/-/revocations",
+        &["Authorization: Bearer admin-s3cret"],
+        &format!(r#"{{"jti":"{jti}"}}"#),
+    );
     assert_eq!(code, 200, "{text}");
     assert_eq!(status(&gw, &other).0, 401);
     let listed = curl_admin(&gw, "/-/revocations", "admin-s3cret");
@@ -126,7 +137,11 @@ fn a_second_jobgate_on_the_same_revocations_file_refuses_to_start_and_loses_noth
     assert_eq!(job_hook(&gw, "hook-s3cret", 1042, "failed").0, 200);
     assert_eq!(status(&gw, &token).0, 401);
 
-    let second = Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["serve", "--config"]).arg(dir.path().join("jobgate.yaml")).output().unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_jobgate"))
+        .args(["serve", "--config"])
+        .arg(dir.path().join("jobgate.yaml"))
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success() && stderr.contains("in use by another jobgate process"), "{stderr}");
 

@@ -43,7 +43,10 @@ impl Jobs<'_> {
         let out = run(git_command(self.dir, Some(&self.gateway.ca)).args(["clone", "--quiet", &own]).arg(&work));
         assert!(out.status.success(), "{}", output_text(&out));
         std::fs::write(work.join("change.txt"), rand_suffix()).unwrap();
-        for args in [&["add", "."][..], &["-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "--quiet", "-m", "change"]] {
+        for args in [
+            &["add", "."][..],
+            &["-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "--quiet", "-m", "change"],
+        ] {
             assert!(run(git_command(&work, None).args(args)).status.success());
         }
         let url = self.gateway.git_url(&self.gateway.token(project, id(project), protected), target);
@@ -52,7 +55,11 @@ impl Jobs<'_> {
 }
 
 fn id(project: &str) -> u64 {
-    ["acme/app", "acme/lib", "acme/docs", "acme/tools/a", "acme/tools/b", "acme/secret"].iter().position(|p| *p == project).unwrap() as u64 + 40
+    ["acme/app", "acme/lib", "acme/docs", "acme/tools/a", "acme/tools/b", "acme/secret"]
+        .iter()
+        .position(|p| *p == project)
+        .unwrap() as u64
+        + 40
 }
 
 fn rand_suffix() -> String {
@@ -74,7 +81,8 @@ fn audit_mode_traffic_becomes_a_policy_that_admits_it_and_nothing_else() {
     let gateway = Gateway::start(dir.path(), &upstream, &policy("audit"));
     let jobs = Jobs { dir: dir.path(), gateway: &gateway };
     let traffic = |jobs: &Jobs<'_>| {
-        for (project, target) in [("acme/tools/a", "acme/app"), ("acme/tools/b", "acme/app"), ("acme/app", "acme/app")] {
+        for (project, target) in [("acme/tools/a", "acme/app"), ("acme/tools/b", "acme/app"), ("acme/app", "acme/app")]
+        {
             let out = jobs.clone(project, true, target);
             assert!(out.status.success(), "{project} cloning {target}: {}", output_text(&out));
         }
@@ -83,7 +91,9 @@ fn audit_mode_traffic_becomes_a_policy_that_admits_it_and_nothing_else() {
     };
     traffic(&jobs);
     // A forged token: refused even in audit mode, and never a suggestion.
-    let forged = run(git_command(dir.path(), Some(&gateway.ca)).args(["ls-remote", &gateway.git_url("not-a-token", "acme/secret")]));
+    let forged =
+        run(git_command(dir.path(), Some(&gateway.ca))
+            .args(["ls-remote", &gateway.git_url("not-a-token", "acme/secret")]));
     assert!(!forged.status.success());
     let lines = gateway.audit_until(|lines| lines.iter().any(|l| l["reason"] == "malformed_token"));
     let would_deny = lines.iter().filter(|l| l["decision"] == "deny" && l["enforced"] == false).count();
@@ -92,13 +102,27 @@ fn audit_mode_traffic_becomes_a_policy_that_admits_it_and_nothing_else() {
 
     let config = dir.path().join("jobgate.yaml");
     let audit = dir.path().join("audit.log");
-    let out = jobgate(&["policy", "suggest", "--config", config.to_str().unwrap(), "--audit", audit.to_str().unwrap(), "--out", dir.path().join("policies").to_str().unwrap()]);
+    let out = jobgate(&[
+        "policy",
+        "suggest",
+        "--config",
+        config.to_str().unwrap(),
+        "--audit",
+        audit.to_str().unwrap(),
+        "--out",
+        dir.path().join("policies").to_str().unwrap(),
+    ]);
     let report = output_text(&out);
     assert!(out.status.success(), "{report}");
     let suggested = std::fs::read_to_string(dir.path().join("policies/suggested.yaml")).unwrap();
     // Both tool projects (all of acme/tools) clone acme/app: one group entry, reads only, from
     // protected refs; acme/lib pushes to acme/docs: write_repository, protected refs.
-    for want in ["\"acme/app\":", "- from: \"acme/tools\"\n        scopes: []\n        refs: protected", "\"acme/docs\":", "- from: \"acme/lib\"\n        scopes: [write_repository]\n        refs: protected"] {
+    for want in [
+        "\"acme/app\":",
+        "- from: \"acme/tools\"\n        scopes: []\n        refs: protected",
+        "\"acme/docs\":",
+        "- from: \"acme/lib\"\n        scopes: [write_repository]\n        refs: protected",
+    ] {
         assert!(suggested.contains(want), "{want:?} missing from:\n{suggested}\n{report}");
     }
     assert!(!suggested.contains("acme/secret"), "the forged token's request is no suggestion:\n{suggested}");
@@ -121,11 +145,22 @@ fn audit_mode_traffic_becomes_a_policy_that_admits_it_and_nothing_else() {
     let denied: Vec<(String, String)> = lines
         .iter()
         .filter(|l| l["decision"] == "deny")
-        .map(|l| (l["token_project"].as_str().unwrap_or_default().to_owned(), l["target"].as_str().unwrap_or_default().to_owned()))
+        .map(|l| {
+            (
+                l["token_project"].as_str().unwrap_or_default().to_owned(),
+                l["target"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
         .collect();
     for (project, target) in &denied {
         assert!(
-            [("acme/lib", "acme/app"), ("acme/tools/a", "acme/secret"), ("acme/tools/a", "acme/app"), ("acme/lib", "acme/docs")].contains(&(project.as_str(), target.as_str())),
+            [
+                ("acme/lib", "acme/app"),
+                ("acme/tools/a", "acme/secret"),
+                ("acme/tools/a", "acme/app"),
+                ("acme/lib", "acme/docs")
+            ]
+            .contains(&(project.as_str(), target.as_str())),
             "only the requests outside the suggestions are denied, not {project} → {target}"
         );
     }
@@ -141,7 +176,8 @@ fn golden(name: &str, got: &str) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, got).unwrap();
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
     assert_eq!(got, want, "{} differs (UPDATE_GOLDEN=1 rewrites it after review)", path.display());
 }
 
@@ -157,11 +193,22 @@ fn a_fixed_audit_file_gives_the_golden_suggestion_read_plain_and_gzipped() {
     let split = text[..text.len() / 2].rfind('\n').unwrap() + 1;
     let (older, rest) = text.split_at(split);
     let gz = dir.path().join("audit.log.1.gz");
-    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
+    let mut encoder =
+        flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::default());
     std::io::Write::write_all(&mut encoder, older.as_bytes()).unwrap();
     encoder.finish().unwrap();
     std::fs::write(dir.path().join("audit.log"), rest).unwrap();
-    let out = jobgate(&["policy", "suggest", "--config", config.to_str().unwrap(), "--audit", gz.to_str().unwrap(), dir.path().join("audit.log").to_str().unwrap(), "--out", dir.path().join("policies").to_str().unwrap()]);
+    let out = jobgate(&[
+        "policy",
+        "suggest",
+        "--config",
+        config.to_str().unwrap(),
+        "--audit",
+        gz.to_str().unwrap(),
+        dir.path().join("audit.log").to_str().unwrap(),
+        "--out",
+        dir.path().join("policies").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", output_text(&out));
     let report = String::from_utf8(out.stderr).unwrap().replace(dir.path().to_str().unwrap(), "DIR");
     golden("report.txt", &report);
@@ -177,7 +224,16 @@ fn gitlab_allowlists_import_over_several_pages_as_policy_that_decides_alike_and_
     for (id, group) in [(1, "acme"), (2, "acme/tools"), (3, "other")] {
         gitlab.group(id, group);
     }
-    for (id, project) in [(42, "acme/app"), (43, "acme/lib"), (44, "acme/tools/a"), (45, "acme/tools/b"), (46, "acme/open"), (47, "acme/locked"), (48, "acme/tools/c"), (50, "other/x")] {
+    for (id, project) in [
+        (42, "acme/app"),
+        (43, "acme/lib"),
+        (44, "acme/tools/a"),
+        (45, "acme/tools/b"),
+        (46, "acme/open"),
+        (47, "acme/locked"),
+        (48, "acme/tools/c"),
+        (50, "other/x"),
+    ] {
         gitlab.project(id, project);
         gitlab.job_token_scope(id, true, false, vec![], vec![]);
     }
@@ -232,9 +288,16 @@ fn gitlab_allowlists_import_over_several_pages_as_policy_that_decides_alike_and_
     ] {
         assert!(first.contains(want), "{want:?} missing:\n{first}");
     }
-    assert!(!first.contains("- from: \"acme/app\""), "the project's own entry is GitLab's, not an allowlist entry:\n{first}");
+    assert!(
+        !first.contains("- from: \"acme/app\""),
+        "the project's own entry is GitLab's, not an allowlist entry:\n{first}"
+    );
     assert!(!first.contains("acme/locked") && !first.contains("other/x\":"), "{first}");
-    assert!(report.contains("acme/locked: GET /api/v4/projects/47/job_token_scope: 403 Forbidden") && report.contains("not imported"), "{report}");
+    assert!(
+        report.contains("acme/locked: GET /api/v4/projects/47/job_token_scope: 403 Forbidden")
+            && report.contains("not imported"),
+        "{report}"
+    );
     assert!(report.contains("acme/open: GitLab's outbound scope"), "{report}");
     assert!(report.contains("6 project(s) imported"), "{report}");
 
@@ -242,7 +305,11 @@ fn gitlab_allowlists_import_over_several_pages_as_policy_that_decides_alike_and_
     assert!(again.status.success(), "{}", output_text(&again));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), first, "the same settings give the same bytes");
     let checked = jobgate(&["check", "--offline", "--config", config.to_str().unwrap()]);
-    assert!(checked.status.success() && output_text(&checked).contains("policy tests: 7 passed"), "{}", output_text(&checked));
+    assert!(
+        checked.status.success() && output_text(&checked).contains("policy tests: 7 passed"),
+        "{}",
+        output_text(&checked)
+    );
 
     // A project another file already defines: the import refuses and writes nothing.
     std::fs::write(dir.path().join("policies/mine.yaml"), "projects:\n  acme/open: { id: 46 }\n").unwrap();

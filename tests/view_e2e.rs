@@ -25,7 +25,12 @@ async fn the_decision_view_shows_filters_and_explains_in_a_real_browser() {
         git.create_repo(project);
     }
     std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
-    let gateway = Gateway::start_with(dir.path(), &format!("url: 'http://127.0.0.1:{}'", git.port), POLICY, "admin: { token_file: admin-token }");
+    let gateway = Gateway::start_with(
+        dir.path(),
+        &format!("url: 'http://127.0.0.1:{}'", git.port),
+        POLICY,
+        "admin: { token_file: admin-token }",
+    );
     // Decisions a moment before: acme/lib clones acme/app (admitted) and acme/secret (not).
     let lib = gateway.token("acme/lib", 43, false);
     for (target, ok) in [("acme/app", true), ("acme/secret", false)] {
@@ -46,10 +51,16 @@ async fn the_decision_view_shows_filters_and_explains_in_a_real_browser() {
     assert_eq!(browser.open(&page).await, 200, "with the admin token");
     let text = browser.text().await;
     assert!(text.contains("Recent decisions") && text.contains("Access matrix"), "{text}");
-    assert!(text.contains("acme/lib → acme/secret") && text.contains("not_in_allowlist"), "the refused clone is listed: {text}");
+    assert!(
+        text.contains("acme/lib → acme/secret") && text.contains("not_in_allowlist"),
+        "the refused clone is listed: {text}"
+    );
     assert!(text.contains("acme/lib → acme/app") && text.contains("granted"), "the allowed clone is listed: {text}");
     let cell = browser.eval("[...document.querySelectorAll('#matrix tbody tr')].find(r => r.querySelector('th').innerText == 'acme/lib').innerText").await;
-    assert!(cell.as_str().unwrap().contains("read_repository") && cell.as_str().unwrap().contains("feature"), "the matrix has scopes and refs: {cell}");
+    assert!(
+        cell.as_str().unwrap().contains("read_repository") && cell.as_str().unwrap().contains("feature"),
+        "the matrix has scopes and refs: {cell}"
+    );
     browser.screenshot(&screenshot("decisions.png")).await;
 
     // Markup in a shown path is text: no element was made of it, the text is there as typed.
@@ -64,7 +75,10 @@ async fn the_decision_view_shows_filters_and_explains_in_a_real_browser() {
     browser.submit("document.querySelector('#filters [name=project]').value = ''; document.querySelector('#filters [name=reason]').value = 'granted'; document.querySelector('#filters').submit()").await;
     let rows = browser.eval("[...document.querySelectorAll('#recent tbody tr')].map(r => r.innerText)").await;
     let rows: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
-    assert!(!rows.is_empty() && rows.iter().all(|r| r.contains("granted") && r.contains("acme/app")), "reason filter: {rows:?}");
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| r.contains("granted") && r.contains("acme/app")),
+        "reason filter: {rows:?}"
+    );
     browser.submit("document.querySelector('#filters [name=reason]').value = ''; document.querySelector('#filters [name=job]').value = '9999'; document.querySelector('#filters').submit()").await;
     assert!(browser.text().await.contains("no decision matches"), "a job that made no request");
 

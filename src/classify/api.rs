@@ -11,7 +11,19 @@ use crate::scope::Scope;
 
 /// Package formats GitLab serves under `.../packages/<format>/`.
 const FORMATS: &[&str] = &[
-    "npm", "maven", "pypi", "generic", "conan", "nuget", "composer", "helm", "rubygems", "debian", "go", "terraform", "ml_models",
+    "npm",
+    "maven",
+    "pypi",
+    "generic",
+    "conan",
+    "nuget",
+    "composer",
+    "helm",
+    "rubygems",
+    "debian",
+    "go",
+    "terraform",
+    "ml_models",
 ];
 
 const fn unmatched(why: &'static str) -> Unmatched {
@@ -20,7 +32,9 @@ const fn unmatched(why: &'static str) -> Unmatched {
 
 /// `rest` is the path after `/api/`.
 pub(super) fn classify(method: &Method, rest: &str) -> Result<Classified, Unmatched> {
-    let rest = rest.strip_prefix("v4/").ok_or(unmatched("only /api/v4/ is known (GraphQL and others are denied to job tokens)"))?;
+    let rest = rest
+        .strip_prefix("v4/")
+        .ok_or(unmatched("only /api/v4/ is known (GraphQL and others are denied to job tokens)"))?;
     let mut segments: Vec<&str> = rest.split('/').collect();
     // One trailing slash is a legitimate spelling (PyPI's simple index uses it); no other empty segment is.
     if segments.len() > 2 && segments.last() == Some(&"") {
@@ -36,7 +50,10 @@ pub(super) fn classify(method: &Method, rest: &str) -> Result<Classified, Unmatc
         // dependencies'. GitLab ties each to the job; any valid token may ask (`runners/…` and
         // `jobs/request` carry runner tokens: non-job traffic).
         ["jobs", "request"] | ["runners", ..] => Ok(Classified { destructive: false, ..api(Target::OwnJob, method) }),
-        ["jobs", id, tail @ ..] if id.bytes().all(|b| b.is_ascii_digit()) && matches!(tail, [] | ["trace"] | ["artifacts"] | ["artifacts", "authorize"]) => {
+        ["jobs", id, tail @ ..]
+            if id.bytes().all(|b| b.is_ascii_digit())
+                && matches!(tail, [] | ["trace"] | ["artifacts"] | ["artifacts", "authorize"]) =>
+        {
             Ok(Classified { destructive: false, ..api(Target::OwnJob, method) })
         }
         // Terraform state locking (`plan` takes the lock, in merge request pipelines too): a write,
@@ -55,7 +72,9 @@ pub(super) fn classify(method: &Method, rest: &str) -> Result<Classified, Unmatc
         }
         ["groups", id, ..] => Ok(api(Target::Group(id_or_path(id)?), method)),
         // Composer's group endpoints are spelled with a singular `group`.
-        ["group", id, "-", "packages", "composer", tail @ ..] => packages(method, Target::Group(id_or_path(id)?), "composer", tail),
+        ["group", id, "-", "packages", "composer", tail @ ..] => {
+            packages(method, Target::Group(id_or_path(id)?), "composer", tail)
+        }
         ["packages", format, tail @ ..] => {
             let target = match (*format, tail.first()) {
                 // npm puts scoped names first: `@scope/name` or `@scope%2fname` → the top-level group.
@@ -64,9 +83,9 @@ pub(super) fn classify(method: &Method, rest: &str) -> Result<Classified, Unmatc
                     Target::Group(ProjectRef::Path(ProjectPath::parse(scope).ok_or(unmatched("not an npm scope"))?))
                 }
                 // Terraform modules live in a namespace: the top-level group.
-                ("terraform", _) if tail.starts_with(&["modules", "v1"]) && tail.len() > 2 => {
-                    Target::Group(ProjectRef::Path(ProjectPath::parse(tail[2]).ok_or(unmatched("not a Terraform module namespace"))?))
-                }
+                ("terraform", _) if tail.starts_with(&["modules", "v1"]) && tail.len() > 2 => Target::Group(
+                    ProjectRef::Path(ProjectPath::parse(tail[2]).ok_or(unmatched("not a Terraform module namespace"))?),
+                ),
                 _ => Target::Instance,
             };
             packages(method, target, format, tail)
@@ -125,7 +144,13 @@ pub(super) fn is_encoded_slash(segment: &str) -> bool {
 
 pub(super) fn is_traversal(segment: &str) -> bool {
     let lower = segment.to_ascii_lowercase();
-    segment.is_empty() || segment == "." || segment == ".." || lower.contains("%2e") || segment.contains('\\') || lower.contains("%5c") || lower.contains("%25")
+    segment.is_empty()
+        || segment == "."
+        || segment == ".."
+        || lower.contains("%2e")
+        || segment.contains('\\')
+        || lower.contains("%5c")
+        || lower.contains("%25")
 }
 
 #[cfg(test)]
@@ -140,42 +165,228 @@ mod tests {
     #[test]
     fn packages_and_api() {
         let cases: Vec<(Method, &str, Family, Target, Scope, bool)> = vec![
-            (Method::GET, "/api/v4/projects/42/packages/npm/foo", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::ReadPackageRegistry, false),
-            (Method::PUT, "/api/v4/projects/acme%2Fapp/packages/npm/foo", Family::Packages, Target::Project(path("acme/app")), Scope::WritePackageRegistry, false),
-            (Method::PUT, "/api/v4/projects/acme%2fsub%2Fapp/packages/maven/com/acme/lib/1.0/lib-1.0.jar", Family::Packages, Target::Project(path("acme/sub/app")), Scope::WritePackageRegistry, false),
-            (Method::POST, "/api/v4/projects/42/packages/pypi", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::WritePackageRegistry, false),
-            (Method::GET, "/api/v4/projects/42/packages/pypi/simple/foo", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::ReadPackageRegistry, false),
-            (Method::POST, "/api/v4/projects/42/packages/npm/-/npm/v1/security/advisories/bulk", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::ReadPackageRegistry, false),
-            (Method::DELETE, "/api/v4/projects/42/packages/generic/tool/1.0/tool.bin", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::WritePackageRegistry, true),
-            (Method::GET, "/api/v4/groups/acme/-/packages/maven/com/acme/lib/maven-metadata.xml", Family::Packages, Target::Group(path("acme")), Scope::ReadPackageRegistry, false),
-            (Method::GET, "/api/v4/packages/npm/@acme/lib", Family::Packages, Target::Group(path("acme")), Scope::ReadPackageRegistry, false),
-            (Method::GET, "/api/v4/packages/npm/@acme%2flib", Family::Packages, Target::Group(path("acme")), Scope::ReadPackageRegistry, false),
-            (Method::GET, "/api/v4/packages/conan/v1/ping", Family::Packages, Target::Instance, Scope::ReadPackageRegistry, false),
-            (Method::GET, "/api/v4/projects/42/issues", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::ReadApi, false),
-            (Method::GET, "/api/v4/projects/acme%2Fapp", Family::Api, Target::Project(path("acme/app")), Scope::ReadApi, false),
-            (Method::POST, "/api/v4/projects/42/issues", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
-            (Method::DELETE, "/api/v4/groups/7/variables/x", Family::Api, Target::Group(ProjectRef::Id(7)), Scope::Api, true),
+            (
+                Method::GET,
+                "/api/v4/projects/42/packages/npm/foo",
+                Family::Packages,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::PUT,
+                "/api/v4/projects/acme%2Fapp/packages/npm/foo",
+                Family::Packages,
+                Target::Project(path("acme/app")),
+                Scope::WritePackageRegistry,
+                false,
+            ),
+            (
+                Method::PUT,
+                "/api/v4/projects/acme%2fsub%2Fapp/packages/maven/com/acme/lib/1.0/lib-1.0.jar",
+                Family::Packages,
+                Target::Project(path("acme/sub/app")),
+                Scope::WritePackageRegistry,
+                false,
+            ),
+            (
+                Method::POST,
+                "/api/v4/projects/42/packages/pypi",
+                Family::Packages,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::WritePackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/projects/42/packages/pypi/simple/foo",
+                Family::Packages,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::POST,
+                "/api/v4/projects/42/packages/npm/-/npm/v1/security/advisories/bulk",
+                Family::Packages,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::DELETE,
+                "/api/v4/projects/42/packages/generic/tool/1.0/tool.bin",
+                Family::Packages,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::WritePackageRegistry,
+                true,
+            ),
+            (
+                Method::GET,
+                "/api/v4/groups/acme/-/packages/maven/com/acme/lib/maven-metadata.xml",
+                Family::Packages,
+                Target::Group(path("acme")),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/packages/npm/@acme/lib",
+                Family::Packages,
+                Target::Group(path("acme")),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/packages/npm/@acme%2flib",
+                Family::Packages,
+                Target::Group(path("acme")),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/packages/conan/v1/ping",
+                Family::Packages,
+                Target::Instance,
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/projects/42/issues",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::ReadApi,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/projects/acme%2Fapp",
+                Family::Api,
+                Target::Project(path("acme/app")),
+                Scope::ReadApi,
+                false,
+            ),
+            (
+                Method::POST,
+                "/api/v4/projects/42/issues",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::Api,
+                true,
+            ),
+            (
+                Method::DELETE,
+                "/api/v4/groups/7/variables/x",
+                Family::Api,
+                Target::Group(ProjectRef::Id(7)),
+                Scope::Api,
+                true,
+            ),
             (Method::GET, "/api/v4/job", Family::Api, Target::OwnJob, Scope::ReadApi, false),
-            (Method::GET, "/api/v4/projects/42/packages/pypi/simple/foo/", Family::Packages, Target::Project(ProjectRef::Id(42)), Scope::ReadPackageRegistry, false),
+            (
+                Method::GET,
+                "/api/v4/projects/42/packages/pypi/simple/foo/",
+                Family::Packages,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
             (Method::POST, "/api/v4/jobs/request", Family::Api, Target::OwnJob, Scope::Api, false),
             (Method::PUT, "/api/v4/jobs/1001", Family::Api, Target::OwnJob, Scope::Api, false),
             (Method::PATCH, "/api/v4/jobs/1001/trace", Family::Api, Target::OwnJob, Scope::Api, false),
             (Method::POST, "/api/v4/jobs/1001/artifacts/authorize", Family::Api, Target::OwnJob, Scope::Api, false),
             (Method::GET, "/api/v4/jobs/1000/artifacts", Family::Api, Target::OwnJob, Scope::ReadApi, false),
-            (Method::POST, "/api/v4/projects/42/terraform/state/prod/lock", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, false),
-            (Method::DELETE, "/api/v4/projects/42/terraform/state/prod/lock", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, false),
-            (Method::POST, "/api/v4/projects/42/terraform/state/prod", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
-            (Method::DELETE, "/api/v4/projects/42/terraform/state/prod", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
-            (Method::GET, "/api/v4/group/acme/-/packages/composer/packages", Family::Packages, Target::Group(path("acme")), Scope::ReadPackageRegistry, false),
-            (Method::GET, "/api/v4/group/7/-/packages/composer/p2/acme/lib.json", Family::Packages, Target::Group(ProjectRef::Id(7)), Scope::ReadPackageRegistry, false),
-            (Method::GET, "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", Family::Packages, Target::Group(path("acme")), Scope::ReadPackageRegistry, false),
-            (Method::GET, "/api/v4/projects/42/jobs/artifacts/main/download", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::ReadApi, false),
-            (Method::POST, "/api/v4/projects/42/releases", Family::Api, Target::Project(ProjectRef::Id(42)), Scope::Api, true),
-            (Method::POST, "/api/v4/projects/acme%2Fapp/trigger/pipeline", Family::Api, Target::Project(path("acme/app")), Scope::Api, true),
+            (
+                Method::POST,
+                "/api/v4/projects/42/terraform/state/prod/lock",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::Api,
+                false,
+            ),
+            (
+                Method::DELETE,
+                "/api/v4/projects/42/terraform/state/prod/lock",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::Api,
+                false,
+            ),
+            (
+                Method::POST,
+                "/api/v4/projects/42/terraform/state/prod",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::Api,
+                true,
+            ),
+            (
+                Method::DELETE,
+                "/api/v4/projects/42/terraform/state/prod",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::Api,
+                true,
+            ),
+            (
+                Method::GET,
+                "/api/v4/group/acme/-/packages/composer/packages",
+                Family::Packages,
+                Target::Group(path("acme")),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/group/7/-/packages/composer/p2/acme/lib.json",
+                Family::Packages,
+                Target::Group(ProjectRef::Id(7)),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions",
+                Family::Packages,
+                Target::Group(path("acme")),
+                Scope::ReadPackageRegistry,
+                false,
+            ),
+            (
+                Method::GET,
+                "/api/v4/projects/42/jobs/artifacts/main/download",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::ReadApi,
+                false,
+            ),
+            (
+                Method::POST,
+                "/api/v4/projects/42/releases",
+                Family::Api,
+                Target::Project(ProjectRef::Id(42)),
+                Scope::Api,
+                true,
+            ),
+            (
+                Method::POST,
+                "/api/v4/projects/acme%2Fapp/trigger/pipeline",
+                Family::Api,
+                Target::Project(path("acme/app")),
+                Scope::Api,
+                true,
+            ),
         ];
         for (method, p, family, target, scope, destructive) in cases {
             let c = classify(&method, p, None).unwrap_or_else(|u| panic!("{method} {p}: {}", u.why));
-            assert_eq!((c.family, &c.target, c.scope, c.destructive), (family, &target, scope, destructive), "{method} {p}");
+            assert_eq!(
+                (c.family, &c.target, c.scope, c.destructive),
+                (family, &target, scope, destructive),
+                "{method} {p}"
+            );
         }
     }
 

@@ -5,8 +5,8 @@ use http::Method;
 
 use super::{project_before, Action, Classified, Family, ProjectRef, Target, Unmatched};
 use crate::path::ProjectPath;
-use crate::scope::Scope;
 use crate::query;
+use crate::scope::Scope;
 
 #[derive(Clone, Copy)]
 enum Service {

@@ -58,7 +58,8 @@ pub fn lfs(project: ProjectRef, action: Action) -> Classified {
 pub fn is_batch(method: &Method, path: &str) -> bool {
     // Exactly `/<project>[.git]/info/lfs/objects/batch`: an object path that merely ends that way is
     // an object transfer, and its body must never turn it into a read.
-    method == Method::POST && project_at(path, "/info/lfs/").is_some_and(|(project, rest)| project.is_ok() && rest == "objects/batch")
+    method == Method::POST
+        && project_at(path, "/info/lfs/").is_some_and(|(project, rest)| project.is_ok() && rest == "objects/batch")
 }
 
 #[derive(Deserialize)]
@@ -121,8 +122,16 @@ mod tests {
     #[test]
     fn batch_operations() {
         assert_eq!(batch_operation(br#"{"operation":"download","objects":[]}"#), Ok(BatchOperation(Action::Read)));
-        assert_eq!(batch_operation(br#"{"operation":"upload","transfers":["basic"],"objects":[]}"#), Ok(BatchOperation(Action::Write)));
-        for bad in [&b"not json"[..], br#"{"objects":[]}"#, br#"{"operation":"delete"}"#, br#"{"operation":"download","operation":"upload"}"#] {
+        assert_eq!(
+            batch_operation(br#"{"operation":"upload","transfers":["basic"],"objects":[]}"#),
+            Ok(BatchOperation(Action::Write))
+        );
+        for bad in [
+            &b"not json"[..],
+            br#"{"objects":[]}"#,
+            br#"{"operation":"delete"}"#,
+            br#"{"operation":"download","operation":"upload"}"#,
+        ] {
             assert!(batch_operation(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -160,7 +160,13 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Clas
     }
     // Terraform's service discovery: OpenTofu and Terraform send the module token here too.
     if path == "/.well-known/terraform.json" && (*method == Method::GET || *method == Method::HEAD) {
-        return Ok(Classified { family: Family::Api, target: Target::OwnJob, action: Action::Read, scope: crate::scope::Scope::ReadApi, destructive: false });
+        return Ok(Classified {
+            family: Family::Api,
+            target: Target::OwnJob,
+            action: Action::Read,
+            scope: crate::scope::Scope::ReadApi,
+            destructive: false,
+        });
     }
     lfs::classify(method, path)
         .or_else(|| git::classify(method, path, query))
@@ -172,7 +178,11 @@ pub fn classify(method: &Method, path: &str, query: Option<&str>) -> Result<Clas
 ///
 /// # Errors
 /// As [`classify`].
-pub fn classify_with_mount(method: &Method, path: &str, query: Option<&str>) -> Result<(Classified, Option<ProjectPath>), Unmatched> {
+pub fn classify_with_mount(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Result<(Classified, Option<ProjectPath>), Unmatched> {
     match path.strip_prefix("/v2/") {
         Some(rest) => registry::classify(method, rest, query).map(|r| (r.request, r.mount_from)),
         None => classify(method, path, query).map(|request| (request, None)),
@@ -243,8 +253,18 @@ impl HostRules {
         if self.gitlab.is_empty() && self.registry.is_empty() && self.passthrough.is_empty() {
             return Some(HostRole::Any);
         }
-        let named = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))?;
-        let host = named.parse::<http::uri::Authority>().ok()?.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let named = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(http::uri::Authority::as_str))?;
+        let host = named
+            .parse::<http::uri::Authority>()
+            .ok()?
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if parts.extensions.get::<Sni>().is_some_and(|Sni(sni)| !sni.eq_ignore_ascii_case(&host)) {
             return None;
         }
@@ -255,7 +275,10 @@ impl HostRules {
         } else {
             // An exact name, or `*.` standing for the first label.
             let wildcard = host.split_once('.').map(|(_, rest)| format!("*.{rest}"));
-            self.passthrough.iter().position(|names| names.iter().any(|n| *n == host || Some(n) == wildcard.as_ref())).map(HostRole::Passthrough)
+            self.passthrough
+                .iter()
+                .position(|names| names.iter().any(|n| *n == host || Some(n) == wildcard.as_ref()))
+                .map(HostRole::Passthrough)
         }
     }
 }
@@ -270,7 +293,8 @@ mod tests {
             serde_yaml::from_str("{ gitlab: [gitlab.test], registry: [registry.test], passthrough: [ { names: [kas.test], upstream: { url: 'http://127.0.0.1:1' } }, { names: ['*.pages.test'], upstream: { url: 'http://127.0.0.1:2' } } ] }").unwrap();
         assert!(config.problems().is_empty(), "{:?}", config.problems());
         let rules = HostRules::new(Some(&config));
-        let role = |host: &str| rules.role(&http::Request::get("/").header("host", host).body(()).unwrap().into_parts().0);
+        let role =
+            |host: &str| rules.role(&http::Request::get("/").header("host", host).body(()).unwrap().into_parts().0);
         assert_eq!(role("GitLab.test:443"), Some(HostRole::GitLab));
         assert_eq!(role("registry.test"), Some(HostRole::Registry));
         assert_eq!(role("kas.test"), Some(HostRole::Passthrough(0)));

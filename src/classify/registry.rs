@@ -8,8 +8,8 @@ use http::Method;
 
 use super::{Action, Classified, Family, Target, Unmatched};
 use crate::path::ProjectPath;
-use crate::scope::Scope;
 use crate::query;
+use crate::scope::Scope;
 
 /// A registry request: the request itself, and the mount source that must also be readable.
 pub struct RegistryRequest {
@@ -95,7 +95,9 @@ pub fn classify(method: &Method, rest: &str, query: Option<&str>) -> Result<Regi
         let mount = pairs.iter().any(|(k, _)| k == "mount");
         match (mount, from.as_slice()) {
             (false, []) => {}
-            (true, [from]) => mount_from = Some(ProjectPath::parse(from).ok_or(unmatched("mount source is not an image name"))?),
+            (true, [from]) => {
+                mount_from = Some(ProjectPath::parse(from).ok_or(unmatched("mount source is not an image name"))?)
+            }
             _ => return Err(unmatched("a mount needs exactly one mount and one from")),
         }
     }
@@ -126,14 +128,28 @@ mod tests {
         let cases = [
             (Method::GET, "", None, Target::OwnJob, Scope::ReadRegistry, false),
             (Method::GET, "acme/app/manifests/latest", None, image("acme/app"), Scope::ReadRegistry, false),
-            (Method::HEAD, "acme/app/img/manifests/sha256:abc", None, image("acme/app/img"), Scope::ReadRegistry, false),
+            (
+                Method::HEAD,
+                "acme/app/img/manifests/sha256:abc",
+                None,
+                image("acme/app/img"),
+                Scope::ReadRegistry,
+                false,
+            ),
             (Method::PUT, "acme/app/manifests/1.0", None, image("acme/app"), Scope::WriteRegistry, false),
             (Method::DELETE, "acme/app/manifests/sha256:abc", None, image("acme/app"), Scope::WriteRegistry, true),
             (Method::GET, "acme/app/blobs/sha256:abc", None, image("acme/app"), Scope::ReadRegistry, false),
             (Method::DELETE, "acme/app/blobs/sha256:abc", None, image("acme/app"), Scope::WriteRegistry, true),
             (Method::POST, "acme/app/blobs/uploads/", None, image("acme/app"), Scope::WriteRegistry, false),
             (Method::PATCH, "acme/app/blobs/uploads/uuid-1", None, image("acme/app"), Scope::WriteRegistry, false),
-            (Method::PUT, "acme/app/blobs/uploads/uuid-1", Some("digest=sha256:abc"), image("acme/app"), Scope::WriteRegistry, false),
+            (
+                Method::PUT,
+                "acme/app/blobs/uploads/uuid-1",
+                Some("digest=sha256:abc"),
+                image("acme/app"),
+                Scope::WriteRegistry,
+                false,
+            ),
             (Method::GET, "acme/app/tags/list", Some("n=10"), image("acme/app"), Scope::ReadRegistry, false),
             (Method::GET, "acme/app/referrers/sha256:abc", None, image("acme/app"), Scope::ReadRegistry, false),
             // a repository may be named like an endpoint word
@@ -141,10 +157,15 @@ mod tests {
         ];
         for (method, rest, query, target, scope, destructive) in cases {
             let r = classify(&method, rest, query).unwrap_or_else(|u| panic!("{method} {rest}: {}", u.why));
-            assert_eq!((r.request.target, r.request.scope, r.request.destructive), (target, scope, destructive), "{method} {rest}");
+            assert_eq!(
+                (r.request.target, r.request.scope, r.request.destructive),
+                (target, scope, destructive),
+                "{method} {rest}"
+            );
             assert!(r.mount_from.is_none());
         }
-        let mount = classify(&Method::POST, "acme/app/blobs/uploads/", Some("mount=sha256:abc&from=acme/lib/img")).unwrap();
+        let mount =
+            classify(&Method::POST, "acme/app/blobs/uploads/", Some("mount=sha256:abc&from=acme/lib/img")).unwrap();
         assert_eq!(mount.mount_from.unwrap().as_str(), "acme/lib/img");
         assert_eq!(mount.request.scope, Scope::WriteRegistry);
     }

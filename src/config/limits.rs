@@ -58,7 +58,13 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { tls_handshake_secs: 10, request_header_secs: 30, keepalive_secs: 60, drain_secs: 30, body_peek_secs: 10 }
+        Timeouts {
+            tls_handshake_secs: 10,
+            request_header_secs: 30,
+            keepalive_secs: 60,
+            drain_secs: 30,
+            body_peek_secs: 10,
+        }
     }
 }
 
@@ -86,4 +92,3 @@ impl Timeouts {
 pub struct AuditSink {
     pub file: Option<PathBuf>,
 }
-

@@ -76,7 +76,10 @@ impl HostsConfig {
             problems.push("hosts: name the GitLab host, the registry host, or both".into());
         }
         for (i, name) in all.iter().enumerate() {
-            let plain = name.strip_prefix("*.").filter(|_| self.passthrough.iter().any(|p| p.names.contains(name))).unwrap_or(name);
+            let plain = name
+                .strip_prefix("*.")
+                .filter(|_| self.passthrough.iter().any(|p| p.names.contains(name)))
+                .unwrap_or(name);
             if plain.is_empty() || plain.contains([':', '/', ' ', '*']) || plain.to_ascii_lowercase() != plain {
                 problems.push(format!("hosts: {name:?} is not a lower-case host name without a port (only passthrough names may start with `*.`)"));
             } else if all[..i].contains(name) {

@@ -15,12 +15,14 @@ mod registry;
 mod revocations;
 mod upstream;
 
+use crate::token::Alg;
 pub use limits::{AuditSink, Limits, Timeouts};
 pub use listener::{CertPair, HostsConfig, Listen, TlsFiles};
 pub use registry::{RegistryAuthConfig, RegistryTokenSource};
 pub use revocations::{RedisConfig, RevocationsConfig};
-pub use upstream::{parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamAddr, UpstreamConfig, UpstreamTls, Upstreams};
-use crate::token::Alg;
+pub use upstream::{
+    parse_upstream_url, CredentialMode, ReplaceCredential, UpstreamAddr, UpstreamConfig, UpstreamTls, Upstreams,
+};
 
 /// An error in a configuration file; the message names the file and, where known, line and key.
 #[derive(Debug, thiserror::Error)]
@@ -205,8 +207,8 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the file, and the line for syntax, type and unknown-key errors.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let mut config: Config = crate::yaml::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
@@ -247,7 +249,14 @@ impl Config {
             Some(redis) => (redis.password_file.as_mut(), redis.answers_key_file.as_mut()),
             None => (None, None),
         };
-        let files = [self.admin.token_file.as_mut(), self.admin.webhook_secret_file.as_mut(), self.revocations.file.as_mut(), registry_key, redis_password, answers_key];
+        let files = [
+            self.admin.token_file.as_mut(),
+            self.admin.webhook_secret_file.as_mut(),
+            self.revocations.file.as_mut(),
+            registry_key,
+            redis_password,
+            answers_key,
+        ];
         for p in files.into_iter().flatten() {
             resolve(p);
         }
@@ -257,7 +266,8 @@ impl Config {
                 resolve(&mut replace.value_file);
             }
             if let Some(tls) = upstream.tls.as_mut() {
-                for p in [tls.ca_file.as_mut(), tls.client_cert.as_mut(), tls.client_key.as_mut()].into_iter().flatten() {
+                for p in [tls.ca_file.as_mut(), tls.client_cert.as_mut(), tls.client_key.as_mut()].into_iter().flatten()
+                {
                     resolve(p);
                 }
             }
@@ -269,7 +279,9 @@ impl Config {
         let askers = self.issuers.iter().filter(|i| i.gitlab_job_tokens.is_some()).count();
         match (&self.gitlab, askers) {
             (None, 0) => return Ok(()),
-            (None, _) => return Err("issuers: gitlab_job_tokens needs the `gitlab:` block (url of the GitLab instance)".into()),
+            (None, _) => {
+                return Err("issuers: gitlab_job_tokens needs the `gitlab:` block (url of the GitLab instance)".into())
+            }
             (Some(_), n) if n > 1 => return Err("issuers: at most one gitlab_job_tokens issuer".into()),
             (Some(_), _) => {}
         }
@@ -293,7 +305,9 @@ impl Config {
         problems.extend(self.validate_gitlab().err());
         problems.extend(self.hosts.iter().flat_map(HostsConfig::problems));
         for (i, issuer) in self.issuers.iter().enumerate() {
-            problems.extend(issuer.validate(&self.issuers[..i]).err().map(|e| format!("issuers[{i}] ({}): {e}", issuer.name)));
+            problems.extend(
+                issuer.validate(&self.issuers[..i]).err().map(|e| format!("issuers[{i}] ({}): {e}", issuer.name)),
+            );
         }
         for (family, upstream) in self.upstreams.all() {
             let name = family.id();
@@ -309,18 +323,22 @@ impl Config {
                     problems.push(format!("upstreams.{name}.tls: client_cert and client_key go together"));
                 }
             }
-            if upstream.credentials == CredentialMode::Impersonate && (family == Family::Registry || self.gitlab.as_ref().is_none_or(|g| g.admin_token_file.is_none())) {
+            if upstream.credentials == CredentialMode::Impersonate
+                && (family == Family::Registry || self.gitlab.as_ref().is_none_or(|g| g.admin_token_file.is_none()))
+            {
                 problems.push(format!("upstreams.{name}: `credentials: impersonate` needs gitlab.admin_token_file, and is not for the registry (its tokens come from the realm)"));
             }
             if (upstream.credentials == CredentialMode::Replace) != upstream.replace.is_some() {
-                problems.push(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
+                problems
+                    .push(format!("upstreams.{name}: `replace` goes with `credentials: replace`, and only with it"));
             }
         }
         if let Some(auth) = &self.registry_auth {
             problems.extend(auth.problem(self));
         }
         if let Some(realm) = self.registry_auth.as_ref().and_then(|r| r.realm.as_ref()) {
-            let ok = realm.parse::<Uri>().is_ok_and(|u| u.scheme() == Some(&Scheme::HTTPS) && u.authority().is_some()) && !realm.contains('"');
+            let ok = realm.parse::<Uri>().is_ok_and(|u| u.scheme() == Some(&Scheme::HTTPS) && u.authority().is_some())
+                && !realm.contains('"');
             if !ok {
                 problems.push(format!("registry_auth.realm: {realm:?} is not an https:// URL"));
             }
@@ -334,7 +352,11 @@ impl Config {
             let scheme = redis.url.split_once("://").map(|(scheme, _)| scheme);
             if !matches!(scheme, Some("redis" | "redis+unix" | "unix")) {
                 problems.push(format!("revocations.redis.url {:?}: redis://HOST:PORT/DB or redis+unix:///PATH (TLS to Redis is not supported yet)", redis.url));
-            } else if redis.url.split_once("://").is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|a| a.contains('@'))) {
+            } else if redis
+                .url
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.split('/').next().is_some_and(|a| a.contains('@')))
+            {
                 problems.push("revocations.redis.url: put the password in password_file, not in the URL".into());
             }
             if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
@@ -355,9 +377,15 @@ impl IssuerConfig {
             return Err(format!("the name {:?} is configured twice", self.name));
         }
         if self.gitlab_job_tokens.is_some() {
-            let jwt = !self.iss.is_empty() || !self.audiences.is_empty() || self.jwks_file.is_some() || self.jwks_url.is_some() || self.discovery;
+            let jwt = !self.iss.is_empty()
+                || !self.audiences.is_empty()
+                || self.jwks_file.is_some()
+                || self.jwks_url.is_some()
+                || self.discovery;
             if jwt {
-                return Err("gitlab_job_tokens issuers ask GitLab; iss, audiences and key sources belong to JWT issuers".into());
+                return Err(
+                    "gitlab_job_tokens issuers ask GitLab; iss, audiences and key sources belong to JWT issuers".into(),
+                );
             }
             return Ok(());
         }
@@ -389,7 +417,9 @@ impl IssuerConfig {
 
 /// `https://`, or plain `http://` to a loopback address (GitLab's Puma on the same host, say).
 pub fn https_or_loopback(uri: &Uri) -> bool {
-    let loopback = uri.host().is_some_and(|h| h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+    let loopback = uri.host().is_some_and(|h| {
+        h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    });
     match uri.scheme_str() {
         Some("https") => true,
         Some("http") => loopback,
@@ -462,13 +492,19 @@ upstreams:
 
     #[test]
     fn every_problem_is_reported_not_only_the_first() {
-        let text = MINIMAL.replace("audiences: [jobgate]", "audiences: []").replace("http://127.0.0.1:8080", "ftp://x") + "limits: { max_header_bytes: 10 }\n";
+        let text = MINIMAL.replace("audiences: [jobgate]", "audiences: []").replace("http://127.0.0.1:8080", "ftp://x")
+            + "limits: { max_header_bytes: 10 }\n";
         let (_dir, path) = write(&text);
         let err = Config::load(&path).unwrap_err().to_string();
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 3, "{err}");
         assert!(lines.iter().all(|l| l.contains("jobgate.yaml: ")), "{err}");
-        assert!(err.contains("issuers[0] (ci): audiences") && err.contains("upstreams.git.url") && err.contains("limits.max_header_bytes"), "{err}");
+        assert!(
+            err.contains("issuers[0] (ci): audiences")
+                && err.contains("upstreams.git.url")
+                && err.contains("limits.max_header_bytes"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -479,7 +515,12 @@ upstreams:
         ] {
             let (_dir, path) = write(&text);
             let err = Config::load(&path).unwrap_err().to_string();
-            assert!(err.contains(&format!("jobgate.yaml:{line}: ")) && err.contains("duplicate field") && err.contains(&format!("(first at line {first})")), "{err}");
+            assert!(
+                err.contains(&format!("jobgate.yaml:{line}: "))
+                    && err.contains("duplicate field")
+                    && err.contains(&format!("(first at line {first})")),
+                "{err}"
+            );
         }
     }
 
@@ -496,9 +537,15 @@ upstreams:
         let job_tokens = MINIMAL.replace("policy_dir:", "  - { name: jobs, gitlab_job_tokens: {} }\npolicy_dir:");
         for (text, problem) in [
             (format!("{MINIMAL}registry_auth: {{}}\n"), Some("`signing_key` is needed")),
-            (format!("{MINIMAL}registry_auth: {{ tokens: gitlab, signing_key: k.pem }}\n"), Some("`signing_key` is not used")),
+            (
+                format!("{MINIMAL}registry_auth: {{ tokens: gitlab, signing_key: k.pem }}\n"),
+                Some("`signing_key` is not used"),
+            ),
             (format!("{MINIMAL}registry_auth: {{ tokens: gitlab }}\n"), Some("needs the `gitlab:` block")),
-            (format!("{job_tokens}{gitlab}registry_auth: {{ tokens: gitlab }}\n"), Some("set `non_job: passthrough` for the registry")),
+            (
+                format!("{job_tokens}{gitlab}registry_auth: {{ tokens: gitlab }}\n"),
+                Some("set `non_job: passthrough` for the registry"),
+            ),
             (format!("{job_tokens}{gitlab}non_job: passthrough\nregistry_auth: {{ tokens: gitlab }}\n"), None),
         ] {
             let (_dir, path) = write(&text);

@@ -140,7 +140,12 @@ pub fn parse_upstream_url(url: &str) -> Result<UpstreamAddr, String> {
         if !socket.is_absolute() {
             return Err(format!("{url:?}: a unix: upstream names the socket by its absolute path (unix:/var/opt/gitlab/gitlab-workhorse/sockets/socket)"));
         }
-        return Ok(UpstreamAddr { scheme: Scheme::HTTP, authority: Authority::from_static("localhost"), prefix: String::new(), socket: Some(socket) });
+        return Ok(UpstreamAddr {
+            scheme: Scheme::HTTP,
+            authority: Authority::from_static("localhost"),
+            prefix: String::new(),
+            socket: Some(socket),
+        });
     }
     let uri: Uri = url.parse().map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     let scheme = match uri.scheme() {
@@ -187,8 +192,14 @@ mod tests {
     fn upstream_urls() {
         assert_eq!(parse_upstream_url("http://127.0.0.1:8080/git/").unwrap().prefix, "/git");
         assert_eq!(parse_upstream_url("https://gitlab.internal").unwrap().scheme, Scheme::HTTPS);
-        assert_eq!(parse_upstream_url("unix:/run/workhorse.sock").unwrap().socket, Some(PathBuf::from("/run/workhorse.sock")));
-        assert_eq!(parse_upstream_url("unix:///run/workhorse.sock").unwrap().socket, Some(PathBuf::from("/run/workhorse.sock")));
+        assert_eq!(
+            parse_upstream_url("unix:/run/workhorse.sock").unwrap().socket,
+            Some(PathBuf::from("/run/workhorse.sock"))
+        );
+        assert_eq!(
+            parse_upstream_url("unix:///run/workhorse.sock").unwrap().socket,
+            Some(PathBuf::from("/run/workhorse.sock"))
+        );
         for bad in ["ftp://x", "http://u:p@x", "http://x/?q=1", "x", "unix:relative.sock"] {
             assert!(parse_upstream_url(bad).is_err(), "{bad}");
         }

@@ -65,7 +65,8 @@ pub async fn run(dir: &Path, listen: SocketAddr, admin_listen: SocketAddr) -> an
     let admin_token = dir.join("admin-token");
     if !admin_token.exists() {
         let mut bytes = [0u8; 24];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| anyhow::anyhow!("no randomness"))?;
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?;
         generate::write(&admin_token, &bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())?;
     }
     if !dir.join("upstream-token").exists() {
@@ -162,7 +163,14 @@ fn tempfile_dir(root: &Path, project: &str) -> anyhow::Result<std::path::PathBuf
     Ok(work)
 }
 
-fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAddr, signer: &Signer, git: bool) -> anyhow::Result<()> {
+fn print_walkthrough(
+    dir: &Path,
+    ca: &Path,
+    public: SocketAddr,
+    admin: SocketAddr,
+    signer: &Signer,
+    git: bool,
+) -> anyhow::Result<()> {
     let kid = signer.thumbprint();
     let now = crate::clock::unix_now();
     let token = |project: &str, id: u64, job: u64, git_ref: &str, protected: bool| {
@@ -209,7 +217,9 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  # 3. demo/lib's job clones demo/secret, which admits nobody: denied (403 not_in_allowlist)");
     println!("  git clone {} {w}/secret", url("LIB_TOKEN", "demo/secret"));
     println!("  # 4. demo/lib's job on an unprotected ref pushes to demo/app: denied (403 ref_not_protected)");
-    println!("  git -C {w}/lib-reads-app -c user.name=ci -c user.email=ci@localhost commit --allow-empty -m from-demo-lib");
+    println!(
+        "  git -C {w}/lib-reads-app -c user.name=ci -c user.email=ci@localhost commit --allow-empty -m from-demo-lib"
+    );
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_TOKEN", "demo/app"));
     println!("  # 5. the same push from a job on a protected ref: allowed");
     println!("  git -C {w}/lib-reads-app push {} HEAD:main", url("LIB_PROTECTED_TOKEN", "demo/app"));
@@ -226,12 +236,21 @@ fn print_walkthrough(dir: &Path, ca: &Path, public: SocketAddr, admin: SocketAdd
     println!("  {curl}/demo/app.git/info/lfs/objects/batch -H \"JOB-TOKEN: $LIB_TOKEN\" -X POST --data '{{\"operation\":\"upload\",\"objects\":[]}}'   # denied: ref_not_protected");
     println!("  {curl}/jwt/auth?service=container_registry\\&scope=repository:demo/app/img:pull,push -u gitlab-ci-token:$LIB_TOKEN   # a token granting pull only");
     println!("  {curl}/v2/demo/secret/img/tags/list -u gitlab-ci-token:$LIB_TOKEN   # denied: not_in_allowlist");
-    println!("  # why, step by step (policy edits in {} apply on save; a broken edit shows on /-/ready):", dir.join("policies").display());
+    println!(
+        "  # why, step by step (policy edits in {} apply on save; a broken edit shows on /-/ready):",
+        dir.join("policies").display()
+    );
     // The binary that runs now, by its full path: after `cargo run`, `jobgate` is not on PATH.
     let jobgate = std::env::current_exe().map_or_else(|_| "jobgate".to_owned(), |p| p.display().to_string());
-    println!("  {jobgate} explain --config {} --token $LIB_TOKEN --method POST --url /demo/app.git/git-receive-pack", dir.join("jobgate.yaml").display());
+    println!(
+        "  {jobgate} explain --config {} --token $LIB_TOKEN --method POST --url /demo/app.git/git-receive-pack",
+        dir.join("jobgate.yaml").display()
+    );
     println!("  curl -s http://{admin}/metrics | grep jobgate_requests_total");
-    println!("  curl -s -X POST -H \"Authorization: Bearer $(cat {})\" http://{admin}/-/reload", dir.join("admin-token").display());
+    println!(
+        "  curl -s -X POST -H \"Authorization: Bearer $(cat {})\" http://{admin}/-/reload",
+        dir.join("admin-token").display()
+    );
     println!("  # the reason for each refusal is in the audit log:");
     println!("  tail -n 5 {}", dir.join("audit.log").display());
     println!("  # the decision view — recent decisions, the access matrix, an explain form — in a browser at");

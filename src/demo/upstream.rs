@@ -34,7 +34,9 @@ pub async fn serve(listener: TcpListener, git_root: Option<PathBuf>) {
                 async move {
                     let response = match git_root.as_deref() {
                         // GitLab's job lookup, as jobgate makes it (with `JOB-TOKEN`); anything else echoes.
-                        _ if request.uri().path() == "/api/v4/job" && request.headers().contains_key("job-token") => job(&request, &base),
+                        _ if request.uri().path() == "/api/v4/job" && request.headers().contains_key("job-token") => {
+                            job(&request, &base)
+                        }
                         Some(root) if is_git(request.uri().path()) => git_cgi(root, request).await,
                         _ => echo(request),
                     };
@@ -74,11 +76,8 @@ fn is_git(path: &str) -> bool {
 }
 
 fn echo(request: Request<Incoming>) -> Response<Body> {
-    let headers: serde_json::Map<String, serde_json::Value> = request
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-        .collect();
+    let headers: serde_json::Map<String, serde_json::Value> =
+        request.headers().iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into())).collect();
     let text = serde_json::json!({
         "method": request.method().as_str(),
         "path": request.uri().path(),

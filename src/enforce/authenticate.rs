@@ -103,26 +103,47 @@ pub fn authenticate(
     };
     let started = Instant::now();
     let (verified, cached) = match core.verifier.verify(crate::token::strip_prefix(&token), now) {
-        Ok(verified) => (Ok(Job { claims: verified.claims, access: None, credential: JobCredential::Jwt }), Some(verified.cached)),
+        Ok(verified) => {
+            (Ok(Job { claims: verified.claims, access: None, credential: JobCredential::Jwt }), Some(verified.cached))
+        }
         Err(VerifyError::RegistryToken) => match core.registry {
             Some(registry) if bearer && family == Some(Family::Registry) => {
-                let grant = registry.verify(&token, now).and_then(|grant| match core.revocations.jti_revoked(&grant.jti, now) {
-                    true => Err(VerifyError::Revoked),
-                    false => Ok(Job { claims: grant.claims, access: Some(grant.access), credential: JobCredential::RegistryToken }),
+                let grant = registry.verify(&token, now).and_then(|grant| {
+                    match core.revocations.jti_revoked(&grant.jti, now) {
+                        true => Err(VerifyError::Revoked),
+                        false => Ok(Job {
+                            claims: grant.claims,
+                            access: Some(grant.access),
+                            credential: JobCredential::RegistryToken,
+                        }),
+                    }
                 });
                 (grant, None)
             }
             _ => (Err(VerifyError::RegistryToken), None),
         },
         // Not a JWT any configured issuer signed: perhaps one of GitLab's own job tokens.
-        Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken) if !bearer && core.gitlab.is_some() && gitlab_shaped(&token, core.verifier.max_token_bytes) => {
+        Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken)
+            if !bearer && core.gitlab.is_some() && gitlab_shaped(&token, core.verifier.max_token_bytes) =>
+        {
             match core.gitlab.and_then(|g| g.get(&token, now)) {
                 // Answered from GitLab's cached answers: a token-cache hit (misses are lookups).
-                Some(Identity::Job(claims)) => (Ok(Job { claims: VerifiedClaims::from_arc(claims), access: None, credential: JobCredential::GitLabJobToken }), Some(true)),
+                Some(Identity::Job(claims)) => (
+                    Ok(Job {
+                        claims: VerifiedClaims::from_arc(claims),
+                        access: None,
+                        credential: JobCredential::GitLabJobToken,
+                    }),
+                    Some(true),
+                ),
                 Some(Identity::Refused) => (Err(VerifyError::NotARunningJob), Some(true)),
                 None => {
                     let refusal = Refusal::new(Reason::GitlabUnavailable, "this job token must be looked up at GitLab");
-                    return Err(Refused { refusal, unknown_kid: None, lookup: Some(Lookup::Token(token.into_owned())) });
+                    return Err(Refused {
+                        refusal,
+                        unknown_kid: None,
+                        lookup: Some(Lookup::Token(token.into_owned())),
+                    });
                 }
             }
         }
@@ -132,7 +153,9 @@ pub fn authenticate(
     let job = match verified {
         Ok(job) => job,
         // A Bearer JWT no configured issuer signed is some other service's credential: non-job traffic.
-        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => return Ok(Authenticated::NonJob),
+        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => {
+            return Ok(Authenticated::NonJob)
+        }
         Err(VerifyError::UnknownIssuer) if bearer => return Err(non_job_rejected().into()),
         Err(e) => {
             let unknown_kid = match e {
@@ -152,10 +175,10 @@ pub fn authenticate(
 /// Whether a token could be one of GitLab's own job tokens (opaque `glcbt-…` or older, or GitLab's
 /// JWT): within the size limit and made of token characters only, so nothing else reaches GitLab.
 fn gitlab_shaped(token: &str, max: usize) -> bool {
-    (8..=max).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    (8..=max).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 fn non_job_rejected() -> Refusal {
     Refusal::new(Reason::NonJobRejected, "only CI job tokens are accepted here")
 }
-

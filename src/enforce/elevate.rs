@@ -59,7 +59,11 @@ pub fn elevation(request: &Classified, claims: &Claims, credential: JobCredentia
 /// `<username>:<token>`), a Bearer (npm), else GitLab's `PRIVATE-TOKEN` header (API, Maven's
 /// `Job-Token`, a `job_token` parameter). `None` only if the token is no header value.
 pub fn presented(headers: &HeaderMap, username: Option<&str>, token: &str) -> Option<(HeaderName, HeaderValue)> {
-    let scheme = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' ')).map(|(s, _)| s.to_ascii_lowercase());
+    let scheme = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .map(|(s, _)| s.to_ascii_lowercase());
     let (name, value) = match scheme.as_deref() {
         Some("basic") => {
             let pair = format!("{}:{token}", username.unwrap_or("jobgate"));
@@ -123,7 +127,10 @@ mod tests {
             assert_eq!(elevation(&request, &claims(), token), want, "{request:?}");
         }
         // An ID token is no GitLab credential: every allowed request needs the user's token.
-        assert_eq!(elevation(&request(Family::Git, other, Action::Read, Scope::ReadRepository), &claims(), JobCredential::Jwt), Some("read_repository"));
+        assert_eq!(
+            elevation(&request(Family::Git, other, Action::Read, Scope::ReadRepository), &claims(), JobCredential::Jwt),
+            Some("read_repository")
+        );
     }
 
     #[test]
@@ -133,9 +140,15 @@ mod tests {
         let (name, value) = presented(&headers, Some("ann"), "glpat-x").unwrap_or_else(|| unreachable!());
         assert_eq!((name.as_str(), value.to_str().unwrap_or_default()), ("authorization", "Basic YW5uOmdscGF0LXg="));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer glcbt-1"));
-        assert_eq!(presented(&headers, None, "glpat-x").map(|(_, v)| v), Some(HeaderValue::from_static("Bearer glpat-x")));
+        assert_eq!(
+            presented(&headers, None, "glpat-x").map(|(_, v)| v),
+            Some(HeaderValue::from_static("Bearer glpat-x"))
+        );
         let mut maven = HeaderMap::new();
         maven.insert("job-token", HeaderValue::from_static("glcbt-1"));
-        assert_eq!(presented(&maven, None, "glpat-x").map(|(n, _)| n.as_str().to_owned()).as_deref(), Some("private-token"));
+        assert_eq!(
+            presented(&maven, None, "glpat-x").map(|(n, _)| n.as_str().to_owned()).as_deref(),
+            Some("private-token")
+        );
     }
 }

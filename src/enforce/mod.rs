@@ -15,8 +15,8 @@ use http::{header, Version};
 use crate::classify::{classify_with_mount, lfs, Action, Classified, Family, FamilyMap, ProjectRef, Target, Unmatched};
 use crate::config::{ApiRoute, Config, NonJob};
 use crate::path::ProjectPath;
-pub use crate::policy::decide::{NoTrace, Trace};
 use crate::policy::decide::{decide_with_role, Decision};
+pub use crate::policy::decide::{NoTrace, Trace};
 use crate::policy::Permit;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
@@ -142,7 +142,9 @@ impl Verdict {
 
     pub fn claims(&self) -> Option<&VerifiedClaims> {
         match self {
-            Verdict::Allow(claims, _) | Verdict::WouldDeny(claims, _) | Verdict::Refuse(_, Some(claims)) => Some(claims),
+            Verdict::Allow(claims, _) | Verdict::WouldDeny(claims, _) | Verdict::Refuse(_, Some(claims)) => {
+                Some(claims)
+            }
             Verdict::Passthrough | Verdict::Refuse(_, None) => None,
         }
     }
@@ -150,7 +152,13 @@ impl Verdict {
 
 /// Classifies, extracts, verifies and decides one request at `now` (seconds since the epoch).
 /// `batch` is the operation of an LFS batch body the edge peeked (an unpeeked batch is a write).
-pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::BatchOperation>, now: i64, trace: &mut T) -> Enforced {
+pub fn enforce<T: Trace>(
+    core: &Core<'_>,
+    parts: &Parts,
+    batch: Option<lfs::BatchOperation>,
+    now: i64,
+    trace: &mut T,
+) -> Enforced {
     let routed = classify_request(core.snapshot, parts, batch);
     trace.note(|| match &routed {
         Ok(Routed { request: r, mount_from }) => format!(
@@ -188,20 +196,29 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
             trace.note(|| describe(job.claims.claims()));
             let roles = core.gitlab.map(|g| (g, now));
             let unknown_role = match (core.gitlab, &routed) {
-                (Some(gitlab), Ok(r)) => role_key(core.snapshot, gitlab, &r.request, job.claims.claims()).filter(|key| gitlab.role(key, now).is_none()),
+                (Some(gitlab), Ok(r)) => role_key(core.snapshot, gitlab, &r.request, job.claims.claims())
+                    .filter(|key| gitlab.role(key, now).is_none()),
                 _ => None,
             };
             let verdict = match &routed {
                 Err(unmatched) => Verdict::Refuse(Refusal::from(*unmatched), Some(job.claims)),
                 Ok(_) if unknown_role.is_some() => {
                     gitlab_lookup = unknown_role.map(Lookup::Role);
-                    Verdict::Refuse(Refusal::new(Reason::GitlabUnavailable, "the user's role in the target must be looked up at GitLab"), Some(job.claims))
+                    Verdict::Refuse(
+                        Refusal::new(
+                            Reason::GitlabUnavailable,
+                            "the user's role in the target must be looked up at GitLab",
+                        ),
+                        Some(job.claims),
+                    )
                 }
-                Ok(routed) => match authorize(core.snapshot, routed, job.claims.claims(), job.access.as_deref(), roles, trace) {
-                    Ruling::Allow(permit) => Verdict::Allow(job.claims, permit),
-                    Ruling::Deny { refusal, enforced: true } => Verdict::Refuse(refusal, Some(job.claims)),
-                    Ruling::Deny { refusal, enforced: false } => Verdict::WouldDeny(job.claims, refusal),
-                },
+                Ok(routed) => {
+                    match authorize(core.snapshot, routed, job.claims.claims(), job.access.as_deref(), roles, trace) {
+                        Ruling::Allow(permit) => Verdict::Allow(job.claims, permit),
+                        Ruling::Deny { refusal, enforced: true } => Verdict::Refuse(refusal, Some(job.claims)),
+                        Ruling::Deny { refusal, enforced: false } => Verdict::WouldDeny(job.claims, refusal),
+                    }
+                }
             };
             (verdict, None)
         }
@@ -214,19 +231,27 @@ pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, batch: Option<lfs::Batc
 ///
 /// # Errors
 /// [`Unmatched`] for shapes outside the table that no API route opens.
-pub fn classify_request(snapshot: &Snapshot, parts: &Parts, batch: Option<lfs::BatchOperation>) -> Result<Routed, Unmatched> {
+pub fn classify_request(
+    snapshot: &Snapshot,
+    parts: &Parts,
+    batch: Option<lfs::BatchOperation>,
+) -> Result<Routed, Unmatched> {
     let (method, path) = (&parts.method, parts.uri.path());
     let registry_path = crate::classify::is_registry_path(path);
     match snapshot.hosts.role(parts) {
         Some(crate::classify::HostRole::GitLab) if registry_path => {
             return Err(Unmatched { why: "on the GitLab host, /v2/ and /jwt/auth are GitLab's dependency proxy, which jobgate does not decide" });
         }
-        Some(crate::classify::HostRole::Registry) if !registry_path => return Err(Unmatched { why: "the registry host serves the container registry only" }),
+        Some(crate::classify::HostRole::Registry) if !registry_path => {
+            return Err(Unmatched { why: "the registry host serves the container registry only" })
+        }
         _ => {}
     }
     let mut routed = match classify_with_mount(method, path, parts.uri.query()) {
         Ok((request, mount_from)) => Routed { request, mount_from },
-        Err(unmatched) => Routed { request: opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched)?, mount_from: None },
+        Err(unmatched) => {
+            Routed { request: opened_api_route(&snapshot.api_routes, parts).ok_or(unmatched)?, mount_from: None }
+        }
     };
     // A batch is an upload until its body says `download`: the body may narrow the path's answer,
     // never widen it.
@@ -243,14 +268,21 @@ pub fn classify_request(snapshot: &Snapshot, parts: &Parts, batch: Option<lfs::B
 pub enum Ruling {
     Allow(Permit),
     /// `enforced: false` is a would-deny (`mode: audit`).
-    Deny { refusal: Refusal, enforced: bool },
+    Deny {
+        refusal: Refusal,
+        enforced: bool,
+    },
 }
 
 impl Ruling {
     pub fn summary(&self) -> Summary {
         match self {
-            Ruling::Allow(permit) => Summary { disposition: Disposition::Allow, enforced: true, reason: permit.reason() },
-            Ruling::Deny { refusal, enforced } => Summary { disposition: Disposition::Deny, enforced: *enforced, reason: refusal.reason() },
+            Ruling::Allow(permit) => {
+                Summary { disposition: Disposition::Allow, enforced: true, reason: permit.reason() }
+            }
+            Ruling::Deny { refusal, enforced } => {
+                Summary { disposition: Disposition::Deny, enforced: *enforced, reason: refusal.reason() }
+            }
         }
     }
 }
@@ -265,10 +297,14 @@ fn role_key(snapshot: &Snapshot, gitlab: &JobIdentities, request: &Classified, c
     let user = claims.user_id?;
     let project = match &request.target {
         Target::Project(ProjectRef::Id(id)) if *id != claims.project_id => id.to_string(),
-        Target::Project(ProjectRef::Path(path)) if *path != claims.project_path => match snapshot.policy.projects.get(path).and_then(|p| p.id) {
-            Some(id) => id.to_string(),
-            None => percent_encoding::utf8_percent_encode(path.as_str(), percent_encoding::NON_ALPHANUMERIC).to_string(),
-        },
+        Target::Project(ProjectRef::Path(path)) if *path != claims.project_path => {
+            match snapshot.policy.projects.get(path).and_then(|p| p.id) {
+                Some(id) => id.to_string(),
+                None => {
+                    percent_encoding::utf8_percent_encode(path.as_str(), percent_encoding::NON_ALPHANUMERIC).to_string()
+                }
+            }
+        }
         _ => return None,
     };
     Some((project, user))
@@ -277,17 +313,35 @@ fn role_key(snapshot: &Snapshot, gitlab: &JobIdentities, request: &Classified, c
 /// The policy decision for a verified job, plus what registry requests add: a registry token must
 /// grant the action, and a cross-repository mount must also be allowed to pull from its source.
 /// `roles` (GitLab's answers, at `now`) give the user's role in another target project, when known.
-pub fn authorize<T: Trace>(snapshot: &Snapshot, routed: &Routed, claims: &Claims, access: Option<&[Access]>, roles: Option<(&JobIdentities, i64)>, trace: &mut T) -> Ruling {
+pub fn authorize<T: Trace>(
+    snapshot: &Snapshot,
+    routed: &Routed,
+    claims: &Claims,
+    access: Option<&[Access]>,
+    roles: Option<(&JobIdentities, i64)>,
+    trace: &mut T,
+) -> Ruling {
     // The token names its project twice; the policy's ids resolve API requests, so both must agree.
     if snapshot.policy.projects.get(&claims.project_path).and_then(|p| p.id).is_some_and(|id| id != claims.project_id) {
-        trace.note(|| format!("token: project_id {} is not the policy's id for {}", claims.project_id, claims.project_path));
-        let refusal = Refusal::new(Reason::ProjectIdMismatch, format!("the token's project_id is not the policy's id for {}", claims.project_path));
+        trace.note(|| {
+            format!("token: project_id {} is not the policy's id for {}", claims.project_id, claims.project_path)
+        });
+        let refusal = Refusal::new(
+            Reason::ProjectIdMismatch,
+            format!("the token's project_id is not the policy's id for {}", claims.project_path),
+        );
         return Ruling::Deny { refusal, enforced: true };
     }
     let ruling = authorize_one(snapshot, &routed.request, claims, access, roles, trace);
     let (Ruling::Allow(_), Some(from)) = (&ruling, &routed.mount_from) else { return ruling };
     trace.note(|| format!("mount: the source image {from} must be readable too"));
-    let pull = Classified { target: Target::Image(from.clone()), action: Action::Read, scope: Scope::ReadRegistry, destructive: false, ..routed.request.clone() };
+    let pull = Classified {
+        target: Target::Image(from.clone()),
+        action: Action::Read,
+        scope: Scope::ReadRegistry,
+        destructive: false,
+        ..routed.request.clone()
+    };
     match authorize_one(snapshot, &pull, claims, access, roles, trace) {
         Ruling::Allow(_) => ruling,
         refused => refused,
@@ -310,17 +364,24 @@ fn authorize_one<T: Trace>(
         };
         if !grants(access, name.as_str(), action) {
             trace.note(|| format!("registry token: does not grant {action} on {name}"));
-            let refusal = Refusal::new(Reason::RegistryScopeMissing, format!("the registry token does not grant {action} on {name}"));
+            let refusal = Refusal::new(
+                Reason::RegistryScopeMissing,
+                format!("the registry token does not grant {action} on {name}"),
+            );
             return Ruling::Deny { refusal, enforced: true };
         }
     }
-    let target_role = roles.and_then(|(gitlab, now)| role_key(snapshot, gitlab, request, claims).and_then(|key| gitlab.role(&key, now))).flatten();
+    let target_role = roles
+        .and_then(|(gitlab, now)| role_key(snapshot, gitlab, request, claims).and_then(|key| gitlab.role(&key, now)))
+        .flatten();
     if let Some(role) = target_role {
         trace.note(|| format!("user role in the target, from GitLab: {role}"));
     }
     match decide_with_role(&snapshot.policy, request, claims, target_role, trace) {
         Decision::Allow(permit) => Ruling::Allow(permit),
-        Decision::Deny(denial) => Ruling::Deny { refusal: Refusal::denied(&denial, claims, request), enforced: denial.enforced },
+        Decision::Deny(denial) => {
+            Ruling::Deny { refusal: Refusal::denied(&denial, claims, request), enforced: denial.enforced }
+        }
     }
 }
 
@@ -337,7 +398,10 @@ fn describe(c: &Claims) -> String {
         let kind = c.ref_type.as_deref().map_or(String::new(), |t| format!("{t} "));
         format!("{kind}{r}, {}", if c.ref_protected { "protected" } else { "not protected" })
     });
-    let environment = c.environment.as_ref().map(|e| format!("{e}, {}", if c.environment_protected { "protected" } else { "not protected" }));
+    let environment = c
+        .environment
+        .as_ref()
+        .map(|e| format!("{e}, {}", if c.environment_protected { "protected" } else { "not protected" }));
     format!(
         "token: issuer {}, project {} (id {}), job {}, user {user}, role {}, ref {}, environment {}, scopes {}",
         c.iss,
@@ -355,7 +419,13 @@ fn describe(c: &Claims) -> String {
 /// project (the target is the instance).
 fn opened_api_route(routes: &[ApiRoute], parts: &Parts) -> Option<Classified> {
     let route = routes.iter().find(|r| r.method == parts.method.as_str() && r.path == parts.uri.path())?;
-    Some(Classified { family: Family::Api, target: Target::Instance, action: Action::Read, scope: route.scope, destructive: false })
+    Some(Classified {
+        family: Family::Api,
+        target: Target::Instance,
+        action: Action::Read,
+        scope: route.scope,
+        destructive: false,
+    })
 }
 
 /// The `non_job` setting per family: the process-wide default, overridden by an upstream's own.
@@ -368,7 +438,8 @@ pub struct NonJobRules {
 
 impl NonJobRules {
     pub fn new(config: &Config) -> NonJobRules {
-        let families = FamilyMap::from_fn(|family| config.upstreams.get(family).and_then(|u| u.non_job).unwrap_or(config.non_job));
+        let families =
+            FamilyMap::from_fn(|family| config.upstreams.get(family).and_then(|u| u.non_job).unwrap_or(config.non_job));
         NonJobRules { default: config.non_job, families }
     }
 

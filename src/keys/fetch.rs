@@ -56,7 +56,8 @@ impl HttpsFetch {
     /// An unreadable CA file.
     pub fn new(ca_file: Option<&std::path::Path>) -> Result<HttpsFetch, FetchError> {
         let tls = crate::tls::client_config(ca_file).map_err(|e| FetchError::http("key source", e))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
+        let connector =
+            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Ok(HttpsFetch { client: Client::builder(TokioExecutor::new()).build(connector) })
     }
 }
@@ -69,14 +70,20 @@ impl Fetch for HttpsFetch {
                 request = request.header(header::IF_NONE_MATCH, etag);
             }
             let request = request.body(Empty::new()).map_err(|e| FetchError::http(url, e.to_string()))?;
-            let response = self.client.request(request).await.map_err(|e| FetchError::http(url, crate::error::chain(&e)))?;
+            let response =
+                self.client.request(request).await.map_err(|e| FetchError::http(url, crate::error::chain(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_JWKS_BYTES)
                 .collect()
                 .await
                 .map_err(|e| FetchError::http(url, format!("reading the body: {}", crate::error::chain(&*e))))?
                 .to_bytes();
-            Ok(Fetched { status: parts.status, etag: parts.headers.get(header::ETAG).cloned(), max_age: max_age(&parts.headers), body })
+            Ok(Fetched {
+                status: parts.status,
+                etag: parts.headers.get(header::ETAG).cloned(),
+                max_age: max_age(&parts.headers),
+                body,
+            })
         })
     }
 }

@@ -20,7 +20,11 @@ use crate::token::verify::{secs, Issuer};
 ///
 /// # Errors
 /// Every JWKS file that does not load and every unreadable CA file, one line each.
-pub async fn start(config: &Config, metrics: &Metrics, fetch: bool) -> Result<(Vec<Issuer>, Vec<Arc<KeySource>>), Vec<String>> {
+pub async fn start(
+    config: &Config,
+    metrics: &Metrics,
+    fetch: bool,
+) -> Result<(Vec<Issuer>, Vec<Arc<KeySource>>), Vec<String>> {
     let mut issuers = Vec::with_capacity(config.issuers.len());
     let mut sources = Vec::with_capacity(config.issuers.len());
     let mut errors = Vec::new();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwapOption, ArcSwap};
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{HeaderValue, StatusCode, Uri};
 use tokio::time::Instant;
 
@@ -50,10 +50,15 @@ impl KeySource {
     pub async fn start(config: &IssuerConfig, stats: IssuerStats, fetch: bool) -> Result<Arc<KeySource>, FetchError> {
         let (kind, fetcher): (Kind, Option<Box<dyn Fetch>>) = match (&config.jwks_file, &config.jwks_url) {
             (Some(path), _) => (Kind::File(path.clone()), None),
-            (None, Some(url)) => (Kind::Url(parse_configured(url)?), Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?))),
+            (None, Some(url)) => {
+                (Kind::Url(parse_configured(url)?), Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?)))
+            }
             (None, None) => {
                 let issuer = config.iss.trim_end_matches('/').to_owned();
-                (Kind::Discovery { issuer, jwks_uri: ArcSwapOption::empty() }, Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?)))
+                (
+                    Kind::Discovery { issuer, jwks_uri: ArcSwapOption::empty() },
+                    Some(Box::new(HttpsFetch::new(config.ca_file.as_deref())?)),
+                )
             }
         };
         let source = Arc::new(KeySource::new(config, kind, fetcher, stats));
@@ -73,7 +78,9 @@ impl KeySource {
         KeySource {
             name: config.name.clone(),
             kind,
-            state: Arc::new(KeyState::empty(polled.then(|| i64::try_from(config.max_staleness_secs).unwrap_or(i64::MAX)))),
+            state: Arc::new(KeyState::empty(
+                polled.then(|| i64::try_from(config.max_staleness_secs).unwrap_or(i64::MAX)),
+            )),
             etag: ArcSwapOption::empty(),
             fetcher,
             refresh: Duration::from_secs(config.refresh_secs.max(1)),
@@ -185,8 +192,12 @@ impl KeySource {
                 let never_loaded = self.state.current().generation == 0;
                 match (self.is_polled(), never_loaded) {
                     (false, _) => {}
-                    (true, true) => tracing::error!(issuer = %self.name, "no key set loaded yet, every token of this issuer is refused until one loads: {message}"),
-                    (true, false) => tracing::warn!(issuer = %self.name, "key set not updated, keeping the last good one: {message}"),
+                    (true, true) => {
+                        tracing::error!(issuer = %self.name, "no key set loaded yet, every token of this issuer is refused until one loads: {message}")
+                    }
+                    (true, false) => {
+                        tracing::warn!(issuer = %self.name, "key set not updated, keeping the last good one: {message}")
+                    }
                 }
                 self.last_error.store(Arc::new(Some(message)));
             }
@@ -237,7 +248,8 @@ async fn discover(fetcher: &dyn Fetch, issuer: &str) -> Result<Uri, FetchError> 
     if fetched.status != StatusCode::OK {
         return Err(FetchError::http(&url, format!("status {}", fetched.status)));
     }
-    let doc: serde_json::Value = serde_json::from_slice(&fetched.body).map_err(|e| FetchError::http(&url, format!("not JSON: {e}")))?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&fetched.body).map_err(|e| FetchError::http(&url, format!("not JSON: {e}")))?;
     let jwks_uri = doc.get("jwks_uri").and_then(|v| v.as_str()).ok_or_else(|| FetchError::http(&url, "no jwks_uri"))?;
     parse_https(jwks_uri)
 }

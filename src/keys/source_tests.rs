@@ -37,7 +37,11 @@ impl Fetch for Arc<FakeFetch> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(self.delay).await;
             self.etag_seen.store(etag.clone().map(Arc::new));
-            let body = self.body.load_full().map(|b| (*b).clone()).ok_or_else(|| FetchError::http(url, "connection refused"))?;
+            let body = self
+                .body
+                .load_full()
+                .map(|b| (*b).clone())
+                .ok_or_else(|| FetchError::http(url, "connection refused"))?;
             let current = HeaderValue::from_str(&format!("\"v{}\"", self.version.load(Ordering::SeqCst))).unwrap();
             let status = if etag.as_ref() == Some(&current) { StatusCode::NOT_MODIFIED } else { StatusCode::OK };
             Ok(Fetched { status, etag: Some(current), max_age: None, body })
@@ -55,7 +59,13 @@ fn source(delay: Duration) -> (Arc<KeySource>, Arc<FakeFetch>) {
         "{name: t, iss: 'https://t', audiences: [a], jwks_url: 'https://t/keys', unknown_kid_cooldown_secs: 30, max_staleness_secs: 60}",
     )
     .unwrap();
-    let fake = Arc::new(FakeFetch { calls: AtomicUsize::new(0), body: ArcSwapOption::from_pointee(jwks()), etag_seen: ArcSwapOption::empty(), version: AtomicUsize::new(1), delay });
+    let fake = Arc::new(FakeFetch {
+        calls: AtomicUsize::new(0),
+        body: ArcSwapOption::from_pointee(jwks()),
+        etag_seen: ArcSwapOption::empty(),
+        version: AtomicUsize::new(1),
+        delay,
+    });
     let kind = Kind::Url("https://t/keys".parse().unwrap());
     let source = KeySource::new(&config, kind, Some(Box::new(fake.clone())), Metrics::new().issuer("t"));
     (Arc::new(source), fake)
@@ -64,10 +74,14 @@ fn source(delay: Duration) -> (Arc<KeySource>, Arc<FakeFetch>) {
 #[tokio::test(start_paused = true)]
 async fn concurrent_unknown_kids_share_one_fetch() {
     let (source, fake) = source(Duration::from_millis(200));
-    let waiters: Vec<_> = (0..20).map(|_| tokio::spawn({
-        let source = source.clone();
-        async move { source.refetch_for_unknown_kid().await }
-    })).collect();
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            tokio::spawn({
+                let source = source.clone();
+                async move { source.refetch_for_unknown_kid().await }
+            })
+        })
+        .collect();
     let mut changed = 0;
     for waiter in waiters {
         changed += usize::from(waiter.await.unwrap());

@@ -5,10 +5,10 @@
 
 use super::load::{Entry, Environments, Policy, Project, Scoped};
 use super::model::{Inbound, Mode, RefType, Refs};
-use crate::scope::{Scope, ScopeSet};
 use crate::classify::{Classified, ProjectRef, Target};
 use crate::path::ProjectPath;
 use crate::reason::Reason;
+use crate::scope::{Scope, ScopeSet};
 use crate::token::claims::Claims;
 
 /// Proof that the policy allowed a request. Only `decide` constructs it.
@@ -101,7 +101,13 @@ pub fn decide_traced<T: Trace>(policy: &Policy, request: &Classified, claims: &C
 
 /// [`decide_traced`], with the user's role in the target project as the platform (GitLab) states it:
 /// when known, it is the user ceiling on another project instead of the policy's `members`.
-pub fn decide_with_role<T: Trace>(policy: &Policy, request: &Classified, claims: &Claims, target_role: Option<crate::scope::Role>, trace: &mut T) -> Decision {
+pub fn decide_with_role<T: Trace>(
+    policy: &Policy,
+    request: &Classified,
+    claims: &Claims,
+    target_role: Option<crate::scope::Role>,
+    trace: &mut T,
+) -> Decision {
     let needed = request.scope;
     let instance = &policy.instance;
     let project_ref = match &request.target {
@@ -150,7 +156,14 @@ pub fn decide_with_role<T: Trace>(policy: &Policy, request: &Classified, claims:
     };
     trace.note(|| format!("baseline ({}): [{baseline}]", if own { "own project" } else { "cross project" }));
     let elevation = instance.elevation && g.elevation;
-    trace.note(|| format!("elevation: {} (instance {}, groups and project {})", on(elevation), on(instance.elevation), on(g.elevation)));
+    trace.note(|| {
+        format!(
+            "elevation: {} (instance {}, groups and project {})",
+            on(elevation),
+            on(instance.elevation),
+            on(g.elevation)
+        )
+    });
     let scopes = if elevation { baseline.union(g.granted) } else { baseline };
     trace.note(|| format!("granted by entries: [{}]; held back by conditions: [{}]", g.granted, g.held_back));
 
@@ -162,7 +175,9 @@ pub fn decide_with_role<T: Trace>(policy: &Policy, request: &Classified, claims:
         Some(r) => format!("user ceiling: {r:?} → [{user_ceiling}]"),
         None => "user ceiling: role unknown (the upstream checks the user)".to_owned(),
     });
-    trace.note(|| format!("effective scopes: [{}]; needed: {needed}", scopes.intersect(token_ceiling).intersect(user_ceiling)));
+    trace.note(|| {
+        format!("effective scopes: [{}]; needed: {needed}", scopes.intersect(token_ceiling).intersect(user_ceiling))
+    });
     if !scopes.contains(needed) {
         return deny(if g.granted.contains(needed) && !elevation {
             Reason::ElevationDisabled
@@ -198,7 +213,9 @@ fn decide_unresolved<T: Trace>(policy: &Policy, request: &Classified, claims: &C
         trace.note(|| format!("target: {}: writes need a single project; denied", request.target));
         return deny(Reason::UnresolvedTarget);
     }
-    trace.note(|| format!("target: {}: a read; decided on the job's own project, visibility is the upstream's", request.target));
+    trace.note(|| {
+        format!("target: {}: a read; decided on the job's own project, visibility is the upstream's", request.target)
+    });
     let own = Classified { target: Target::Project(ProjectRef::Path(claims.project_path.clone())), ..request.clone() };
     match decide_traced(policy, &own, claims, trace) {
         Decision::Allow(permit) => Decision::Allow(Permit { reason: Reason::GrantedViaOwnProject, ..permit }),
@@ -207,7 +224,14 @@ fn decide_unresolved<T: Trace>(policy: &Policy, request: &Classified, claims: &C
 }
 
 /// One pass over the project and every group above it: matching entries, switches, modes, members.
-fn gather<T: Trace>(policy: &Policy, target: &ProjectPath, project: Option<&Project>, claims: &Claims, needed: Scope, trace: &mut T) -> Gathered {
+fn gather<T: Trace>(
+    policy: &Policy,
+    target: &ProjectPath,
+    project: Option<&Project>,
+    claims: &Claims,
+    needed: Scope,
+    trace: &mut T,
+) -> Gathered {
     let mut g = Gathered {
         admitted_by_entry: false,
         granted: ScopeSet::EMPTY,
@@ -217,10 +241,9 @@ fn gather<T: Trace>(policy: &Policy, target: &ProjectPath, project: Option<&Proj
         mode: None,
         member_role: None,
     };
-    let levels = project
-        .map(|p| (p.path.as_str(), &p.scoped))
-        .into_iter()
-        .chain(target.ancestors().filter_map(|a| policy.groups.get(a).map(|group| (group.path.as_str(), &group.scoped))));
+    let levels = project.map(|p| (p.path.as_str(), &p.scoped)).into_iter().chain(
+        target.ancestors().filter_map(|a| policy.groups.get(a).map(|group| (group.path.as_str(), &group.scoped))),
+    );
     // Nearest first: the project, then each group upward.
     for (name, scoped) in levels {
         visit(&mut g, name, scoped, claims, needed, trace);
@@ -241,7 +264,8 @@ fn visit<T: Trace>(g: &mut Gathered, name: &str, scoped: &Scoped, claims: &Claim
         trace.note(|| format!("{name}: elevation {}, mode {mode}", on(scoped.elevation)));
         for entry in &scoped.allow.entries {
             if !claims.project_path.is_within(&entry.from) {
-                trace.note(|| format!("  {}: from {} does not match {}", entry.origin, entry.from, claims.project_path));
+                trace
+                    .note(|| format!("  {}: from {} does not match {}", entry.origin, entry.from, claims.project_path));
             }
         }
     }
@@ -253,7 +277,12 @@ fn visit<T: Trace>(g: &mut Gathered, name: &str, scoped: &Scoped, claims: &Claim
                 g.granted = g.granted.union(entry.scopes);
             }
             Some(reason) => {
-                trace.note(|| format!("  {}: from {} admits, but holds back [{}]: {reason}", entry.origin, entry.from, entry.scopes));
+                trace.note(|| {
+                    format!(
+                        "  {}: from {} admits, but holds back [{}]: {reason}",
+                        entry.origin, entry.from, entry.scopes
+                    )
+                });
                 if entry.scopes.contains(needed) && g.held_reason.is_none() {
                     g.held_reason = Some(reason);
                 }

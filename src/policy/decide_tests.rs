@@ -125,7 +125,12 @@ fn table() {
         ("own project read", claims("acme/app", false), on("acme/app", ReadRepository), Granted),
         ("own project, case-insensitive", claims("Acme/App", false), on("ACME/app", ReadRepository), Granted),
         ("own registry push", claims("acme/app", false), on("acme/app", WriteRegistry), Granted),
-        ("own repository push is not baseline", claims("acme/app", true), on("acme/app", WriteRepository), ScopeNotGranted),
+        (
+            "own repository push is not baseline",
+            claims("acme/app", true),
+            on("acme/app", WriteRepository),
+            ScopeNotGranted,
+        ),
         ("cross read admitted", claims("acme/lib", false), on("acme/app", ReadRepository), Granted),
         ("cross read via group entry", claims("acme/tools/sub/x", false), on("acme/app", ReadRepository), Granted),
         ("group prefix is not a group", claims("acme/toolsx", false), on("acme/app", ReadRepository), NotInAllowlist),
@@ -134,42 +139,122 @@ fn table() {
         ("open project admits all", claims("zzz/x", false), on("acme/open", ReadRegistry), Granted),
         ("open is read-only", claims("zzz/x", true), on("acme/open", WriteRegistry), ScopeNotGranted),
         ("elevated push on protected ref", claims("acme/lib", true), on("acme/app", WriteRepository), Granted),
-        ("elevated push on unprotected ref", claims("acme/lib", false), on("acme/app", WriteRepository), RefNotProtected),
+        (
+            "elevated push on unprotected ref",
+            claims("acme/lib", false),
+            on("acme/app", WriteRepository),
+            RefNotProtected,
+        ),
         ("grant without ref condition", claims("acme/tools", false), on("acme/app", WritePackageRegistry), Granted),
         ("destructive scope needs protected ref", claims("acme/tools", false), on("acme/app", Api), RefNotProtected),
         ("destructive scope on protected ref", claims("acme/tools", true), on("acme/app", Api), Granted),
-        ("group switch disables elevation", claims("acme/lib", true), on("acme/regulated/core", WriteRepository), ElevationDisabled),
+        (
+            "group switch disables elevation",
+            claims("acme/lib", true),
+            on("acme/regulated/core", WriteRepository),
+            ElevationDisabled,
+        ),
         ("group switch keeps baseline", claims("acme/lib", true), on("acme/regulated/core", ReadRepository), Granted),
-        ("project switch disables elevation", claims("acme/lib", true), on("acme/frozen", WriteRepository), ElevationDisabled),
+        (
+            "project switch disables elevation",
+            claims("acme/lib", true),
+            on("acme/frozen", WriteRepository),
+            ElevationDisabled,
+        ),
         ("token ceiling", narrow.clone(), on("acme/app", WriteRepository), TokenCeiling),
         ("token ceiling allows what it names", narrow, on("acme/app", ReadRepository), Granted),
-        ("user ceiling in own project", Claims { user_access_level: Some(Role::Reporter), ..claims("acme/app", true) },
-            on("acme/app", WriteRegistry), UserCeiling),
+        (
+            "user ceiling in own project",
+            Claims { user_access_level: Some(Role::Reporter), ..claims("acme/app", true) },
+            on("acme/app", WriteRegistry),
+            UserCeiling,
+        ),
         ("user ceiling unknown elsewhere", tools_reporter, on("acme/app", WritePackageRegistry), Granted),
         ("numeric id from policy", claims("acme/lib", false), request(ProjectRef::Id(42), ReadRepository), Granted),
         ("numeric id from token", claims("acme/lib", false), request(ProjectRef::Id(1000), ReadApi), Granted),
-        ("numeric id unknown", claims("acme/lib", false), request(ProjectRef::Id(99), ReadRepository), UnknownProjectId),
+        (
+            "numeric id unknown",
+            claims("acme/lib", false),
+            request(ProjectRef::Id(99), ReadRepository),
+            UnknownProjectId,
+        ),
         ("own project narrowed", claims("acme/narrow", true), on("acme/narrow", WriteRegistry), ScopeNotGranted),
-        ("own project narrowed keeps the rest", claims("acme/narrow", true), on("acme/narrow", ReadRepository), Granted),
+        (
+            "own project narrowed keeps the rest",
+            claims("acme/narrow", true),
+            on("acme/narrow", ReadRepository),
+            Granted,
+        ),
         ("ref name glob", on_ref("acme/ci", "release/2.0", "branch"), on("tools/deployer", Api), Granted),
         ("ref name glob miss", on_ref("acme/ci", "feature/x", "branch"), on("tools/deployer", Api), ConditionNotMet),
         ("ref type miss", on_ref("acme/ci", "main", "tag"), on("tools/deployer", Api), ConditionNotMet),
-        ("named environment", in_env("acme/envs", Some("eu-west"), false), on("tools/deployer", WritePackageRegistry), Granted),
-        ("named environment miss", in_env("acme/envs", Some("staging"), false), on("tools/deployer", WritePackageRegistry), ConditionNotMet),
-        ("no environment", in_env("acme/envs", None, false), on("tools/deployer", WritePackageRegistry), ConditionNotMet),
-        ("protected environment", in_env("acme/guarded", Some("prod"), true), on("tools/deployer", WriteRegistry), Granted),
-        ("unprotected environment", in_env("acme/guarded", Some("prod"), false), on("tools/deployer", WriteRegistry), ConditionNotMet),
+        (
+            "named environment",
+            in_env("acme/envs", Some("eu-west"), false),
+            on("tools/deployer", WritePackageRegistry),
+            Granted,
+        ),
+        (
+            "named environment miss",
+            in_env("acme/envs", Some("staging"), false),
+            on("tools/deployer", WritePackageRegistry),
+            ConditionNotMet,
+        ),
+        (
+            "no environment",
+            in_env("acme/envs", None, false),
+            on("tools/deployer", WritePackageRegistry),
+            ConditionNotMet,
+        ),
+        (
+            "protected environment",
+            in_env("acme/guarded", Some("prod"), true),
+            on("tools/deployer", WriteRegistry),
+            Granted,
+        ),
+        (
+            "unprotected environment",
+            in_env("acme/guarded", Some("prod"), false),
+            on("tools/deployer", WriteRegistry),
+            ConditionNotMet,
+        ),
         ("group entry admits and grants", claims("acme/bots", true), on("tools/deployer", WriteRepository), Granted),
-        ("group entry reaches subprojects only", claims("acme/bots", true), on("toolsx/y", ReadRepository), NotInAllowlist),
-        ("member ceiling from the project", as_user("acme/bots", "ann", 1), on("tools/deployer", WriteRepository), UserCeiling),
+        (
+            "group entry reaches subprojects only",
+            claims("acme/bots", true),
+            on("toolsx/y", ReadRepository),
+            NotInAllowlist,
+        ),
+        (
+            "member ceiling from the project",
+            as_user("acme/bots", "ann", 1),
+            on("tools/deployer", WriteRepository),
+            UserCeiling,
+        ),
         ("member ceiling from a group", as_user("acme/bots", "Bob", 2), on("tools/deployer", WriteRepository), Granted),
         ("highest membership wins", as_user("acme/bots", "ann", 9), on("tools/deployer", WriteRepository), Granted),
-        ("group read decided on the own project", claims("acme/app", false),
-            unresolved(Target::Group(ProjectRef::Path(ProjectPath::parse("acme").unwrap())), ReadPackageRegistry, Action::Read), GrantedViaOwnProject),
-        ("instance read without the scope at home", claims("acme/narrow", false),
-            unresolved(Target::Instance, ReadPackageRegistry, Action::Read), ScopeNotGranted),
-        ("group write", claims("acme/app", true),
-            unresolved(Target::Group(ProjectRef::Id(7)), WritePackageRegistry, Action::Write), UnresolvedTarget),
+        (
+            "group read decided on the own project",
+            claims("acme/app", false),
+            unresolved(
+                Target::Group(ProjectRef::Path(ProjectPath::parse("acme").unwrap())),
+                ReadPackageRegistry,
+                Action::Read,
+            ),
+            GrantedViaOwnProject,
+        ),
+        (
+            "instance read without the scope at home",
+            claims("acme/narrow", false),
+            unresolved(Target::Instance, ReadPackageRegistry, Action::Read),
+            ScopeNotGranted,
+        ),
+        (
+            "group write",
+            claims("acme/app", true),
+            unresolved(Target::Group(ProjectRef::Id(7)), WritePackageRegistry, Action::Write),
+            UnresolvedTarget,
+        ),
         ("own job record", claims("acme/secret", false), unresolved(Target::OwnJob, ReadApi, Action::Read), Granted),
     ];
     for (name, claims, req, want) in rows {
@@ -197,7 +282,8 @@ fn destructive_requests_need_a_protected_ref() {
 #[test]
 fn permit_carries_the_effective_scopes() {
     let p = policy();
-    let c = Claims { scopes: Some([Scope::ReadRepository, Scope::Api].into_iter().collect()), ..claims("acme/app", false) };
+    let c =
+        Claims { scopes: Some([Scope::ReadRepository, Scope::Api].into_iter().collect()), ..claims("acme/app", false) };
     let Decision::Allow(permit) = decide(&p, &on("acme/app", Scope::ReadRepository), &c) else { panic!("denied") };
     assert_eq!(permit.scopes().iter().collect::<Vec<_>>(), vec![Scope::ReadRepository]);
 }
@@ -223,7 +309,10 @@ fn audit_mode_at_any_level_records_instead_of_enforcing() {
 fn a_required_user_ceiling_denies_unknown_roles() {
     let text = POLICY.replace("  destructive_scopes: [api]", "  require_user_ceiling: true");
     let p = Policy::from_yaml(Path::new("t.yaml"), &text).unwrap();
-    assert_eq!(reason(decide(&p, &on("acme/app", Scope::ReadRepository), &claims("acme/lib", true))), Reason::UserRoleUnknown);
+    assert_eq!(
+        reason(decide(&p, &on("acme/app", Scope::ReadRepository), &claims("acme/lib", true))),
+        Reason::UserRoleUnknown
+    );
     let known = as_user("acme/bots", "bob", 2);
     assert_eq!(reason(decide(&p, &on("tools/deployer", Scope::WriteRepository), &known)), Reason::Granted);
     let own = Claims { user_access_level: Some(Role::Developer), ..claims("acme/app", true) };
@@ -264,7 +353,11 @@ fn the_trace_narrates_the_derivation() {
     assert!(text.contains("admission: an allowlist entry names acme/lib"), "{text}");
     assert!(text.contains("projects.acme/app.allow[0]") && text.contains("holds back [write_repository]"), "{text}");
     assert!(text.contains("projects.acme/app.allow[1]") && text.contains("does not match"), "{text}");
-    assert_eq!(decide(&p, &on("acme/app", Scope::WriteRepository), &claims("acme/lib", false)), d, "same answer silent");
+    assert_eq!(
+        decide(&p, &on("acme/app", Scope::WriteRepository), &claims("acme/lib", false)),
+        d,
+        "same answer silent"
+    );
 }
 
 fn policy_of(text: &str) -> Policy {
@@ -295,10 +388,19 @@ fn the_nearest_mode_written_wins() {
     };
     let text = "groups:\n  acme: { mode: audit }\nprojects:\n  acme/strict: { mode: enforce }\n  acme/loose: {}\n";
     let p = policy_of(text);
-    assert!(denial(decide(&p, &on("acme/strict", Scope::ReadRepository), &claims("other/x", true))), "the project's enforce beats its group's audit");
-    assert!(!denial(decide(&p, &on("acme/loose", Scope::ReadRepository), &claims("other/x", true))), "no mode of its own: the group's audit");
+    assert!(
+        denial(decide(&p, &on("acme/strict", Scope::ReadRepository), &claims("other/x", true))),
+        "the project's enforce beats its group's audit"
+    );
+    assert!(
+        !denial(decide(&p, &on("acme/loose", Scope::ReadRepository), &claims("other/x", true))),
+        "no mode of its own: the group's audit"
+    );
     let p = policy_of("instance:\n  mode: audit\n  own_project: [read_repository]\n  cross_project: []\nprojects:\n  acme/strict: { mode: enforce }\n");
-    assert!(denial(decide(&p, &on("acme/strict", Scope::ReadRepository), &claims("other/x", true))), "and the instance's audit");
+    assert!(
+        denial(decide(&p, &on("acme/strict", Scope::ReadRepository), &claims("other/x", true))),
+        "and the instance's audit"
+    );
 }
 
 #[test]
@@ -307,5 +409,9 @@ fn without_a_token_role_the_own_projects_members_decide() {
     let gus = Claims { user_login: Some("gus".into()), ..claims("acme/app", true) };
     assert_eq!(reason(decide(&p, &on("acme/app", Scope::ReadRepository), &gus)), Reason::UserCeiling);
     let with_token_role = Claims { user_access_level: Some(Role::Developer), ..gus };
-    assert_eq!(reason(decide(&p, &on("acme/app", Scope::ReadRepository), &with_token_role)), Reason::Granted, "the token's role wins");
+    assert_eq!(
+        reason(decide(&p, &on("acme/app", Scope::ReadRepository), &with_token_role)),
+        Reason::Granted,
+        "the token's role wins"
+    );
 }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use super::glob::Glob;
 use super::model::{AllowDoc, EnvironmentsDoc, Inbound, MemberDoc, Mode, PolicyDoc, RefType, Refs};
+use crate::path::ProjectPath;
 use crate::scope::{Role, Scope, ScopeSet};
 use crate::yaml::{self, YamlError};
-use crate::path::ProjectPath;
 
 /// A policy load error: file, line (0 when unknown) and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +52,9 @@ impl Default for Instance {
         use Scope::*;
         Instance {
             elevation: true,
-            own_project: [ReadRepository, ReadRegistry, WriteRegistry, ReadPackageRegistry, ReadApi].into_iter().collect(),
+            own_project: [ReadRepository, ReadRegistry, WriteRegistry, ReadPackageRegistry, ReadApi]
+                .into_iter()
+                .collect(),
             cross_project: [ReadRepository, ReadRegistry, ReadPackageRegistry].into_iter().collect(),
             destructive_requires_protected_ref: true,
             destructive_scopes: ScopeSet::EMPTY,
@@ -249,7 +251,8 @@ impl Builder {
             };
         }
         for (raw, group) in doc.groups.0 {
-            let path = ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a group path")))?;
+            let path =
+                ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a group path")))?;
             let origin = format!("groups.{raw}");
             let scoped = scoped(&errors, &origin, group.elevation, group.mode, group.allow, group.members)?;
             if self.policy.groups.insert(path.clone(), Group { path, scoped }).is_some() {
@@ -257,7 +260,8 @@ impl Builder {
             }
         }
         for (raw, project) in doc.projects.0 {
-            let path = ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a project path")))?;
+            let path =
+                ProjectPath::parse(&raw).ok_or_else(|| errors.at(&raw, format!("{raw:?} is not a project path")))?;
             let origin = format!("projects.{raw}");
             let scoped = scoped(&errors, &origin, project.elevation, project.mode, project.allow, project.members)?;
             if let Some(id) = project.id {
@@ -343,7 +347,9 @@ fn entry_of(errors: &Errors<'_>, origin: String, entry: AllowDoc) -> Result<Entr
 /// reports lines for syntax and type errors only, so semantic errors find theirs here.
 fn line_of(text: &str, key: &str) -> usize {
     text.lines()
-        .position(|line| line.split(" #").next().is_some_and(|code| !code.trim_start().starts_with('#') && code.contains(key)))
+        .position(|line| {
+            line.split(" #").next().is_some_and(|code| !code.trim_start().starts_with('#') && code.contains(key))
+        })
         .map_or(0, |i| i + 1)
 }
 
@@ -366,17 +372,41 @@ mod tests {
     #[test]
     fn errors_name_file_and_line() {
         let cases = [
-            ("projects:\n  acme/app:\n    allow:\n      - from: acme/lib\n        scopes: [root]\n", 5, "unknown variant `root`"),
+            (
+                "projects:\n  acme/app:\n    allow:\n      - from: acme/lib\n        scopes: [root]\n",
+                5,
+                "unknown variant `root`",
+            ),
             ("projects:\n  acme/app:\n    inbund: open\n", 3, "unknown field `inbund`"),
             ("projects:\n  acme/app:\n    allow:\n      - from: acme/../lib\n", 4, "not a project or group path"),
             ("groups:\n  \"acme//x\": {}\n", 2, "not a group path"),
             ("projects:\n  a/b: {id: 1}\n  a/c: {id: 1}\n", 3, "project id 1 is used"),
-            ("instance:\n  own_project: [read_api]\n  cross_project: []\n  roles: {admin: []}\n", 4, "unknown variant `admin`"),
-            ("groups:\n  acme:\n    members:\n      - { user: ann, role: superuser }\n", 4, "unknown variant `superuser`"),
-            ("groups:\n  acme:\n    members:\n      - { user: ann, user_id: 3, role: owner }\n", 3, "exactly one of user or user_id"),
-            ("projects:\n  a/b:\n    allow:\n      - from: a/c\n        environments: []\n", 5, "environments lists no name"),
+            (
+                "instance:\n  own_project: [read_api]\n  cross_project: []\n  roles: {admin: []}\n",
+                4,
+                "unknown variant `admin`",
+            ),
+            (
+                "groups:\n  acme:\n    members:\n      - { user: ann, role: superuser }\n",
+                4,
+                "unknown variant `superuser`",
+            ),
+            (
+                "groups:\n  acme:\n    members:\n      - { user: ann, user_id: 3, role: owner }\n",
+                3,
+                "exactly one of user or user_id",
+            ),
+            (
+                "projects:\n  a/b:\n    allow:\n      - from: a/c\n        environments: []\n",
+                5,
+                "environments lists no name",
+            ),
             ("projects:\n  a/b:\n    mode: observe\n", 3, "unknown variant `observe`"),
-            ("# a/../b here is a comment\nprojects:\n  a/b: {allow: [{from: 'a/../b'}]}\n", 3, "not a project or group path"),
+            (
+                "# a/../b here is a comment\nprojects:\n  a/b: {allow: [{from: 'a/../b'}]}\n",
+                3,
+                "not a project or group path",
+            ),
         ];
         for (text, line, message) in cases {
             let err = load(text).unwrap_err();
@@ -406,7 +436,8 @@ mod tests {
         let roles = "instance:\n  own_project: []\n  cross_project: []\n  roles:\n    reporter: [read_api]\n    reporter: [api]\n";
         let err = load(roles).unwrap_err();
         assert!(err.line == 6 && err.message.contains("repeated key `reporter` (first at line 5)"), "{err}");
-        let members = "projects:\n  acme/app:\n    members: [ { user: ann, role: owner }, { user: Ann, role: guest } ]\n";
+        let members =
+            "projects:\n  acme/app:\n    members: [ { user: ann, role: owner }, { user: Ann, role: guest } ]\n";
         assert!(load(members).unwrap_err().message.contains("user \"Ann\" is listed twice"));
         let ids = "projects:\n  acme/app:\n    members: [ { user_id: 7, role: owner }, { user_id: 7, role: guest } ]\n";
         assert!(load(ids).unwrap_err().message.contains("user_id 7 is listed twice"));
@@ -414,13 +445,17 @@ mod tests {
 
     #[test]
     fn an_empty_ref_name_list_is_refused_not_read_as_any_ref() {
-        let err = load("projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [api], ref_names: [] }\n").unwrap_err();
+        let err =
+            load("projects:\n  acme/app:\n    allow:\n      - { from: acme/lib, scopes: [api], ref_names: [] }\n")
+                .unwrap_err();
         assert!(err.message.contains("ref_names lists no name"), "{err}");
     }
 
     #[test]
     fn allowlists_are_indexed_by_source_and_its_groups() {
-        let p = load("projects:\n  t/x:\n    allow:\n      - from: acme\n      - from: acme/lib\n      - from: other\n").unwrap();
+        let p =
+            load("projects:\n  t/x:\n    allow:\n      - from: acme\n      - from: acme/lib\n      - from: other\n")
+                .unwrap();
         let list = &p.projects[&ProjectPath::parse("t/x").unwrap()].scoped.allow;
         let source = ProjectPath::parse("acme/lib").unwrap();
         let mut froms: Vec<&str> = list.matching(&source).map(|e| e.from.as_str()).collect();

@@ -2,7 +2,6 @@
 //! errors (serde reports them with the line). Nothing here is used on the request path: `load`
 //! compiles these documents into the indexed [`super::Policy`].
 
-
 use crate::yaml::UniqueMap;
 use serde::Deserialize;
 

@@ -15,7 +15,10 @@ use super::token::Access;
 use crate::classify::registry::for_action;
 use crate::classify::Family;
 use crate::config::NonJob;
-use crate::enforce::{authenticate, authorize, check_target, Authenticated, Core, Job, JobCredential, NoTrace, Refused, Routed, Ruling, VerifyStats};
+use crate::enforce::{
+    authenticate, authorize, check_target, Authenticated, Core, Job, JobCredential, NoTrace, Refused, Routed, Ruling,
+    VerifyStats,
+};
 use crate::path::ProjectPath;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
@@ -37,7 +40,9 @@ pub struct Grant {
 /// A refusal for a bad request target, a missing or invalid job token, or a wrong service (or a GitLab
 /// job token the edge must look up first).
 pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<VerifyStats>) -> Result<Grant, Refused> {
-    let Some(registry) = core.registry else { return Err(Refusal::new(Reason::UnmatchedRequest, "no registry token realm is configured").into()) };
+    let Some(registry) = core.registry else {
+        return Err(Refusal::new(Reason::UnmatchedRequest, "no registry token realm is configured").into());
+    };
     // Job tokens only: a registry token cannot buy another registry token.
     let Some(job) = job(core, parts, NonJob::Reject, now, stats)? else {
         return Err(Refusal::new(Reason::NonJobRejected, "the token realm needs a CI job token").into());
@@ -47,7 +52,9 @@ pub fn realm(core: &Core<'_>, parts: &Parts, now: i64, stats: &mut Option<Verify
     }
     let access = narrowed(core, parts, &job.claims, now);
     let claims = job.claims.claims();
-    let token = registry.issue(claims, &access, now).map_err(|_| Refused::from(Refusal::new(Reason::InternalError, "cannot sign the registry token")))?;
+    let token = registry
+        .issue(claims, &access, now)
+        .map_err(|_| Refused::from(Refusal::new(Reason::InternalError, "cannot sign the registry token")))?;
     let body = json!({
         "token": token,
         "access_token": token,
@@ -85,7 +92,14 @@ pub enum RealmLogin {
 /// # Errors
 /// As [`realm`]; and a job whose credential is not GitLab's own job token, which GitLab's realm
 /// would not accept.
-pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, impersonates: bool, now: i64, stats: &mut Option<VerifyStats>) -> Result<AskGitLab, Refused> {
+pub fn gitlab_realm(
+    core: &Core<'_>,
+    parts: &Parts,
+    service_name: &str,
+    impersonates: bool,
+    now: i64,
+    stats: &mut Option<VerifyStats>,
+) -> Result<AskGitLab, Refused> {
     let non_job = core.non_job.for_family(Some(Family::Registry));
     let Some(job) = job(core, parts, non_job, now, stats)? else { return Ok(AskGitLab::NonJob) };
     let own_token = match extract(&parts.headers, parts.uri.query()) {
@@ -98,8 +112,11 @@ pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, imperson
     }
     let service = service(parts);
     let mut query = String::new();
-    for (name, value) in crate::query::pairs(parts.uri.query()).filter(|(name, _)| matches!(name.as_ref(), "service" | "account" | "client_id")) {
-        let _ = write!(query, "{}{name}={}", if query.is_empty() { "" } else { "&" }, crate::query::form_encode(&value));
+    for (name, value) in crate::query::pairs(parts.uri.query())
+        .filter(|(name, _)| matches!(name.as_ref(), "service" | "account" | "client_id"))
+    {
+        let _ =
+            write!(query, "{}{name}={}", if query.is_empty() { "" } else { "&" }, crate::query::form_encode(&value));
     }
     // Whether the allowed scopes push at all, and whether beyond the job's own project.
     let (mut pushes, mut pushes_elsewhere) = (false, false);
@@ -127,7 +144,13 @@ pub fn gitlab_realm(core: &Core<'_>, parts: &Parts, service_name: &str, imperson
 }
 
 /// The request's job, or `None` for non-job traffic `non_job` passes.
-fn job(core: &Core<'_>, parts: &Parts, non_job: NonJob, now: i64, stats: &mut Option<VerifyStats>) -> Result<Option<Job>, Refused> {
+fn job(
+    core: &Core<'_>,
+    parts: &Parts,
+    non_job: NonJob,
+    now: i64,
+    stats: &mut Option<VerifyStats>,
+) -> Result<Option<Job>, Refused> {
     check_target(parts).map_err(Refused::from)?;
     match authenticate(core, parts, non_job, None, now, stats)? {
         Authenticated::Job(job) => Ok(Some(job)),
@@ -142,7 +165,10 @@ fn service(parts: &Parts) -> Option<String> {
 /// The requested scopes as GitLab reads them: every `scope` parameter, each value split on
 /// whitespace (RFC 6749 §3.3 lists, as some clients send them).
 pub fn requested_scopes(query: Option<&str>) -> Vec<String> {
-    crate::query::pairs(query).filter(|(name, _)| name == "scope").flat_map(|(_, value)| value.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).collect()
+    crate::query::pairs(query)
+        .filter(|(name, _)| name == "scope")
+        .flat_map(|(_, value)| value.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect()
 }
 
 /// Each `repository:NAME:ACTIONS` scope with only the actions the policy allows the job (an entry
@@ -154,7 +180,9 @@ fn narrowed(core: &Core<'_>, parts: &Parts, claims: &VerifiedClaims, now: i64) -
     let mut access = Vec::new();
     for scope in requested_scopes(parts.uri.query()) {
         let mut fields = scope.splitn(3, ':');
-        let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else {
+            continue;
+        };
         let Some(image) = ProjectPath::parse(name) else { continue };
         let granted: Vec<String> = actions
             .split(',')
@@ -177,7 +205,10 @@ mod tests {
     #[test]
     fn scopes_are_read_as_gitlab_reads_them() {
         let query = "service=container_registry&scope=repository:a/b:pull&scope=repository%3Ac%2Fd%3Apush%2Cpull+registry:catalog:*";
-        assert_eq!(requested_scopes(Some(query)), ["repository:a/b:pull", "repository:c/d:push,pull", "registry:catalog:*"]);
+        assert_eq!(
+            requested_scopes(Some(query)),
+            ["repository:a/b:pull", "repository:c/d:push,pull", "registry:catalog:*"]
+        );
         assert!(requested_scopes(Some("service=container_registry")).is_empty());
     }
 }

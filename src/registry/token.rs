@@ -103,8 +103,17 @@ impl RegistryTokens {
         }
         let kid = libtrust_key_id(&spki_der(&pem).map_err(error)?);
         let jwks = signer.jwks(&kid);
-        let keys = KeySet::from_jwks("registry signing key", jwks.to_string().as_bytes()).map_err(|e| error(e.to_string()))?;
-        Ok(RegistryTokens { signer, kid, keys, issuer: issuer.to_owned(), service: service.to_owned(), realm: None, ttl: i64::try_from(ttl_secs).unwrap_or(300) })
+        let keys =
+            KeySet::from_jwks("registry signing key", jwks.to_string().as_bytes()).map_err(|e| error(e.to_string()))?;
+        Ok(RegistryTokens {
+            signer,
+            kid,
+            keys,
+            issuer: issuer.to_owned(),
+            service: service.to_owned(),
+            realm: None,
+            ttl: i64::try_from(ttl_secs).unwrap_or(300),
+        })
     }
 
     /// jobgate's own issuer as `registry_auth` configures it; `None` when there is no realm or when
@@ -112,7 +121,9 @@ impl RegistryTokens {
     ///
     /// # Errors
     /// As [`RegistryTokens::load`].
-    pub fn from_config(auth: Option<&crate::config::RegistryAuthConfig>) -> Result<Option<RegistryTokens>, RegistryKeyError> {
+    pub fn from_config(
+        auth: Option<&crate::config::RegistryAuthConfig>,
+    ) -> Result<Option<RegistryTokens>, RegistryKeyError> {
         let Some((auth, key)) = auth.and_then(|a| Some((a, a.signing_key.as_deref()?))) else { return Ok(None) };
         if auth.tokens != crate::config::RegistryTokenSource::Jobgate {
             return Ok(None);
@@ -204,7 +215,8 @@ impl RegistryTokens {
             exp: job.exp,
             iat: None,
             project_id: job.project_id,
-            project_path: ProjectPath::parse(&job.project_path).ok_or(crate::token::claims::ClaimError("project_path"))?,
+            project_path: ProjectPath::parse(&job.project_path)
+                .ok_or(crate::token::claims::ClaimError("project_path"))?,
             user_id: job.user_id,
             user_login: job.user_login.map(Into::into),
             user_access_level: job.user_access_level,
@@ -217,7 +229,11 @@ impl RegistryTokens {
             environment_protected: job.environment_protected,
             scopes: job.scopes.map(|s| s.into_iter().collect::<ScopeSet>()),
         };
-        Ok(RegistryGrant { claims: VerifiedClaims::from_arc(Arc::new(claims)), access: payload.access, jti: payload.jti })
+        Ok(RegistryGrant {
+            claims: VerifiedClaims::from_arc(Arc::new(claims)),
+            access: payload.access,
+            jti: payload.jti,
+        })
     }
 }
 
@@ -248,7 +264,9 @@ mod tests {
     fn key_id_format() {
         let id = libtrust_key_id(b"any spki");
         assert_eq!(id.len(), 12 * 4 + 11);
-        assert!(id.split(':').all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))));
+        assert!(id
+            .split(':')
+            .all(|g| g.len() == 4 && g.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))));
     }
 
     #[test]

@@ -55,8 +55,12 @@ impl RevocationSet {
 
     /// The live revocations.
     pub fn list(&self, now: i64) -> Vec<Revocation> {
-        let jobs = self.jobs.iter().map(|e| Revocation { what: Revoked::Job { job_id: *e.key() }, expires_at: *e.value() });
-        let jtis = self.jtis.iter().map(|e| Revocation { what: Revoked::Jti { jti: e.key().clone() }, expires_at: *e.value() });
+        let jobs =
+            self.jobs.iter().map(|e| Revocation { what: Revoked::Job { job_id: *e.key() }, expires_at: *e.value() });
+        let jtis = self
+            .jtis
+            .iter()
+            .map(|e| Revocation { what: Revoked::Jti { jti: e.key().clone() }, expires_at: *e.value() });
         jobs.chain(jtis).filter(|r| r.expires_at >= now).collect()
     }
 

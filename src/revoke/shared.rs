@@ -142,7 +142,12 @@ impl Shared {
         let pubsub = self.redis.pubsub().await?;
         let (mut sink, mut messages) = pubsub.split();
         within(sink.subscribe(&self.key)).await?;
-        let replay: Vec<(String, f64)> = self.redis.query(redis::cmd("ZRANGEBYSCORE").arg(&self.key).arg(crate::clock::unix_now()).arg("+inf").arg("WITHSCORES")).await?;
+        let replay: Vec<(String, f64)> = self
+            .redis
+            .query(
+                redis::cmd("ZRANGEBYSCORE").arg(&self.key).arg(crate::clock::unix_now()).arg("+inf").arg("WITHSCORES"),
+            )
+            .await?;
         for (member, expires_at) in replay {
             if let Some(revocation) = from_member(&member, expires_at as i64) {
                 self.set.insert(&revocation);
@@ -202,7 +207,8 @@ impl Shared {
         pipe.atomic();
         for revocation in revocations {
             pipe.cmd("ZADD").arg(&self.key).arg("GT").arg(revocation.expires_at).arg(member(&revocation.what)).ignore();
-            let message = serde_json::to_string(revocation).map_err(|e| redis::RedisError::from((redis::ErrorKind::TypeError, "revocation", e.to_string())))?;
+            let message = serde_json::to_string(revocation)
+                .map_err(|e| redis::RedisError::from((redis::ErrorKind::TypeError, "revocation", e.to_string())))?;
             pipe.cmd("PUBLISH").arg(&self.key).arg(message).ignore();
         }
         pipe.cmd("ZREMRANGEBYSCORE").arg(&self.key).arg("-inf").arg(format!("({}", crate::clock::unix_now())).ignore();

@@ -185,7 +185,11 @@ mod tests {
         set.revoke(Revocation { what: Revoked::Jti { jti: "j-1".into() }, expires_at: 150 }, 100).await.unwrap();
         set.revoke(Revocation { what: Revoked::Job { job_id: 7 }, expires_at: 900 }, 100).await.unwrap();
         drop(set);
-        std::fs::OpenOptions::new().append(true).open(&path).and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"job_id\": 8, \"exp")).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"job_id\": 8, \"exp"))
+            .unwrap();
 
         let set = Revocations::open(&path, 200).await.unwrap();
         assert_eq!(set.set().list(200), vec![Revocation { what: Revoked::Job { job_id: 7 }, expires_at: 1000 }]);

@@ -153,8 +153,7 @@ impl RawClaims {
         let exp = required(self.exp.as_ref().and_then(Flex::date), "exp")?;
         let iat = optional(&self.iat, "iat", Flex::date)?;
         let project_id = required(self.project_id.as_ref().and_then(Flex::id), "project_id")?;
-        let project_path =
-            required(self.project_path.as_deref().and_then(ProjectPath::parse), "project_path")?;
+        let project_path = required(self.project_path.as_deref().and_then(ProjectPath::parse), "project_path")?;
         let job_id = required(self.job_id.as_ref().or(self.build_id.as_ref()).and_then(Flex::id), "job_id")?;
         let scopes = self.scopes.as_ref().map(|s| {
             // Unknown scope names narrow nothing and grant nothing: a ceiling only ever shrinks.

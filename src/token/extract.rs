@@ -9,11 +9,11 @@
 
 use std::borrow::Cow;
 
+use super::{looks_like_jwt, strip_prefix};
+use crate::query;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderMap;
-use super::{looks_like_jwt, strip_prefix};
-use crate::query;
 
 /// The Basic-auth user name GitLab reserves for job tokens.
 pub const JOB_USER: &str = "gitlab-ci-token";
@@ -174,7 +174,12 @@ fn authorization<'a>(value: &'a str, found: &mut Found<'a>) -> Result<(), Extrac
             Some(_) => found.non_job = true,
             None => return Err(ExtractError::Malformed("Basic")),
         }
-    } else if let Some(token) = rest.strip_prefix("ci:").and_then(|r| r.split_once(':')).map(|(_, token)| token).filter(|_| scheme.eq_ignore_ascii_case("bearer")) {
+    } else if let Some(token) = rest
+        .strip_prefix("ci:")
+        .and_then(|r| r.split_once(':'))
+        .map(|(_, token)| token)
+        .filter(|_| scheme.eq_ignore_ascii_case("bearer"))
+    {
         // The Kubernetes CI/CD tunnel's `ci:<agent id>:<CI_JOB_TOKEN>` (KAS): the job's token.
         found.job(Cow::Borrowed(token));
     } else if scheme.eq_ignore_ascii_case("bearer") && rest.starts_with("glcbt-") {

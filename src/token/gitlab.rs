@@ -162,7 +162,13 @@ pub type RoleKey = (String, u64);
 
 impl JobIdentities {
     pub fn new(capacity: usize, issuer: &str, asks_roles: bool) -> JobIdentities {
-        JobIdentities { entries: DashMap::new(), roles: DashMap::new(), capacity, issuer: issuer.to_owned(), asks_roles }
+        JobIdentities {
+            entries: DashMap::new(),
+            roles: DashMap::new(),
+            capacity,
+            issuer: issuer.to_owned(),
+            asks_roles,
+        }
     }
 
     /// Whether `claims` came from GitLab's answer and their user's roles elsewhere can be asked.
@@ -229,17 +235,33 @@ mod tests {
 
     #[test]
     fn a_running_job_becomes_claims() {
-        let claims = job_claims(&answer("running", "https://gitlab.example.com/acme/sub/app/-/jobs/8"), "https://gitlab.example.com", 99).unwrap();
+        let claims = job_claims(
+            &answer("running", "https://gitlab.example.com/acme/sub/app/-/jobs/8"),
+            "https://gitlab.example.com",
+            99,
+        )
+        .unwrap();
         assert_eq!((claims.job_id, claims.project_id, claims.project_path.as_str()), (8, 42, "acme/sub/app"));
         assert_eq!((claims.user_id, claims.user_login.as_deref(), claims.pipeline_id), (Some(5), Some("ann"), Some(3)));
-        assert_eq!((claims.git_ref.as_deref(), claims.ref_type.as_deref(), claims.ref_protected, claims.exp), (Some("main"), Some("branch"), false, 99));
+        assert_eq!(
+            (claims.git_ref.as_deref(), claims.ref_type.as_deref(), claims.ref_protected, claims.exp),
+            (Some("main"), Some("branch"), false, 99)
+        );
     }
 
     #[test]
     fn anything_else_is_refused() {
         let base = "https://gitlab.example.com";
-        assert_eq!(job_claims(&answer("success", "https://gitlab.example.com/acme/app/-/jobs/8"), base, 1).err(), Some(JobDocError::NotRunning));
-        for url in ["https://evil.example.com/acme/app/-/jobs/8", "https://gitlab.example.com/acme/app/-/jobs/9", "https://gitlab.example.com/acme/../app/-/jobs/8", "https://gitlab.example.com//-/jobs/8"] {
+        assert_eq!(
+            job_claims(&answer("success", "https://gitlab.example.com/acme/app/-/jobs/8"), base, 1).err(),
+            Some(JobDocError::NotRunning)
+        );
+        for url in [
+            "https://evil.example.com/acme/app/-/jobs/8",
+            "https://gitlab.example.com/acme/app/-/jobs/9",
+            "https://gitlab.example.com/acme/../app/-/jobs/8",
+            "https://gitlab.example.com//-/jobs/8",
+        ] {
             assert!(matches!(job_claims(&answer("running", url), base, 1), Err(JobDocError::WebUrl(_))), "{url}");
         }
         for body in [&b"{}"[..], b"not json", br#"{"id": "8"}"#] {
@@ -249,8 +271,12 @@ mod tests {
 
     #[test]
     fn protected_names_and_member_roles() {
-        let names = protected_names(br#"[{"id":1,"name":"main","push_access_levels":[]},{"id":2,"name":"release/*"}]"#).unwrap();
-        assert_eq!((is_protected(&names, "main"), is_protected(&names, "release/1.2"), is_protected(&names, "feature")), (true, true, false));
+        let names = protected_names(br#"[{"id":1,"name":"main","push_access_levels":[]},{"id":2,"name":"release/*"}]"#)
+            .unwrap();
+        assert_eq!(
+            (is_protected(&names, "main"), is_protected(&names, "release/1.2"), is_protected(&names, "feature")),
+            (true, true, false)
+        );
         assert_eq!(protected_names(b"{}"), Err(JobDocError::Shape));
         use crate::scope::Role;
         assert_eq!(member_role(br#"{"id":5,"access_level":30}"#), Ok(Some(Role::Developer)));

@@ -65,7 +65,9 @@ impl<'a> Compact<'a> {
     /// [`VerifyError::Malformed`] naming the part that is wrong.
     pub fn parse(token: &'a str) -> Result<Compact<'a>, VerifyError> {
         let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
             return Err(VerifyError::Malformed("not three dot-separated parts"));
         };
         let header: Header = decode_json(header_b64).ok_or(VerifyError::Malformed("header"))?;

@@ -157,7 +157,11 @@ impl KeyState {
     /// A set that never changes and never goes stale (tests, benches, `jobgate check`).
     pub fn fixed(set: KeySet) -> Arc<KeyState> {
         let state = KeyState::empty(None);
-        state.current.store(Arc::new(LoadedKeys { set, generation: GENERATIONS.fetch_add(1, Ordering::Relaxed), digest: [0; 32] }));
+        state.current.store(Arc::new(LoadedKeys {
+            set,
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
+            digest: [0; 32],
+        }));
         Arc::new(state)
     }
 

@@ -56,10 +56,12 @@ impl Signer {
         let der = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| MintError::Key(e.to_string()))?;
         match &der {
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()).map(Signer::Rsa).ok(),
-            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()).map(Signer::Rsa).ok().or_else(|| {
-                let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-                EcdsaKeyPair::from_pkcs8(alg, k.secret_pkcs8_der(), &SystemRandom::new()).map(Signer::Ec).ok()
-            }),
+            PrivateKeyDer::Pkcs8(k) => {
+                RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()).map(Signer::Rsa).ok().or_else(|| {
+                    let alg = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+                    EcdsaKeyPair::from_pkcs8(alg, k.secret_pkcs8_der(), &SystemRandom::new()).map(Signer::Ec).ok()
+                })
+            }
             _ => None,
         }
         .ok_or_else(|| MintError::Key("not an RSA or P-256 private key".into()))
@@ -95,8 +97,7 @@ impl Signer {
             Signer::Rsa(_) => &["e", "kty", "n"],
             Signer::Ec(_) => &["crv", "kty", "x", "y"],
         };
-        let canonical: Map<String, Value> =
-            members.iter().map(|m| ((*m).to_owned(), jwk[*m].clone())).collect();
+        let canonical: Map<String, Value> = members.iter().map(|m| ((*m).to_owned(), jwk[*m].clone())).collect();
         let digest = ring::digest::digest(&ring::digest::SHA256, Value::Object(canonical).to_string().as_bytes());
         URL_SAFE_NO_PAD.encode(digest.as_ref())
     }
@@ -136,10 +137,13 @@ impl Signer {
     }
 
     fn sign_with(&self, alg: Alg, header: &Value, payload: &Value) -> Result<String, MintError> {
-        let input = format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()));
+        let input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(payload.to_string()));
         let rng = SystemRandom::new();
         let signature = match (self, alg) {
-            (Signer::Ec(key), Alg::ES256) => key.sign(&rng, input.as_bytes()).map_err(|_| MintError::Sign)?.as_ref().to_vec(),
+            (Signer::Ec(key), Alg::ES256) => {
+                key.sign(&rng, input.as_bytes()).map_err(|_| MintError::Sign)?.as_ref().to_vec()
+            }
             (Signer::Rsa(key), _) => {
                 let padding: &'static dyn signature::RsaEncoding = match alg {
                     Alg::RS256 => &signature::RSA_PKCS1_SHA256,

@@ -94,7 +94,13 @@ pub fn looks_like_jwt(token: &str) -> bool {
         let mut b = 0;
         while b < 256 {
             let c = b as u8;
-            class[b] = if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' { 1 } else if c == b'.' { 2 } else { 0 };
+            class[b] = if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+                1
+            } else if c == b'.' {
+                2
+            } else {
+                0
+            };
             b += 1;
         }
         class

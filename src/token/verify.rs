@@ -173,11 +173,8 @@ impl Verifier {
             Kind::Other => return Err(VerifyError::NotAJobToken),
         }
         let raw: RawClaims = jws.payload()?;
-        let index = self
-            .issuers
-            .iter()
-            .position(|i| raw.iss.as_deref() == Some(&*i.iss))
-            .ok_or(VerifyError::UnknownIssuer)?;
+        let index =
+            self.issuers.iter().position(|i| raw.iss.as_deref() == Some(&*i.iss)).ok_or(VerifyError::UnknownIssuer)?;
         let issuer = &self.issuers[index];
         if issuer.keys.is_stale(now) {
             return Err(VerifyError::KeySetStale);
@@ -185,7 +182,9 @@ impl Verifier {
         let keys = issuer.keys.current();
         let kid = jws.header.kid.as_deref().ok_or(VerifyError::MissingKid)?;
         let key = keys.set.get(kid).ok_or(VerifyError::UnknownKid { issuer: Some(index) })?;
-        let alg = Alg::parse(&jws.header.alg).filter(|alg| issuer.algorithms.contains(alg)).ok_or(VerifyError::AlgNotAllowed)?;
+        let alg = Alg::parse(&jws.header.alg)
+            .filter(|alg| issuer.algorithms.contains(alg))
+            .ok_or(VerifyError::AlgNotAllowed)?;
         verify_signature(alg, key, jws.signing_input.as_bytes(), &jws.signature)?;
         Ok((index, keys.generation, check(issuer, raw, now)?))
     }

@@ -135,13 +135,36 @@ fn header_attacks() {
         (forge(json!({"alg": "RS256", "kid": "../../etc/passwd"}), parts[2]), Reason::UnknownKid),
         (forge(json!({"alg": "RS256", "kid": "' OR 1=1 --"}), parts[2]), Reason::UnknownKid),
         (forge(json!({"alg": "RS256", "kid": "rsa", "crit": ["exp"]}), parts[2]), Reason::MalformedToken),
-        (forge(json!({"alg": "RS256", "kid": "rsa", "jku": "https://evil/jwks", "x5u": "https://evil/x"}), parts[2]), Reason::BadSignature),
+        (
+            forge(json!({"alg": "RS256", "kid": "rsa", "jku": "https://evil/jwks", "x5u": "https://evil/x"}), parts[2]),
+            Reason::BadSignature,
+        ),
         (forge(json!({"alg": "RS256", "kid": "rsa"}), ""), Reason::BadSignature),
-        (format!("{}.{}.{}", parts[0], b64(&with(json!({"project_path": "acme/secret"}))), parts[2]), Reason::BadSignature),
-        (format!("{}.{}.{}{}", parts[0], parts[1], if parts[2].starts_with('A') { "B" } else { "A" }, &parts[2][1..]), Reason::BadSignature),
+        (
+            format!("{}.{}.{}", parts[0], b64(&with(json!({"project_path": "acme/secret"}))), parts[2]),
+            Reason::BadSignature,
+        ),
+        (
+            format!(
+                "{}.{}.{}{}",
+                parts[0],
+                parts[1],
+                if parts[2].starts_with('A') { "B" } else { "A" },
+                &parts[2][1..]
+            ),
+            Reason::BadSignature,
+        ),
         (format!("{}.{}", parts[0], parts[1]), Reason::MalformedToken),
         (format!("{good}.x"), Reason::MalformedToken),
-        (format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","alg":"none","kid":"rsa"}"#), parts[1], parts[2]), Reason::MalformedToken),
+        (
+            format!(
+                "{}.{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","alg":"none","kid":"rsa"}"#),
+                parts[1],
+                parts[2]
+            ),
+            Reason::MalformedToken,
+        ),
         (format!("{}.{}.{}", parts[0], parts[1], "*bad*"), Reason::MalformedToken),
         ("not a token".to_owned(), Reason::MalformedToken),
         (format!("{}.{}.{}", parts[0], "x".repeat(9000), parts[2]), Reason::TokenTooLarge),

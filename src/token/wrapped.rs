@@ -48,8 +48,12 @@ pub fn terraform_file_query(path: &str, query: Option<&str>) -> Option<Result<St
     let wrapper = crate::query::form_decode(found?);
     let unwrapped = Compact::parse(&wrapper).ok().and_then(|jws| jws.payload::<Wrapper>().ok()).map(|w| w.token);
     let param = match unwrapped {
-        Some(serde_json::Value::String(token)) if token.starts_with("gldt-") => "private_token=wrapped-deploy-token".to_owned(),
-        Some(serde_json::Value::String(token)) if !token.is_empty() => format!("job_token={}", crate::query::form_encode(&token)),
+        Some(serde_json::Value::String(token)) if token.starts_with("gldt-") => {
+            "private_token=wrapped-deploy-token".to_owned()
+        }
+        Some(serde_json::Value::String(token)) if !token.is_empty() => {
+            format!("job_token={}", crate::query::form_encode(&token))
+        }
         Some(serde_json::Value::Number(_)) => "private_token=wrapped-personal-access-token".to_owned(),
         _ => return Some(Err("the Terraform module token parameter is not GitLab's wrapper token")),
     };
@@ -65,7 +69,11 @@ mod tests {
 
     fn wrapper(token: serde_json::Value) -> String {
         let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
-        format!("{}.{}.c2ln", part(serde_json::json!({"alg": "HS256", "typ": "JWT"})), part(serde_json::json!({"token": token, "exp": 1})))
+        format!(
+            "{}.{}.c2ln",
+            part(serde_json::json!({"alg": "HS256", "typ": "JWT"})),
+            part(serde_json::json!({"token": token, "exp": 1}))
+        )
     }
 
     #[test]
@@ -74,12 +82,21 @@ mod tests {
         let job = format!("token={}&archive=tgz", wrapper("glcbt-64_abc".into()));
         assert_eq!(terraform_file_query(file, Some(&job)), Some(Ok("archive=tgz&job_token=glcbt-64_abc".to_owned())));
         let pat = format!("archive=tgz&token={}", wrapper(17.into()));
-        assert_eq!(terraform_file_query(file, Some(&pat)), Some(Ok("archive=tgz&private_token=wrapped-personal-access-token".to_owned())));
+        assert_eq!(
+            terraform_file_query(file, Some(&pat)),
+            Some(Ok("archive=tgz&private_token=wrapped-personal-access-token".to_owned()))
+        );
         let deploy = format!("token={}", wrapper("gldt-xyz".into()));
-        assert_eq!(terraform_file_query(file, Some(&deploy)), Some(Ok("private_token=wrapped-deploy-token".to_owned())));
+        assert_eq!(
+            terraform_file_query(file, Some(&deploy)),
+            Some(Ok("private_token=wrapped-deploy-token".to_owned()))
+        );
         assert!(matches!(terraform_file_query(file, Some("token=glcbt-64_plain")), Some(Err(_))));
         assert!(matches!(terraform_file_query(file, Some(&format!("{job}&{job}"))), Some(Err(_))));
         assert_eq!(terraform_file_query(file, Some("archive=tgz")), None);
-        assert_eq!(terraform_file_query("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", Some(&job)), None);
+        assert_eq!(
+            terraform_file_query("/api/v4/packages/terraform/modules/v1/acme/vpc/aws/versions", Some(&job)),
+            None
+        );
     }
 }

@@ -28,7 +28,14 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let mut process = Process::spawn(
             Command::new("chromium")
-                .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--window-size=1280,900", "--remote-debugging-port=0"])
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--window-size=1280,900",
+                    "--remote-debugging-port=0",
+                ])
                 .arg(format!("--user-data-dir={}", profile.path().display()))
                 .arg("about:blank")
                 .stdout(Stdio::null())
@@ -42,14 +49,17 @@ impl Browser {
             }
         });
         let port: u16 = loop {
-            let line = rx.recv_timeout(Duration::from_secs(30)).expect("chromium did not report its DevTools port (is Debian's chromium installed?)");
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("chromium did not report its DevTools port (is Debian's chromium installed?)");
             if let Some(rest) = line.split("DevTools listening on ws://127.0.0.1:").nth(1) {
                 break rest.split('/').next().unwrap().parse().unwrap();
             }
         };
         let targets: Value = serde_json::from_str(&http_get(port, "/json/list")).unwrap();
         let page = targets.as_array().unwrap().iter().find(|t| t["type"] == "page").expect("a page target");
-        let (socket, _) = tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap()).await.unwrap();
+        let (socket, _) =
+            tokio_tungstenite::connect_async(page["webSocketDebuggerUrl"].as_str().unwrap()).await.unwrap();
         let mut browser = Browser { socket, next_id: 1, events: Vec::new(), _profile: profile, _process: process };
         browser.call("Page.enable", json!({})).await;
         browser.call("Network.enable", json!({})).await;
@@ -60,7 +70,10 @@ impl Browser {
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;
         self.next_id += 1;
-        self.socket.send(Message::text(json!({"id": id, "method": method, "params": params}).to_string())).await.unwrap();
+        self.socket
+            .send(Message::text(json!({"id": id, "method": method, "params": params}).to_string()))
+            .await
+            .unwrap();
         loop {
             let message: Value = self.receive().await;
             if message["id"] == id {
@@ -72,7 +85,11 @@ impl Browser {
     }
 
     async fn receive(&mut self) -> Value {
-        let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next()).await.expect("DevTools answer within 30 s").unwrap().unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(30), self.socket.next())
+            .await
+            .expect("DevTools answer within 30 s")
+            .unwrap()
+            .unwrap();
         serde_json::from_str(message.to_text().unwrap()).unwrap()
     }
 

@@ -94,7 +94,9 @@ impl GitLab {
                             Ok::<_, std::convert::Infallible>(state.answer(&http::Request::from_parts(parts, body)))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -172,7 +174,14 @@ impl GitLab {
 
     /// The project's CI/CD job token settings: "Limit access to this project", the deprecated
     /// outbound scope, and the project and group ids of its allowlists.
-    pub fn job_token_scope(&self, project_id: u64, inbound_enabled: bool, outbound_enabled: bool, projects: Vec<u64>, groups: Vec<u64>) {
+    pub fn job_token_scope(
+        &self,
+        project_id: u64,
+        inbound_enabled: bool,
+        outbound_enabled: bool,
+        projects: Vec<u64>,
+        groups: Vec<u64>,
+    ) {
         self.state.scopes.insert(project_id, Scope { inbound_enabled, outbound_enabled, projects, groups });
     }
 
@@ -195,7 +204,8 @@ impl GitLab {
 
     /// The realm requests answered so far: the Basic login and the scopes asked for.
     pub fn realm_requests(&self) -> Vec<(String, Vec<String>)> {
-        let mut log: Vec<(usize, (String, Vec<String>))> = self.state.realm_log.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        let mut log: Vec<(usize, (String, Vec<String>))> =
+            self.state.realm_log.iter().map(|e| (*e.key(), e.value().clone())).collect();
         log.sort_by_key(|(i, _)| *i);
         log.into_iter().map(|(_, request)| request).collect()
     }
@@ -213,7 +223,13 @@ impl GitLab {
     /// An impersonation token as another jobgate (an earlier process, another replica) minted it.
     pub fn leftover_token(&self, user: u64, name: &str, scopes: &[&str]) -> u64 {
         let id = self.state.impersonation.len() as u64 + 1;
-        let token = ImpersonationToken { user, name: name.to_owned(), scopes: scopes.iter().map(|s| (*s).to_owned()).collect(), token: format!("glpat-leftover-{id}"), revoked: false };
+        let token = ImpersonationToken {
+            user,
+            name: name.to_owned(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            token: format!("glpat-leftover-{id}"),
+            revoked: false,
+        };
         self.state.impersonation.insert(id, token);
         id
     }
@@ -244,41 +260,51 @@ impl GitLab {
     fn front(&self, port: u16, kind: Front) -> u16 {
         let state = self.state.clone();
         super::serve_on_thread(move |listener| async move {
-            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<hyper::body::Incoming>();
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<hyper::body::Incoming>();
             while let Ok((stream, _)) = listener.accept().await {
                 let (state, client) = (state.clone(), client.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                        let (state, client) = (state.clone(), client.clone());
-                        async move {
-                            let refusal = match kind {
-                                Front::Git => state.git_refusal(&request),
-                                Front::Packages { .. } => state.package_refusal(&request),
-                            };
-                            let response = match refusal {
-                                Some(answer) => answer,
-                                None => {
-                                    let mut target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-                                    if let Front::Packages { strip } = kind {
-                                        if strip {
-                                            // /api/v4/projects/:id/packages/<format>/rest → /rest
-                                            target = format!("/{}", target.splitn(8, '/').nth(7).unwrap_or_default());
+                    let service =
+                        hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
+                            let (state, client) = (state.clone(), client.clone());
+                            async move {
+                                let refusal = match kind {
+                                    Front::Git => state.git_refusal(&request),
+                                    Front::Packages { .. } => state.package_refusal(&request),
+                                };
+                                let response = match refusal {
+                                    Some(answer) => answer,
+                                    None => {
+                                        let mut target =
+                                            request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+                                        if let Front::Packages { strip } = kind {
+                                            if strip {
+                                                // /api/v4/projects/:id/packages/<format>/rest → /rest
+                                                target =
+                                                    format!("/{}", target.splitn(8, '/').nth(7).unwrap_or_default());
+                                            }
+                                            for name in ["authorization", "private-token", "job-token"] {
+                                                request.headers_mut().remove(name);
+                                            }
                                         }
-                                        for name in ["authorization", "private-token", "job-token"] {
-                                            request.headers_mut().remove(name);
+                                        *request.uri_mut() =
+                                            format!("http://127.0.0.1:{port}{target}").parse().unwrap();
+                                        match client.request(request).await {
+                                            Ok(response) => response.map(jobgate::body::stream),
+                                            Err(_) => http::Response::builder()
+                                                .status(502)
+                                                .body(jobgate::body::empty())
+                                                .unwrap(),
                                         }
                                     }
-                                    *request.uri_mut() = format!("http://127.0.0.1:{port}{target}").parse().unwrap();
-                                    match client.request(request).await {
-                                        Ok(response) => response.map(jobgate::body::stream),
-                                        Err(_) => http::Response::builder().status(502).body(jobgate::body::empty()).unwrap(),
-                                    }
-                                }
-                            };
-                            Ok::<_, std::convert::Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                                };
+                                Ok::<_, std::convert::Infallible>(response)
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
                 });
             }
         })
@@ -416,8 +442,14 @@ impl State {
         if let Some(rest) = path.strip_prefix("/api/v4/groups/") {
             let segments: Vec<&str> = rest.split('/').collect();
             let decoded = percent_encoding::percent_decode_str(segments[0]).decode_utf8_lossy().into_owned();
-            let group = self.groups.iter().find(|g| g.key().to_string() == decoded || *g.value() == decoded).map(|g| (*g.key(), g.value().clone()));
-            let Some((id, full_path)) = group else { return respond(404, json!({"message": "404 Group Not Found"}).to_string()) };
+            let group = self
+                .groups
+                .iter()
+                .find(|g| g.key().to_string() == decoded || *g.value() == decoded)
+                .map(|g| (*g.key(), g.value().clone()));
+            let Some((id, full_path)) = group else {
+                return respond(404, json!({"message": "404 Group Not Found"}).to_string());
+            };
             return match segments.as_slice() {
                 [_] => respond(200, self.group_detail(id, &full_path).to_string()),
                 [_, "projects"] => {
@@ -425,7 +457,11 @@ impl State {
                     let mut below: Vec<(u64, String)> = self
                         .projects
                         .iter()
-                        .filter(|p| p.value().rsplit_once('/').is_some_and(|(parent, _)| parent == full_path || (subgroups && parent.starts_with(&format!("{full_path}/")))))
+                        .filter(|p| {
+                            p.value().rsplit_once('/').is_some_and(|(parent, _)| {
+                                parent == full_path || (subgroups && parent.starts_with(&format!("{full_path}/")))
+                            })
+                        })
                         .map(|p| (*p.key(), p.value().clone()))
                         .collect();
                     below.sort();
@@ -480,10 +516,13 @@ impl State {
 
     /// GitLab's refusal of a Git request, or `None` to let it through.
     fn git_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::body::Body>> {
-        let answer = |status: u16, text: &'static str| http::Response::builder().status(status).body(jobgate::body::full(text)).unwrap();
+        let answer = |status: u16, text: &'static str| {
+            http::Response::builder().status(status).body(jobgate::body::full(text)).unwrap()
+        };
         let path = request.uri().path();
         let (project, rest) = path.trim_start_matches('/').split_once(".git/")?;
-        let push = rest == "git-receive-pack" || request.uri().query().is_some_and(|q| q.contains("service=git-receive-pack"));
+        let push =
+            rest == "git-receive-pack" || request.uri().query().is_some_and(|q| q.contains("service=git-receive-pack"));
         let Some(project) = self.paths.get(project).map(|id| *id) else { return Some(answer(404, "")) };
         let authorization = request.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
         let Some(actor) = self.git_actor(authorization) else {
@@ -495,26 +534,47 @@ impl State {
         let allowed = match (&actor, push) {
             (GitActor::Job { project: own, user }, false) => *own == project || level(*user) >= 20,
             (GitActor::Job { .. }, true) => false,
-            (GitActor::Token { user, scopes }, false) => scopes.iter().any(|s| s == "read_repository" || s == "write_repository") && level(*user) >= 20,
-            (GitActor::Token { user, scopes }, true) => scopes.iter().any(|s| s == "write_repository") && level(*user) >= 30,
+            (GitActor::Token { user, scopes }, false) => {
+                scopes.iter().any(|s| s == "read_repository" || s == "write_repository") && level(*user) >= 20
+            }
+            (GitActor::Token { user, scopes }, true) => {
+                scopes.iter().any(|s| s == "write_repository") && level(*user) >= 30
+            }
         };
-        let message = if push { "You are not allowed to push code to this project." } else { "You are not allowed to download code from this project." };
+        let message = if push {
+            "You are not allowed to push code to this project."
+        } else {
+            "You are not allowed to download code from this project."
+        };
         (!allowed).then(|| answer(403, message))
     }
 
     fn registry_realm(&self, authorization: &str, query: &str) -> Answer {
         use base64::Engine as _;
-        let pairs: Vec<(String, String)> = jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let pairs: Vec<(String, String)> =
+            jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let service = pairs.iter().find(|(k, _)| k == "service").map(|(_, v)| v.clone()).unwrap_or_default();
         if service != "container_registry" && service != "dependency_proxy" {
             return respond(404, String::new());
         }
-        let basic = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok());
-        let (login, password) = basic.as_deref().and_then(|b| b.split_once(':')).map(|(l, p)| (l.to_owned(), p.to_owned())).unwrap_or_default();
+        let basic = authorization
+            .strip_prefix("Basic ")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let (login, password) = basic
+            .as_deref()
+            .and_then(|b| b.split_once(':'))
+            .map(|(l, p)| (l.to_owned(), p.to_owned()))
+            .unwrap_or_default();
         let job = self.jobs.get(&password).filter(|j| j.1).map(|j| j.0.clone());
-        let impersonated = self.impersonation.iter().find(|t| t.token == password && !t.revoked).map(|t| (t.user, t.scopes.clone()));
+        let impersonated =
+            self.impersonation.iter().find(|t| t.token == password && !t.revoked).map(|t| (t.user, t.scopes.clone()));
         let actor = match (job, self.pats.get(&password), impersonated) {
-            (Some(job), _, _) => Actor::Job { project: job["pipeline"]["project_id"].as_u64().unwrap(), user: job["user"]["id"].as_u64().unwrap(), username: job["user"]["username"].as_str().unwrap().to_owned() },
+            (Some(job), _, _) => Actor::Job {
+                project: job["pipeline"]["project_id"].as_u64().unwrap(),
+                user: job["user"]["id"].as_u64().unwrap(),
+                username: job["user"]["username"].as_str().unwrap().to_owned(),
+            },
             (None, Some(user), _) => Actor::User { id: user.0, username: user.1.to_owned(), scopes: None },
             (None, None, Some((id, scopes))) => Actor::User { id, username: login.clone(), scopes: Some(scopes) },
             _ => {
@@ -528,21 +588,39 @@ impl State {
         if service == "dependency_proxy" {
             use base64::engine::general_purpose::URL_SAFE_NO_PAD;
             let scopes = pairs.iter().filter(|(k, _)| k == "scope").map(|(_, v)| v.clone()).collect();
-            self.realm_log.insert(self.realm_seq.fetch_add(1, Ordering::SeqCst), (format!("{login} (dependency_proxy)"), scopes));
+            self.realm_log
+                .insert(self.realm_seq.fetch_add(1, Ordering::SeqCst), (format!("{login} (dependency_proxy)"), scopes));
             let part = |v: Value| URL_SAFE_NO_PAD.encode(v.to_string());
-            let token = format!("{}.{}.c2ln", part(json!({"alg": "HS256", "typ": "JWT"})), part(json!({"user_id": user_id, "exp": jobgate::clock::unix_now() + 300})));
+            let token = format!(
+                "{}.{}.c2ln",
+                part(json!({"alg": "HS256", "typ": "JWT"})),
+                part(json!({"user_id": user_id, "exp": jobgate::clock::unix_now() + 300}))
+            );
             return respond(200, json!({"token": token}).to_string());
         }
-        let scopes: Vec<String> = pairs.iter().filter(|(k, _)| k == "scope").flat_map(|(_, v)| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>()).collect();
+        let scopes: Vec<String> = pairs
+            .iter()
+            .filter(|(k, _)| k == "scope")
+            .flat_map(|(_, v)| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect();
         let seq = self.realm_seq.fetch_add(1, Ordering::SeqCst);
         self.realm_log.insert(seq, (login, scopes.clone()));
         let access: Vec<Value> = scopes
             .iter()
             .filter_map(|scope| {
                 let mut fields = scope.splitn(3, ':');
-                let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next()) else { return None };
-                let project = self.paths.iter().filter(|p| name == p.key() || name.starts_with(&format!("{}/", p.key()))).max_by_key(|p| p.key().len()).map(|p| *p.value())?;
-                let actions: Vec<&str> = actions.split(',').filter(|action| self.may(&actor, project, action)).collect();
+                let (Some("repository"), Some(name), Some(actions)) = (fields.next(), fields.next(), fields.next())
+                else {
+                    return None;
+                };
+                let project = self
+                    .paths
+                    .iter()
+                    .filter(|p| name == p.key() || name.starts_with(&format!("{}/", p.key())))
+                    .max_by_key(|p| p.key().len())
+                    .map(|p| *p.value())?;
+                let actions: Vec<&str> =
+                    actions.split(',').filter(|action| self.may(&actor, project, action)).collect();
                 (!actions.is_empty()).then(|| json!({"type": "repository", "name": name, "actions": actions}))
             })
             .collect();
@@ -568,7 +646,9 @@ impl State {
                 admitted && level(*user) >= 20
             }
             (Actor::Job { project: own, .. }, "push") => *own == project,
-            (Actor::User { id, scopes, .. }, "pull") => level(*id) >= 20 && scoped(scopes, &["read_registry", "write_registry"]),
+            (Actor::User { id, scopes, .. }, "pull") => {
+                level(*id) >= 20 && scoped(scopes, &["read_registry", "write_registry"])
+            }
             (Actor::User { id, scopes, .. }, "push") => level(*id) >= 30 && scoped(scopes, &["write_registry"]),
             _ => false,
         }
@@ -600,7 +680,8 @@ impl State {
                 let entity = json!({"id": id, "revoked": false, "user_id": user, "scopes": scopes, "token": token, "active": true, "impersonation": true,
                                     "name": name, "description": "", "created_at": "2026-12-01T10:00:00.000Z", "last_used_at": null,
                                     "expires_at": body["expires_at"]});
-                self.impersonation.insert(id, ImpersonationToken { user, name: name.to_owned(), scopes, token, revoked: false });
+                self.impersonation
+                    .insert(id, ImpersonationToken { user, name: name.to_owned(), scopes, token, revoked: false });
                 respond(201, entity.to_string())
             }
             ("DELETE", ["impersonation_tokens", id]) => match self.impersonation.get_mut(&id.parse().unwrap_or(0)) {
@@ -620,11 +701,18 @@ impl State {
     /// in the project, creates the issue: 201 with `{id, iid, project_id, title, author: {id, username}}`;
     /// an inactive token or one without `api` is 401/403 as GitLab answers (`insufficient_scope`).
     fn create_issue(&self, request: &http::Request<bytes::Bytes>) -> Answer {
-        let Some(project) = request.uri().path().strip_prefix("/api/v4/projects/").and_then(|r| r.strip_suffix("/issues")).and_then(|id| id.parse::<u64>().ok()) else {
+        let Some(project) = request
+            .uri()
+            .path()
+            .strip_prefix("/api/v4/projects/")
+            .and_then(|r| r.strip_suffix("/issues"))
+            .and_then(|id| id.parse::<u64>().ok())
+        else {
             return respond(404, json!({"error": "404 Not Found"}).to_string());
         };
         let private = request.headers().get("private-token").and_then(|v| v.to_str().ok()).unwrap_or("");
-        let Some(token) = self.impersonation.iter().find(|t| t.token == private && !t.revoked).map(|t| t.clone()) else {
+        let Some(token) = self.impersonation.iter().find(|t| t.token == private && !t.revoked).map(|t| t.clone())
+        else {
             return respond(401, json!({"message": "401 Unauthorized"}).to_string());
         };
         if !token.scopes.iter().any(|s| s == "api") {
@@ -633,10 +721,18 @@ impl State {
         if self.members.get(&(project, token.user)).is_none_or(|l| *l < 10) {
             return respond(404, json!({"message": "404 Project Not Found"}).to_string());
         }
-        let title = jobgate::query::pairs(Some(&String::from_utf8_lossy(request.body()))).find(|(k, _)| k == "title").map(|(_, v)| v.into_owned()).unwrap_or_default();
+        let title = jobgate::query::pairs(Some(&String::from_utf8_lossy(request.body())))
+            .find(|(k, _)| k == "title")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
         let id = self.issues.fetch_add(1, Ordering::SeqCst) + 1;
-        let credentials = ["authorization", "private-token", "job-token", "deploy-token"].into_iter().filter(|n| request.headers().contains_key(*n)).map(str::to_owned);
-        let in_query = jobgate::query::pairs(request.uri().query()).filter(|(k, _)| k.contains("token")).map(|(k, _)| format!("?{k}"));
+        let credentials = ["authorization", "private-token", "job-token", "deploy-token"]
+            .into_iter()
+            .filter(|n| request.headers().contains_key(*n))
+            .map(str::to_owned);
+        let in_query = jobgate::query::pairs(request.uri().query())
+            .filter(|(k, _)| k.contains("token"))
+            .map(|(k, _)| format!("?{k}"));
         self.issue_credentials.insert(id as u64, credentials.chain(in_query).collect());
         respond(201, json!({"id": id, "iid": id, "project_id": project, "title": title, "author": {"id": token.user, "username": "ann"}}).to_string())
     }
@@ -649,7 +745,8 @@ impl State {
             return respond(403, json!({"message": "403 Forbidden"}).to_string());
         }
         let query = request.uri().query().unwrap_or_default();
-        let pairs: Vec<(String, String)> = jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        let pairs: Vec<(String, String)> =
+            jobgate::query::pairs(Some(query)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         let param = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
         let (search, active_only) = (param("search"), param("state") == "active");
         let items = self
@@ -663,20 +760,30 @@ impl State {
     }
 
     fn impersonation_tokens_sorted(&self) -> Vec<(u64, ImpersonationToken)> {
-        let mut all: Vec<(u64, ImpersonationToken)> = self.impersonation.iter().map(|e| (*e.key(), e.value().clone())).collect();
+        let mut all: Vec<(u64, ImpersonationToken)> =
+            self.impersonation.iter().map(|e| (*e.key(), e.value().clone())).collect();
         all.sort_by_key(|(id, _)| *id);
         all
     }
 
     /// GitLab's refusal of a package request, or `None` to let it through.
     fn package_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::body::Body>> {
-        let answer = |status: u16, message: &str| http::Response::builder().status(status).body(jobgate::body::full(json!({"message": message}).to_string())).unwrap();
+        let answer = |status: u16, message: &str| {
+            http::Response::builder()
+                .status(status)
+                .body(jobgate::body::full(json!({"message": message}).to_string()))
+                .unwrap()
+        };
         let rest = request.uri().path().strip_prefix("/api/v4/projects/")?;
         let project: u64 = rest.split('/').next()?.parse().ok()?;
         let write = !matches!(request.method().as_str(), "GET" | "HEAD");
         let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
         let secret = match (header("private-token"), header("job-token")) {
-            ("", "") => header("authorization").strip_prefix("Bearer ").map(str::to_owned).or_else(|| self.basic_password(header("authorization"))).unwrap_or_default(),
+            ("", "") => header("authorization")
+                .strip_prefix("Bearer ")
+                .map(str::to_owned)
+                .or_else(|| self.basic_password(header("authorization")))
+                .unwrap_or_default(),
             ("", job) => job.to_owned(),
             (private, _) => private.to_owned(),
         };
@@ -685,7 +792,9 @@ impl State {
         let allowed = match (&actor, write) {
             (GitActor::Job { project: own, user }, false) => *own == project || level(*user) >= 20,
             (GitActor::Job { project: own, .. }, true) => *own == project,
-            (GitActor::Token { user, scopes }, false) => scopes.iter().any(|s| s == "read_api" || s == "api") && level(*user) >= 20,
+            (GitActor::Token { user, scopes }, false) => {
+                scopes.iter().any(|s| s == "read_api" || s == "api") && level(*user) >= 20
+            }
             (GitActor::Token { user, scopes }, true) => scopes.iter().any(|s| s == "api") && level(*user) >= 30,
         };
         (!allowed).then(|| answer(403, "403 Forbidden"))
@@ -693,16 +802,25 @@ impl State {
 
     fn basic_password(&self, authorization: &str) -> Option<String> {
         use base64::Engine as _;
-        let decoded = authorization.strip_prefix("Basic ").and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok()).and_then(|b| String::from_utf8(b).ok())?;
+        let decoded = authorization
+            .strip_prefix("Basic ")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())?;
         decoded.split_once(':').map(|(_, password)| password.to_owned())
     }
 
     /// A running job's token, or an active impersonation token.
     fn actor(&self, secret: &str) -> Option<GitActor> {
         if let Some(job) = self.jobs.get(secret).filter(|j| j.1) {
-            return Some(GitActor::Job { project: job.0["pipeline"]["project_id"].as_u64()?, user: job.0["user"]["id"].as_u64()? });
+            return Some(GitActor::Job {
+                project: job.0["pipeline"]["project_id"].as_u64()?,
+                user: job.0["user"]["id"].as_u64()?,
+            });
         }
-        self.impersonation.iter().find(|t| t.token == secret && !t.revoked).map(|t| GitActor::Token { user: t.user, scopes: t.scopes.clone() })
+        self.impersonation
+            .iter()
+            .find(|t| t.token == secret && !t.revoked)
+            .map(|t| GitActor::Token { user: t.user, scopes: t.scopes.clone() })
     }
 
     /// Who Basic credentials are, as GitLab's `Gitlab::Auth.find_for_git_client` finds them: a
@@ -713,7 +831,9 @@ impl State {
 
     /// One page of `items` for the request's `page` and `per_page`, with GitLab's pagination headers.
     fn page(&self, items: Vec<Value>, query: &str) -> Answer {
-        let param = |name: &str| query.split('&').find_map(|p| p.strip_prefix(&format!("{name}="))).and_then(|v| v.parse::<usize>().ok());
+        let param = |name: &str| {
+            query.split('&').find_map(|p| p.strip_prefix(&format!("{name}="))).and_then(|v| v.parse::<usize>().ok())
+        };
         let cap = match self.page_cap.load(Ordering::SeqCst) {
             0 => 100,
             cap => cap,
@@ -726,7 +846,14 @@ impl State {
         let mut response = respond(200, Value::Array(shown).to_string());
         let next = if page < pages { (page + 1).to_string() } else { String::new() };
         let prev = if page > 1 { (page - 1).to_string() } else { String::new() };
-        for (name, value) in [("x-page", page.to_string()), ("x-per-page", per_page.to_string()), ("x-total", total.to_string()), ("x-total-pages", pages.to_string()), ("x-next-page", next.clone()), ("x-prev-page", prev)] {
+        for (name, value) in [
+            ("x-page", page.to_string()),
+            ("x-per-page", per_page.to_string()),
+            ("x-total", total.to_string()),
+            ("x-total-pages", pages.to_string()),
+            ("x-next-page", next.clone()),
+            ("x-prev-page", prev),
+        ] {
             response.headers_mut().insert(name, http::HeaderValue::from_str(&value).unwrap());
         }
         if !next.is_empty() {
@@ -779,7 +906,14 @@ impl Tokens {
     pub fn gitlab(projects: &[(&'static str, u64)]) -> Tokens {
         let gitlab = GitLab::start();
         for (path, id) in projects {
-            let job = |job_id, git_ref| Job { id: job_id, project_path: path, project_id: *id, git_ref, tag: false, user: (5, "ann") };
+            let job = |job_id, git_ref| Job {
+                id: job_id,
+                project_path: path,
+                project_id: *id,
+                git_ref,
+                tag: false,
+                user: (5, "ann"),
+            };
             gitlab.add(&opaque(path, *id, true), job(3000 + id, "main"));
             gitlab.add(&opaque(path, *id, false), job(1000 + id, "feature"));
             gitlab.protect_branches(*id, vec!["main"]);

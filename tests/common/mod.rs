@@ -43,7 +43,11 @@ impl Process {
     pub fn spawn(command: &mut Command) -> Process {
         use std::os::unix::process::CommandExt;
         let child = command.process_group(0).spawn();
-        Process { child: child.unwrap_or_else(|e| panic!("cannot start {:?}: {e} (run scripts/test.sh to install it)", command.get_program())) }
+        Process {
+            child: child.unwrap_or_else(|e| {
+                panic!("cannot start {:?}: {e} (run scripts/test.sh to install it)", command.get_program())
+            }),
+        }
     }
 }
 
@@ -159,11 +163,7 @@ $SERVER["socket"] == "{dir}/git.sock" {{ }}
             )
             .unwrap();
             let mut command = Command::new("lighttpd");
-            command
-                .arg("-D")
-                .arg("-f")
-                .arg(&conf)
-                .stdout(Stdio::null());
+            command.arg("-D").arg("-f").arg(&conf).stdout(Stdio::null());
             command
         });
         GitServer { port, socket: dir.join("git.sock"), root, log: dir.join("lighttpd-error.log"), _process: process }
@@ -251,7 +251,15 @@ impl Gateway {
     /// As [`Gateway::start_upstreams`], also accepting GitLab's own job tokens by asking the GitLab API
     /// (`gitlab_fields`: the `gitlab:` block's fields; answers trusted `cache_secs`, `budget` lookups
     /// per second).
-    pub fn start_with_gitlab(dir: &Path, upstreams: &str, policy: &str, gitlab_fields: &str, cache_secs: u64, budget: u32, extra_config: &str) -> Gateway {
+    pub fn start_with_gitlab(
+        dir: &Path,
+        upstreams: &str,
+        policy: &str,
+        gitlab_fields: &str,
+        cache_secs: u64,
+        budget: u32,
+        extra_config: &str,
+    ) -> Gateway {
         // The second issuer closes the first one's flow mapping and opens its own.
         let issuers = format!(
             "name: ci, iss: '{ISSUER}', audiences: [{AUDIENCE}], jwks_file: keys/jwks.json }}\n  - {{ name: gitlab-jobs, gitlab_job_tokens: {{ cache_secs: {cache_secs}, lookups_per_sec: {budget} }}"
@@ -275,7 +283,11 @@ impl Gateway {
         std::fs::write(dir.join("policies/policy.yaml"), policy).unwrap();
         let upstreams: String = upstreams.lines().map(|l| format!("  {l}\n")).collect();
         // A test may bring its own `tls:` (several certificates, say).
-        let tls = if extra_config.lines().any(|l| l.starts_with("tls:")) { "" } else { "tls: { cert: certs/server.pem, key: certs/server-key.pem }\n" };
+        let tls = if extra_config.lines().any(|l| l.starts_with("tls:")) {
+            ""
+        } else {
+            "tls: { cert: certs/server.pem, key: certs/server-key.pem }\n"
+        };
         let config = dir.join("jobgate.yaml");
         std::fs::write(
             &config,
@@ -293,7 +305,12 @@ audit: {{ file: audit.log }}
         )
         .unwrap();
         let mut process = Process::spawn(
-            Command::new(env!("CARGO_BIN_EXE_jobgate")).args(["serve", "--config"]).arg(&config).env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::piped()),
+            Command::new(env!("CARGO_BIN_EXE_jobgate"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
         );
         let (tx, rx) = mpsc::channel();
         let stderr = process.child.stderr.take().unwrap();
@@ -358,7 +375,13 @@ audit: {{ file: audit.log }}
         self.token_with(project, id, protected, Vec::new())
     }
 
-    pub fn token_with(&self, project: &str, id: u64, protected: bool, extra: Vec<(String, serde_json::Value)>) -> String {
+    pub fn token_with(
+        &self,
+        project: &str,
+        id: u64,
+        protected: bool,
+        extra: Vec<(String, serde_json::Value)>,
+    ) -> String {
         let claims = JobClaims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -433,7 +456,9 @@ fn admin_send(gateway: &Gateway, method: &str, path: &str, headers: &str) -> (u1
 }
 
 /// Runs `serve` on a loopback listener in a thread of its own (with its own runtime); returns the port.
-fn serve_on_thread<F: std::future::Future<Output = ()> + 'static>(serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static) -> u16 {
+fn serve_on_thread<F: std::future::Future<Output = ()> + 'static>(
+    serve: impl FnOnce(tokio::net::TcpListener) -> F + Send + 'static,
+) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -454,9 +479,13 @@ pub fn sink_upstream() -> u16 {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
                     let bytes = request.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!("{{\"bytes\": {bytes}}}")))))
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(format!("{{\"bytes\": {bytes}}}")),
+                    )))
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
             });
         }
     })

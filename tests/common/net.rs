@@ -63,7 +63,8 @@ pub struct JwksServer {
 impl JwksServer {
     pub async fn start(dir: &Path, document: String, max_age_secs: u64) -> JwksServer {
         let certs = jobgate::generate::certs(&dir.join("jwks-certs")).unwrap();
-        let files = jobgate::config::TlsFiles { cert: certs.cert.clone(), key: certs.key.clone(), certificates: Vec::new() };
+        let files =
+            jobgate::config::TlsFiles { cert: certs.cert.clone(), key: certs.key.clone(), certificates: Vec::new() };
         let certificates = jobgate::tls::Certificates::load(&files).unwrap();
         let config = jobgate::tls::server_config(Arc::new(jobgate::tls::CertResolver::new(certificates))).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -75,14 +76,16 @@ impl JwksServer {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, doc, count, mut stopped) = (acceptor.clone(), doc.clone(), count.clone(), stopped.clone());
+                let (acceptor, doc, count, mut stopped) =
+                    (acceptor.clone(), doc.clone(), count.clone(), stopped.clone());
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
                     let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                         let response = respond(&request, &doc, &count, port, max_age_secs);
                         async move { Ok::<_, Infallible>(response) }
                     });
-                    let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
+                    let connection =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), service);
                     // Stopping drops open keep-alive connections too: the issuer is really gone.
                     tokio::select! {
                         _ = connection => {}
