@@ -33,7 +33,7 @@ use http::{Method, Request};
 use jobgate::classify::classify;
 use jobgate::clock::unix_now;
 use jobgate::config::NonJob;
-use jobgate::enforce::{enforce, Core, NoTrace, NonJobRules, Verdict};
+use jobgate::enforce::{enforce, Core, Known, NoTrace, NonJobRules, Verdict};
 use jobgate::policy::{decide, Policy};
 use jobgate::revoke::RevocationSet;
 use jobgate::snapshot::Snapshot;
@@ -143,7 +143,10 @@ fn enforce_path(c: &mut Criterion) {
         gitlab: None,
         non_job: &non_job,
     };
-    assert!(matches!(enforce(&core, &parts, None, now, &mut NoTrace).verdict, Verdict::Allow(..)));
+    assert!(matches!(
+        enforce(&core, &parts, &Known::default(), now, &mut NoTrace).decided().unwrap().verdict,
+        Verdict::Allow(..)
+    ));
 
     c.bench_function("classify", |b| b.iter(|| classify(black_box(&parts.method), black_box(parts.uri.path()), None)));
     c.bench_function("extract_basic", |b| b.iter(|| extract(black_box(&parts.headers), None).map(|_| ())));
@@ -163,7 +166,11 @@ fn enforce_path(c: &mut Criterion) {
     }
     c.bench_function("verify_cached", |b| b.iter(|| f.verifier.verify(black_box(token), now).is_ok()));
     c.bench_function("enforce_cached", |b| {
-        b.iter(|| enforce(&core, black_box(&parts), None, now, &mut NoTrace).verdict.claims().is_some())
+        b.iter(|| {
+            enforce(&core, black_box(&parts), &Known::default(), now, &mut NoTrace)
+                .decided()
+                .is_some_and(|e| e.verdict.claims().is_some())
+        })
     });
 
     // The same request with GitLab's own opaque job token, whose identity GitLab answered earlier.
@@ -174,9 +181,16 @@ fn enforce_path(c: &mut Criterion) {
     let basic = format!("Basic {}", STANDARD.encode(format!("gitlab-ci-token:{opaque}")));
     gitlab_parts.headers.insert("authorization", basic.parse().unwrap());
     let core = Core { gitlab: Some(&identities), ..core };
-    assert!(matches!(enforce(&core, &gitlab_parts, None, now, &mut NoTrace).verdict, Verdict::Allow(..)));
+    assert!(matches!(
+        enforce(&core, &gitlab_parts, &Known::default(), now, &mut NoTrace).decided().unwrap().verdict,
+        Verdict::Allow(..)
+    ));
     c.bench_function("enforce_cached_gitlab_job_token", |b| {
-        b.iter(|| enforce(&core, black_box(&gitlab_parts), None, now, &mut NoTrace).verdict.claims().is_some())
+        b.iter(|| {
+            enforce(&core, black_box(&gitlab_parts), &Known::default(), now, &mut NoTrace)
+                .decided()
+                .is_some_and(|e| e.verdict.claims().is_some())
+        })
     });
 }
 

@@ -75,7 +75,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (name, value) = (http::HeaderName::from_bytes(name.trim().as_bytes())?, value.trim().to_owned());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from_pem_file(&args.ca)?)?;
-    let tls = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider())
+    let tls = rustls::ClientConfig::builder_with_provider(jobgate::infra::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();

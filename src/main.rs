@@ -249,18 +249,18 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             done(runtime()?.block_on(import(&config, &group, out.as_deref())))
         }
         Command::Demo { dir, listen, admin_listen } => {
-            done(runtime()?.block_on(jobgate::demo::run(&dir, listen, admin_listen)))
+            done(runtime()?.block_on(jobgate::tools::demo::run(&dir, listen, admin_listen)))
         }
         Command::Certs { command: CertsCommand::Generate { out } } => {
-            let files = jobgate::generate::certs(&out)?;
+            let files = jobgate::tools::generate::certs(&out)?;
             println!("wrote {} {} {}", files.ca.display(), files.cert.display(), files.key.display());
             done(Ok(()))
         }
         Command::Keys { command: KeysCommand::Generate { out, alg, registry } } => {
-            let files = jobgate::generate::keys(&out, alg)?;
+            let files = jobgate::tools::generate::keys(&out, alg)?;
             println!("wrote {} {} (kid {})", files.signing_key.display(), files.jwks.display(), files.kid);
             if registry {
-                let (key, cert) = jobgate::generate::registry_key(&out)?;
+                let (key, cert) = jobgate::tools::generate::registry_key(&out)?;
                 println!("wrote {} {}", key.display(), cert.display());
             }
             done(Ok(()))
@@ -281,7 +281,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 async fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let running = jobgate::serve::start(config).await?;
+    let running = jobgate::app::serve::start(config).await?;
     // Tests and scripts read this line for the bound addresses (port 0 is allowed).
     eprintln!("jobgate listening public=https://{} admin=http://{}", running.public_addr, running.admin_addr);
     running.run_until_signalled().await
@@ -289,7 +289,8 @@ async fn serve(path: &Path) -> anyhow::Result<()> {
 
 async fn check(path: &Path, offline: bool) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let loaded = match jobgate::preflight::load(&config, &jobgate::metrics::Metrics::new(), !offline).await {
+    let loaded = match jobgate::app::preflight::load(&config, &jobgate::infra::metrics::Metrics::new(), !offline).await
+    {
         Ok(loaded) => loaded,
         Err(errors) => {
             for error in &errors {
@@ -330,11 +331,11 @@ async fn explain(
 ) -> anyhow::Result<std::process::ExitCode> {
     let config = Config::load(path)?;
     let snapshot = jobgate::snapshot::Snapshot::build(&config, 1)?;
-    let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::metrics::Metrics::new(), true)
+    let (issuers, _sources) = jobgate::keys::start(&config, &jobgate::infra::metrics::Metrics::new(), true)
         .await
         .map_err(|errors| anyhow::anyhow!("{}", errors.join("\n")))?;
     let verifier = jobgate::token::verify::Verifier::new(issuers, config.limits.max_token_bytes, 0);
-    let registry = jobgate::registry::RegistryTokens::from_config(config.registry_auth.as_ref())?;
+    let registry = jobgate::config::RegistryAuthConfig::tokens(config.registry_auth.as_ref())?;
     // Read only: a running `serve` owns the file.
     let revocations = match &config.revocations.file {
         Some(path) => jobgate::revoke::store::replay(path, jobgate::clock::unix_now()).await?,
@@ -356,7 +357,8 @@ async fn explain(
     } else {
         token.to_owned()
     };
-    let explained = jobgate::explain::explain(&core, &token, method, url, lfs_operation, jobgate::clock::unix_now());
+    let explained =
+        jobgate::enforce::explain::explain(&core, &token, method, url, lfs_operation, jobgate::clock::unix_now());
     if json {
         let summary = explained
             .summary
@@ -372,7 +374,7 @@ async fn explain(
 }
 
 fn suggest(path: &Path, audit: &[PathBuf], since: Option<&str>, out: Option<&Path>) -> anyhow::Result<()> {
-    use jobgate::suggest::{self, POLICY_FILE};
+    use jobgate::tools::suggest::{self, POLICY_FILE};
     let config = Config::load(path)?;
     let since = since.map(suggest::since).transpose().map_err(anyhow::Error::msg)?;
     // A previous suggestion in the policy folder is replaced by this one, not built upon.
@@ -411,8 +413,8 @@ async fn import(path: &Path, groups: &[String], out: Option<&Path>) -> anyhow::R
     let Some(gitlab) = &config.gitlab else {
         bail!("{}: the import needs a `gitlab:` block (url, api_token_file)", path.display())
     };
-    let (settings, problems) = jobgate::import::fetch(gitlab, groups).await.map_err(anyhow::Error::msg)?;
-    let imported = jobgate::import::render(&settings, &gitlab.url);
+    let (settings, problems) = jobgate::tools::import::fetch(gitlab, groups).await.map_err(anyhow::Error::msg)?;
+    let imported = jobgate::tools::import::render(&settings, &gitlab.url);
     let out = out.unwrap_or(&config.policy_dir);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     // The folder as it will be, loaded and tested before anything is written.
@@ -421,7 +423,7 @@ async fn import(path: &Path, groups: &[String], out: Option<&Path>) -> anyhow::R
     let policy = jobgate::policy::Policy::load_dir_with(out, &files)
         .context("the imported files do not load with the folder's other files")?;
     let snapshot = jobgate::snapshot::Snapshot::new(policy, config.api_routes.clone(), 1);
-    let report = jobgate::expect::run(&snapshot, out)?;
+    let report = jobgate::enforce::expect::run(&snapshot, out)?;
     if !report.failures.is_empty() {
         bail!(
             "with the imported files, {} policy test(s) of {} fail:\n{}",

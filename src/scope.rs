@@ -163,6 +163,53 @@ impl Role {
     }
 }
 
+/// A GitLab personal-token scope jobgate asks for when it acts as the job's user
+/// (`app/models/personal_access_token.rb`'s scopes, those jobgate uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GitLabScope {
+    ReadRepository,
+    WriteRepository,
+    ReadRegistry,
+    WriteRegistry,
+    ReadApi,
+    Api,
+}
+
+impl GitLabScope {
+    /// GitLab's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GitLabScope::ReadRepository => "read_repository",
+            GitLabScope::WriteRepository => "write_repository",
+            GitLabScope::ReadRegistry => "read_registry",
+            GitLabScope::WriteRegistry => "write_registry",
+            GitLabScope::ReadApi => "read_api",
+            GitLabScope::Api => "api",
+        }
+    }
+
+    /// The narrowest GitLab scope that covers a jobgate scope. Personal tokens have no
+    /// package-registry scopes (those are deploy-token scopes), so package reads need `read_api` and
+    /// package writes `api`, which also opens the rest of the API — jobgate still presents the token
+    /// only on requests the policy allowed.
+    pub fn covering(scope: Scope) -> GitLabScope {
+        match scope {
+            Scope::ReadRepository => GitLabScope::ReadRepository,
+            Scope::WriteRepository => GitLabScope::WriteRepository,
+            Scope::ReadRegistry => GitLabScope::ReadRegistry,
+            Scope::WriteRegistry => GitLabScope::WriteRegistry,
+            Scope::ReadPackageRegistry | Scope::ReadApi => GitLabScope::ReadApi,
+            Scope::WritePackageRegistry | Scope::Api => GitLabScope::Api,
+        }
+    }
+}
+
+impl std::fmt::Display for GitLabScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

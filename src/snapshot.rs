@@ -25,7 +25,7 @@ impl Snapshot {
     /// The first policy file that does not load, with file and line.
     pub fn build(config: &Config, generation: u64) -> Result<Snapshot, PolicyError> {
         let mut snapshot = Snapshot::new(Policy::load_dir(&config.policy_dir)?, config.api_routes.clone(), generation);
-        snapshot.hosts = crate::classify::HostRules::new(config.hosts.as_ref());
+        snapshot.hosts = config.hosts.as_ref().map_or_else(Default::default, crate::config::HostsConfig::rules);
         Ok(snapshot)
     }
 

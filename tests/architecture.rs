@@ -93,7 +93,10 @@ fn the_decision_core_imports_no_edge() {
 
 #[test]
 fn the_checker_sees_what_it_must_refuse() {
-    assert_eq!(violations("use crate::metrics::Metrics;\nfn f() { tokio::spawn(x); }\n").len(), 2);
-    assert_eq!(violations("use crate::forward::Upstream; // crate::ok\n"), vec!["line 1: crate::forward"]);
+    assert_eq!(violations("use crate::infra::metrics::Metrics;\nfn f() { tokio::spawn(x); }\n").len(), 2);
+    assert_eq!(
+        violations("use crate::edge::upstream::Upstream; // crate::ok\n"),
+        vec!["line 1: crate::edge::upstream"]
+    );
     assert!(violations("use crate::classify::Family;\n#[cfg(test)]\nmod t { use tokio::x; }\n").is_empty());
 }

@@ -172,7 +172,7 @@ fn a_real_prometheus_scrapes_jobgate_with_the_shipped_config() {
 /// Writes what a recipe's config names below `/etc/jobgate/` (certificates and keys, CA bundles,
 /// secrets, a policy folder) into `root`, and the config itself with its paths moved there.
 fn recipe_in(root: &Path, config: &str) -> PathBuf {
-    let certs = jobgate::generate::certs(&root.join("generated")).unwrap();
+    let certs = jobgate::tools::generate::certs(&root.join("generated")).unwrap();
     let moved = config
         .replace("/etc/jobgate/", &format!("{}/etc/jobgate/", root.display()))
         .replace("/var/lib/jobgate/", &format!("{}/var/lib/jobgate/", root.display()));

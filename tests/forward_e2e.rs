@@ -312,7 +312,7 @@ fn an_https_upstream_with_a_private_ca_and_a_client_certificate() {
     git.create_repo("acme/app");
     // The upstream's own private CA: its server certificate names localhost and 127.0.0.1, and the
     // same CA signs the client certificate nginx asks for.
-    let pki = jobgate::generate::certs(&dir.path().join("upstream-pki")).unwrap();
+    let pki = jobgate::tools::generate::certs(&dir.path().join("upstream-pki")).unwrap();
     let (port, _nginx) = nginx_tls(dir.path(), git.port, &pki.cert, &pki.key, Some(&pki.ca));
     let clone = |gw: &Gateway, name: &str| {
         let url = gw.git_url(&gw.token("acme/app", 42, false), "acme/app");
@@ -390,7 +390,7 @@ async fn websocket_echo() -> u16 {
 
 /// A TLS connection to the gateway (no ALPN: HTTP/1.1, where upgrades live).
 async fn tls_to(gw: &Gateway) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let config = jobgate::tls::client_config(Some(&gw.ca)).unwrap();
+    let config = jobgate::infra::tls::client_config(Some(&gw.ca)).unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)).connect(name, tcp).await.unwrap()

@@ -43,7 +43,10 @@ struct Env {
 }
 
 async fn env(max_age: u64, issuer_extra: &str) -> Env {
-    let dir = tempfile::tempdir().unwrap();
+    env_with_dir(tempfile::tempdir().unwrap(), max_age, issuer_extra, "").await
+}
+
+async fn env_with_dir(dir: tempfile::TempDir, max_age: u64, issuer_extra: &str, extra_config: &str) -> Env {
     let (main, main_kid) = Gateway::issuer_key(dir.path());
     let server = JwksServer::start(dir.path(), jwks(&[(&main_kid, &main)]), max_age).await;
     let issuer = format!(
@@ -52,7 +55,8 @@ async fn env(max_age: u64, issuer_extra: &str) -> Env {
         server.ca.display()
     );
     let upstream = format!("git: {{ url: 'http://127.0.0.1:{}' }}", echo_upstream());
-    let gateway = tokio::task::block_in_place(|| Gateway::start_full(dir.path(), &upstream, &issuer, POLICY, ""));
+    let gateway =
+        tokio::task::block_in_place(|| Gateway::start_full(dir.path(), &upstream, &issuer, POLICY, extra_config));
     let client = Client::new(&gateway.ca);
     Env { _dir: dir, server, gateway, client, main, main_kid }
 }
@@ -121,6 +125,27 @@ async fn a_new_key_works_at_once_and_a_removed_key_stops_at_once() {
     assert_eq!(status, 401, "a removed key's cached token fails at once: {body}");
     assert!(body.contains("unknown_kid"), "{body}");
     assert_eq!(env.get(&fresh_token).await.0, 200);
+}
+
+/// The token realm meets the core's needs through the same driver as the proxy path: a key published
+/// since the last poll works at `/jwt/auth` on its first request too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_key_works_at_once_at_the_token_realm_too() {
+    let dir = tempfile::tempdir().unwrap();
+    jobgate::tools::generate::registry_key(&dir.path().join("keys")).unwrap();
+    let realm = "registry_auth: { signing_key: keys/registry-key.pem, issuer: jobgate, service: container_registry }";
+    let env = env_with_dir(dir, 300, "unknown_kid_cooldown_secs: 1", realm).await;
+    let url = env.gateway.url("/jwt/auth?service=container_registry&scope=repository:acme/app:pull");
+    let (status, body) = env.client.get_bearer(&url, &env.token(&env.main, &env.main_kid)).await;
+    assert_eq!(status, 200, "the realm answers a known key: {body}");
+
+    let fresh = es256();
+    env.server.publish(jwks(&[(&env.main_kid, &env.main), ("fresh", &fresh)]));
+    let before = env.server.fetches();
+    let (status, body) = env.client.get_bearer(&url, &env.token(&fresh, "fresh")).await;
+    assert_eq!(status, 200, "a freshly published key passes at the realm without restart: {body}");
+    assert!(body.contains("\"token\""), "{body}");
+    assert_eq!(env.server.fetches(), before + 1, "exactly one refetch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -262,14 +287,14 @@ fn a_watched_jwks_file_rotates_without_restart_and_a_broken_edit_changes_nothing
     let mut jwk = added.public_jwk();
     jwk["kid"] = json!("added");
     doc["keys"].as_array_mut().unwrap().push(jwk);
-    jobgate::generate::write(&jwks_path, &doc.to_string()).unwrap();
+    jobgate::tools::generate::write(&jwks_path, &doc.to_string()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while status(&added_token) != 200 {
         assert!(Instant::now() < deadline, "the added key never became usable");
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    jobgate::generate::write(&jwks_path, "{\"keys\": [").unwrap();
+    jobgate::tools::generate::write(&jwks_path, "{\"keys\": [").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let ready = common::admin_get(&gw, "/-/ready");

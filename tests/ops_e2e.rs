@@ -45,7 +45,7 @@ fn certificates_rotate_by_rename_and_bad_ones_are_refused() {
     assert_eq!(served_fingerprint(gw.port), original);
 
     // A broken PEM: refused, reported, the old certificate stays.
-    jobgate::generate::write(
+    jobgate::tools::generate::write(
         &certs.join("server.pem"),
         "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n",
     )
@@ -55,7 +55,7 @@ fn certificates_rotate_by_rename_and_bad_ones_are_refused() {
 
     // A certificate whose key is elsewhere: refused the same way.
     let next = dir.path().join("next");
-    jobgate::generate::certs(&next).unwrap();
+    jobgate::tools::generate::certs(&next).unwrap();
     std::fs::copy(next.join("server.pem"), certs.join("staged.pem")).unwrap();
     std::fs::rename(certs.join("staged.pem"), certs.join("server.pem")).unwrap();
     wait_until("the mismatched pair is reported", || admin_get(&gw, "/-/ready").contains("server-key.pem"));
@@ -114,7 +114,7 @@ async fn an_idle_http2_client_does_not_hold_the_drain() {
     });
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from_pem_file(&gw.ca).unwrap()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(jobgate::infra::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
@@ -190,7 +190,7 @@ fn a_kubernetes_secret_update_rotates_the_certificate() {
 
     // cert-manager renews; the kubelet writes the new pair and swaps `..data`.
     let next = dir.path().join("next");
-    jobgate::generate::certs(&next).unwrap();
+    jobgate::tools::generate::certs(&next).unwrap();
     std::fs::create_dir(certs.join("..2026_12_01_b")).unwrap();
     for file in ["server.pem", "server-key.pem"] {
         std::fs::copy(next.join(file), certs.join("..2026_12_01_b").join(file)).unwrap();

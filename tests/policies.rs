@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use jobgate::expect;
+use jobgate::enforce::expect;
 use jobgate::policy::Policy;
 use jobgate::snapshot::Snapshot;
 

@@ -160,7 +160,7 @@ impl Skopeo {
 
 fn gateway(dir: &Path, registry_port: u16, credentials: &str) -> Gateway {
     let keys = dir.join("keys");
-    jobgate::generate::registry_key(&keys).unwrap();
+    jobgate::tools::generate::registry_key(&keys).unwrap();
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:1' }}\nregistry: {{ url: 'http://127.0.0.1:{registry_port}', credentials: {credentials} }}");
     Gateway::start_upstreams(
         dir,
@@ -225,7 +225,7 @@ fn skopeo_through_jobgate_to_an_open_registry() {
 fn skopeo_through_jobgate_to_a_token_auth_registry_that_checks_jobgates_tokens() {
     let dir = tempfile::tempdir().unwrap();
     // The registry trusts jobgate's registry key; the key is made before either starts.
-    jobgate::generate::registry_key(&dir.path().join("keys")).unwrap();
+    jobgate::tools::generate::registry_key(&dir.path().join("keys")).unwrap();
     let gw_port_hint = "https://127.0.0.1/jwt/auth";
     let auth = format!(
         "auth:\n  token:\n    realm: {gw_port_hint}\n    service: container_registry\n    issuer: jobgate\n    rootcertbundle: {}\n",
@@ -240,7 +240,7 @@ fn skopeo_through_jobgate_to_a_token_auth_registry_that_checks_jobgates_tokens()
 fn skopeo_on_the_registry_host_while_v2_on_the_gitlab_host_goes_to_gitlab() {
     let dir = tempfile::tempdir().unwrap();
     let (port, store, _registry) = registry(dir.path(), "");
-    jobgate::generate::registry_key(&dir.path().join("keys")).unwrap();
+    jobgate::tools::generate::registry_key(&dir.path().join("keys")).unwrap();
     let gitlab = common::echo_upstream();
     let upstreams = format!("git: {{ url: 'http://127.0.0.1:{gitlab}' }}\nregistry: {{ url: 'http://127.0.0.1:{port}', credentials: strip, non_job: reject }}");
     // The registry (open: it checks nothing itself) takes only decided job traffic; the rest of the
@@ -280,7 +280,7 @@ fn skopeo_with_an_unmodified_pipelines_ci_job_token() {
         lib,
         Job { id: 5300, project_path: "acme/lib", project_id: 43, git_ref: "main", tag: false, user: (5, "ann") },
     );
-    jobgate::generate::registry_key(&d.join("keys")).unwrap();
+    jobgate::tools::generate::registry_key(&d.join("keys")).unwrap();
     let upstreams = format!(
         "git: {{ url: 'http://127.0.0.1:1' }}\nregistry: {{ url: 'http://127.0.0.1:{port}', credentials: strip }}"
     );
@@ -309,7 +309,7 @@ fn skopeo_with_an_unmodified_pipelines_ci_job_token() {
 /// The GitLab stand-in, signing registry tokens with a key of its own (`gitlab-registry/`).
 fn gitlab_signing_registry_tokens(dir: &Path) -> common::gitlab::GitLab {
     let gitlab = common::gitlab::GitLab::start();
-    jobgate::generate::registry_key(&dir.join("gitlab-registry")).unwrap();
+    jobgate::tools::generate::registry_key(&dir.join("gitlab-registry")).unwrap();
     gitlab.sign_registry_tokens(&dir.join("gitlab-registry/registry-key.pem"));
     gitlab
 }

@@ -38,9 +38,9 @@ async fn reloads_under_load_fail_no_request_and_broken_files_change_nothing() {
         tokio::task::spawn_blocking(move || {
             let mut failed_reloads = 0;
             for round in 1..=20 {
-                jobgate::generate::write(&policies.join("policy.yaml"), &policy(round)).unwrap();
+                jobgate::tools::generate::write(&policies.join("policy.yaml"), &policy(round)).unwrap();
                 if round % 5 == 0 {
-                    jobgate::generate::write(
+                    jobgate::tools::generate::write(
                         &policies.join("broken.yaml"),
                         "projects:\n  acme/app: {allow: [{from: 'a/../b'}]}\n",
                     )
@@ -96,7 +96,7 @@ async fn reloads_under_load_fail_no_request_and_broken_files_change_nothing() {
         serde_json::from_str::<serde_json::Value>(json).unwrap()["generation"].as_u64().unwrap()
     };
     let before = generation(&admin_get(&gw, "/-/ready"));
-    jobgate::generate::write(&dir.path().join("policies/policy.yaml"), &policy(99)).unwrap();
+    jobgate::tools::generate::write(&dir.path().join("policies/policy.yaml"), &policy(99)).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while generation(&admin_get(&gw, "/-/ready")) == before {
         assert!(std::time::Instant::now() < deadline, "the watcher did not reload the edited policy");
@@ -122,7 +122,7 @@ async fn a_policy_that_fails_its_own_tests_never_goes_live() {
 
     // An edit that closes acme/app to acme/lib contradicts the test: refused, the old policy stays.
     let closed = "projects:\n  acme/app: {}\n";
-    jobgate::generate::write(&dir.path().join("policies/policy.yaml"), closed).unwrap();
+    jobgate::tools::generate::write(&dir.path().join("policies/policy.yaml"), closed).unwrap();
     let (status, body) = admin_post(&gw, "/-/reload", "s3cret-admin");
     assert_eq!(status, 422, "{body}");
     assert!(

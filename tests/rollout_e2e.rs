@@ -242,8 +242,8 @@ fn gitlab_allowlists_import_over_several_pages_as_policy_that_decides_alike_and_
     gitlab.forbid(47);
 
     let dir = tempfile::tempdir().unwrap();
-    jobgate::generate::certs(&dir.path().join("certs")).unwrap();
-    jobgate::generate::keys(&dir.path().join("keys"), jobgate::token::Alg::RS256).unwrap();
+    jobgate::tools::generate::certs(&dir.path().join("certs")).unwrap();
+    jobgate::tools::generate::keys(&dir.path().join("keys"), jobgate::token::Alg::RS256).unwrap();
     std::fs::create_dir_all(dir.path().join("policies/tests")).unwrap();
     std::fs::write(dir.path().join("policies/instance.yaml"), INSTANCE).unwrap();
     // What GitLab's allowlists decide, as policy tests: the folder's tests must pass before the import

@@ -16,21 +16,21 @@ use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use jobgate::audit::Audit;
-use jobgate::body::Body;
 use jobgate::clock::unix_now;
 use jobgate::config::{AuditSink, Limits, NonJob, Timeouts, Upstreams};
+use jobgate::edge::body::Body;
+use jobgate::edge::gateway::{BodyPeek, Gateway, GatewayParts};
+use jobgate::edge::upstream::Upstream;
 use jobgate::enforce::NonJobRules;
-use jobgate::forward::Upstream;
-use jobgate::metrics::Metrics;
+use jobgate::infra::audit::Audit;
+use jobgate::infra::metrics::Metrics;
 use jobgate::policy::Policy;
-use jobgate::proxy::{BodyPeek, Gateway, GatewayParts};
-use jobgate::registry::token::Access;
-use jobgate::registry::RegistryTokens;
 use jobgate::revoke::store::Revocations;
 use jobgate::snapshot::Snapshot;
 use jobgate::token::keys::{KeySet, KeyState};
 use jobgate::token::mint::{JobClaims, Signer};
+use jobgate::token::registry::Access;
+use jobgate::token::registry::RegistryTokens;
 use jobgate::token::verify::{Issuer, Verifier};
 use jobgate::token::Alg;
 use tokio::sync::Mutex;
@@ -201,7 +201,7 @@ fn request(method: &str, target: &str, headers: &[(&str, &str)], body: Bytes) ->
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    builder.body(jobgate::body::full(body)).unwrap()
+    builder.body(jobgate::edge::body::full(body)).unwrap()
 }
 
 fn basic(token: &str) -> String {
@@ -443,7 +443,7 @@ impl hyper::body::Body for Stalled {
 }
 
 fn stalled() -> Body {
-    jobgate::body::stream(Stalled)
+    jobgate::edge::body::stream(Stalled)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -594,7 +594,7 @@ async fn the_registry_challenge_never_carries_what_the_client_wrote_in_host() {
     let f = default_fixture("passthrough", NonJob::Reject).await;
     let evil = Request::get("/v2/acme/lib/manifests/latest")
         .header("host", "evil\",error=\"x")
-        .body(jobgate::body::full(Bytes::new()))
+        .body(jobgate::edge::body::full(Bytes::new()))
         .unwrap();
     let response = f.gateway.handle(evil, "127.0.0.1:9".parse().unwrap()).await;
     let challenge = response.headers()[http::header::WWW_AUTHENTICATE].to_str().unwrap().to_owned();
@@ -617,7 +617,7 @@ fn multipart(parts: &[(&str, &str)]) -> String {
 
 /// `bytes` as a streamed body of `size`-byte frames, as a client sends a large upload.
 fn in_chunks(bytes: Vec<u8>, size: usize) -> Body {
-    let frames: Vec<Result<hyper::body::Frame<Bytes>, jobgate::body::BoxError>> =
+    let frames: Vec<Result<hyper::body::Frame<Bytes>, jobgate::edge::body::BoxError>> =
         bytes.chunks(size).map(|c| Ok(hyper::body::Frame::data(Bytes::copy_from_slice(c)))).collect();
     http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }

@@ -19,7 +19,7 @@ async fn silent_clients_are_disconnected_after_the_header_timeout() {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from_pem_file(&gw.ca).unwrap()).unwrap();
     for alpn in ["http/1.1", "h2"] {
-        let mut config = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider())
+        let mut config = rustls::ClientConfig::builder_with_provider(jobgate::infra::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots.clone())

@@ -237,12 +237,9 @@ pub struct HostRules {
 }
 
 impl HostRules {
-    pub fn new(config: Option<&crate::config::HostsConfig>) -> HostRules {
-        config.map_or_else(HostRules::default, |c| HostRules {
-            gitlab: c.gitlab.clone(),
-            registry: c.registry.clone(),
-            passthrough: c.passthrough.iter().map(|p| p.names.clone()).collect(),
-        })
+    /// The GitLab host's names, the registry host's, and each passed-through host's (in order).
+    pub fn new(gitlab: Vec<String>, registry: Vec<String>, passthrough: Vec<Vec<String>>) -> HostRules {
+        HostRules { gitlab, registry, passthrough }
     }
 
     /// The role of the host the request names (`Host`, or HTTP/2's `:authority`; port and case
@@ -285,14 +282,14 @@ impl HostRules {
 
 #[cfg(test)]
 mod tests {
-    use super::{HostRole, HostRules};
+    use super::HostRole;
 
     #[test]
     fn hosts_are_matched_by_name_and_a_wildcard_covers_one_label() {
         let config: crate::config::HostsConfig =
             serde_yaml::from_str("{ gitlab: [gitlab.test], registry: [registry.test], passthrough: [ { names: [kas.test], upstream: { url: 'http://127.0.0.1:1' } }, { names: ['*.pages.test'], upstream: { url: 'http://127.0.0.1:2' } } ] }").unwrap();
         assert!(config.problems().is_empty(), "{:?}", config.problems());
-        let rules = HostRules::new(Some(&config));
+        let rules = config.rules();
         let role =
             |host: &str| rules.role(&http::Request::get("/").header("host", host).body(()).unwrap().into_parts().0);
         assert_eq!(role("GitLab.test:443"), Some(HostRole::GitLab));

@@ -58,6 +58,14 @@ pub struct HostsConfig {
     pub passthrough: Vec<PassthroughHost>,
 }
 
+impl HostsConfig {
+    /// The host names by role, as classification matches them.
+    pub fn rules(&self) -> crate::classify::HostRules {
+        let passthrough = self.passthrough.iter().map(|p| p.names.clone()).collect();
+        crate::classify::HostRules::new(self.gitlab.clone(), self.registry.clone(), passthrough)
+    }
+}
+
 /// Host names (`*.pages.example.com` matches one label) and the upstream their traffic goes to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -50,6 +50,23 @@ fn default_registry_ttl() -> u64 {
 }
 
 impl RegistryAuthConfig {
+    /// jobgate's own issuer as configured; `None` when there is no realm or when GitLab signs the
+    /// tokens (`tokens: gitlab`).
+    ///
+    /// # Errors
+    /// As [`RegistryTokens::load`].
+    pub fn tokens(
+        auth: Option<&RegistryAuthConfig>,
+    ) -> Result<Option<crate::token::registry::RegistryTokens>, crate::token::registry::RegistryKeyError> {
+        let Some((auth, key)) = auth.and_then(|a| Some((a, a.signing_key.as_deref()?))) else { return Ok(None) };
+        if auth.tokens != RegistryTokenSource::Jobgate {
+            return Ok(None);
+        }
+        let tokens =
+            crate::token::registry::RegistryTokens::load(key, &auth.issuer, &auth.service, auth.token_ttl_secs)?;
+        Ok(Some(tokens.with_realm(auth.realm.clone())))
+    }
+
     /// Each token source has what it needs: a key of its own, or GitLab and its job tokens — and
     /// the registry then passes GitLab's tokens, which are no job credentials to jobgate.
     pub(super) fn problem(&self, config: &Config) -> Option<String> {

@@ -1,40 +1,23 @@
-//! The credential stage of the decision path: extract the request's credential and verify it by its
-//! kind — a JWT of a configured issuer, one of jobgate's registry tokens (registry routes only), or one
-//! of GitLab's own job tokens from GitLab's cached answers — revocations included. Pure, like the rest
-//! of `enforce`: what only GitLab can answer comes back as a [`Lookup`] for the edge.
-
-use std::time::Instant;
+//! The credential stage of the decision path: extract the request's credential, tell its kind by its
+//! shape and place ([`Presented`]), and verify it by that kind — a JWT of a configured issuer, one of
+//! jobgate's registry tokens (a Bearer on registry routes only), or one of GitLab's own job tokens
+//! from GitLab's cached answers — revocations included. Pure, like the rest of `enforce`: what only
+//! GitLab or a fresh key set can answer comes back as a [`Need`].
 
 use http::request::Parts;
 
+use super::need::{decided, Known, Need, Step};
 use super::VerifyStats;
 use crate::classify::Family;
 use crate::config::NonJob;
 use crate::enforce::Core;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
-use crate::registry::token::Access;
 use crate::token::extract::{extract, Credential};
-use crate::token::gitlab::{Identity, RoleKey};
+use crate::token::gitlab::Identity;
+use crate::token::registry::Access;
 use crate::token::verify::{VerifiedClaims, VerifyError};
-
-/// A question only GitLab can answer, which `enforce` has no answer for yet: the edge asks GitLab and
-/// decides again. A token is never printed.
-pub enum Lookup {
-    /// Whose job token is this?
-    Token(String),
-    /// The user's role in another project than their job's.
-    Role(RoleKey),
-}
-
-impl std::fmt::Debug for Lookup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Lookup::Token(_) => f.write_str("Lookup::Token(…)"),
-            Lookup::Role(key) => write!(f, "Lookup::Role({key:?})"),
-        }
-    }
-}
+use crate::token::{looks_like_jwt, strip_prefix};
 
 /// The verified job behind a request's credential.
 #[derive(Debug)]
@@ -64,112 +47,143 @@ pub enum Authenticated {
     NonJob,
 }
 
-/// A credential refused, and what could change that: the issuer worth a refetch when its key set
-/// lacked the token's `kid`, or a GitLab job token to look up first.
-#[derive(Debug)]
-pub struct Refused {
-    pub refusal: Refusal,
-    pub unknown_kid: Option<usize>,
-    pub lookup: Option<Lookup>,
+/// A job credential's kind, by its shape and where it was sent; dispatched once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presented {
+    /// A JWS (after GitLab's `glcbt-` prefix): an ID token, a seed-style job token, or GitLab's own
+    /// JWT job token (whose issuer is not configured: GitLab answers for it).
+    Jwt,
+    /// A Bearer JWS whose `typ` is jobgate's registry token's, on a registry route.
+    RegistryBearer,
+    /// Anything else: GitLab's opaque job token (`glcbt-…`, or older ones without the prefix).
+    Opaque,
 }
 
-impl From<Refusal> for Refused {
-    fn from(refusal: Refusal) -> Refused {
-        Refused { refusal, unknown_kid: None, lookup: None }
+impl Presented {
+    /// The kind of `token`; only a Bearer on a registry route has its JOSE header read.
+    pub fn of(token: &str, bearer: bool, family: Option<Family>) -> Presented {
+        let jwt = strip_prefix(token);
+        if !looks_like_jwt(jwt) {
+            return Presented::Opaque;
+        }
+        let registry = crate::token::jws::kind_of(jwt) == Some(crate::token::jws::Kind::Registry);
+        if bearer && family == Some(Family::Registry) && registry {
+            Presented::RegistryBearer
+        } else {
+            Presented::Jwt
+        }
     }
 }
 
-/// Extracts and verifies the request's credential, revocations included. The token's `typ` says its
-/// kind: a job token is verified as one anywhere; jobgate's registry tokens only as a Bearer on
-/// registry routes (`family`: the route's family; `None` for the token realm, which takes job tokens
-/// only), where every action is then checked against their `access`.
+/// Extracts and verifies the request's credential, revocations included: a job token is verified as
+/// one anywhere; jobgate's registry tokens only as a Bearer on registry routes (`family`: the route's
+/// family; `None` for the token realm, which takes job tokens only), where every action is then
+/// checked against their `access`. `stats` learns whether a verification was answered from a cache.
 ///
-/// # Errors
-/// A missing, malformed, conflicting, invalid, misplaced or revoked credential.
+/// A token GitLab must be asked about, or a `kid` not in its issuer's key set (once per request),
+/// is a [`Need`].
 pub fn authenticate(
     core: &Core<'_>,
     parts: &Parts,
     non_job: NonJob,
     family: Option<Family>,
+    known: &Known,
     now: i64,
     stats: &mut Option<VerifyStats>,
-) -> Result<Authenticated, Refused> {
-    let (token, bearer) = match extract(&parts.headers, parts.uri.query()).map_err(Refusal::from)? {
+) -> Step<Result<Authenticated, Refusal>> {
+    let extracted = match extract(&parts.headers, parts.uri.query()) {
+        Ok(extracted) => extracted,
+        Err(e) => return Step::Decided(Err(e.into())),
+    };
+    let (token, bearer) = match extracted {
         Credential::Job(token) => (token, false),
         Credential::BearerJwt(token) => (token, true),
-        _ if non_job == NonJob::Passthrough => return Ok(Authenticated::NonJob),
-        Credential::None => return Err(Refusal::new(Reason::MissingCredential, "a CI job token is required").into()),
-        Credential::NonJob => return Err(non_job_rejected().into()),
-    };
-    let started = Instant::now();
-    let (verified, cached) = match core.verifier.verify(crate::token::strip_prefix(&token), now) {
-        Ok(verified) => {
-            (Ok(Job { claims: verified.claims, access: None, credential: JobCredential::Jwt }), Some(verified.cached))
+        _ if non_job == NonJob::Passthrough => return Step::Decided(Ok(Authenticated::NonJob)),
+        Credential::None => {
+            return Step::Decided(Err(Refusal::new(Reason::MissingCredential, "a CI job token is required")))
         }
-        Err(VerifyError::RegistryToken) => match core.registry {
-            Some(registry) if bearer && family == Some(Family::Registry) => {
-                let grant = registry.verify(&token, now).and_then(|grant| {
-                    match core.revocations.jti_revoked(&grant.jti, now) {
-                        true => Err(VerifyError::Revoked),
-                        false => Ok(Job {
-                            claims: grant.claims,
-                            access: Some(grant.access),
-                            credential: JobCredential::RegistryToken,
-                        }),
-                    }
-                });
-                (grant, None)
+        Credential::NonJob => return Step::Decided(Err(non_job_rejected())),
+    };
+    if strip_prefix(&token).len() > core.verifier.max_token_bytes {
+        return Step::Decided(Err(VerifyError::TooLarge(core.verifier.max_token_bytes).into()));
+    }
+    let verified = match Presented::of(&token, bearer, family) {
+        Presented::RegistryBearer => registry_token(core, &token, now, stats),
+        Presented::Jwt => match core.verifier.verify(strip_prefix(&token), now) {
+            Ok(verified) => {
+                *stats = Some(VerifyStats { cached: Some(verified.cached) });
+                Ok(Job { claims: verified.claims, access: None, credential: JobCredential::Jwt })
             }
-            _ => (Err(VerifyError::RegistryToken), None),
+            // No configured issuer signed it: GitLab's own JWT job token, when GitLab may be asked.
+            Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken)
+                if !bearer && core.gitlab.is_some() =>
+            {
+                decided!(gitlab_job_token(core, &token, now, stats))
+            }
+            Err(VerifyError::UnknownKid { issuer: Some(issuer) }) if !known.refetched.contains(&issuer) => {
+                return Step::Need(Need::Keys { issuer });
+            }
+            Err(e) => {
+                *stats = Some(VerifyStats { cached: Some(false) });
+                Err(e)
+            }
         },
-        // Not a JWT any configured issuer signed: perhaps one of GitLab's own job tokens.
-        Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken)
-            if !bearer && core.gitlab.is_some() && gitlab_shaped(&token, core.verifier.max_token_bytes) =>
-        {
-            match core.gitlab.and_then(|g| g.get(&token, now)) {
-                // Answered from GitLab's cached answers: a token-cache hit (misses are lookups).
-                Some(Identity::Job(claims)) => (
-                    Ok(Job {
-                        claims: VerifiedClaims::from_arc(claims),
-                        access: None,
-                        credential: JobCredential::GitLabJobToken,
-                    }),
-                    Some(true),
-                ),
-                Some(Identity::Refused) => (Err(VerifyError::NotARunningJob), Some(true)),
-                None => {
-                    let refusal = Refusal::new(Reason::GitlabUnavailable, "this job token must be looked up at GitLab");
-                    return Err(Refused {
-                        refusal,
-                        unknown_kid: None,
-                        lookup: Some(Lookup::Token(token.into_owned())),
-                    });
-                }
-            }
+        Presented::Opaque if bearer || core.gitlab.is_none() => {
+            Err(VerifyError::Malformed("not three dot-separated parts: no JWT, and no gitlab_job_tokens issuer to ask GitLab about an opaque job token"))
         }
-        Err(e) => (Err(e), Some(false)),
+        Presented::Opaque => decided!(gitlab_job_token(core, &token, now, stats)),
     };
-    *stats = Some(VerifyStats { cached, seconds: started.elapsed().as_secs_f64() });
     let job = match verified {
         Ok(job) => job,
         // A Bearer JWT no configured issuer signed is some other service's credential: non-job traffic.
         Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => {
-            return Ok(Authenticated::NonJob)
+            return Step::Decided(Ok(Authenticated::NonJob))
         }
-        Err(VerifyError::UnknownIssuer) if bearer => return Err(non_job_rejected().into()),
-        Err(e) => {
-            let unknown_kid = match e {
-                VerifyError::UnknownKid { issuer } => issuer,
-                _ => None,
-            };
-            return Err(Refused { refusal: e.into(), unknown_kid, lookup: None });
-        }
+        Err(VerifyError::UnknownIssuer) if bearer => return Step::Decided(Err(non_job_rejected())),
+        Err(e) => return Step::Decided(Err(e.into())),
     };
     // Revocations apply to every kind of token, cached ones included: the check is never skipped.
     if core.revocations.is_revoked(job.claims.claims(), now) {
-        return Err(Refusal::from(VerifyError::Revoked).into());
+        return Step::Decided(Err(VerifyError::Revoked.into()));
     }
-    Ok(Authenticated::Job(job))
+    Step::Decided(Ok(Authenticated::Job(job)))
+}
+
+/// One of jobgate's registry tokens: its signature, and its `jti` against the revocations.
+fn registry_token(core: &Core<'_>, token: &str, now: i64, stats: &mut Option<VerifyStats>) -> Result<Job, VerifyError> {
+    let registry = core.registry.ok_or(VerifyError::RegistryToken)?;
+    *stats = Some(VerifyStats { cached: None });
+    let grant = registry.verify(token, now)?;
+    if core.revocations.jti_revoked(&grant.jti, now) {
+        return Err(VerifyError::Revoked);
+    }
+    Ok(Job { claims: grant.claims, access: Some(grant.access), credential: JobCredential::RegistryToken })
+}
+
+/// One of GitLab's own job tokens, from GitLab's cached answers; a token not asked about yet is a need.
+fn gitlab_job_token(
+    core: &Core<'_>,
+    token: &str,
+    now: i64,
+    stats: &mut Option<VerifyStats>,
+) -> Step<Result<Job, VerifyError>> {
+    if !gitlab_shaped(token, core.verifier.max_token_bytes) {
+        return Step::Decided(Err(VerifyError::Malformed("neither a JWT nor the shape of a GitLab job token")));
+    }
+    // Answered from GitLab's cached answers: a token-cache hit (misses are needs).
+    let identity = match core.gitlab.and_then(|g| g.get(token, now)) {
+        Some(identity) => identity,
+        None => return Step::Need(Need::JobToken(token.to_owned())),
+    };
+    *stats = Some(VerifyStats { cached: Some(true) });
+    Step::Decided(match identity {
+        Identity::Job(claims) => Ok(Job {
+            claims: VerifiedClaims::from_arc(claims),
+            access: None,
+            credential: JobCredential::GitLabJobToken,
+        }),
+        Identity::Refused => Err(VerifyError::NotARunningJob),
+    })
 }
 
 /// Whether a token could be one of GitLab's own job tokens (opaque `glcbt-…` or older, or GitLab's

@@ -13,34 +13,19 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::classify::{Action, Classified, Family, ProjectRef, Target};
 use crate::enforce::JobCredential;
-use crate::scope::Scope;
+use crate::scope::GitLabScope;
 use crate::token::claims::Claims;
-
-/// The GitLab personal-token scope that covers a jobgate scope. GitLab's narrowest: personal tokens
-/// have no package-registry scopes (those are deploy-token scopes), so package reads need `read_api`
-/// and package writes `api`, which also opens the rest of the API — jobgate still presents the token
-/// only on requests the policy allowed.
-pub fn gitlab_scope(scope: Scope) -> &'static str {
-    match scope {
-        Scope::ReadRepository => "read_repository",
-        Scope::WriteRepository => "write_repository",
-        Scope::ReadRegistry => "read_registry",
-        Scope::WriteRegistry => "write_registry",
-        Scope::ReadPackageRegistry | Scope::ReadApi => "read_api",
-        Scope::WritePackageRegistry | Scope::Api => "api",
-    }
-}
 
 /// `None` when the job's own credential covers `request` upstream; else the GitLab scope of the
 /// impersonation token it needs.
-pub fn elevation(request: &Classified, claims: &Claims, credential: JobCredential) -> Option<&'static str> {
+pub fn elevation(request: &Classified, claims: &Claims, credential: JobCredential) -> Option<GitLabScope> {
     // GitLab ties these to the job itself (its own record, the runner's job API), and the registry
     // takes the tokens of its realm: never anyone else's credential.
     if request.target == Target::OwnJob || request.family == Family::Registry {
         return None;
     }
     if credential != JobCredential::GitLabJobToken {
-        return Some(gitlab_scope(request.scope));
+        return Some(GitLabScope::covering(request.scope));
     }
     let own = match &request.target {
         Target::Project(ProjectRef::Id(id)) => *id == claims.project_id,
@@ -52,7 +37,7 @@ pub fn elevation(request: &Classified, claims: &Claims, credential: JobCredentia
         (Family::Packages, Action::Write) => own && !request.destructive,
         _ => false,
     };
-    (!within).then(|| gitlab_scope(request.scope))
+    (!within).then(|| GitLabScope::covering(request.scope))
 }
 
 /// The impersonation token in the form the client sent its own credential: git's Basic (as
@@ -81,6 +66,7 @@ pub fn presented(headers: &HeaderMap, username: Option<&str>, token: &str) -> Op
 mod tests {
     use super::*;
     use crate::path::ProjectPath;
+    use crate::scope::Scope;
 
     fn claims() -> Claims {
         Claims {
@@ -124,11 +110,12 @@ mod tests {
             (request(Family::Api, Target::OwnJob, Action::Read, Scope::ReadApi), None),
             (request(Family::Registry, own.clone(), Action::Write, Scope::WriteRegistry), None),
         ] {
-            assert_eq!(elevation(&request, &claims(), token), want, "{request:?}");
+            assert_eq!(elevation(&request, &claims(), token).map(GitLabScope::name), want, "{request:?}");
         }
         // An ID token is no GitLab credential: every allowed request needs the user's token.
         assert_eq!(
-            elevation(&request(Family::Git, other, Action::Read, Scope::ReadRepository), &claims(), JobCredential::Jwt),
+            elevation(&request(Family::Git, other, Action::Read, Scope::ReadRepository), &claims(), JobCredential::Jwt)
+                .map(GitLabScope::name),
             Some("read_repository")
         );
     }

@@ -6,8 +6,14 @@
 
 mod authenticate;
 pub mod elevate;
+pub mod expect;
+pub mod explain;
+mod need;
+pub mod realm;
 
-pub use authenticate::{authenticate, Authenticated, Job, JobCredential, Lookup, Refused};
+pub use authenticate::{authenticate, Authenticated, Job, JobCredential, Presented};
+pub(crate) use need::decided;
+pub use need::{Known, Need, Step};
 
 use http::request::Parts;
 use http::{header, Version};
@@ -20,12 +26,12 @@ pub use crate::policy::decide::{NoTrace, Trace};
 use crate::policy::Permit;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
-use crate::registry::token::{grants, Access, RegistryTokens};
 use crate::revoke::RevocationSet;
 use crate::scope::Scope;
 use crate::snapshot::Snapshot;
 use crate::token::claims::Claims;
 use crate::token::gitlab::{JobIdentities, RoleKey};
+use crate::token::registry::{grants, Access, RegistryTokens};
 use crate::token::verify::{VerifiedClaims, Verifier};
 
 /// Everything a decision reads, borrowed for one request.
@@ -66,22 +72,17 @@ pub struct Enforced {
     /// `None` when the request matched no known endpoint.
     pub request: Option<Classified>,
     pub verdict: Verdict,
-    /// The issuer whose key set lacked the token's `kid`: worth one refetch and a second try.
-    pub unknown_kid: Option<usize>,
-    /// A GitLab job token to look up at GitLab before a second try.
-    pub gitlab_lookup: Option<Lookup>,
     /// How verification went, when a credential reached a verifier.
     pub verified: Option<VerifyStats>,
     /// The kind of credential that proved the job, when one did.
     pub credential: Option<JobCredential>,
 }
 
-/// One verification, for the metrics the edge keeps.
+/// One verification, for the metrics the edge keeps (the edge times the decision that made it).
 #[derive(Debug, Clone, Copy)]
 pub struct VerifyStats {
     /// Some(true) for a cache hit, Some(false) for a miss, None for a registry token (never cached).
     pub cached: Option<bool>,
-    pub seconds: f64,
 }
 
 /// allow, passthrough or deny: the audit line's `decision` and the metrics' `decision` label.
@@ -112,6 +113,11 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// A refusal's summary: denied, enforced.
+    pub fn refused(refusal: &Refusal) -> Summary {
+        Summary { disposition: Disposition::Deny, enforced: true, reason: refusal.reason() }
+    }
+
     /// A refusal for want of any credential: the usual first round trip of git, npm and docker,
     /// which send their credential only when asked.
     pub fn is_challenge(&self) -> bool {
@@ -150,17 +156,69 @@ impl Verdict {
     }
 }
 
-/// Classifies, extracts, verifies and decides one request at `now` (seconds since the epoch).
-/// `batch` is the operation of an LFS batch body the edge peeked (an unpeeked batch is a write).
-pub fn enforce<T: Trace>(
-    core: &Core<'_>,
-    parts: &Parts,
-    batch: Option<lfs::BatchOperation>,
-    now: i64,
-    trace: &mut T,
-) -> Enforced {
-    let routed = classify_request(core.snapshot, parts, batch);
-    trace.note(|| match &routed {
+/// Classifies, extracts, verifies and decides one request at `now` (seconds since the epoch), with
+/// what the driver has learned so far (`known`): decided, or what it needs first — a refetch of the
+/// issuer's keys, GitLab's answer for its job token or the user's role, a verified job's LFS batch
+/// body (only a verified job's body is ever read).
+pub fn enforce<T: Trace>(core: &Core<'_>, parts: &Parts, known: &Known, now: i64, trace: &mut T) -> Step<Enforced> {
+    let routed = classify_request(core.snapshot, parts, known.batch);
+    let family = routed.as_ref().ok().map(|r| r.request.family);
+    let mut verified = None;
+    let authenticated = match check_target(parts) {
+        Ok(()) => {
+            decided!(authenticate(core, parts, core.non_job.for_family(family), family, known, now, &mut verified))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let job = match authenticated {
+        Ok(Authenticated::Job(job)) => job,
+        other => {
+            narrate_classified(&routed, trace);
+            let verdict = match other {
+                Err(refusal) => {
+                    trace.note(|| format!("credential: refused: {}", refusal.message));
+                    Verdict::Refuse(refusal, None)
+                }
+                _ => {
+                    trace.note(|| "credential: not a job token; passed through (non_job: passthrough)".to_owned());
+                    Verdict::Passthrough
+                }
+            };
+            let request = routed.ok().map(|r| r.request);
+            return Step::Decided(Enforced { request, verdict, verified, credential: None });
+        }
+    };
+    if let Ok(r) = &routed {
+        if known.batch.is_none() && r.request.family == Family::Lfs && lfs::is_batch(&parts.method, parts.uri.path()) {
+            return Step::Need(Need::LfsBatch { request: r.request.clone(), claims: job.claims });
+        }
+    }
+    if let (Some(gitlab), Ok(r)) = (core.gitlab, &routed) {
+        if let Some(key) = role_key(core.snapshot, gitlab, &r.request, job.claims.claims()) {
+            if gitlab.role(&key, now).is_none() {
+                return Step::Need(Need::Role(key));
+            }
+        }
+    }
+    narrate_classified(&routed, trace);
+    trace.note(|| describe(job.claims.claims()));
+    let roles = core.gitlab.map(|g| (g, now));
+    let verdict = match &routed {
+        Err(unmatched) => Verdict::Refuse(Refusal::from(*unmatched), Some(job.claims)),
+        Ok(routed) => {
+            match authorize(core.snapshot, routed, job.claims.claims(), job.access.as_deref(), roles, trace) {
+                Ruling::Allow(permit) => Verdict::Allow(job.claims, permit),
+                Ruling::Deny { refusal, enforced: true } => Verdict::Refuse(refusal, Some(job.claims)),
+                Ruling::Deny { refusal, enforced: false } => Verdict::WouldDeny(job.claims, refusal),
+            }
+        }
+    };
+    let request = routed.ok().map(|r| r.request);
+    Step::Decided(Enforced { request, verdict, verified, credential: Some(job.credential) })
+}
+
+fn narrate_classified<T: Trace>(routed: &Result<Routed, Unmatched>, trace: &mut T) {
+    trace.note(|| match routed {
         Ok(Routed { request: r, mount_from }) => format!(
             "classified: family {} action {} scope {} target {} destructive {}{}",
             r.family.id(),
@@ -172,58 +230,6 @@ pub fn enforce<T: Trace>(
         ),
         Err(unmatched) => format!("classified: unmatched ({}): job tokens are denied", unmatched.why),
     });
-    let family = routed.as_ref().ok().map(|r| r.request.family);
-    let mut verified = None;
-    let authenticated = check_target(parts)
-        .map_err(Refused::from)
-        .and_then(|()| authenticate(core, parts, core.non_job.for_family(family), family, now, &mut verified));
-    let mut gitlab_lookup = None;
-    let credential = match &authenticated {
-        Ok(Authenticated::Job(job)) => Some(job.credential),
-        _ => None,
-    };
-    let (verdict, unknown_kid) = match authenticated {
-        Err(refused) => {
-            trace.note(|| format!("credential: refused: {}", refused.refusal.message));
-            gitlab_lookup = refused.lookup;
-            (Verdict::Refuse(refused.refusal, None), refused.unknown_kid)
-        }
-        Ok(Authenticated::NonJob) => {
-            trace.note(|| "credential: not a job token; passed through (non_job: passthrough)".to_owned());
-            (Verdict::Passthrough, None)
-        }
-        Ok(Authenticated::Job(job)) => {
-            trace.note(|| describe(job.claims.claims()));
-            let roles = core.gitlab.map(|g| (g, now));
-            let unknown_role = match (core.gitlab, &routed) {
-                (Some(gitlab), Ok(r)) => role_key(core.snapshot, gitlab, &r.request, job.claims.claims())
-                    .filter(|key| gitlab.role(key, now).is_none()),
-                _ => None,
-            };
-            let verdict = match &routed {
-                Err(unmatched) => Verdict::Refuse(Refusal::from(*unmatched), Some(job.claims)),
-                Ok(_) if unknown_role.is_some() => {
-                    gitlab_lookup = unknown_role.map(Lookup::Role);
-                    Verdict::Refuse(
-                        Refusal::new(
-                            Reason::GitlabUnavailable,
-                            "the user's role in the target must be looked up at GitLab",
-                        ),
-                        Some(job.claims),
-                    )
-                }
-                Ok(routed) => {
-                    match authorize(core.snapshot, routed, job.claims.claims(), job.access.as_deref(), roles, trace) {
-                        Ruling::Allow(permit) => Verdict::Allow(job.claims, permit),
-                        Ruling::Deny { refusal, enforced: true } => Verdict::Refuse(refusal, Some(job.claims)),
-                        Ruling::Deny { refusal, enforced: false } => Verdict::WouldDeny(job.claims, refusal),
-                    }
-                }
-            };
-            (verdict, None)
-        }
-    };
-    Enforced { request: routed.ok().map(|r| r.request), verdict, unknown_kid, gitlab_lookup, verified, credential }
 }
 
 /// Classification with everything the config adds: the endpoint table, the API routes the config

@@ -55,7 +55,7 @@ impl HttpsFetch {
     /// # Errors
     /// An unreadable CA file.
     pub fn new(ca_file: Option<&std::path::Path>) -> Result<HttpsFetch, FetchError> {
-        let tls = crate::tls::client_config(ca_file).map_err(|e| FetchError::http("key source", e))?;
+        let tls = crate::infra::tls::client_config(ca_file).map_err(|e| FetchError::http("key source", e))?;
         let connector =
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         Ok(HttpsFetch { client: Client::builder(TokioExecutor::new()).build(connector) })

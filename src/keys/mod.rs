@@ -12,7 +12,7 @@ pub use fetch::FetchError;
 pub use source::KeySource;
 
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::infra::metrics::Metrics;
 use crate::token::verify::{secs, Issuer};
 
 /// Builds every configured issuer and loads (or, with `fetch`, first fetches) its keys: the issuers

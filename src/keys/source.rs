@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::fetch::{parse_configured, parse_https, Fetch, FetchError, HttpsFetch};
 use crate::clock::unix_now;
 use crate::config::IssuerConfig;
-use crate::metrics::{FetchOutcome, IssuerStats};
+use crate::infra::metrics::{FetchOutcome, IssuerStats};
 use crate::token::keys::{Installed, KeySetError, KeyState};
 
 enum Kind {

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 
 use super::*;
+use crate::infra::metrics::Metrics;
 use crate::keys::fetch::{FetchFuture, Fetched};
-use crate::metrics::Metrics;
 use crate::token::mint::Signer;
 use crate::token::Alg;
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::glob::Glob;
 use super::model::{AllowDoc, EnvironmentsDoc, Inbound, MemberDoc, Mode, PolicyDoc, RefType, Refs};
+use crate::glob::Glob;
 use crate::path::ProjectPath;
 use crate::scope::{Role, Scope, ScopeSet};
 use crate::yaml::{self, YamlError};

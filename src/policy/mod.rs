@@ -2,7 +2,6 @@
 //! decision function (`decide`). Scopes and roles live in `crate::scope`.
 
 pub mod decide;
-pub mod glob;
 pub mod load;
 pub mod model;
 

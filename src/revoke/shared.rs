@@ -7,7 +7,7 @@
 //! Redis unreachable: the replica keeps enforcing what it has; what it revokes meanwhile holds
 //! locally at once and is queued, written when the link is back; after `unready_after_secs` without
 //! Redis it reports not ready. A lost link is found by the connection closing or by a ping that gets
-//! no answer within [`crate::redis_link::TIMEOUT`].
+//! no answer within [`crate::infra::redis_link::TIMEOUT`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use redis::RedisResult;
 
 use super::{Revocation, RevocationSet, Revoked};
 use crate::config::RedisConfig;
-use crate::redis_link::{within, RedisLink};
+use crate::infra::redis_link::{within, RedisLink};
 
 const PING_EVERY: Duration = Duration::from_secs(2);
 const RETRY_AFTER: Duration = Duration::from_millis(250);

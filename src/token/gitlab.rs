@@ -110,7 +110,7 @@ pub fn protected_names(answer: &[u8]) -> Result<Vec<String>, JobDocError> {
 
 /// Whether `git_ref` is one of the protected `names` (`*` matches any run of characters).
 pub fn is_protected(names: &[String], git_ref: &str) -> bool {
-    names.iter().any(|name| crate::policy::glob::Glob::new(name).matches(git_ref))
+    names.iter().any(|name| crate::glob::Glob::new(name).matches(git_ref))
 }
 
 /// The role of GitLab's `GET /projects/:id/members/all/:user_id` answer (`access_level`: 10 guest,

@@ -8,6 +8,7 @@ pub mod gitlab;
 pub mod jws;
 pub mod keys;
 pub mod mint;
+pub mod registry;
 pub mod verify;
 pub mod wrapped;
 

@@ -193,7 +193,7 @@ impl GitLab {
     /// Signs registry tokens with the RSA key (PKCS#8 PEM) at `key`, as GitLab does with `registry.key`.
     pub fn sign_registry_tokens(&self, key: &std::path::Path) {
         let pem = std::fs::read_to_string(key).unwrap();
-        let kid = jobgate::registry::token::libtrust_key_id(&jobgate::registry::token::spki_der(&pem).unwrap());
+        let kid = jobgate::token::registry::libtrust_key_id(&jobgate::token::registry::spki_der(&pem).unwrap());
         let _ = self.state.registry_key.set((jobgate::token::mint::Signer::from_pem(&pem).unwrap(), kid));
     }
 
@@ -291,10 +291,10 @@ impl GitLab {
                                         *request.uri_mut() =
                                             format!("http://127.0.0.1:{port}{target}").parse().unwrap();
                                         match client.request(request).await {
-                                            Ok(response) => response.map(jobgate::body::stream),
+                                            Ok(response) => response.map(jobgate::edge::body::stream),
                                             Err(_) => http::Response::builder()
                                                 .status(502)
-                                                .body(jobgate::body::empty())
+                                                .body(jobgate::edge::body::empty())
                                                 .unwrap(),
                                         }
                                     }
@@ -515,9 +515,9 @@ impl State {
     }
 
     /// GitLab's refusal of a Git request, or `None` to let it through.
-    fn git_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::body::Body>> {
+    fn git_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::edge::body::Body>> {
         let answer = |status: u16, text: &'static str| {
-            http::Response::builder().status(status).body(jobgate::body::full(text)).unwrap()
+            http::Response::builder().status(status).body(jobgate::edge::body::full(text)).unwrap()
         };
         let path = request.uri().path();
         let (project, rest) = path.trim_start_matches('/').split_once(".git/")?;
@@ -767,11 +767,11 @@ impl State {
     }
 
     /// GitLab's refusal of a package request, or `None` to let it through.
-    fn package_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::body::Body>> {
+    fn package_refusal<B>(&self, request: &http::Request<B>) -> Option<http::Response<jobgate::edge::body::Body>> {
         let answer = |status: u16, message: &str| {
             http::Response::builder()
                 .status(status)
-                .body(jobgate::body::full(json!({"message": message}).to_string()))
+                .body(jobgate::edge::body::full(json!({"message": message}).to_string()))
                 .unwrap()
         };
         let rest = request.uri().path().strip_prefix("/api/v4/projects/")?;

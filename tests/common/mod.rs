@@ -241,7 +241,7 @@ impl Gateway {
     pub fn issuer_key(dir: &Path) -> (Signer, String) {
         let keys = dir.join("keys");
         if !keys.join("signing-key.pem").exists() {
-            jobgate::generate::keys(&keys, Alg::RS256).unwrap();
+            jobgate::tools::generate::keys(&keys, Alg::RS256).unwrap();
         }
         let signer = Signer::from_pem(&std::fs::read_to_string(keys.join("signing-key.pem")).unwrap()).unwrap();
         let kid = signer.thumbprint();
@@ -277,7 +277,7 @@ impl Gateway {
     /// Everything configurable: the `upstreams:` entries (one family per line), the issuer's fields,
     /// policy, extra config.
     pub fn start_full(dir: &Path, upstreams: &str, issuer_fields: &str, policy: &str, extra_config: &str) -> Gateway {
-        let certs = jobgate::generate::certs(&dir.join("certs")).unwrap();
+        let certs = jobgate::tools::generate::certs(&dir.join("certs")).unwrap();
         let (signer, kid) = Gateway::issuer_key(dir);
         std::fs::create_dir_all(dir.join("policies")).unwrap();
         std::fs::write(dir.join("policies/policy.yaml"), policy).unwrap();
@@ -493,7 +493,7 @@ pub fn sink_upstream() -> u16 {
 
 /// The demo's echo upstream (method, path, query and headers back as JSON), on its own thread.
 pub fn echo_upstream() -> u16 {
-    serve_on_thread(|listener| jobgate::demo::upstream::serve(listener, None))
+    serve_on_thread(|listener| jobgate::tools::demo::upstream::serve(listener, None))
 }
 
 /// `curl` against the gateway with our CA; returns (status, headers+body text).

@@ -25,7 +25,7 @@ impl Client {
     pub fn new(ca: &Path) -> Client {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
-        let tls = rustls::ClientConfig::builder_with_provider(jobgate::tls::provider())
+        let tls = rustls::ClientConfig::builder_with_provider(jobgate::infra::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
             .with_root_certificates(roots)
@@ -62,11 +62,12 @@ pub struct JwksServer {
 
 impl JwksServer {
     pub async fn start(dir: &Path, document: String, max_age_secs: u64) -> JwksServer {
-        let certs = jobgate::generate::certs(&dir.join("jwks-certs")).unwrap();
+        let certs = jobgate::tools::generate::certs(&dir.join("jwks-certs")).unwrap();
         let files =
             jobgate::config::TlsFiles { cert: certs.cert.clone(), key: certs.key.clone(), certificates: Vec::new() };
-        let certificates = jobgate::tls::Certificates::load(&files).unwrap();
-        let config = jobgate::tls::server_config(Arc::new(jobgate::tls::CertResolver::new(certificates))).unwrap();
+        let certificates = jobgate::infra::tls::Certificates::load(&files).unwrap();
+        let config =
+            jobgate::infra::tls::server_config(Arc::new(jobgate::infra::tls::CertResolver::new(certificates))).unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

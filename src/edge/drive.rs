@@ -1,0 +1,74 @@
+//! The one driver of the decision core's needs, for the proxy path and both registry realms: run the
+//! core, meet what it says it needs (a key refetch, a question to GitLab, a peek at the LFS batch
+//! body), run it again — at most [`ROUNDS`] times. A need that cannot be met ends the request with
+//! the refusal it comes to.
+
+use std::time::Instant;
+
+use super::body::{self, Body};
+use super::exit::Exit;
+use super::gateway::Gateway;
+use crate::classify::Family;
+use crate::clock::unix_now;
+use crate::enforce::{Known, Need, Step};
+use crate::gitlab::GitLab;
+use crate::reason::Reason;
+use crate::refusal::Refusal;
+
+/// Rounds of the core per request: each need is met at most once (a refetch, the token, the role,
+/// the batch body), and one more round decides.
+pub const ROUNDS: usize = 5;
+
+impl Gateway {
+    /// Runs `step` until it decides, meeting its needs in between. Returns the decision and how long
+    /// its deciding round took (the verification time the record keeps; the core reads no clock).
+    ///
+    /// # Errors
+    /// The refusal of a need that could not be met, or of a core that did not settle.
+    pub(super) async fn drive<T>(
+        &self,
+        body: &mut Body,
+        mut step: impl FnMut(&Known) -> Step<T>,
+    ) -> Result<(T, f64), Exit> {
+        let mut known = Known::default();
+        for _ in 0..ROUNDS {
+            let started = Instant::now();
+            let need = match step(&known) {
+                Step::Decided(done) => return Ok((done, started.elapsed().as_secs_f64())),
+                Step::Need(need) => need,
+            };
+            self.meet(need, &mut known, body).await?;
+        }
+        Err(Exit::new(Refusal::new(
+            Reason::GitlabUnavailable,
+            "the decision did not settle (GitLab's answers kept changing)",
+        )))
+    }
+
+    async fn meet(&self, need: Need, known: &mut Known, body: &mut Body) -> Result<(), Exit> {
+        match need {
+            Need::Keys { issuer } => {
+                // Refetched or not (its cooldown), the next round decides with the keys there are.
+                if let Some(source) = self.key_sources.get(issuer) {
+                    source.refetch_for_unknown_kid().await;
+                }
+                known.refetched.push(issuer);
+            }
+            Need::JobToken(token) => self.gitlab_to_ask()?.resolve(&token, unix_now()).await.map_err(Refusal::from)?,
+            Need::Role(key) => self.gitlab_to_ask()?.resolve_role(&key, unix_now()).await.map_err(Refusal::from)?,
+            Need::LfsBatch { request, claims } => {
+                let (peeked, operation) =
+                    self.peek_lfs_batch(std::mem::replace(body, body::empty())).await.map_err(|refusal| {
+                        Exit::new(refusal).family(Family::Lfs).request(request).claims(Some(claims), None)
+                    })?;
+                *body = peeked;
+                known.batch = Some(operation);
+            }
+        }
+        Ok(())
+    }
+
+    fn gitlab_to_ask(&self) -> Result<&GitLab, Refusal> {
+        self.gitlab.as_ref().ok_or_else(|| Refusal::new(Reason::GitlabUnavailable, "no GitLab is configured to ask"))
+    }
+}
