@@ -3,14 +3,11 @@
 //! mixes policy generations. Key sets live in their issuers' `KeySource`s (each one `ArcSwap`, loaded
 //! once per verification), because they change on their own schedule (polls, unknown-kid refetches).
 
-use std::time::SystemTime;
-
 use crate::config::{ApiRoute, Config};
 use crate::policy::{Policy, PolicyError};
 
 pub struct Snapshot {
     pub generation: u64,
-    pub loaded_at: SystemTime,
     pub policy: Policy,
     /// Extra API endpoints the config opens to job tokens.
     pub api_routes: Vec<ApiRoute>,
@@ -31,12 +28,6 @@ impl Snapshot {
 
     /// A snapshot serving every family on every host.
     pub fn new(policy: Policy, api_routes: Vec<ApiRoute>, generation: u64) -> Snapshot {
-        Snapshot {
-            generation,
-            loaded_at: SystemTime::now(),
-            policy,
-            api_routes,
-            hosts: crate::classify::HostRules::default(),
-        }
+        Snapshot { generation, policy, api_routes, hosts: crate::classify::HostRules::default() }
     }
 }

@@ -81,7 +81,7 @@ use serde::Deserialize as _;
 fn every_dashboard_metric_is_one_jobgate_defines() {
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string("deploy/grafana/jobgate.json").unwrap()).unwrap();
-    let defined = std::fs::read_to_string("src/metrics.rs").unwrap();
+    let defined = std::fs::read_to_string("src/infra/metrics.rs").unwrap();
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {

@@ -187,7 +187,7 @@ impl Reloader {
             },
             "ready": self.ready(),
             "generation": snapshot.generation,
-            "loaded_at": rfc3339(snapshot.loaded_at),
+            "loaded_at": rfc3339(self.policy.load().loaded_at),
             "policy_files": snapshot.policy.files,
             "issuers": issuers,
             "reload_failures": self.failures.load(Ordering::Relaxed),

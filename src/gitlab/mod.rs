@@ -5,16 +5,21 @@
 //! random tokens cannot turn jobgate into a load amplifier against GitLab. GitLab unreachable or
 //! answering 5xx fails closed. The token and GitLab's answer are never logged.
 
+mod client;
 pub mod impersonate;
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use client::secret_header;
+pub(crate) use client::Budget;
+pub use client::LookupError;
+
+use std::sync::atomic::{AtomicI64, AtomicU32};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::{header, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, StatusCode, Uri};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -23,8 +28,6 @@ use prometheus::{Histogram, IntCounterVec};
 
 use crate::config::{GitLabConfig, GitLabJobTokens};
 use crate::infra::redis_link::{RedisLink, Seal};
-use crate::reason::Reason;
-use crate::refusal::Refusal;
 use crate::token::cache::{digest, TokenDigest};
 use crate::token::claims::Claims;
 use crate::token::gitlab::{
@@ -32,48 +35,13 @@ use crate::token::gitlab::{
 };
 
 /// The largest answer read from GitLab (an `Entities::Ci::Job` is a few KiB).
-const MAX_ANSWER: usize = 256 * 1024;
+pub(super) const MAX_ANSWER: usize = 256 * 1024;
 /// How long GitLab's "no such running job" is believed.
 const REFUSED_SECS: i64 = 10;
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why no answer could be had.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LookupError {
-    #[error("GitLab could not be asked who this job token belongs to: {0}")]
-    Unavailable(String),
-    #[error("too many unknown job tokens to look up at GitLab this second; retry")]
-    OverBudget,
-}
-
-impl From<LookupError> for Refusal {
-    fn from(e: LookupError) -> Refusal {
-        let reason = match e {
-            LookupError::Unavailable(_) => Reason::GitlabUnavailable,
-            LookupError::OverBudget => Reason::GitlabLookupBudget,
-        };
-        Refusal::new(reason, e.to_string())
-    }
-}
+pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A project's protected names and until when they are believed.
 type ProtectedNames = (Arc<Vec<String>>, i64);
-
-/// A fixed one-second window of lookups (or mints).
-pub(crate) struct Budget {
-    pub(crate) per_second: u32,
-    pub(crate) second: AtomicI64,
-    pub(crate) used: AtomicU32,
-}
-
-impl Budget {
-    pub(crate) fn take(&self, now: i64) -> bool {
-        if self.second.swap(now, Ordering::AcqRel) != now {
-            self.used.store(0, Ordering::Release);
-        }
-        self.used.fetch_add(1, Ordering::AcqRel) < self.per_second
-    }
-}
 
 /// Lookups at one GitLab instance, and the answers they brought.
 pub struct GitLab {
@@ -358,27 +326,6 @@ impl GitLab {
         Ok(claims)
     }
 
-    /// Every page of a GitLab list (`path` ends in `?` or `&`), 100 per page, following
-    /// `x-next-page`, at most `max` pages: their bodies.
-    ///
-    /// # Errors
-    /// GitLab unreachable or answering anything but 200.
-    pub async fn pages(&self, path: &str, credential: &HeaderValue, max: usize) -> Result<Vec<Bytes>, String> {
-        let (mut bodies, mut page) = (Vec::new(), Some("1".to_owned()));
-        for _ in 0..max {
-            let Some(n) = page.take() else { break };
-            let (status, headers, body) =
-                self.get(&format!("{path}per_page=100&page={n}"), "private-token", credential.clone()).await?;
-            if status != StatusCode::OK {
-                return Err(format!("GitLab answered {status} to {}", path.trim_end_matches(['?', '&'])));
-            }
-            bodies.push(body);
-            page =
-                headers.get("x-next-page").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()).map(str::to_owned);
-        }
-        Ok(bodies)
-    }
-
     /// A project's protected branch or tag names, from the cache or every page of GitLab's answer
     /// (at most 20 pages of 100).
     async fn protected_names(
@@ -404,92 +351,6 @@ impl GitLab {
         }
         Ok(names)
     }
-
-    /// Asks GitLab's own registry realm (`GET /jwt/auth?{query}`, `app/controllers/jwt_controller.rb`)
-    /// for a registry token with Basic credentials (`gitlab-ci-token` and the job's own token, or the
-    /// user and an impersonation token): GitLab's
-    /// status and JSON body (`{"token": …}`, or `{"errors": [{code, message}]}`).
-    ///
-    /// # Errors
-    /// GitLab unreachable or too slow.
-    pub async fn registry_token(
-        &self,
-        query: &str,
-        login: &str,
-        password: &str,
-    ) -> Result<(StatusCode, Bytes), LookupError> {
-        use base64::Engine as _;
-        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
-        let mut value = HeaderValue::from_str(&format!("Basic {basic}"))
-            .map_err(|_| LookupError::Unavailable("the job token is not a header value".into()))?;
-        value.set_sensitive(true);
-        let asked =
-            self.get(&format!("/jwt/auth?{query}"), "authorization", value).await.map_err(LookupError::Unavailable);
-        self.record(&asked.as_ref().map(|_| ()).map_err(Clone::clone));
-        asked.map(|(status, _, body)| (status, body))
-    }
-
-    async fn get_job(&self, token: &str) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
-        let mut value = HeaderValue::from_str(token).map_err(|_| "the token is not a header value".to_owned())?;
-        value.set_sensitive(true);
-        self.get("/api/v4/job", "job-token", value).await
-    }
-
-    /// One GET of GitLab's API with a credential header; the answer bounded.
-    async fn get(
-        &self,
-        path: &str,
-        credential: &'static str,
-        value: HeaderValue,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
-        self.send(http::Method::GET, path, credential, value, None).await
-    }
-
-    /// One call of GitLab's API with a credential header and an optional JSON body; the answer bounded.
-    ///
-    /// # Errors
-    /// GitLab unreachable, too slow, or its answer unreadable.
-    pub async fn send(
-        &self,
-        method: http::Method,
-        path: &str,
-        credential: &'static str,
-        value: HeaderValue,
-        json: Option<&serde_json::Value>,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
-        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|e| format!("{path}: {e}"))?;
-        let mut request = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header(credential, value)
-            .header(header::ACCEPT, "application/json");
-        if json.is_some() {
-            request = request.header(header::CONTENT_TYPE, "application/json");
-        }
-        let request = request
-            .body(Full::new(json.map_or_else(Bytes::new, |j| Bytes::from(j.to_string()))))
-            .map_err(|e| e.to_string())?;
-        let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
-            .await
-            .map_err(|_| format!("{}{path}: no answer in time", self.base))?
-            .map_err(|e| format!("{}{path}: {e}", self.base))?;
-        let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| format!("reading GitLab's answer: {e}"))?
-            .to_bytes();
-        Ok((parts.status, parts.headers, body))
-    }
-}
-
-/// A token file's content as a header value marked sensitive (never printed).
-fn secret_header(file: &std::path::Path, what: &str) -> Result<HeaderValue, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{what} {}: {e}", file.display()))?;
-    let mut value =
-        HeaderValue::from_str(text.trim()).map_err(|_| format!("{what} {}: not a header value", file.display()))?;
-    value.set_sensitive(true);
-    Ok(value)
 }
 
 /// Where a token's shared answer is kept: named by the token's SHA-256, never the token.
