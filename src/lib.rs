@@ -19,9 +19,9 @@
 //!
 //! | layer | modules | what it is |
 //! |---|---|---|
-//! | vocabulary | `scope`, `path`, `reason`, `refusal`, `query`, `glob`, `clock`, `yaml`, `error` | words every layer uses; `refusal` is a reason and a line, no HTTP |
+//! | vocabulary | `scope`, `path`, `reason`, `query`, `glob`, `clock`, `yaml`, `error`, `kit` | words and building blocks every layer uses (`kit`: an expiring bounded map, single flight) |
 //! | config | `config` | the file, validated once into typed values |
-//! | the core's stages | `classify`, `token`, `policy`, `revoke` (the set), `snapshot` | pure, synchronous, no I/O |
+//! | the core's stages | `classify`, `token`, `policy`, `revoke` (the set), `snapshot`, `refusal` | pure, synchronous, no I/O; a `refusal` is a reason and a line |
 //! | the decision | `enforce` | THE composition: classify → extract → verify → decide, saying what it needs; the realms' decisions |
 //! | services the edge asks | `keys` (key sets kept fresh), `gitlab` (job tokens, roles, impersonation), `revoke::{store, shared}` | I/O, each behind its own API |
 //! | infrastructure | `infra` | metrics, audit, TLS, Redis, the decision log |
@@ -35,6 +35,7 @@
 pub mod clock;
 pub mod error;
 pub mod glob;
+pub mod kit;
 pub mod path;
 pub mod query;
 pub mod reason;

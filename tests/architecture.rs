@@ -29,7 +29,7 @@ const CORE: &[&str] = &[
 /// What the core may name with `crate::` (its own modules and the static config types).
 const ALLOWED: &[&str] = &[
     "classify", "policy", "token", "enforce", "scope", "refusal", "reason", "path", "query", "glob", "revoke",
-    "snapshot", "config", "clock", "yaml",
+    "snapshot", "config", "clock", "yaml", "kit",
 ];
 
 /// Paths that must never appear in the core, even inside an allowed module: I/O, and the clock (the
@@ -41,6 +41,7 @@ const BANNED: &[&str] = &[
     "hyper_rustls",
     "prometheus",
     "revoke::store",
+    "kit::flight",
     "Revocations",
     "Instant::now",
     "SystemTime::now",
@@ -49,7 +50,7 @@ const BANNED: &[&str] = &[
 
 /// Each room's layer, bottom up (as `lib.rs`'s table).
 const LAYERS: &[&[&str]] = &[
-    &["clock", "error", "glob", "path", "query", "reason", "scope", "yaml"],
+    &["clock", "error", "glob", "kit", "path", "query", "reason", "scope", "yaml"],
     &["config"],
     &["classify", "token", "policy", "revoke", "snapshot", "refusal"],
     &["enforce"],

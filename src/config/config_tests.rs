@@ -5,9 +5,9 @@ listen: { public: 127.0.0.1:0, admin: 127.0.0.1:0 }
 tls: { cert: certs/server.pem, key: certs/server-key.pem }
 issuers:
   - name: ci
-iss: https://gitlab.example.com
-audiences: [jobgate]
-jwks_file: keys/jwks.json
+    iss: https://gitlab.example.com
+    audiences: [jobgate]
+    jwks_file: keys/jwks.json
 policy_dir: policies
 upstreams:
   git: { url: 'http://127.0.0.1:8080' }

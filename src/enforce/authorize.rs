@@ -10,7 +10,7 @@ use crate::refusal::Refusal;
 use crate::scope::Scope;
 use crate::snapshot::Snapshot;
 use crate::token::claims::Claims;
-use crate::token::gitlab::{JobIdentities, RoleKey};
+use crate::token::gitlab::{ApiProject, JobIdentities, RoleKey};
 use crate::token::registry::{grants, Access};
 
 use super::{Disposition, Routed, Summary};
@@ -53,18 +53,16 @@ pub(super) fn role_key(
     }
     let user = claims.user_id?;
     let project = match &request.target {
-        Target::Project(ProjectRef::Id(id)) if *id != claims.project_id => id.to_string(),
+        Target::Project(ProjectRef::Id(id)) if *id != claims.project_id => ApiProject::Id(*id),
         Target::Project(ProjectRef::Path(path)) if *path != claims.project_path => {
             match snapshot.policy.projects.get(path).and_then(|p| p.id) {
-                Some(id) => id.to_string(),
-                None => {
-                    percent_encoding::utf8_percent_encode(path.as_str(), percent_encoding::NON_ALPHANUMERIC).to_string()
-                }
+                Some(id) => ApiProject::Id(id),
+                None => ApiProject::Path(path.clone()),
             }
         }
         _ => return None,
     };
-    Some((project, user))
+    Some(RoleKey { project, user })
 }
 
 /// The policy decision for a verified job, plus what registry requests add: a registry token must

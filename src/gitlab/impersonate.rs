@@ -16,6 +16,7 @@ use prometheus::IntCounterVec;
 use serde::Deserialize;
 
 use crate::gitlab::{Budget, GitLab};
+use crate::kit::flight::SingleFlight;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
 use crate::scope::GitLabScope;
@@ -49,8 +50,11 @@ struct Minted {
 
 pub struct Impersonation {
     admin: HeaderValue,
+    /// Minted tokens by (job, scope). Not a cache that forgets: an entry past its use is revoked
+    /// when replaced or when its job ends.
     held: DashMap<(u64, GitLabScope), Held>,
-    gates: DashMap<(u64, GitLabScope), Arc<tokio::sync::Mutex<()>>>,
+    /// One mint per (job, scope) at a time.
+    flights: SingleFlight<(u64, GitLabScope)>,
     /// Revokes GitLab did not confirm: token id → user id, retried.
     pending: DashMap<u64, u64>,
     budget: Budget,
@@ -61,7 +65,14 @@ impl Impersonation {
     /// `admin`: the administrator token (sensitive); `per_second`: mints of new tokens at most.
     pub fn new(admin: HeaderValue, per_second: u32, events: IntCounterVec) -> Impersonation {
         let budget = Budget { per_second, second: AtomicI64::new(0), used: AtomicU32::new(0) };
-        Impersonation { admin, held: DashMap::new(), gates: DashMap::new(), pending: DashMap::new(), budget, events }
+        Impersonation {
+            admin,
+            held: DashMap::new(),
+            flights: SingleFlight::default(),
+            pending: DashMap::new(),
+            budget,
+            events,
+        }
     }
 
     /// The job's user's token with `scope`: the one already minted for this job, or a new one.
@@ -73,14 +84,13 @@ impl Impersonation {
             return Err(Refusal::new(Reason::ImpersonationRefused, "the job has no user to act as"));
         };
         let key = (claims.job_id, scope);
-        if let Some(held) = self.held.get(&key).filter(|h| h.until > now && h.user_id == user_id) {
-            return Ok(held.clone());
-        }
-        let gate = self.gates.entry(key).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone();
-        let _held = gate.lock().await;
-        if let Some(held) = self.held.get(&key).filter(|h| h.until > now && h.user_id == user_id) {
-            return Ok(held.clone());
-        }
+        let landed = || self.held.get(&key).filter(|h| h.until > now && h.user_id == user_id).map(|h| Ok(h.clone()));
+        self.flights.run(key, landed, || self.mint(gitlab, key, user_id, now)).await
+    }
+
+    /// A new token for the job's user, replacing (and revoking) one past its use.
+    async fn mint(&self, gitlab: &GitLab, key: (u64, GitLabScope), user_id: u64, now: i64) -> Result<Held, Refusal> {
+        let (job_id, scope) = key;
         if !self.budget.take(now) {
             self.events.with_label_values(&["mint_over_budget"]).inc();
             return Err(Refusal::new(
@@ -89,7 +99,7 @@ impl Impersonation {
             ));
         }
         let (expires_on, until) = expiry(now);
-        let body = serde_json::json!({"name": format!("jobgate-job-{}", claims.job_id), "scopes": [scope.name()], "expires_at": expires_on});
+        let body = serde_json::json!({"name": format!("jobgate-job-{job_id}"), "scopes": [scope.name()], "expires_at": expires_on});
         let path = format!("/api/v4/users/{user_id}/impersonation_tokens");
         let answer = gitlab.send(Method::POST, &path, "private-token", self.admin.clone(), Some(&body)).await;
         let held = match answer {
@@ -129,7 +139,6 @@ impl Impersonation {
         let mut ended: Vec<(u64, u64)> =
             self.held.iter().filter(|e| e.key().0 == job_id).map(|e| (e.id, e.user_id)).collect();
         self.held.retain(|key, _| key.0 != job_id);
-        self.gates.retain(|key, _| key.0 != job_id);
         let name = format!("jobgate-job-{job_id}");
         match self.listed(gitlab, &name).await {
             Ok(listed) => {

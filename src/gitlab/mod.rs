@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dashmap::DashMap;
 use http::{HeaderValue, StatusCode, Uri};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
@@ -28,10 +27,12 @@ use prometheus::{Histogram, IntCounterVec};
 
 use crate::config::{GitLabConfig, GitLabJobTokens};
 use crate::infra::redis_link::{RedisLink, Seal};
+use crate::kit::flight::SingleFlight;
+use crate::kit::Expiring;
 use crate::token::cache::{digest, TokenDigest};
 use crate::token::claims::Claims;
 use crate::token::gitlab::{
-    is_protected, job_claims, member_role, protected_names, Identity, JobDocError, JobIdentities, RoleKey,
+    is_protected, job_claims, member_role, protected_names, ApiProject, Identity, JobDocError, JobIdentities, RoleKey,
 };
 
 /// The largest answer read from GitLab (an `Entities::Ci::Job` is a few KiB).
@@ -40,8 +41,12 @@ pub(super) const MAX_ANSWER: usize = 256 * 1024;
 const REFUSED_SECS: i64 = 10;
 pub(super) const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A project's protected names and until when they are believed.
-type ProtectedNames = (Arc<Vec<String>>, i64);
+/// What one flight asks GitLab: whose token this is, or a user's role.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Flight {
+    Token(TokenDigest),
+    Role(RoleKey),
+}
 
 /// Lookups at one GitLab instance, and the answers they brought.
 pub struct GitLab {
@@ -52,11 +57,12 @@ pub struct GitLab {
     identities: JobIdentities,
     cache_secs: i64,
     budget: Budget,
-    inflight: DashMap<TokenDigest, Arc<tokio::sync::Mutex<()>>>,
+    /// One question per token or role key at a time.
+    flights: SingleFlight<Flight>,
     lookups: IntCounterVec,
     seconds: Histogram,
     /// Each project's protected branch or tag names (`protected_branches`/`protected_tags`), until.
-    protected: DashMap<(u64, &'static str), ProtectedNames>,
+    protected: Expiring<(u64, &'static str), Arc<Vec<String>>>,
     /// When GitLab last failed to answer and why (cleared by the next answer), for `/-/ready`.
     last_error: arc_swap::ArcSwapOption<(std::time::SystemTime, String)>,
     /// Redis and the replicas' seal, when they share GitLab's answers: a token is looked up once for
@@ -126,11 +132,11 @@ impl GitLab {
             identities,
             cache_secs: i64::try_from(jobs.cache_secs.max(1)).unwrap_or(60),
             budget: Budget { per_second: jobs.lookups_per_sec, second: AtomicI64::new(0), used: AtomicU32::new(0) },
-            inflight: DashMap::new(),
+            flights: SingleFlight::default(),
             lookups: metrics.gitlab_lookups.clone(),
             seconds: metrics.gitlab_lookup_seconds.clone(),
             last_error: arc_swap::ArcSwapOption::empty(),
-            protected: DashMap::new(),
+            protected: Expiring::new(10_000),
             shared: None,
             impersonation,
         })
@@ -180,27 +186,17 @@ impl GitLab {
     /// # Errors
     /// GitLab unreachable, slow or answering neither a job nor 401; or over the lookup budget.
     pub async fn resolve(&self, token: &str, now: i64) -> Result<(), LookupError> {
-        if self.identities.get(token, now).is_some() {
-            return Ok(());
-        }
-        let key = digest(token);
-        let gate = self.inflight.entry(key).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone();
-        let result = {
-            let _held = gate.lock().await;
-            if self.identities.get(token, now).is_some() {
-                Ok(())
-            } else if !self.budget.take(now) {
+        let landed = || self.identities.get(token, now).map(|_| Ok(()));
+        let fly = || async {
+            if !self.budget.take(now) {
                 self.lookups.with_label_values(&["over_budget"]).inc();
-                Err(LookupError::OverBudget)
-            } else {
-                let asked = self.ask(token, now).await;
-                self.record(&asked);
-                asked
+                return Err(LookupError::OverBudget);
             }
+            let asked = self.ask(token, now).await;
+            self.record(&asked);
+            asked
         };
-        // Waiters still holding the gate find the answer in the cache when they get it.
-        self.inflight.remove(&key);
-        result
+        self.flights.run(Flight::Token(digest(token)), landed, fly).await
     }
 
     /// Makes sure the user's role in another project is in [`GitLab::identities`]
@@ -209,40 +205,27 @@ impl GitLab {
     /// # Errors
     /// GitLab unreachable or answering neither the member nor 404.
     pub async fn resolve_role(&self, key: &RoleKey, now: i64) -> Result<(), LookupError> {
-        if self.identities.role(key, now).is_some() {
-            return Ok(());
-        }
         let Some(api_token) = &self.api_token else {
             return Err(LookupError::Unavailable("no gitlab.api_token_file to ask roles with".into()));
         };
-        let gate_key = digest(&format!("role {} {}", key.0, key.1));
-        let gate = self.inflight.entry(gate_key).or_insert_with(|| Arc::new(tokio::sync::Mutex::new(()))).clone();
-        let result = {
-            let _held = gate.lock().await;
-            if self.identities.role(key, now).is_some() {
-                Ok(())
-            } else {
-                let path = format!("/api/v4/projects/{}/members/all/{}", key.0, key.1);
-                match self.get(&path, "private-token", api_token.clone()).await {
-                    Ok((StatusCode::OK, _, body)) => {
-                        member_role(&body).map_err(|e| LookupError::Unavailable(e.to_string())).map(|role| {
-                            self.identities.insert_role(key.clone(), role, now + self.cache_secs, now);
-                        })
-                    }
-                    Ok((StatusCode::NOT_FOUND, _, _)) => {
-                        self.identities.insert_role(key.clone(), None, now + self.cache_secs, now);
-                        Ok(())
-                    }
-                    Ok((status, _, _)) => {
-                        Err(LookupError::Unavailable(format!("GitLab answered {status} for the user's membership")))
-                    }
-                    Err(e) => Err(LookupError::Unavailable(e)),
+        let landed = || self.identities.role(key, now).map(|_| Ok(()));
+        let fly = || async {
+            let path = format!("/api/v4/projects/{}/members/all/{}", key.project, key.user);
+            let role = match self.get(&path, "private-token", api_token.clone()).await {
+                Ok((StatusCode::OK, _, body)) => {
+                    member_role(&body).map_err(|e| LookupError::Unavailable(e.to_string()))
                 }
-            }
+                Ok((StatusCode::NOT_FOUND, _, _)) => Ok(None),
+                Ok((status, _, _)) => {
+                    Err(LookupError::Unavailable(format!("GitLab answered {status} for the user's membership")))
+                }
+                Err(e) => Err(LookupError::Unavailable(e)),
+            };
+            let result = role.map(|role| self.identities.insert_role(key.clone(), role, now + self.cache_secs, now));
+            self.record(&result);
+            result
         };
-        self.record(&result);
-        self.inflight.remove(&gate_key);
-        result
+        self.flights.run(Flight::Role(key.clone()), landed, fly).await
     }
 
     async fn ask(&self, token: &str, now: i64) -> Result<(), LookupError> {
@@ -279,7 +262,7 @@ impl GitLab {
         let Answer { status, ref body, until } = answer;
         let (identity, until, outcome) = match status {
             StatusCode::OK => match job_claims(body, &self.base, until) {
-                Ok(claims) => (Identity::Job(Arc::new(self.completed(claims).await?)), until, "job"),
+                Ok(claims) => (Identity::Job(Arc::new(self.completed(claims, now).await?)), until, "job"),
                 Err(JobDocError::NotRunning) => (Identity::Refused, until.min(now + REFUSED_SECS), "not_running"),
                 Err(e) => {
                     self.lookups.with_label_values(&["invalid"]).inc();
@@ -307,19 +290,18 @@ impl GitLab {
 
     /// With jobgate's API token: the job's `ref_protected` from the project's protected branches or
     /// tags, and the user's role in the project from its members (`user_access_level`).
-    async fn completed(&self, mut claims: Claims) -> Result<Claims, LookupError> {
+    async fn completed(&self, mut claims: Claims, now: i64) -> Result<Claims, LookupError> {
         let Some(api_token) = &self.api_token else { return Ok(claims) };
         let unavailable = |what: &str| {
             self.lookups.with_label_values(&["unavailable"]).inc();
             LookupError::Unavailable(what.to_owned())
         };
         let kind = if claims.ref_type.as_deref() == Some("tag") { "protected_tags" } else { "protected_branches" };
-        let names = self.protected_names(claims.project_id, kind, api_token).await.map_err(|e| unavailable(&e))?;
+        let names = self.protected_names(claims.project_id, kind, api_token, now).await.map_err(|e| unavailable(&e))?;
         let protected = is_protected(&names, claims.git_ref.as_deref().unwrap_or(""));
         claims.ref_protected = protected;
         if let Some(user) = claims.user_id {
-            let key = (claims.project_id.to_string(), user);
-            let now = crate::clock::unix_now();
+            let key = RoleKey { project: ApiProject::Id(claims.project_id), user };
             self.resolve_role(&key, now).await?;
             claims.user_access_level = self.identities.role(&key, now).flatten();
         }
@@ -333,22 +315,17 @@ impl GitLab {
         project: u64,
         kind: &'static str,
         api_token: &HeaderValue,
+        now: i64,
     ) -> Result<Arc<Vec<String>>, String> {
-        let now = crate::clock::unix_now();
-        if let Some(entry) = self.protected.get(&(project, kind)).filter(|e| e.1 >= now) {
-            return Ok(entry.0.clone());
+        if let Some(names) = self.protected.get(&(project, kind), now) {
+            return Ok(names);
         }
         let mut names = Vec::new();
         for body in self.pages(&format!("/api/v4/projects/{project}/{kind}?"), api_token, 20).await? {
             names.extend(protected_names(&body).map_err(|e| e.to_string())?);
         }
         let names = Arc::new(names);
-        if self.protected.len() >= 10_000 {
-            self.protected.retain(|_, (_, until)| *until >= now);
-        }
-        if self.protected.len() < 10_000 {
-            self.protected.insert((project, kind), (names.clone(), now + self.cache_secs));
-        }
+        self.protected.insert((project, kind), names.clone(), now + self.cache_secs, now);
         Ok(names)
     }
 }

@@ -1,14 +1,12 @@
 //! The verified-token cache: SHA-256 of the token → its claims, for the key-set generation that
 //! verified it. A hit costs a hash and a lookup; an entry dies at the token's `exp` (plus leeway) or
-//! as soon as its issuer's key set changes. Bounded: when full, expired entries are swept; if it is
-//! still full, new tokens are simply not cached (verification still works, only slower).
+//! as soon as its issuer's key set changes. Bounded (`kit::Expiring`): when full, expired entries are
+//! swept; if it is still full, new tokens are simply not cached (verification still works, only slower).
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use dashmap::DashMap;
-
 use super::claims::Claims;
+use crate::kit::Expiring;
 
 /// The cache key: SHA-256 of the token. Collisions cannot be crafted, and no token is stored.
 pub type TokenDigest = [u8; 32];
@@ -34,41 +32,22 @@ pub struct Entry {
 }
 
 pub struct TokenCache {
-    entries: DashMap<TokenDigest, Entry, BuildDigestHasher>,
-    capacity: usize,
-    last_sweep: AtomicI64,
+    entries: Expiring<TokenDigest, Entry, BuildDigestHasher>,
 }
 
 impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
-        TokenCache { entries: DashMap::with_hasher(BuildDigestHasher), capacity, last_sweep: AtomicI64::new(0) }
+        TokenCache { entries: Expiring::with_hasher(capacity, BuildDigestHasher) }
     }
 
     /// The live entry for `digest`, if `valid` accepts its issuer and generation; dead entries go.
     pub fn get(&self, digest: &TokenDigest, now: i64, valid: impl Fn(usize, u64) -> bool) -> Option<Entry> {
-        let entry = self.entries.get(digest)?.clone();
-        if entry.dies_at >= now && valid(entry.issuer, entry.generation) {
-            return Some(entry);
-        }
-        self.entries.remove(digest);
-        None
+        self.entries.get_if(digest, now, |e| valid(e.issuer, e.generation))
     }
 
     pub fn insert(&self, digest: TokenDigest, entry: Entry, now: i64) {
-        if self.capacity == 0 {
-            return;
-        }
-        if self.entries.len() >= self.capacity {
-            // At most one sweep a second, so a flood of fresh tokens cannot make every request sweep.
-            let last = self.last_sweep.load(Ordering::Relaxed);
-            if last < now && self.last_sweep.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-                self.entries.retain(|_, e| e.dies_at >= now);
-            }
-            if self.entries.len() >= self.capacity {
-                return;
-            }
-        }
-        self.entries.insert(digest, entry);
+        let dies_at = entry.dies_at;
+        self.entries.insert(digest, entry, dies_at, now);
     }
 
     pub fn len(&self) -> usize {

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use serde::Deserialize;
 
 use super::cache::{digest, TokenDigest};
 use super::claims::Claims;
+use crate::kit::Expiring;
 use crate::path::ProjectPath;
 
 /// The fields of GitLab's `Entities::Ci::Job` jobgate reads (`lib/api/entities/ci/job_basic.rb`,
@@ -147,25 +147,50 @@ pub enum Identity {
 /// GitLab's recent answers: identities by SHA-256 of the token, and (with jobgate's API token) users'
 /// roles in projects other than their job's; both bounded.
 pub struct JobIdentities {
-    entries: DashMap<TokenDigest, (Identity, i64)>,
-    /// (project id or path, user id) → the user's role there (`None`: no membership), until.
-    roles: DashMap<(String, u64), (Option<crate::scope::Role>, i64)>,
-    capacity: usize,
+    entries: Expiring<TokenDigest, Identity>,
+    /// (project id or path, user id) → the user's role there (`None`: no membership).
+    roles: Expiring<RoleKey, Option<crate::scope::Role>>,
     /// The GitLab URL, which is the `iss` of every identity from here.
     issuer: String,
     /// Whether roles in other projects can be asked (jobgate holds an API token).
     asks_roles: bool,
 }
 
-/// A project other than the job's own, in the form GitLab's API takes (`42` or `acme%2Fapp`), and a user.
-pub type RoleKey = (String, u64);
+/// A project as GitLab's API takes it in a path: its id, or its full path (URL-encoded when sent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ApiProject {
+    Id(u64),
+    Path(ProjectPath),
+}
+
+impl std::fmt::Display for ApiProject {
+    /// `42`, or `acme%2Fapp`: the `:id` of `/projects/:id/…`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiProject::Id(id) => write!(f, "{id}"),
+            ApiProject::Path(path) => {
+                write!(
+                    f,
+                    "{}",
+                    percent_encoding::utf8_percent_encode(path.as_str(), percent_encoding::NON_ALPHANUMERIC)
+                )
+            }
+        }
+    }
+}
+
+/// Whose role in which project GitLab is asked about: a project other than the job's own, and a user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoleKey {
+    pub project: ApiProject,
+    pub user: u64,
+}
 
 impl JobIdentities {
     pub fn new(capacity: usize, issuer: &str, asks_roles: bool) -> JobIdentities {
         JobIdentities {
-            entries: DashMap::new(),
-            roles: DashMap::new(),
-            capacity,
+            entries: Expiring::new(capacity),
+            roles: Expiring::new(capacity),
             issuer: issuer.to_owned(),
             asks_roles,
         }
@@ -178,41 +203,23 @@ impl JobIdentities {
 
     /// The user's role in a project, if GitLab was asked recently (`Some(None)`: not a member).
     pub fn role(&self, key: &RoleKey, now: i64) -> Option<Option<crate::scope::Role>> {
-        let entry = *self.roles.get(key)?;
-        (entry.1 >= now).then_some(entry.0)
+        self.roles.get(key, now)
     }
 
+    /// Remembers GitLab's answer about a role until `until` (bounded: when full and nothing has
+    /// expired, it is not kept and the next request asks again).
     pub fn insert_role(&self, key: RoleKey, role: Option<crate::scope::Role>, until: i64, now: i64) {
-        if self.roles.len() >= self.capacity {
-            self.roles.retain(|_, (_, at)| *at >= now);
-            if self.roles.len() >= self.capacity {
-                return;
-            }
-        }
-        self.roles.insert(key, (role, until));
+        self.roles.insert(key, role, until, now);
     }
 
     /// The live answer for `token`, if any.
     pub fn get(&self, token: &str, now: i64) -> Option<Identity> {
-        let key = digest(token);
-        let entry = self.entries.get(&key).map(|e| e.clone())?;
-        if entry.1 >= now {
-            return Some(entry.0);
-        }
-        self.entries.remove(&key);
-        None
+        self.entries.get(&digest(token), now)
     }
 
-    /// Remembers GitLab's answer for `token` until `until`; when full, expired entries go first, and
-    /// if none has expired the answer is simply not kept (the next request asks again).
+    /// Remembers GitLab's answer for `token` until `until` (bounded as roles are).
     pub fn insert(&self, token: &str, identity: Identity, until: i64, now: i64) {
-        if self.entries.len() >= self.capacity {
-            self.entries.retain(|_, (_, at)| *at >= now);
-            if self.entries.len() >= self.capacity {
-                return;
-            }
-        }
-        self.entries.insert(digest(token), (identity, until));
+        self.entries.insert(digest(token), identity, until, now);
     }
 }
 
