@@ -276,9 +276,7 @@ impl Admin {
         let result = gateway.revocations().revoke(revocation.clone(), now).await;
         // The job's users' impersonation tokens die with it (at GitLab), whatever the record's fate.
         if let (Some(job_id), Some(gitlab)) = (ended_job, gateway.gitlab()) {
-            if let Some(impersonation) = gitlab.impersonation() {
-                impersonation.end_job(gitlab, job_id).await;
-            }
+            gitlab.end_job(job_id).await;
         }
         match result {
             Ok(sharing) => {

@@ -109,23 +109,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     for source in gateway.key_sources() {
         tokio::spawn(source.clone().poll());
     }
-    // Leftover impersonation tokens of jobs that ended are revoked; revokes GitLab did not confirm
-    // are retried.
-    let retrying = gateway.clone();
+    let housekeeping = gateway.clone();
     tokio::spawn(async move {
-        if let Some((gitlab, impersonation)) = retrying.gitlab().and_then(|g| Some((g, g.impersonation()?))) {
-            let revocations = retrying.revocations().set();
-            match impersonation.sweep(gitlab, |job| revocations.job_revoked(job, crate::clock::unix_now())).await {
-                Ok(swept) => tracing::info!(swept, "impersonation tokens of ended jobs swept"),
-                Err(e) => tracing::warn!(error = %e, "impersonation tokens of ended jobs could not be swept"),
-            }
-        }
-        let mut every = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            every.tick().await;
-            if let Some((gitlab, impersonation)) = retrying.gitlab().and_then(|g| Some((g, g.impersonation()?))) {
-                impersonation.retry(gitlab).await;
-            }
+        if let Some(gitlab) = housekeeping.gitlab() {
+            let revocations = housekeeping.revocations().set();
+            gitlab.impersonation_housekeeping(|job| revocations.job_revoked(job, crate::clock::unix_now())).await;
         }
     });
     let reloader = Arc::new(Reloader::new(config.clone(), gateway.clone(), certs, 1));

@@ -32,6 +32,29 @@ impl From<LookupError> for Refusal {
     }
 }
 
+/// Why a call of GitLab's API brought no usable answer. Never holds a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitLabError {
+    #[error("{0}: not a URL of GitLab's API")]
+    Url(String),
+    #[error("{0}: no answer in time")]
+    Timeout(String),
+    #[error("{url}: {why}")]
+    Unreachable { url: String, why: String },
+    #[error("reading GitLab's answer: {0}")]
+    Answer(String),
+    #[error("GitLab answered {status} to {path}")]
+    Status { status: StatusCode, path: String },
+    #[error("the credential is not a header value")]
+    Credential,
+}
+
+impl From<GitLabError> for LookupError {
+    fn from(e: GitLabError) -> LookupError {
+        LookupError::Unavailable(e.to_string())
+    }
+}
+
 /// A fixed one-second window of lookups (or mints).
 pub(crate) struct Budget {
     pub(crate) per_second: u32,
@@ -48,20 +71,23 @@ impl Budget {
     }
 }
 
+/// GitLab's status, headers and (bounded) body.
+pub type Answered = (StatusCode, http::HeaderMap, Bytes);
+
 impl GitLab {
     /// Every page of a GitLab list (`path` ends in `?` or `&`), 100 per page, following
     /// `x-next-page`, at most `max` pages: their bodies.
     ///
     /// # Errors
     /// GitLab unreachable or answering anything but 200.
-    pub async fn pages(&self, path: &str, credential: &HeaderValue, max: usize) -> Result<Vec<Bytes>, String> {
+    pub async fn pages(&self, path: &str, credential: &HeaderValue, max: usize) -> Result<Vec<Bytes>, GitLabError> {
         let (mut bodies, mut page) = (Vec::new(), Some("1".to_owned()));
         for _ in 0..max {
             let Some(n) = page.take() else { break };
             let (status, headers, body) =
                 self.get(&format!("{path}per_page=100&page={n}"), "private-token", credential.clone()).await?;
             if status != StatusCode::OK {
-                return Err(format!("GitLab answered {status} to {}", path.trim_end_matches(['?', '&'])));
+                return Err(GitLabError::Status { status, path: path.trim_end_matches(['?', '&']).to_owned() });
             }
             bodies.push(body);
             page =
@@ -85,17 +111,15 @@ impl GitLab {
     ) -> Result<(StatusCode, Bytes), LookupError> {
         use base64::Engine as _;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
-        let mut value = HeaderValue::from_str(&format!("Basic {basic}"))
-            .map_err(|_| LookupError::Unavailable("the job token is not a header value".into()))?;
+        let mut value = HeaderValue::from_str(&format!("Basic {basic}")).map_err(|_| GitLabError::Credential)?;
         value.set_sensitive(true);
-        let asked =
-            self.get(&format!("/jwt/auth?{query}"), "authorization", value).await.map_err(LookupError::Unavailable);
+        let asked = self.get(&format!("/jwt/auth?{query}"), "authorization", value).await.map_err(LookupError::from);
         self.record(&asked.as_ref().map(|_| ()).map_err(Clone::clone));
         asked.map(|(status, _, body)| (status, body))
     }
 
-    pub(super) async fn get_job(&self, token: &str) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
-        let mut value = HeaderValue::from_str(token).map_err(|_| "the token is not a header value".to_owned())?;
+    pub(super) async fn get_job(&self, token: &str) -> Result<Answered, GitLabError> {
+        let mut value = HeaderValue::from_str(token).map_err(|_| GitLabError::Credential)?;
         value.set_sensitive(true);
         self.get("/api/v4/job", "job-token", value).await
     }
@@ -106,7 +130,7 @@ impl GitLab {
         path: &str,
         credential: &'static str,
         value: HeaderValue,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
+    ) -> Result<Answered, GitLabError> {
         self.send(http::Method::GET, path, credential, value, None).await
     }
 
@@ -121,8 +145,9 @@ impl GitLab {
         credential: &'static str,
         value: HeaderValue,
         json: Option<&serde_json::Value>,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), String> {
-        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|e| format!("{path}: {e}"))?;
+    ) -> Result<Answered, GitLabError> {
+        let url = || format!("{}{path}", self.base);
+        let uri: Uri = url().parse().map_err(|_| GitLabError::Url(path.to_owned()))?;
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
@@ -133,17 +158,14 @@ impl GitLab {
         }
         let request = request
             .body(Full::new(json.map_or_else(Bytes::new, |j| Bytes::from(j.to_string()))))
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| GitLabError::Url(path.to_owned()))?;
         let response = tokio::time::timeout(TIMEOUT, self.client.request(request))
             .await
-            .map_err(|_| format!("{}{path}: no answer in time", self.base))?
-            .map_err(|e| format!("{}{path}: {e}", self.base))?;
+            .map_err(|_| GitLabError::Timeout(url()))?
+            .map_err(|e| GitLabError::Unreachable { url: url(), why: crate::error::chain(&e) })?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| format!("reading GitLab's answer: {e}"))?
-            .to_bytes();
+        let body =
+            Limited::new(body, MAX_ANSWER).collect().await.map_err(|e| GitLabError::Answer(e.to_string()))?.to_bytes();
         Ok((parts.status, parts.headers, body))
     }
 }

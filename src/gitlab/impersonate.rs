@@ -113,7 +113,7 @@ impl Impersonation {
                 return Err(Refusal::new(Reason::ImpersonationRefused, why));
             }
             Ok((status, _, _)) => return Err(self.failed(&format!("GitLab answered {status} to the mint"))),
-            Err(e) => return Err(self.failed(&e)),
+            Err(e) => return Err(self.failed(&e.to_string())),
         };
         self.events.with_label_values(&["minted"]).inc();
         // Jobs whose end never reached jobgate leave entries behind: past their use, they go.
@@ -125,6 +125,20 @@ impl Impersonation {
             self.revoke(gitlab, old.id, old.user_id).await;
         }
         Ok(held)
+    }
+
+    /// The background half, for as long as the process runs: at start, the tokens of jobs that have
+    /// ended (`ended`) are swept; then revokes GitLab did not confirm are retried every 10 seconds.
+    pub async fn housekeeping(&self, gitlab: &GitLab, ended: impl Fn(u64) -> bool) {
+        match self.sweep(gitlab, ended).await {
+            Ok(swept) => tracing::info!(swept, "impersonation tokens of ended jobs swept"),
+            Err(e) => tracing::warn!(error = %e, "impersonation tokens of ended jobs could not be swept"),
+        }
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            every.tick().await;
+            self.retry(gitlab).await;
+        }
     }
 
     fn failed(&self, why: &str) -> Refusal {
@@ -181,7 +195,7 @@ impl Impersonation {
     async fn listed(&self, gitlab: &GitLab, search: &str) -> Result<Vec<Listed>, String> {
         let path = format!("/api/v4/personal_access_tokens?search={}&state=active&", crate::query::form_encode(search));
         let mut all = Vec::new();
-        for body in gitlab.pages(&path, &self.admin, 100).await? {
+        for body in gitlab.pages(&path, &self.admin, 100).await.map_err(|e| e.to_string())? {
             let listed: Vec<Listed> = serde_json::from_slice(&body).map_err(|e| format!("GitLab's token list: {e}"))?;
             all.extend(listed.into_iter().filter(|t| t.active));
         }
@@ -205,7 +219,7 @@ impl Impersonation {
                 self.events.with_label_values(&["revoked"]).inc()
             }
             answer => {
-                let why = answer.map_or_else(|e| e, |(status, _, _)| format!("GitLab answered {status}"));
+                let why = answer.map_or_else(|e| e.to_string(), |(status, _, _)| format!("GitLab answered {status}"));
                 tracing::warn!(token_id = id, user_id, error = %why, "an impersonation token could not be revoked; retrying");
                 self.events.with_label_values(&["revoke_failed"]).inc();
                 self.pending.insert(id, user_id);

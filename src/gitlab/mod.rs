@@ -10,7 +10,7 @@ pub mod impersonate;
 
 use client::secret_header;
 pub(crate) use client::Budget;
-pub use client::LookupError;
+pub use client::{GitLabError, LookupError};
 
 use std::sync::atomic::{AtomicI64, AtomicU32};
 use std::sync::Arc;
@@ -161,6 +161,20 @@ impl GitLab {
     }
 
     /// The jobs' users' impersonation tokens, with `gitlab.admin_token_file`.
+    /// A job ended: its users' impersonation tokens are revoked (with `gitlab.admin_token_file`).
+    pub async fn end_job(&self, job_id: u64) {
+        if let Some(impersonation) = &self.impersonation {
+            impersonation.end_job(self, job_id).await;
+        }
+    }
+
+    /// Impersonation's background work, for as long as the process runs (nothing without it).
+    pub async fn impersonation_housekeeping(&self, ended: impl Fn(u64) -> bool) {
+        if let Some(impersonation) = &self.impersonation {
+            impersonation.housekeeping(self, ended).await;
+        }
+    }
+
     pub fn impersonation(&self) -> Option<&crate::gitlab::impersonate::Impersonation> {
         self.impersonation.as_ref()
     }
@@ -219,7 +233,7 @@ impl GitLab {
                 Ok((status, _, _)) => {
                     Err(LookupError::Unavailable(format!("GitLab answered {status} for the user's membership")))
                 }
-                Err(e) => Err(LookupError::Unavailable(e)),
+                Err(e) => Err(e.into()),
             };
             let result = role.map(|role| self.identities.insert_role(key.clone(), role, now + self.cache_secs, now));
             self.record(&result);
@@ -237,7 +251,7 @@ impl GitLab {
         self.seconds.observe(started.elapsed().as_secs_f64());
         let (status, body) = answer.map(|(status, _, body)| (status, body)).map_err(|e| {
             self.lookups.with_label_values(&["unavailable"]).inc();
-            LookupError::Unavailable(e)
+            LookupError::from(e)
         })?;
         let until = now + if status == StatusCode::OK { self.cache_secs } else { REFUSED_SECS };
         self.believe(token, Answer { status, body, until }, now, false).await
@@ -321,7 +335,8 @@ impl GitLab {
             return Ok(names);
         }
         let mut names = Vec::new();
-        for body in self.pages(&format!("/api/v4/projects/{project}/{kind}?"), api_token, 20).await? {
+        let path = format!("/api/v4/projects/{project}/{kind}?");
+        for body in self.pages(&path, api_token, 20).await.map_err(|e| e.to_string())? {
             names.extend(protected_names(&body).map_err(|e| e.to_string())?);
         }
         let names = Arc::new(names);
