@@ -113,23 +113,11 @@ fn rss_kib() -> u64 {
 
 fn claims(source: &str) -> Claims {
     Claims {
-        iss: "i".into(),
-        jti: None,
-        exp: i64::MAX / 4,
-        iat: None,
-        project_id: 1_000_000,
-        project_path: ProjectPath::parse(source).unwrap(),
         user_id: Some(5),
         user_login: Some("ann".into()),
-        user_access_level: None,
-        pipeline_id: None,
-        job_id: 1,
-        git_ref: Some("main".into()),
         ref_type: Some("branch".into()),
         ref_protected: true,
-        environment: None,
-        environment_protected: false,
-        scopes: None,
+        ..Claims::job("i", ProjectPath::parse(source).unwrap(), 1_000_000, 1, i64::MAX / 4)
     }
 }
 

@@ -249,15 +249,7 @@ fn a_restart_sweeps_the_tokens_of_jobs_that_ended_meanwhile_and_leaves_running_j
     let running = gitlab.leftover_token(5, "jobgate-job-7500", &["write_repository"]);
     let _second = Gateway::start_with_gitlab(d, &upstreams, POLICY, &fields, 60, 50, extra);
     let revoked = |id: u64| gitlab.impersonation_tokens().iter().any(|(i, t)| *i == id && t.revoked);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !revoked(ended) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ended job's token was not swept: {:?}",
-            gitlab.impersonation_tokens()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    common::eventually("the ended job's token is swept", std::time::Duration::from_secs(10), || revoked(ended));
     assert!(!revoked(running), "a running job's token is left to the replica that holds it");
 }
 
@@ -432,11 +424,9 @@ fn a_revoke_gitlab_does_not_confirm_is_retried_and_shown_on_ready() {
         common::admin_get(&gw, "/metrics").contains("jobgate_impersonation_tokens_total{event=\"revoke_failed\"} 1")
     );
     gitlab.set_down(false);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
-    while !gitlab.impersonation_tokens()[0].1.revoked {
-        assert!(std::time::Instant::now() < deadline, "the revoke was not retried");
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    common::eventually("the revoke is retried", std::time::Duration::from_secs(25), || {
+        gitlab.impersonation_tokens()[0].1.revoked
+    });
     assert_eq!(ready(), serde_json::json!([]));
 }
 

@@ -27,12 +27,8 @@ fn file_fingerprint(pem: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(what: &str, done: impl FnMut() -> bool) {
+    common::eventually(what, Duration::from_secs(5), done);
 }
 
 #[test]
@@ -97,8 +93,9 @@ fn sigterm_lets_a_streaming_upload_finish_and_refuses_new_connections() {
     std::thread::sleep(Duration::from_millis(1000));
     let port = gw.port;
     gw.sigterm();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "new connections are refused while draining");
+    wait_until("new connections are refused while draining", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    });
     let out = client.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"bytes\": 1048576}", "the upload finished intact");
     let status = gw.wait_exit(Duration::from_secs(20));

@@ -158,23 +158,12 @@ fn case() -> impl Strategy<Value = Case> {
 
 fn claims(c: &Case) -> Claims {
     Claims {
-        iss: "i".into(),
-        jti: None,
-        exp: 2_000_000_000,
-        iat: None,
-        project_id: 1,
-        project_path: ProjectPath::parse(PROJECTS[c.source]).unwrap(),
         user_id: Some(1),
-        user_login: None,
         user_access_level: c.role.map(|r| ROLES[r]),
-        pipeline_id: None,
-        job_id: 1,
-        git_ref: Some("main".into()),
         ref_type: Some("branch".into()),
         ref_protected: c.protected,
-        environment: None,
-        environment_protected: false,
         scopes: c.token_scopes.map(scopes),
+        ..Claims::job("i", ProjectPath::parse(PROJECTS[c.source]).unwrap(), 1, 1, 2_000_000_000)
     }
 }
 

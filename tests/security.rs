@@ -25,7 +25,6 @@ use jobgate::enforce::NonJobRules;
 use jobgate::infra::audit::Audit;
 use jobgate::infra::metrics::Metrics;
 use jobgate::policy::Policy;
-use jobgate::revoke::store::Revocations;
 use jobgate::snapshot::Snapshot;
 use jobgate::token::keys::{KeySet, KeyState};
 use jobgate::token::mint::{JobClaims, Signer};
@@ -121,22 +120,16 @@ async fn fixture(mode: &str, non_job: NonJob, limits: Limits, timeouts: Timeouts
     let registry =
         RegistryTokens::load(&dir.path().join("registry.pem"), "jobgate", "container_registry", 300).unwrap();
     let metrics = Arc::new(Metrics::new());
+    let snapshot = Snapshot::new(Policy::from_yaml(std::path::Path::new("p.yaml"), POLICY).unwrap(), Vec::new(), 1);
+    let audit_sink = AuditSink { file: Some(dir.path().join("audit.log")) };
+    let audit = Audit::start(&audit_sink, metrics.audit_dropped.clone()).await.unwrap();
+    let upstreams = Upstream::for_families(&upstreams, &metrics).unwrap();
+    let verifier = Verifier::new(vec![issuer], 8192, 1000);
     let gateway = Gateway::new(GatewayParts {
-        registry_at_gitlab: None,
-        passthrough: Vec::new(),
-        snapshot: Snapshot::new(Policy::from_yaml(std::path::Path::new("p.yaml"), POLICY).unwrap(), Vec::new(), 1),
-        verifier: Verifier::new(vec![issuer], 8192, 1000),
-        key_sources: Vec::new(),
-        revocations: Arc::new(Revocations::in_memory()),
         registry: Some(registry),
-        gitlab: None,
         non_job: NonJobRules::uniform(non_job),
-        upstreams: Upstream::for_families(&upstreams, &metrics).unwrap(),
-        audit: Audit::start(&AuditSink { file: Some(dir.path().join("audit.log")) }, metrics.audit_dropped.clone())
-            .await
-            .unwrap(),
         peek: BodyPeek::new(&limits, &timeouts),
-        metrics,
+        ..GatewayParts::new(snapshot, verifier, upstreams, audit, metrics)
     });
     Fixture { gateway, seen, signer, _dir: dir }
 }

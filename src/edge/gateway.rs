@@ -67,6 +67,35 @@ pub struct BodyPeek {
     pub deadline: std::time::Duration,
 }
 
+impl GatewayParts {
+    /// The parts with nothing optional: one issuer set, the upstreams, no registry realm, no GitLab,
+    /// non-job traffic refused, revocations in memory, default body limits. Tests and tools start here
+    /// and set what they need (`GatewayParts { registry, ..GatewayParts::new(…) }`).
+    pub fn new(
+        snapshot: Snapshot,
+        verifier: Verifier,
+        upstreams: FamilyMap<Arc<Upstream>>,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+    ) -> GatewayParts {
+        GatewayParts {
+            snapshot,
+            verifier,
+            key_sources: Vec::new(),
+            revocations: Arc::new(Revocations::in_memory()),
+            registry: None,
+            gitlab: None,
+            registry_at_gitlab: None,
+            non_job: NonJobRules::uniform(crate::config::NonJob::Reject),
+            upstreams,
+            passthrough: Vec::new(),
+            audit,
+            metrics,
+            peek: BodyPeek::new(&Default::default(), &Default::default()),
+        }
+    }
+}
+
 impl BodyPeek {
     pub fn new(limits: &crate::config::Limits, timeouts: &crate::config::Timeouts) -> BodyPeek {
         let budget =

@@ -15,7 +15,7 @@ use super::*;
 use crate::classify::lfs::BatchOperation;
 use crate::classify::Action;
 use crate::clock::unix_now;
-use crate::config::{ApiRoute, NonJob, Upstreams};
+use crate::config::{ApiRoute, Upstreams};
 use crate::enforce::expect::decide_case;
 use crate::enforce::explain::{explain, request};
 use crate::enforce::Summary;
@@ -80,20 +80,11 @@ fn fixture() -> &'static Fixture {
         }];
         let policy = Policy::from_yaml(std::path::Path::new("test.yaml"), POLICY).unwrap();
         let (audit, receiver) = Audit::channel();
+        let upstreams = Upstream::for_families(&upstreams, &metrics).unwrap();
+        let verifier = Verifier::new(vec![issuer], 8192, 1000);
         let gateway = Gateway::new(GatewayParts {
-            registry_at_gitlab: None,
-            passthrough: Vec::new(),
-            snapshot: Snapshot::new(policy, api_routes, 1),
-            verifier: Verifier::new(vec![issuer], 8192, 1000),
-            key_sources: Vec::new(),
-            revocations: Arc::new(Revocations::in_memory()),
             registry: Some(registry),
-            gitlab: None,
-            non_job: NonJobRules::uniform(NonJob::Reject),
-            upstreams: Upstream::for_families(&upstreams, &metrics).unwrap(),
-            audit,
-            metrics,
-            peek: BodyPeek::new(&Default::default(), &Default::default()),
+            ..GatewayParts::new(Snapshot::new(policy, api_routes, 1), verifier, upstreams, audit, metrics)
         });
         Fixture { gateway, audit: tokio::sync::Mutex::new(receiver), signer, runtime }
     })

@@ -70,23 +70,10 @@ mod tests {
 
     fn claims() -> Claims {
         Claims {
-            iss: "i".into(),
-            jti: None,
-            exp: 2_000_000_000,
-            iat: None,
-            project_id: 42,
-            project_path: ProjectPath::parse("acme/app").unwrap_or_else(|| unreachable!()),
             user_id: Some(5),
             user_login: Some("ann".into()),
-            user_access_level: None,
-            pipeline_id: None,
-            job_id: 1,
-            git_ref: Some("main".into()),
-            ref_type: None,
             ref_protected: true,
-            environment: None,
-            environment_protected: false,
-            scopes: None,
+            ..Claims::job("i", ProjectPath::parse("acme/app").unwrap_or_else(|| unreachable!()), 42, 1, 2_000_000_000)
         }
     }
 

@@ -66,23 +66,9 @@ fn policy() -> Policy {
 
 fn claims(project: &str, protected: bool) -> Claims {
     Claims {
-        iss: "i".into(),
-        jti: None,
-        exp: 2_000_000_000,
-        iat: None,
-        project_id: 1000,
-        project_path: ProjectPath::parse(project).unwrap(),
         user_id: Some(1),
-        user_login: None,
-        user_access_level: None,
-        pipeline_id: None,
-        job_id: 1,
-        git_ref: Some("main".into()),
-        ref_type: None,
         ref_protected: protected,
-        environment: None,
-        environment_protected: false,
-        scopes: None,
+        ..Claims::job("i", ProjectPath::parse(project).unwrap(), 1000, 1, 2_000_000_000)
     }
 }
 

@@ -92,25 +92,7 @@ mod tests {
     use crate::path::ProjectPath;
 
     fn entry(generation: u64, dies_at: i64) -> Entry {
-        let claims = Claims {
-            iss: "i".into(),
-            jti: None,
-            exp: dies_at,
-            iat: None,
-            project_id: 1,
-            project_path: ProjectPath::parse("a/b").unwrap(),
-            user_id: None,
-            user_login: None,
-            user_access_level: None,
-            pipeline_id: None,
-            job_id: 1,
-            git_ref: None,
-            ref_type: None,
-            ref_protected: false,
-            environment: None,
-            environment_protected: false,
-            scopes: None,
-        };
+        let claims = Claims { git_ref: None, ..Claims::job("i", ProjectPath::parse("a/b").unwrap(), 1, 1, dies_at) };
         Entry { claims: Arc::new(claims), issuer: 0, generation, dies_at }
     }
 

@@ -40,6 +40,32 @@ pub struct Claims {
     pub scopes: Option<ScopeSet>,
 }
 
+impl Claims {
+    /// A job of `project_path` (id `project_id`) on `main`, signed by `iss`, with every other claim
+    /// absent or false: what tests, benches and policy tests start from (`Claims { ..Claims::job(…) }`).
+    pub fn job(iss: &str, project_path: ProjectPath, project_id: u64, job_id: u64, exp: i64) -> Claims {
+        Claims {
+            iss: iss.into(),
+            jti: None,
+            exp,
+            iat: None,
+            project_id,
+            project_path,
+            user_id: None,
+            user_login: None,
+            user_access_level: None,
+            pipeline_id: None,
+            job_id,
+            git_ref: Some("main".into()),
+            ref_type: None,
+            ref_protected: false,
+            environment: None,
+            environment_protected: false,
+            scopes: None,
+        }
+    }
+}
+
 /// The payload as it comes, before any check. Loose types, strict conversion in [`RawClaims::into_claims`].
 #[derive(Debug, Deserialize)]
 pub(crate) struct RawClaims {

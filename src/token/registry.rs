@@ -280,23 +280,11 @@ mod tests {
 
     fn sample() -> Claims {
         Claims {
-            iss: "ci".into(),
             jti: Some("j".into()),
-            exp: 5_000,
-            iat: None,
-            project_id: 42,
-            project_path: ProjectPath::parse("acme/app").unwrap(),
             user_id: Some(1),
-            user_login: None,
             user_access_level: Some(crate::scope::Role::Guest),
-            pipeline_id: None,
-            job_id: 7,
-            git_ref: Some("main".into()),
-            ref_type: None,
             ref_protected: true,
-            environment: None,
-            environment_protected: false,
-            scopes: None,
+            ..Claims::job("ci", ProjectPath::parse("acme/app").unwrap(), 42, 7, 5_000)
         }
     }
 }

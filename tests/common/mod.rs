@@ -17,6 +17,16 @@ pub mod browser;
 pub mod gitlab;
 pub mod net;
 
+/// Polls `done` until it holds (every 20 ms), failing the test with `what` after `patience`: the one
+/// way tests wait for something to happen (never a fixed sleep).
+pub fn eventually(what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {patience:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub const ISSUER: &str = "https://gitlab.test";
 pub const AUDIENCE: &str = "jobgate";
 
@@ -354,14 +364,12 @@ audit: {{ file: audit.log }}
 
     /// Waits for the process to exit (after [`Gateway::sigterm`]), up to `limit`.
     pub fn wait_exit(mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.process.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "jobgate did not exit within {limit:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut exited = None;
+        eventually("jobgate exits", limit, || {
+            exited = self.process.child.try_wait().unwrap();
+            exited.is_some()
+        });
+        exited.unwrap()
     }
 
     /// SIGKILL, no shutdown: what survives this is what was durable.
