@@ -16,8 +16,8 @@ use crate::refusal::Refusal;
 use crate::token::extract::{extract, Credential};
 use crate::token::gitlab::Identity;
 use crate::token::registry::Access;
+use crate::token::strip_prefix;
 use crate::token::verify::{VerifiedClaims, VerifyError};
-use crate::token::{looks_like_jwt, strip_prefix};
 
 /// The verified job behind a request's credential.
 #[derive(Debug)]
@@ -60,14 +60,20 @@ pub enum Presented {
 }
 
 impl Presented {
-    /// The kind of `token`; only a Bearer on a registry route has its JOSE header read.
+    /// The kind of `token`: three dot-separated parts make a JWS (`verify` checks the rest); only a
+    /// Bearer on a registry route has its JOSE header read. Two `memchr` scans, not a byte loop: this
+    /// runs on every request, cached tokens included.
     pub fn of(token: &str, bearer: bool, family: Option<Family>) -> Presented {
         let jwt = strip_prefix(token);
-        if !looks_like_jwt(jwt) {
+        let three_parts = match (jwt.find('.'), jwt.rfind('.')) {
+            (Some(first), Some(last)) => first < last && !jwt[first + 1..last].contains('.'),
+            _ => false,
+        };
+        if !three_parts {
             return Presented::Opaque;
         }
-        let registry = crate::token::jws::kind_of(jwt) == Some(crate::token::jws::Kind::Registry);
-        if bearer && family == Some(Family::Registry) && registry {
+        let registry = || crate::token::jws::kind_of(jwt) == Some(crate::token::jws::Kind::Registry);
+        if bearer && family == Some(Family::Registry) && registry() {
             Presented::RegistryBearer
         } else {
             Presented::Jwt
