@@ -1,6 +1,6 @@
 //! Listeners: the public TLS listener (handshake timeout, HTTP/1.1 and HTTP/2 through hyper-util's
 //! auto builder, header size and read timeouts) and the admin listener; graceful drain on shutdown;
-//! SIGHUP reloads. Request handling itself lives in `proxy`.
+//! SIGHUP reloads. Request handling itself lives in `edge`.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -1,7 +1,10 @@
 //! `enforce`: THE decision path — classify → extract → verify → decide — for one request,
 //! synchronously and without I/O, against one policy snapshot, the issuers' key sets and the
-//! revocation set. `serve` (through `proxy`), `jobgate explain`, the policy tests of `jobgate check`
-//! and the registry token realm all call these functions; none of them composes the stages itself.
+//! revocation set. What it cannot know — a fresh key set, GitLab's answer for its job token or a
+//! user's role, an LFS batch body — it says it needs ([`Step::Need`]) instead of refusing, and the
+//! edge's one driver (`edge/drive.rs`) meets the need and asks again. The proxy path, the registry
+//! token realms (`realm.rs`), `jobgate explain` (`explain.rs`) and the policy tests of `jobgate
+//! check` (`expect.rs`) all call these functions; none of them composes the stages itself.
 //! [`enforce`] narrates into a [`Trace`]; with [`NoTrace`] the narration compiles away.
 
 mod authenticate;
