@@ -60,16 +60,17 @@ pub enum Presented {
 }
 
 impl Presented {
-    /// The kind of `token`: three dot-separated parts make a JWS (`verify` checks the rest); only a
-    /// Bearer on a registry route has its JOSE header read. Two `memchr` scans, not a byte loop: this
-    /// runs on every request, cached tokens included.
+    /// The kind of `token`: a JOSE header (`eyJ`, base64url of `{"`) or three dot-separated parts
+    /// make a JWS (`verify` checks the rest); only a Bearer on a registry route has its header read.
+    /// This runs on every request, cached tokens included: the common case costs three bytes.
     pub fn of(token: &str, bearer: bool, family: Option<Family>) -> Presented {
         let jwt = strip_prefix(token);
-        let three_parts = match (jwt.find('.'), jwt.rfind('.')) {
-            (Some(first), Some(last)) => first < last && !jwt[first + 1..last].contains('.'),
-            _ => false,
-        };
-        if !three_parts {
+        let jws = jwt.starts_with("eyJ")
+            || match (jwt.find('.'), jwt.rfind('.')) {
+                (Some(first), Some(last)) => first < last && !jwt[first + 1..last].contains('.'),
+                _ => false,
+            };
+        if !jws {
             return Presented::Opaque;
         }
         let registry = || crate::token::jws::kind_of(jwt) == Some(crate::token::jws::Kind::Registry);
