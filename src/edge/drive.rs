@@ -1,7 +1,8 @@
 //! The one driver of the decision core's needs, for the proxy path and both registry realms: run the
 //! core, meet what it says it needs (a key refetch, a question to GitLab, a peek at the LFS batch
-//! body), run it again — at most [`ROUNDS`] times. A need that cannot be met ends the request with
-//! the refusal it comes to.
+//! body), run it again. Each kind of need is met at most once per request (a GitLab answer the core
+//! still cannot find — a full cache — is not asked again); a need that cannot be met ends the request
+//! with the refusal it comes to.
 
 use std::time::Instant;
 
@@ -15,10 +16,6 @@ use crate::gitlab::GitLab;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
 
-/// Rounds of the core per request: each need is met at most once (a refetch, the token, the role,
-/// the batch body), and one more round decides.
-pub const ROUNDS: usize = 5;
-
 impl Gateway {
     /// Runs `step` until it decides, meeting its needs in between. Returns the decision and how long
     /// its deciding round took (the verification time the record keeps; the core reads no clock).
@@ -31,18 +28,20 @@ impl Gateway {
         mut step: impl FnMut(&Known) -> Step<T>,
     ) -> Result<(T, f64), Exit> {
         let mut known = Known::default();
-        for _ in 0..ROUNDS {
+        let mut met = Vec::new();
+        loop {
             let started = Instant::now();
             let need = match step(&known) {
                 Step::Decided(done) => return Ok((done, started.elapsed().as_secs_f64())),
                 Step::Need(need) => need,
             };
+            let kind = std::mem::discriminant(&need);
+            if met.contains(&kind) {
+                return Err(Exit::new(need.unmet()));
+            }
+            met.push(kind);
             self.meet(need, &mut known, body).await?;
         }
-        Err(Exit::new(Refusal::new(
-            Reason::GitlabUnavailable,
-            "the decision did not settle (GitLab's answers kept changing)",
-        )))
     }
 
     async fn meet(&self, need: Need, known: &mut Known, body: &mut Body) -> Result<(), Exit> {

@@ -54,7 +54,15 @@ impl Exit {
     }
 
     pub fn request(self, request: Classified) -> Exit {
-        Exit { request: Some(request), ..self }
+        Exit { family: Some(request.family), request: Some(request), ..self }
+    }
+
+    /// The request as classified, unless the exit already says what it was.
+    pub fn on(self, request: Option<Classified>) -> Exit {
+        match (&self.request, request) {
+            (None, Some(request)) => self.request(request),
+            _ => self,
+        }
     }
 
     pub fn claims(self, claims: Option<VerifiedClaims>, verified: Option<Verification>) -> Exit {

@@ -18,7 +18,8 @@ use super::upstream::credential::{CredentialPlan, Held};
 use super::upstream::{wants_upgrade, ForwardContext, Upstream};
 use crate::classify::Family;
 use crate::clock::unix_now;
-use crate::enforce::{enforce, Enforced, NoTrace, Verdict};
+use crate::enforce::{classify_request, enforce, Enforced, NoTrace, Verdict};
+use crate::infra::audit::UpstreamCredential;
 use crate::reason::Reason;
 use crate::refusal::Refusal;
 use crate::scope::ScopeSet;
@@ -40,7 +41,12 @@ impl Gateway {
         let decided = self.drive(&mut body, |known| enforce(&core, head, known, unix_now(), &mut NoTrace)).await;
         let (enforced, seconds) = match decided {
             Ok(decided) => decided,
-            Err(exit) => return Err(exit.body(body)),
+            Err(exit) => {
+                // A need not met: the answer still takes the route's form and challenge.
+                let request = classify_request(snapshot, head, None).ok().map(|r| r.request);
+                let challenge = Challenge::for_request(&parts, request.as_ref(), self.registry.as_ref());
+                return Err(exit.on(request).challenge(challenge).body(body));
+            }
         };
         let verified = Verification::timed(enforced.verified, seconds);
         // Unmatched non-job traffic goes to git's upstream, the fallback for every family.
@@ -75,7 +81,7 @@ impl Gateway {
         match upstream.forward(parts, body, &ctx).await {
             Ok(mut response) => {
                 let label = held.map(|Held { label, .. }| label);
-                if label.is_some_and(|l| matches!(l, crate::infra::audit::UpstreamCredential::Impersonation(_))) {
+                if matches!(label, Some(UpstreamCredential::Impersonation(_))) {
                     reject::mark_upstream_refusal(&mut response);
                 }
                 let outcome = Outcome { upstream_credential: label, ..Outcome::enforced(enforced, verified, summary) };
