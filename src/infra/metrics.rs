@@ -151,7 +151,7 @@ impl Metrics {
             ),
             verify_seconds: register(
                 r,
-                Histogram::with_opts(HistogramOpts::new("jobgate_verify_duration_seconds", "Token verification (cache included).").buckets(FAST_BUCKETS.to_vec()))
+                Histogram::with_opts(HistogramOpts::new("jobgate_verify_duration_seconds", "The decision round that verified the token: classification, verification (cache included) and the policy; the edge times it, the core reads no clock.").buckets(FAST_BUCKETS.to_vec()))
                     .unwrap_or_else(|_| unreachable_metric("jobgate_verify_duration_seconds")),
             ),
             upstream_seconds: register(
