@@ -681,6 +681,42 @@ async fn a_credential_in_an_api_body_is_decided_like_one_in_the_query() {
     assert_eq!((status, seen.len()), (200, 1));
 }
 
+/// GitLab reads a body where and as Rack and Workhorse do, not as the request looks: a path Workhorse
+/// cleans into the API (`//api/…`, `/./api/…`), Rack's boundary (the last one named), and Rack's
+/// method override. Each of these passed a job token to GitLab undecided under `non_job: passthrough`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_is_read_where_and_as_gitlab_reads_it() {
+    let f = default_fixture("passthrough", NonJob::Passthrough).await;
+    let lib = f.token("acme/lib", 43, false, vec![]);
+    let form = ("content-type", "application/x-www-form-urlencoded");
+    for path in
+        ["//api/v4/projects/acme%2Fsecret/trigger/pipeline", "/./api/v4/projects/acme%2Fsecret/trigger/pipeline"]
+    {
+        let (status, text, seen) =
+            f.send(request("POST", path, &[form], Bytes::from(format!("ref=main&token={lib}")))).await;
+        assert!(status >= 400 && seen.is_empty(), "{path}: {status} {text}");
+    }
+    // Rack takes the last `boundary=`: two are refused, whichever delimits the body.
+    let trigger = "/api/v4/projects/acme%2Fsecret/trigger/pipeline";
+    let twice = ("content-type", "multipart/form-data; boundary=Decoy; boundary=XyZ");
+    let (status, text, seen) =
+        f.send(request("POST", trigger, &[twice], Bytes::from(multipart(&[("ref", "main"), ("token", &lib)])))).await;
+    assert_eq!((status, reason(&text), seen.len()), (400, "bad_request", 0), "{text}");
+    // `_method` in a POST's form body (urlencoded or multipart) makes GitLab serve another method.
+    for (headers, body) in [
+        (&[form, ("private-token", "glpat-x")][..], "_method=DELETE&ref=main".to_owned()),
+        (&[MULTIPART, ("job-token", &lib)][..], multipart(&[("_method", "DELETE")])),
+    ] {
+        let (status, text, seen) = f.send(request("POST", trigger, headers, Bytes::from(body))).await;
+        assert_eq!((status, reason(&text), seen.len()), (400, "bad_request", 0), "{headers:?}: {text}");
+        assert!(text.contains("_method"), "{text}");
+    }
+    // Rack overrides POSTs only: a PUT keeps its method, and `_method` is no credential.
+    let (status, text, seen) =
+        f.send(request("PUT", trigger, &[form, ("private-token", "glpat-x")], Bytes::from("_method=DELETE"))).await;
+    assert_eq!((status, seen.len()), (200, 1), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_api_body_is_refused_or_cut_off_before_a_credential_past_the_bound_leaves() {
     let limits = Limits { body_credential_bytes: 1024, ..Limits::default() };

@@ -3,9 +3,11 @@
 //! Rails' `params`, which hold the query string *and* the body: form-urlencoded and multipart bodies
 //! (Rack), JSON bodies (ActionDispatch's parameter parsers), and a POST without a `Content-Type` is
 //! read as a form (Rack's `form_data?`). A pipeline trigger sends `--form token=$CI_JOB_TOKEN`.
-//! On the API (`/api/…`), jobgate therefore reads such bodies for the same parameters and decides
-//! with what it finds, as if they were in the query string; a credential it cannot see is never
-//! "no credential".
+//! On the API (`/api/…`, also as Workhorse cleans a path into it: `//api/…`, `/./api/…`), jobgate
+//! therefore reads such bodies for the same parameters and decides with what it finds, as if they
+//! were in the query string; a credential it cannot see is never "no credential". Where Rack's
+//! reading is ambiguous it refuses: two `boundary=` parameters, and `_method` in a POST's form body
+//! (`Rack::MethodOverride` would serve another method than the one decided).
 //!
 //! A body within the bound is read whole; a larger form body is refused. A larger multipart or JSON
 //! body is decided on the credentials of its first bytes, and the rest streams upstream through a
@@ -38,7 +40,7 @@ const MAX_VALUE: usize = 64 * 1024;
 /// A body Rails would parse but jobgate cannot: two `Content-Type` headers, multipart without a
 /// boundary.
 pub fn kind(parts: &Parts) -> Result<Option<Kind>, &'static str> {
-    if !parts.uri.path().starts_with("/api/") {
+    if !routed_to_api(parts.uri.path()) {
         return Ok(None);
     }
     let mut types = parts.headers.get_all(header::CONTENT_TYPE).iter();
@@ -54,13 +56,16 @@ pub fn kind(parts: &Parts) -> Result<Option<Kind>, &'static str> {
     Ok(match media.as_str() {
         "application/x-www-form-urlencoded" => Some(Kind::Form),
         "multipart/form-data" | "multipart/mixed" | "multipart/related" => {
-            let boundary = params
+            let mut boundaries = params
                 .split(';')
                 .filter_map(|p| p.split_once('='))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
+                .filter(|(k, _)| k.trim().eq_ignore_ascii_case("boundary"))
                 .map(|(_, v)| v.trim().trim_matches('"'));
-            match boundary {
-                Some(b) if !b.is_empty() => Some(Kind::Multipart(format!("--{b}").into_bytes())),
+            // Rack reads the last `boundary=`, other readers the first (GHSA-vgpv-f759-9wx3): two are
+            // refused rather than guessed.
+            match (boundaries.next(), boundaries.next()) {
+                (Some(b), None) if !b.is_empty() => Some(Kind::Multipart(format!("--{b}").into_bytes())),
+                (Some(_), Some(_)) => return Err("a multipart Content-Type naming its boundary twice"),
                 _ => return Err("a multipart body without a boundary"),
             }
         }
@@ -82,7 +87,7 @@ pub fn params(kind: &Kind, body: &[u8]) -> Result<Vec<String>, String> {
             let text = std::str::from_utf8(body).map_err(|_| "a form body that is not UTF-8".to_owned())?;
             let pairs = text.split(['&', ';']).map(|pair| pair.split_once('=').unwrap_or((pair, "")));
             Ok(pairs
-                .filter(|(name, _)| credential_param(name).is_some())
+                .filter(|(name, _)| watched(name))
                 .map(|(name, value)| {
                     format!(
                         "{}={}",
@@ -117,6 +122,42 @@ pub fn params(kind: &Kind, body: &[u8]) -> Result<Vec<String>, String> {
             Ok(scanner.found)
         }
     }
+}
+
+/// Whether a form or multipart parameter name matters to GitLab before its routes run: a credential
+/// parameter, or Rack's method override (`_method`, read from a POST's form body by
+/// `Rack::MethodOverride`, which Rails runs before the API).
+fn watched(name: &str) -> bool {
+    credential_param(name).is_some() || crate::query::form_decode(name) == METHOD_OVERRIDE
+}
+
+/// Rack's method override parameter (`Rack::MethodOverride::METHOD_OVERRIDE_PARAM_KEY`).
+pub const METHOD_OVERRIDE: &str = "_method";
+
+/// Whether a path reaches GitLab's API once Workhorse has cleaned it (Go's `path.Clean`: `//` and
+/// `.` segments go, `..` climbs) and Rails has squeezed its slashes: `//api/v4/…` and
+/// `/x/../api/v4/…` are the API to GitLab, so their bodies are read like `/api/v4/…`'s.
+pub fn routed_to_api(path: &str) -> bool {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    path.starts_with("/api/") || (segments.first() == Some(&"api") && segments.len() > 1)
+}
+
+/// Takes Rack's method override out of `found` (pairs from [`params`] or a scanner): whether there
+/// was one.
+pub fn take_method_override(found: &mut Vec<String>) -> bool {
+    let key = format!("{}=", encode(METHOD_OVERRIDE));
+    let before = found.len();
+    found.retain(|pair| !pair.starts_with(&key));
+    found.len() != before
 }
 
 fn encode(text: &str) -> String {
@@ -433,9 +474,7 @@ fn credential_name(head: &str) -> Option<String> {
                 ],
                 None => vec![rest.split([';', ' ', '\t']).next().unwrap_or_default()],
             };
-            if let Some(name) =
-                candidates.into_iter().find(|c| credential_param(&encode(c.trim_matches('"'))).is_some())
-            {
+            if let Some(name) = candidates.into_iter().find(|c| watched(&encode(c.trim_matches('"')))) {
                 return Some(encode(name.trim_matches('"')));
             }
         }

@@ -72,6 +72,15 @@ impl Gateway {
             let scanned = body_credentials::Scanned { head: Some(bytes), rest: body, scanner, cut: cut.clone() };
             (http_body_util::BodyExt::boxed(scanned), found, Some(cut))
         };
+        let mut found = found;
+        // `Rack::MethodOverride` turns a POST with `_method` in its form body into that method before
+        // GitLab routes it: the method decided would not be the method served.
+        if body_credentials::take_method_override(&mut found) && parts.method == http::Method::POST {
+            return Err(Refusal::new(
+                Reason::BadRequest,
+                "a method override (_method) in the body: GitLab would serve another method than the one decided; send the method itself",
+            ));
+        }
         let decided_on = if found.is_empty() { None } else { Some(with_params(parts, &found)?) };
         Ok((body, Some(InBody { decided_on, cut })))
     }
