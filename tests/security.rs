@@ -303,6 +303,9 @@ async fn a_job_token_in_any_place_is_decided_even_under_passthrough() {
         format!("/acme/secret.git/info/refs?service=git-upload-pack&job_token={job}"),
         format!("/acme/secret.git/info/refs?service=git-upload-pack&x=1;job_token={job}"),
         format!("/acme/secret.git/info/refs?token=glcbt-{job}&service=git-upload-pack"),
+        // Doorkeeper's places, which GitLab's job-bearer finder reads job tokens from.
+        format!("/acme/secret.git/info/refs?service=git-upload-pack&access_token={job}"),
+        format!("/acme/secret.git/info/refs?service=git-upload-pack&bearer_token=glcbt-{job}"),
     ] {
         let (status, body, seen) = f.get(&target, &[]).await;
         assert_eq!(
@@ -318,9 +321,12 @@ async fn a_job_token_in_any_place_is_decided_even_under_passthrough() {
             f.get(&format!("/acme/secret.git/info/refs?service=git-upload-pack&{spelling}={job}"), &[]).await;
         assert_eq!((status, reason(&body), seen.len()), (400, "bad_request", 0), "{spelling}: {body}");
     }
-    // A runner-style token in `token` is another credential: non-job traffic, passed through.
-    let (status, _, seen) = f.get("/api/v4/jobs/request?token=glrt-runner", &[]).await;
-    assert_eq!((status, seen.len()), (200, 1));
+    // A runner-style token in `token`, an OAuth token in `access_token`: other credentials, non-job
+    // traffic, passed through.
+    for target in ["/api/v4/jobs/request?token=glrt-runner", "/api/v4/version?access_token=gloas-oauth"] {
+        let (status, _, seen) = f.get(target, &[]).await;
+        assert_eq!((status, seen.len()), (200, 1), "{target}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

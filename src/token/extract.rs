@@ -68,13 +68,14 @@ pub const CREDENTIAL_HEADERS: &[(&str, Slot)] = &[
 /// Every parameter GitLab reads a credential from: the same file's `PRIVATE_TOKEN_PARAM`,
 /// `JOB_TOKEN_PARAM`, `RUNNER_(JOB_)TOKEN_PARAM` (`token`), `feed_token`/`rss_token`, and
 /// Doorkeeper's default `access_token_methods` (`access_token`, `bearer_token`), which GitLab's
-/// initializer leaves as they are.
+/// initializer leaves as they are. `find_user_from_job_bearer_token` reads a job token through
+/// Doorkeeper's places too, so a job-token-shaped value there (a JWT, `glcbt-…`) is the job's.
 pub const CREDENTIAL_PARAMS: &[(&str, Slot)] = &[
     ("job_token", Slot::Job),
     ("token", Slot::JobIfShaped),
     ("private_token", Slot::Other),
-    ("access_token", Slot::Other),
-    ("bearer_token", Slot::Other),
+    ("access_token", Slot::JobIfShaped),
+    ("bearer_token", Slot::JobIfShaped),
     ("feed_token", Slot::Other),
     ("rss_token", Slot::Other),
 ];
