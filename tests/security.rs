@@ -315,6 +315,12 @@ async fn a_job_token_in_any_place_is_decided_even_under_passthrough() {
             target.split('?').nth(1).unwrap_or("").split('=').next().unwrap_or("")
         );
     }
+    // The package clients' own places: NuGet's API key, RubyGems' bare `Authorization` value.
+    for (header, value) in [("x-nuget-apikey", job.clone()), ("authorization", format!("glcbt-{job}"))] {
+        let (status, body, seen) =
+            f.get("/acme/secret.git/info/refs?service=git-upload-pack", &[(header, value.as_str())]).await;
+        assert_eq!((status, reason(&body), seen.len()), (403, "not_in_allowlist", 0), "{header}: {body}");
+    }
     // Spellings that Rack folds onto a credential name are refused, never ignored.
     for spelling in ["job_token]", "[job_token]", "job_token[]", "token[x]", "private_token]"] {
         let (status, body, seen) =

@@ -55,9 +55,11 @@ pub enum Slot {
 /// Every header GitLab reads a credential from besides `Authorization`: `lib/gitlab/auth/
 /// auth_finders.rb` (gitlabhq 00c11526) — `PRIVATE_TOKEN_HEADER`, `JOB_TOKEN_HEADER`,
 /// `DEPLOY_TOKEN_HEADER`, `X-Gitlab-Static-Object-Token`, and the KAS agent headers of
-/// `cluster_agent_token_from_authorization_token`.
+/// `cluster_agent_token_from_authorization_token`; and NuGet's API key (`X-NuGet-ApiKey`,
+/// `lib/api/nuget_project_packages.rb`), where `nuget push` puts the job's token.
 pub const CREDENTIAL_HEADERS: &[(&str, Slot)] = &[
     ("job-token", Slot::Job),
+    ("x-nuget-apikey", Slot::JobIfShaped),
     ("private-token", Slot::Other),
     ("deploy-token", Slot::Other),
     ("x-gitlab-static-object-token", Slot::Other),
@@ -189,6 +191,10 @@ fn authorization<'a>(value: &'a str, found: &mut Found<'a>) -> Result<(), Extrac
     } else if scheme.eq_ignore_ascii_case("bearer") && looks_like_jwt(rest) {
         found.bearer = true;
         found.job(Cow::Borrowed(rest));
+    } else if rest.is_empty() && (scheme.starts_with("glcbt-") || looks_like_jwt(scheme)) {
+        // No scheme at all: RubyGems' `gem push` sends the token as the whole header, and GitLab's
+        // `token_locator.rb` reads it so on those routes.
+        found.job(Cow::Borrowed(scheme));
     } else {
         found.non_job = true;
     }
@@ -247,6 +253,10 @@ mod tests {
             (headers(&[("JOB-TOKEN", JWT)]), None, job(JWT)),
             (headers(&[("job_token", &prefixed)]), None, job(&prefixed)),
             (headers(&[("Private-Token", "glpat-x")]), None, Ok(Credential::NonJob)),
+            (headers(&[("X-NuGet-ApiKey", &prefixed)]), None, job(&prefixed)),
+            (headers(&[("X-NuGet-ApiKey", "glpat-x")]), None, Ok(Credential::NonJob)),
+            (headers(&[("authorization", "glcbt-64_opaque")]), None, job("glcbt-64_opaque")),
+            (headers(&[("authorization", "glpat-x")]), None, Ok(Credential::NonJob)),
             (headers(&[]), Some(&query), job(JWT)),
             (headers(&[]), Some(&encoded_query), job(JWT)),
             (headers(&[]), Some("private_token=x"), Ok(Credential::NonJob)),
