@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -315,8 +315,20 @@ async fn a_job_token_in_any_place_is_decided_even_under_passthrough() {
             target.split('?').nth(1).unwrap_or("").split('=').next().unwrap_or("")
         );
     }
-    // The package clients' own places: NuGet's API key, RubyGems' bare `Authorization` value.
-    for (header, value) in [("x-nuget-apikey", job.clone()), ("authorization", format!("glcbt-{job}"))] {
+    // The package clients' own places: NuGet's API key, RubyGems' bare `Authorization` value, Conan's
+    // login (any user) and Conan's token (GitLab's HS256 JWT whose `access_token` is the job token).
+    let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let conan = format!(
+        "Bearer {}.{}.c2ln",
+        part(serde_json::json!({"typ": "JWT", "alg": "HS256"})),
+        part(serde_json::json!({"access_token": job, "user_id": 5, "exp": 4_000_000_000_u64}))
+    );
+    for (header, value) in [
+        ("x-nuget-apikey", job.clone()),
+        ("authorization", format!("glcbt-{job}")),
+        ("authorization", format!("Basic {}", STANDARD.encode(format!("ci_user:{job}")))),
+        ("authorization", conan),
+    ] {
         let (status, body, seen) =
             f.get("/acme/secret.git/info/refs?service=git-upload-pack", &[(header, value.as_str())]).await;
         assert_eq!((status, reason(&body), seen.len()), (403, "not_in_allowlist", 0), "{header}: {body}");

@@ -18,6 +18,7 @@ use crate::token::gitlab::Identity;
 use crate::token::registry::Access;
 use crate::token::strip_prefix;
 use crate::token::verify::{VerifiedClaims, VerifyError};
+use crate::token::wrapped::ConanWrapped;
 
 /// The verified job behind a request's credential.
 #[derive(Debug)]
@@ -111,12 +112,44 @@ pub fn authenticate(
         }
         Credential::NonJob => return Step::Decided(Err(non_job_rejected())),
     };
-    if strip_prefix(&token).len() > core.verifier.max_token_bytes {
-        return Step::Decided(Err(VerifyError::TooLarge(core.verifier.max_token_bytes).into()));
+    let (verified, other_service) = match decided!(job(core, &token, bearer, family, known, now, stats)) {
+        // A Bearer JWT no configured issuer signed: Conan's wrapper (GitLab's own JWT) is decided as
+        // the job token inside; anything else is some other service's credential, non-job traffic.
+        Err(VerifyError::UnknownIssuer) if bearer => match crate::token::wrapped::conan(&token) {
+            Some(ConanWrapped::Job(inner)) => (decided!(job(core, &inner, false, family, known, now, stats)), false),
+            Some(ConanWrapped::Other) | None => (Err(VerifyError::UnknownIssuer), true),
+        },
+        verified => (verified, false),
+    };
+    let job = match verified {
+        Ok(job) => job,
+        Err(_) if other_service && non_job == NonJob::Passthrough => return Step::Decided(Ok(Authenticated::NonJob)),
+        Err(_) if other_service => return Step::Decided(Err(non_job_rejected())),
+        Err(e) => return Step::Decided(Err(e.into())),
+    };
+    // Revocations apply to every kind of token, cached ones included: the check is never skipped.
+    if core.revocations.is_revoked(job.claims.claims(), now) {
+        return Step::Decided(Err(VerifyError::Revoked.into()));
     }
-    let verified = match Presented::of(&token, bearer, family) {
-        Presented::RegistryBearer => registry_token(core, &token, now, stats),
-        Presented::Jwt => match core.verifier.verify(strip_prefix(&token), now) {
+    Step::Decided(Ok(Authenticated::Job(job)))
+}
+
+/// The job behind one token, by its kind: verified offline, by GitLab's cached answers, or a need.
+fn job(
+    core: &Core<'_>,
+    token: &str,
+    bearer: bool,
+    family: Option<Family>,
+    known: &Known,
+    now: i64,
+    stats: &mut Option<VerifyStats>,
+) -> Step<Result<Job, VerifyError>> {
+    if strip_prefix(token).len() > core.verifier.max_token_bytes {
+        return Step::Decided(Err(VerifyError::TooLarge(core.verifier.max_token_bytes)));
+    }
+    Step::Decided(match Presented::of(token, bearer, family) {
+        Presented::RegistryBearer => registry_token(core, token, now, stats),
+        Presented::Jwt => match core.verifier.verify(strip_prefix(token), now) {
             Ok(verified) => {
                 *stats = Some(VerifyStats { cached: Some(verified.cached) });
                 Ok(Job { claims: verified.claims, access: None, credential: JobCredential::Jwt })
@@ -125,7 +158,7 @@ pub fn authenticate(
             Err(VerifyError::Malformed(_) | VerifyError::UnknownIssuer | VerifyError::NotAJobToken)
                 if !bearer && core.gitlab.is_some() =>
             {
-                decided!(gitlab_job_token(core, &token, now, stats))
+                return gitlab_job_token(core, token, now, stats);
             }
             Err(VerifyError::UnknownKid { issuer: Some(issuer) }) if !known.refetched.contains(&issuer) => {
                 return Step::Need(Need::Keys { issuer });
@@ -138,22 +171,8 @@ pub fn authenticate(
         Presented::Opaque if bearer || core.gitlab.is_none() => {
             Err(VerifyError::Malformed("not three dot-separated parts: no JWT, and no gitlab_job_tokens issuer to ask GitLab about an opaque job token"))
         }
-        Presented::Opaque => decided!(gitlab_job_token(core, &token, now, stats)),
-    };
-    let job = match verified {
-        Ok(job) => job,
-        // A Bearer JWT no configured issuer signed is some other service's credential: non-job traffic.
-        Err(VerifyError::UnknownIssuer) if bearer && non_job == NonJob::Passthrough => {
-            return Step::Decided(Ok(Authenticated::NonJob))
-        }
-        Err(VerifyError::UnknownIssuer) if bearer => return Step::Decided(Err(non_job_rejected())),
-        Err(e) => return Step::Decided(Err(e.into())),
-    };
-    // Revocations apply to every kind of token, cached ones included: the check is never skipped.
-    if core.revocations.is_revoked(job.claims.claims(), now) {
-        return Step::Decided(Err(VerifyError::Revoked.into()));
-    }
-    Step::Decided(Ok(Authenticated::Job(job)))
+        Presented::Opaque => return gitlab_job_token(core, token, now, stats),
+    })
 }
 
 /// One of jobgate's registry tokens: its signature, and its `jti` against the revocations.

@@ -174,6 +174,11 @@ fn authorization<'a>(value: &'a str, found: &mut Found<'a>) -> Result<(), Extrac
         let decoded = String::from_utf8(decoded).map_err(|_| ExtractError::Malformed("Basic"))?;
         match decoded.split_once(':') {
             Some((JOB_USER, password)) => found.job(Cow::Owned(password.to_owned())),
+            // Another user with a job token as the password (Conan's CI login is `ci_user`, which
+            // GitLab ignores on its routes): the job's token all the same.
+            Some((_, password)) if password.starts_with("glcbt-") || looks_like_jwt(password) => {
+                found.job(Cow::Owned(password.to_owned()))
+            }
             Some(_) => found.non_job = true,
             None => return Err(ExtractError::Malformed("Basic")),
         }
@@ -250,6 +255,7 @@ mod tests {
             (headers(&[("authorization", &bearer)]), None, Ok(Credential::BearerJwt(Cow::Borrowed(JWT)))),
             (headers(&[("authorization", "bearer glpat-abcdef")]), None, Ok(Credential::NonJob)),
             (headers(&[("authorization", &basic("alice", "pw"))]), None, Ok(Credential::NonJob)),
+            (headers(&[("authorization", &basic("ci_user", &prefixed))]), None, job(&prefixed)),
             (headers(&[("JOB-TOKEN", JWT)]), None, job(JWT)),
             (headers(&[("job_token", &prefixed)]), None, job(&prefixed)),
             (headers(&[("Private-Token", "glpat-x")]), None, Ok(Credential::NonJob)),

@@ -61,6 +61,37 @@ pub fn terraform_file_query(path: &str, query: Option<&str>) -> Option<Result<St
     Some(Ok(rest.join("&")))
 }
 
+/// What a `Gitlab::ConanToken` carries (`lib/gitlab/conan_token.rb`: an HS256 JWT under GitLab's own
+/// secret, `access_token` = the job's token for `from_job`, a personal token's id, or a deploy token,
+/// and `user_id`). Conan sends it as `Authorization: Bearer` after logging in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ConanWrapped {
+    /// The job token inside.
+    Job(String),
+    /// Another kind of credential (a personal token's id, a deploy token).
+    Other,
+}
+
+#[derive(Deserialize)]
+struct ConanPayload {
+    access_token: serde_json::Value,
+    user_id: serde_json::Value,
+}
+
+/// The credential inside a Conan token, when `token` is one (`None`: not GitLab's Conan JWT).
+pub fn conan(token: &str) -> Option<ConanWrapped> {
+    let payload: ConanPayload = Compact::parse(token).ok()?.payload().ok()?;
+    if payload.user_id.is_null() {
+        return None;
+    }
+    Some(match payload.access_token {
+        serde_json::Value::String(inner) if inner.starts_with("glcbt-") || super::looks_like_jwt(&inner) => {
+            ConanWrapped::Job(inner)
+        }
+        _ => ConanWrapped::Other,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +105,23 @@ mod tests {
             part(serde_json::json!({"alg": "HS256", "typ": "JWT"})),
             part(serde_json::json!({"token": token, "exp": 1}))
         )
+    }
+
+    #[test]
+    fn a_conan_token_carries_the_job_token_or_another_credential() {
+        let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let wrap = |inner: serde_json::Value| {
+            format!(
+                "{}.{}.c2ln",
+                part(serde_json::json!({"alg": "HS256", "typ": "JWT"})),
+                part(serde_json::json!({"access_token": inner, "user_id": 5, "exp": 1}))
+            )
+        };
+        assert_eq!(conan(&wrap("glcbt-64_abc".into())), Some(ConanWrapped::Job("glcbt-64_abc".into())));
+        assert_eq!(conan(&wrap(17.into())), Some(ConanWrapped::Other));
+        assert_eq!(conan(&wrap("gldt-deploy".into())), Some(ConanWrapped::Other));
+        assert_eq!(conan(&wrapper("glcbt-64_abc".into())), None, "Terraform's wrapper is not Conan's");
+        assert_eq!(conan("not.a.jwt"), None);
     }
 
     #[test]
