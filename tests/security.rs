@@ -735,6 +735,24 @@ async fn a_body_is_read_where_and_as_gitlab_reads_it() {
         assert_eq!((status, reason(&text), seen.len()), (400, "bad_request", 0), "{headers:?}: {text}");
         assert!(text.contains("_method"), "{text}");
     }
+    // No Content-Type: Grape reads a JSON body (its default format) for every method with a body.
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let body = format!(" {{\"ref\":\"main\",\"job_token\":\"{lib}\"}}");
+        let (status, text, seen) = f.send(request(method, trigger, &[], Bytes::from(body))).await;
+        assert_eq!((status, reason(&text), seen.len()), (403, "not_in_allowlist", 0), "{method}: {text}");
+    }
+    // An untyped body that is no JSON object: a PUT's (a generic package upload) passes as it came,
+    // small or larger than the bound; a POST's is still a form.
+    let upload = "/api/v4/projects/acme%2Fsecret/packages/generic/pkg/1.0/file.bin";
+    for size in [10, 3 << 20] {
+        let binary = Bytes::from(vec![7u8; size]);
+        let (status, text, seen) =
+            f.send(request("PUT", upload, &[("private-token", "glpat-x")], binary.clone())).await;
+        assert_eq!((status, seen.len()), (200, 1), "{size}: {text}");
+        assert_eq!(seen[0].body, binary, "{size} bytes forwarded unchanged");
+    }
+    let (status, text, seen) = f.send(request("POST", trigger, &[], Bytes::from(format!("token={lib}")))).await;
+    assert_eq!((status, reason(&text), seen.len()), (403, "not_in_allowlist", 0), "{text}");
     // Rack overrides POSTs only: a PUT keeps its method, and `_method` is no credential.
     let (status, text, seen) =
         f.send(request("PUT", trigger, &[form, ("private-token", "glpat-x")], Bytes::from("_method=DELETE"))).await;

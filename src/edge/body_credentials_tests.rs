@@ -1,4 +1,5 @@
 use super::*;
+use crate::edge::body_scan::credential_name;
 
 fn request(method: &str, path: &str, content_type: Option<&str>) -> Parts {
     let mut builder = http::Request::builder().method(method).uri(path);
@@ -18,17 +19,31 @@ fn the_bodies_rails_reads_params_from_are_read_on_the_api_only() {
             Some(Kind::Multipart(b"--xyz".to_vec())),
         ),
         ("POST", "/api/v4/projects/1/trigger/pipeline", Some("application/x-www-form-urlencoded"), Some(Kind::Form)),
-        ("POST", "/api/v4/projects/1/trigger/pipeline", None, Some(Kind::Form)),
+        ("POST", "/api/v4/projects/1/trigger/pipeline", None, Some(Kind::Untyped { post: true })),
+        ("POST", "//api/v4/projects/1/trigger/pipeline", None, Some(Kind::Untyped { post: true })),
+        ("POST", "/./api/v4/projects/1/trigger/pipeline", Some("application/json"), Some(Kind::Json)),
         ("PUT", "/api/v4/projects/1/variables/x", Some("application/json; charset=utf-8"), Some(Kind::Json)),
         ("POST", "/api/v4/x", Some("application/vnd.api+json"), Some(Kind::Json)),
         ("PUT", "/api/v4/projects/1/packages/generic/a/1/a.bin", Some("application/octet-stream"), None),
-        ("PUT", "/api/v4/projects/1/packages/generic/a/1/a.bin", None, None),
+        ("PUT", "/api/v4/projects/1/packages/generic/a/1/a.bin", None, Some(Kind::Untyped { post: false })),
+        ("GET", "/api/v4/projects/1", None, None),
         ("POST", "/acme/app.git/git-receive-pack", None, None),
     ];
     for (method, path, ct, want) in cases {
         assert_eq!(kind(&request(method, path, ct)), Ok(want), "{method} {path} {ct:?}");
     }
     assert!(kind(&request("POST", "/api/v4/x", Some("multipart/form-data"))).is_err());
+    assert!(kind(&request("POST", "/api/v4/x", Some("multipart/form-data; boundary=a; boundary=b"))).is_err());
+    // An untyped body is JSON when it begins like an object; else a POST's is a form, a PUT's nothing.
+    for (kind, head, want) in [
+        (Kind::Untyped { post: false }, &b" \n{\"a\":1}"[..], Some(Kind::Json)),
+        (Kind::Untyped { post: true }, b"{", Some(Kind::Json)),
+        (Kind::Untyped { post: true }, b"token=x", Some(Kind::Form)),
+        (Kind::Untyped { post: false }, b"\x7fELF", None),
+        (Kind::Form, b"{", Some(Kind::Form)),
+    ] {
+        assert_eq!(kind.for_body(head), want, "{kind:?} {head:?}");
+    }
     assert_eq!(
         kind(&request("POST", "/api/v4/x", Some("application/x-www-form-urlencoded, text/plain"))),
         Ok(Some(Kind::Form)),

@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod body_credentials;
+mod body_scan;
 mod drive;
 pub mod exit;
 pub mod gateway;

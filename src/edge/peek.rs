@@ -55,7 +55,27 @@ impl Gateway {
         };
         let limit = self.peek.credential_bytes;
         let mut body = body;
-        let (bytes, ended) = self.read_prefix(&mut body, limit, "API request body").await?;
+        // An untyped body's first bytes say whether it is read at all: only those are read first.
+        let first = if matches!(kind, body_credentials::Kind::Untyped { .. }) { 1 } else { limit };
+        let (mut bytes, mut ended) = self.read_prefix(&mut body, first, "API request body").await?;
+        let Some(kind) = kind.for_body(&bytes) else {
+            let replayed = match ended {
+                true => body::full(bytes),
+                false => http_body_util::BodyExt::boxed(body_credentials::Scanned {
+                    head: Some(bytes),
+                    rest: body,
+                    scanner: None,
+                    cut: Arc::default(),
+                }),
+            };
+            return Ok((replayed, None));
+        };
+        if first < limit && !ended && bytes.len() <= limit {
+            let (more, rest_ended) =
+                self.read_prefix(&mut body, limit.saturating_sub(bytes.len()), "API request body").await?;
+            bytes = [bytes, more].concat().into();
+            ended = rest_ended;
+        }
         let uninspected = |why: String| {
             Refusal::new(Reason::BodyNotInspected, format!("the body may hold a credential GitLab would read: {why}"))
         };
@@ -69,7 +89,8 @@ impl Gateway {
             scanner.feed(&bytes).map_err(uninspected)?;
             let found = scanner.decided().map_err(uninspected)?;
             let cut = Arc::new(AtomicBool::new(false));
-            let scanned = body_credentials::Scanned { head: Some(bytes), rest: body, scanner, cut: cut.clone() };
+            let scanned =
+                body_credentials::Scanned { head: Some(bytes), rest: body, scanner: Some(scanner), cut: cut.clone() };
             (http_body_util::BodyExt::boxed(scanned), found, Some(cut))
         };
         let mut found = found;
