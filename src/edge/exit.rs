@@ -45,14 +45,17 @@ impl Exit {
         }
     }
 
+    /// The family whose clients read the answer.
     pub fn family(self, family: Family) -> Exit {
         Exit { family: Some(family), ..self }
     }
 
+    /// What a 401 asks for, when not GitLab's Basic challenge.
     pub fn challenge(self, challenge: Challenge) -> Exit {
         Exit { challenge, ..self }
     }
 
+    /// The request as classified (and so its family).
     pub fn request(self, request: Classified) -> Exit {
         Exit { family: Some(request.family), request: Some(request), ..self }
     }
@@ -65,6 +68,7 @@ impl Exit {
         }
     }
 
+    /// The job, and how its credential was verified, for the record.
     pub fn claims(self, claims: Option<VerifiedClaims>, verified: Option<Verification>) -> Exit {
         Exit { claims, verified, ..self }
     }
