@@ -210,6 +210,53 @@ async fn lookups_are_cached_shared_budgeted_and_fail_closed() {
     );
 }
 
+/// One client flooding never-seen tokens spends at most half of the lookup budget a second, so
+/// another client's new jobs are still looked up and admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_clients_random_tokens_do_not_starve_anothers_new_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let gitlab = GitLab::start();
+    let gw = gateway_with(60, dir.path(), &gitlab).await;
+    let url = gw.url("/acme/app.git/info/refs?service=git-upload-pack");
+    let flooder = Client::from_address(&gw.ca, Some("127.0.0.2".parse().unwrap()));
+    let runner = Client::from_address(&gw.ca, Some("127.0.0.3".parse().unwrap()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let floods: Vec<_> = (0..4)
+        .map(|t| {
+            let (flooder, url, stop) = (flooder.clone(), url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut refused = 0;
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let token = format!("glcbt-64_flood{t}x{i:06}_zzzzzzzz");
+                    let (status, body) = flooder.get_with(&url, "JOB-TOKEN", &token).await;
+                    refused += usize::from(status == 503 && body.contains("gitlab_lookup_budget"));
+                }
+                refused
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // New jobs while the flood goes on, a few each second: every one is looked up and admitted.
+    for j in 0..12 {
+        let token = format!("glcbt-64_runnerjob{j:04}_yyyyyyyy");
+        gitlab.add(&token, job(5000 + j, "acme/app", 42));
+        let (status, body) = runner.get_with(&url, "JOB-TOKEN", &token).await;
+        assert_eq!(status, 200, "new job {j} during the flood: {body}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut refused = 0;
+    for flood in floods {
+        refused += flood.await.unwrap();
+    }
+    assert!(refused > 0, "the flood went over its share");
+    let metrics = common::admin_get(&gw, "/metrics");
+    assert!(metrics.contains("jobgate_gitlab_lookups_total{outcome=\"client_over_budget\"}"), "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_jobs_token_dies_within_cache_secs() {
     let dir = tempfile::tempdir().unwrap();

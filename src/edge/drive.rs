@@ -4,6 +4,7 @@
 //! still cannot find — a full cache — is not asked again); a need that cannot be met ends the request
 //! with the refusal it comes to.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use super::body::{self, Body};
@@ -25,6 +26,7 @@ impl Gateway {
     pub(super) async fn drive<T>(
         &self,
         body: &mut Body,
+        client: IpAddr,
         mut step: impl FnMut(&Known) -> Step<T>,
     ) -> Result<(T, f64), Exit> {
         let mut known = Known::default();
@@ -40,11 +42,13 @@ impl Gateway {
                 return Err(Exit::new(need.unmet()));
             }
             met.push(kind);
-            self.meet(need, &mut known, body).await?;
+            self.meet(need, &mut known, body, client).await?;
         }
     }
 
-    async fn meet(&self, need: Need, known: &mut Known, body: &mut Body) -> Result<(), Exit> {
+    /// Meets one need; `client` (the peer's address) is charged for a question about a token GitLab
+    /// has not answered yet.
+    async fn meet(&self, need: Need, known: &mut Known, body: &mut Body, client: IpAddr) -> Result<(), Exit> {
         match need {
             Need::Keys { issuer } => {
                 // Refetched or not (its cooldown), the next round decides with the keys there are.
@@ -53,7 +57,9 @@ impl Gateway {
                 }
                 known.refetched.push(issuer);
             }
-            Need::JobToken(token) => self.gitlab_to_ask()?.resolve(&token, unix_now()).await.map_err(Refusal::from)?,
+            Need::JobToken(token) => {
+                self.gitlab_to_ask()?.resolve(&token, unix_now(), client).await.map_err(Refusal::from)?
+            }
             Need::Role(key) => self.gitlab_to_ask()?.resolve_role(&key, unix_now()).await.map_err(Refusal::from)?,
             Need::LfsBatch { request, claims } => {
                 let (peeked, operation) =

@@ -222,7 +222,7 @@ impl Gateway {
         let answered = match self.route(&parts, role) {
             Route::Misdirected(refusal) => Err(Exit::new(refusal)),
             Route::Passthrough(i) => self.pass(i, parts, body, peer, &cx).await,
-            Route::TokenRealm => self.token_realm(&snapshot, &parts).await,
+            Route::TokenRealm => self.token_realm(&snapshot, &parts, peer).await,
             Route::GitLabRealm => self.gitlab_realm(&snapshot, parts, body, peer, &cx).await,
             Route::Jwks => {
                 let jwks = self.registry.as_ref().map(RegistryTokens::jwks).unwrap_or_default();

@@ -38,7 +38,8 @@ impl Gateway {
         let Asked { mut body, decided_on, in_body, cut } = self.asked(&parts, body).await?;
         let core = self.core(snapshot);
         let head = decided_on.as_ref().unwrap_or(&parts);
-        let decided = self.drive(&mut body, |known| enforce(&core, head, known, unix_now(), &mut NoTrace)).await;
+        let decided =
+            self.drive(&mut body, peer.ip(), |known| enforce(&core, head, known, unix_now(), &mut NoTrace)).await;
         let (enforced, seconds) = match decided {
             Ok(decided) => decided,
             Err(exit) => {

@@ -24,12 +24,17 @@ use crate::token::extract::{extract, Credential};
 
 impl Gateway {
     /// jobgate's own realm: a registry token for what the policy allows.
-    pub(super) async fn token_realm(&self, snapshot: &Snapshot, parts: &Parts) -> Result<Answer, Exit> {
+    pub(super) async fn token_realm(
+        &self,
+        snapshot: &Snapshot,
+        parts: &Parts,
+        peer: SocketAddr,
+    ) -> Result<Answer, Exit> {
         let core = self.core(snapshot);
         let mut stats = None;
         let refused = |refusal: Refusal| Exit::new(refusal).family(Family::Registry).challenge(Challenge::Realm);
         let (granted, seconds) = self
-            .drive(&mut body::empty(), |known| realm(&core, parts, known, unix_now(), &mut stats))
+            .drive(&mut body::empty(), peer.ip(), |known| realm(&core, parts, known, unix_now(), &mut stats))
             .await
             .map_err(|exit| refused(exit.refusal))?;
         let verified = Verification::timed(stats, seconds);
@@ -90,7 +95,7 @@ impl Gateway {
         let mut stats = None;
         let impersonation = gitlab.impersonation();
         let (asked, seconds) = self
-            .drive(&mut body::empty(), |known| {
+            .drive(&mut body::empty(), peer.ip(), |known| {
                 gitlab_realm(&core, &parts, service, impersonation.is_some(), known, unix_now(), &mut stats)
             })
             .await

@@ -3,9 +3,11 @@
 //! realm. What the questions mean lives beside it: job tokens and roles (`mod.rs`), impersonation
 //! tokens (`impersonate.rs`).
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use bytes::Bytes;
+use dashmap::DashMap;
 use http::{header, HeaderValue, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 
@@ -68,6 +70,33 @@ impl Budget {
             self.used.store(0, Ordering::Release);
         }
         self.used.fetch_add(1, Ordering::AcqRel) < self.per_second
+    }
+}
+
+/// Each client's share of a [`Budget`]: at most half of it a second per client address, so one
+/// client's never-seen tokens cannot spend what another's new jobs need. Bounded: past 10,000
+/// addresses, those not seen this second are forgotten.
+pub(crate) struct ClientShares {
+    share: u32,
+    used: DashMap<IpAddr, (i64, u32)>,
+}
+
+impl ClientShares {
+    pub(crate) fn of(budget: &Budget) -> ClientShares {
+        ClientShares { share: budget.per_second.div_ceil(2).max(1), used: DashMap::new() }
+    }
+
+    /// Takes one from `client`'s share this second; `false` when it is spent.
+    pub(crate) fn take(&self, client: IpAddr, now: i64) -> bool {
+        if self.used.len() >= 10_000 {
+            self.used.retain(|_, (second, _)| *second == now);
+        }
+        let mut used = self.used.entry(client).or_insert((now, 0));
+        if used.0 != now {
+            *used = (now, 0);
+        }
+        used.1 += 1;
+        used.1 <= self.share
     }
 }
 

@@ -2,16 +2,19 @@
 //! the token in `JOB-TOKEN` answers the running job (`lib/api/ci/jobs.rb`), or 401. The edge half of
 //! GitLab job tokens: one lookup per token at a time (single flight), answers kept for `cache_secs`
 //! (refusals briefly), and a process-wide budget of lookups per second for tokens not yet known, so
-//! random tokens cannot turn jobgate into a load amplifier against GitLab. GitLab unreachable or
+//! random tokens cannot turn jobgate into a load amplifier against GitLab — of which each client
+//! address may spend half a second, so one client's random tokens cannot starve another's new jobs
+//! (`jobgate_gitlab_lookups_total{outcome="client_over_budget"}`). GitLab unreachable or
 //! answering 5xx fails closed. The token and GitLab's answer are never logged.
 
 mod client;
 pub mod impersonate;
 
 use client::secret_header;
-pub(crate) use client::Budget;
+pub(crate) use client::{Budget, ClientShares};
 pub use client::{GitLabError, LookupError};
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, AtomicU32};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +60,8 @@ pub struct GitLab {
     identities: JobIdentities,
     cache_secs: i64,
     budget: Budget,
+    /// Each client's share of `budget`.
+    clients: ClientShares,
     /// One question per token or role key at a time.
     flights: SingleFlight<Flight>,
     lookups: IntCounterVec,
@@ -125,13 +130,15 @@ impl GitLab {
         let connector =
             hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http().enable_http1().build();
         let identities = JobIdentities::new(100_000, &base, api_token.is_some());
+        let budget = Budget { per_second: jobs.lookups_per_sec, second: AtomicI64::new(0), used: AtomicU32::new(0) };
         Ok(GitLab {
             base,
             api_token,
             client: Client::builder(TokioExecutor::new()).build(connector),
             identities,
             cache_secs: i64::try_from(jobs.cache_secs.max(1)).unwrap_or(60),
-            budget: Budget { per_second: jobs.lookups_per_sec, second: AtomicI64::new(0), used: AtomicU32::new(0) },
+            clients: ClientShares::of(&budget),
+            budget,
             flights: SingleFlight::default(),
             lookups: metrics.gitlab_lookups.clone(),
             seconds: metrics.gitlab_lookup_seconds.clone(),
@@ -199,9 +206,13 @@ impl GitLab {
     ///
     /// # Errors
     /// GitLab unreachable, slow or answering neither a job nor 401; or over the lookup budget.
-    pub async fn resolve(&self, token: &str, now: i64) -> Result<(), LookupError> {
+    pub async fn resolve(&self, token: &str, now: i64, client: IpAddr) -> Result<(), LookupError> {
         let landed = || self.identities.get(token, now).map(|_| Ok(()));
         let fly = || async {
+            if !self.clients.take(client, now) {
+                self.lookups.with_label_values(&["client_over_budget"]).inc();
+                return Err(LookupError::OverBudget);
+            }
             if !self.budget.take(now) {
                 self.lookups.with_label_values(&["over_budget"]).inc();
                 return Err(LookupError::OverBudget);

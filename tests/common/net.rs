@@ -23,6 +23,11 @@ pub struct Client(Inner);
 
 impl Client {
     pub fn new(ca: &Path) -> Client {
+        Client::from_address(ca, None)
+    }
+
+    /// As [`Client::new`], connecting from `local` (any 127.x address works on loopback): another client.
+    pub fn from_address(ca: &Path, local: Option<std::net::IpAddr>) -> Client {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_file(ca).unwrap()).unwrap();
         let tls = rustls::ClientConfig::builder_with_provider(jobgate::infra::tls::provider())
@@ -30,7 +35,14 @@ impl Client {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_only().enable_http1().build();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_local_address(local);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(http);
         Client(hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https))
     }
 
