@@ -741,6 +741,12 @@ async fn a_body_is_read_where_and_as_gitlab_reads_it() {
         let (status, text, seen) = f.send(request(method, trigger, &[], Bytes::from(body))).await;
         assert_eq!((status, reason(&text), seen.len()), (403, "not_in_allowlist", 0), "{method}: {text}");
     }
+    // However the client cuts it: white space first, the object in later frames.
+    let spaced = format!("{}{{\"job_token\":\"{lib}\"}}", " ".repeat(64));
+    let mut chunked = request("PUT", trigger, &[], Bytes::new());
+    *chunked.body_mut() = in_chunks(spaced.into_bytes(), 16);
+    let (status, text, seen) = f.send(chunked).await;
+    assert_eq!((status, reason(&text), seen.len()), (403, "not_in_allowlist", 0), "{text}");
     // An untyped body that is no JSON object: a PUT's (a generic package upload) passes as it came,
     // small or larger than the bound; a POST's is still a form.
     let upload = "/api/v4/projects/acme%2Fsecret/packages/generic/pkg/1.0/file.bin";

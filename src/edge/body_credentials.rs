@@ -38,13 +38,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// How a body of this kind beginning with `head` is read: an untyped body that begins like a
-    /// JSON object is JSON; else a POST's is a form, and any other method's carries no parameters
-    /// (`None`: Grape would refuse it as JSON, and Workhorse reads upload routes' bodies as files).
-    pub fn for_body(&self, head: &[u8]) -> Option<Kind> {
+    /// How a body of this kind beginning with `head` is read (`ended`: `head` is all of it): an
+    /// untyped body that begins like a JSON object is JSON — and so is one whose first bytes are all
+    /// white space, since JSON may follow; else a POST's is a form, and any other method's carries no
+    /// parameters (`None`: Grape would refuse it as JSON, Workhorse reads upload routes' bodies as files).
+    pub fn for_body(&self, head: &[u8], ended: bool) -> Option<Kind> {
         match self {
             Kind::Untyped { post } => match head.iter().find(|b| !b.is_ascii_whitespace()) {
                 Some(b'{') => Some(Kind::Json),
+                None if !ended => Some(Kind::Json),
                 _ if *post => Some(Kind::Form),
                 _ => None,
             },
@@ -110,7 +112,7 @@ pub fn kind(parts: &Parts) -> Result<Option<Kind>, &'static str> {
 /// A JSON body that is not JSON, a credential that is not a string, a malformed multipart body.
 pub fn params(kind: &Kind, body: &[u8]) -> Result<Vec<String>, String> {
     match kind {
-        Kind::Untyped { .. } => kind.for_body(body).map_or(Ok(Vec::new()), |kind| params(&kind, body)),
+        Kind::Untyped { .. } => kind.for_body(body, true).map_or(Ok(Vec::new()), |kind| params(&kind, body)),
         Kind::Form => {
             let text = std::str::from_utf8(body).map_err(|_| "a form body that is not UTF-8".to_owned())?;
             let pairs = text.split(['&', ';']).map(|pair| pair.split_once('=').unwrap_or((pair, "")));

@@ -35,14 +35,17 @@ fn the_bodies_rails_reads_params_from_are_read_on_the_api_only() {
     assert!(kind(&request("POST", "/api/v4/x", Some("multipart/form-data"))).is_err());
     assert!(kind(&request("POST", "/api/v4/x", Some("multipart/form-data; boundary=a; boundary=b"))).is_err());
     // An untyped body is JSON when it begins like an object; else a POST's is a form, a PUT's nothing.
-    for (kind, head, want) in [
-        (Kind::Untyped { post: false }, &b" \n{\"a\":1}"[..], Some(Kind::Json)),
-        (Kind::Untyped { post: true }, b"{", Some(Kind::Json)),
-        (Kind::Untyped { post: true }, b"token=x", Some(Kind::Form)),
-        (Kind::Untyped { post: false }, b"\x7fELF", None),
-        (Kind::Form, b"{", Some(Kind::Form)),
+    for (kind, head, ended, want) in [
+        (Kind::Untyped { post: false }, &b" \n{\"a\":1}"[..], true, Some(Kind::Json)),
+        (Kind::Untyped { post: true }, b"{", false, Some(Kind::Json)),
+        (Kind::Untyped { post: true }, b"token=x", false, Some(Kind::Form)),
+        (Kind::Untyped { post: false }, b"\x7fELF", false, None),
+        // White space so far: JSON may follow, so it is read as JSON until the body says otherwise.
+        (Kind::Untyped { post: false }, b" \r\n ", false, Some(Kind::Json)),
+        (Kind::Untyped { post: false }, b" ", true, None),
+        (Kind::Form, b"{", false, Some(Kind::Form)),
     ] {
-        assert_eq!(kind.for_body(head), want, "{kind:?} {head:?}");
+        assert_eq!(kind.for_body(head, ended), want, "{kind:?} {head:?} {ended}");
     }
     assert_eq!(
         kind(&request("POST", "/api/v4/x", Some("application/x-www-form-urlencoded, text/plain"))),

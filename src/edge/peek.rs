@@ -58,7 +58,13 @@ impl Gateway {
         // An untyped body's first bytes say whether it is read at all: only those are read first.
         let first = if matches!(kind, body_credentials::Kind::Untyped { .. }) { 1 } else { limit };
         let (mut bytes, mut ended) = self.read_prefix(&mut body, first, "API request body").await?;
-        let Some(kind) = kind.for_body(&bytes) else {
+        if first < limit && !ended && bytes.iter().all(u8::is_ascii_whitespace) {
+            // Frames of white space say nothing yet: read on to the bound.
+            let (more, rest_ended) = self.read_prefix(&mut body, limit, "API request body").await?;
+            bytes = [bytes, more].concat().into();
+            ended = rest_ended;
+        }
+        let Some(kind) = kind.for_body(&bytes, ended) else {
             let replayed = match ended {
                 true => body::full(bytes),
                 false => http_body_util::BodyExt::boxed(body_credentials::Scanned {
