@@ -58,11 +58,9 @@ impl Gateway {
         // An untyped body's first bytes say whether it is read at all: only those are read first.
         let first = if matches!(kind, body_credentials::Kind::Untyped { .. }) { 1 } else { limit };
         let (mut bytes, mut ended) = self.read_prefix(&mut body, first, "API request body").await?;
-        if first < limit && !ended && bytes.iter().all(u8::is_ascii_whitespace) {
+        if first < limit && bytes.iter().all(u8::is_ascii_whitespace) {
             // Frames of white space say nothing yet: read on to the bound.
-            let (more, rest_ended) = self.read_prefix(&mut body, limit, "API request body").await?;
-            bytes = [bytes, more].concat().into();
-            ended = rest_ended;
+            self.read_on(&mut body, &mut bytes, &mut ended, limit).await?;
         }
         let Some(kind) = kind.for_body(&bytes, ended) else {
             let replayed = match ended {
@@ -76,16 +74,11 @@ impl Gateway {
             };
             return Ok((replayed, None));
         };
-        if first < limit && !ended && bytes.len() <= limit {
-            let (more, rest_ended) =
-                self.read_prefix(&mut body, limit.saturating_sub(bytes.len()), "API request body").await?;
-            bytes = [bytes, more].concat().into();
-            ended = rest_ended;
-        }
+        self.read_on(&mut body, &mut bytes, &mut ended, limit).await?;
         let uninspected = |why: String| {
             Refusal::new(Reason::BodyNotInspected, format!("the body may hold a credential GitLab would read: {why}"))
         };
-        let (body, found, cut) = if ended {
+        let (body, mut found, cut) = if ended {
             let found = body_credentials::params(&kind, &bytes).map_err(|why| Refusal::new(Reason::BadRequest, why))?;
             (body::full(bytes), found, None)
         } else {
@@ -99,7 +92,6 @@ impl Gateway {
                 body_credentials::Scanned { head: Some(bytes), rest: body, scanner: Some(scanner), cut: cut.clone() };
             (http_body_util::BodyExt::boxed(scanned), found, Some(cut))
         };
-        let mut found = found;
         // `Rack::MethodOverride` turns a POST with `_method` in its form body into that method before
         // GitLab routes it: the method decided would not be the method served.
         if body_credentials::take_method_override(&mut found) && parts.method == http::Method::POST {
@@ -110,6 +102,18 @@ impl Gateway {
         }
         let decided_on = if found.is_empty() { None } else { Some(with_params(parts, &found)?) };
         Ok((body, Some(InBody { decided_on, cut })))
+    }
+
+    /// Reads on after `bytes` until the body ends or more than `limit` bytes are held in all (nothing
+    /// when that is so already).
+    async fn read_on(&self, body: &mut Body, bytes: &mut Bytes, ended: &mut bool, limit: usize) -> Result<(), Refusal> {
+        if *ended || bytes.len() > limit {
+            return Ok(());
+        }
+        let (more, rest_ended) = self.read_prefix(body, limit - bytes.len(), "API request body").await?;
+        *bytes = [bytes.as_ref(), more.as_ref()].concat().into();
+        *ended = rest_ended;
+        Ok(())
     }
 
     /// Reads `body` up to `limit` bytes (the frame that crosses it included), within the peek

@@ -96,14 +96,9 @@ impl Gateway {
         enforced: &Enforced,
         headers: &HeaderMap,
     ) -> Result<Held, Refusal> {
-        let claims = enforced.verdict.claims().map(|c| c.claims());
-        let (Some(gitlab), Some(claims)) = (&self.gitlab, claims) else {
-            return Err(Refusal::new(
-                Reason::InternalError,
-                "credentials: impersonate without gitlab.admin_token_file",
-            ));
-        };
-        let Some(impersonation) = gitlab.impersonation() else {
+        let gitlab = self.gitlab.as_ref().and_then(|g| Some((g, g.impersonation()?)));
+        let (Some((gitlab, impersonation)), Some(claims)) = (gitlab, enforced.verdict.claims().map(|c| c.claims()))
+        else {
             return Err(Refusal::new(
                 Reason::InternalError,
                 "credentials: impersonate without gitlab.admin_token_file",
